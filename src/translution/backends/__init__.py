@@ -1,0 +1,47 @@
+"""Backends that compute the pair primitives (see :mod:`translution.backends.base`).
+
+``backend=None`` picks the first backend in :data:`PRIORITY` that supports the inputs; a forced
+backend (a name or a :class:`Backend` instance) that cannot run raises a ``ValueError`` listing
+every reason.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Union
+
+import torch
+
+from ..layouts import Layout
+from .base import Backend
+from .grouped import GroupedBackend
+from .reference import ReferenceBackend
+
+__all__ = ["Backend", "GroupedBackend", "ReferenceBackend", "BACKENDS", "PRIORITY",
+           "select_backend"]
+
+BACKENDS: Dict[str, Backend] = {"grouped": GroupedBackend(), "reference": ReferenceBackend()}
+PRIORITY: List[str] = ["grouped", "reference"]
+
+
+def select_backend(backend: Union[None, str, Backend], layout: Layout, x: torch.Tensor,
+                   weights: List[Optional[torch.Tensor]]) -> Backend:
+    """Resolve ``backend`` (``None``, a name from :data:`BACKENDS`, or an instance)."""
+    if backend is None:
+        reasons = {}
+        for name in PRIORITY:
+            why = BACKENDS[name].not_supported_reasons(layout, x, weights)
+            if not why:
+                return BACKENDS[name]
+            reasons[name] = why
+        raise ValueError("no backend can run these inputs: " + "; ".join(
+            f"{name}: {', '.join(why)}" for name, why in reasons.items()))
+    if isinstance(backend, str):
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; expected one of {sorted(BACKENDS)}")
+        backend = BACKENDS[backend]
+    elif not isinstance(backend, Backend):
+        raise TypeError(f"backend must be None, a name or a Backend, got {type(backend).__name__}")
+    why = backend.not_supported_reasons(layout, x, weights)
+    if why:
+        raise ValueError(f"backend {backend.name!r} cannot run these inputs: " + "; ".join(why))
+    return backend
