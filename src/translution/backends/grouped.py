@@ -16,6 +16,7 @@ import functools
 from typing import List, Optional, Tuple
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from ..layouts import Layout, PairGroup
 from .base import Backend, split_heads
@@ -148,6 +149,7 @@ class _PairScores(torch.autograd.Function):
         return scores
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, dscores):
         xq, xk, wq, wk = ctx.saved_tensors
         layout, heads, scale = ctx.layout, ctx.heads, ctx.scale
@@ -191,6 +193,7 @@ class _PairMix(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, dout):
         attn, xv, wv = ctx.saved_tensors
         layout, heads = ctx.layout, ctx.heads

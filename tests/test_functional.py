@@ -1,0 +1,191 @@
+"""The fast grouped backend equals the literal per-pair definition (SPEC §8.6), forward and every
+gradient, in float64, over every layout kind, relative subset and odd size."""
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from translution import functional as F
+from translution.layouts import Grid, Sequence
+
+SUBSETS = ["q", "k", "v", "qk", "qv", "kv", "qkv"]
+LAYOUTS = [
+    Sequence(6), Sequence(6, causal=True), Sequence(1), Sequence(1, causal=True),
+    Grid(3, 4), Grid(3, 4, cls_token=True), Grid(4, 3, cls_token=True), Grid(1, 1, cls_token=True),
+    Grid(2, 3, 2), Grid(2, 2, 3, cls_token=True),
+    Grid(4, 5, max_distance=1, cls_token=True), Sequence(7, causal=True, max_distance=2),
+    Sequence(6, max_distance=2), Grid(3, 4, symmetric=True, cls_token=True),
+    Sequence(5, symmetric=True),
+]
+
+
+def _close(a_list, b_list, tol=1e-10):
+    for a, b in zip(a_list, b_list):
+        if a is None or b is None:
+            assert a is None and b is None
+            continue
+        assert torch.allclose(a, b, atol=tol, rtol=tol), (a - b).abs().max()
+
+
+@pytest.mark.parametrize("layout", LAYOUTS, ids=repr)
+@pytest.mark.parametrize("relative", SUBSETS)
+def test_translution_grouped_equals_reference(layout, relative, make_weights, run_backends):
+    g = torch.Generator().manual_seed(0)
+    batch = 1 if layout.num_tokens > 10 else 2
+    x = torch.randn(batch, layout.num_tokens, 5, dtype=torch.float64, generator=g,
+                    requires_grad=True)
+    ws = make_weights(layout, relative, 5, 6, generator=g)
+    fn = lambda x, wq, wk, wv, backend: F.translution(x, wq, wk, wv, layout, heads=2,
+                                                      backend=backend)
+    ref, fast = run_backends(fn, [x, *ws])
+    _close(ref, fast)
+
+
+def _alpha_params(layout, relative, c=5, inner=6, rank=4, generator=None):
+    mk = lambda *s: (torch.randn(*s, dtype=torch.float64, generator=generator) / s[-2] ** 0.5
+                     ).requires_grad_()
+    params = {"wq": mk(c, inner), "wk": mk(c, inner), "wv": mk(c, inner)}
+    if "q" in relative or "k" in relative:
+        params.update(uq=mk(c, rank), uk=mk(c, rank))
+    if "v" in relative:
+        params.update(uv=mk(c, rank), p=mk(rank, inner))
+    for name in relative:
+        params["m" + name] = mk(layout.num_slots, rank, rank)
+    return params
+
+
+@pytest.mark.parametrize("layout", LAYOUTS[:10], ids=repr)
+@pytest.mark.parametrize("relative", SUBSETS)
+def test_alpha_translution_grouped_equals_reference(layout, relative, run_backends):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, layout.num_tokens, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    params = _alpha_params(layout, relative, generator=g)
+    names = list(params)
+
+    def fn(x, *values, backend):
+        kw = dict(zip(names, values))
+        return F.alpha_translution(x, kw.pop("wq"), kw.pop("wk"), kw.pop("wv"), layout, heads=2,
+                                   backend=backend, **kw)
+
+    ref, fast = run_backends(fn, [x, *params.values()])
+    _close(ref, fast)
+
+
+@pytest.mark.parametrize("layout", [Sequence(4, causal=True), Grid(2, 3, cls_token=True),
+                                    Sequence(3, max_distance=1)], ids=repr)
+def test_gradcheck_grouped(layout, make_weights):
+    x = torch.randn(1, layout.num_tokens, 3, dtype=torch.float64, requires_grad=True)
+    ws = make_weights(layout, "qkv", 3, 4)
+    fn = lambda *t: F.translution(*t, layout, heads=2, backend="grouped")
+    assert torch.autograd.gradcheck(fn, (x, *ws))
+
+
+def test_gradcheck_alpha_grouped():
+    layout = Grid(2, 2, cls_token=True)
+    x = torch.randn(1, 5, 3, dtype=torch.float64, requires_grad=True)
+    params = _alpha_params(layout, "qkv", c=3, inner=4, rank=2)
+    names = list(params)
+
+    def fn(x, *values):
+        kw = dict(zip(names, values))
+        return F.alpha_translution(x, kw.pop("wq"), kw.pop("wk"), kw.pop("wv"), layout, heads=2,
+                                   backend="grouped", **kw)
+
+    assert torch.autograd.gradcheck(fn, (x, *params.values()))
+
+
+def test_clipping_with_large_k_equals_unclipped(make_weights):
+    """K ≥ extent: the clipped bank holds the same matrices at the same offsets."""
+    plain, clipped = Grid(3, 4, cls_token=True), Grid(3, 4, cls_token=True, max_distance=5)
+    g = torch.Generator().manual_seed(2)
+    ws = make_weights(plain, "qkv", 4, 4, generator=g, requires_grad=False)
+    # move every unclipped slot to the clipped slot of the same offset
+    deltas = torch.stack(torch.meshgrid(torch.arange(-2, 3), torch.arange(-3, 4), indexing="ij"),
+                         -1).reshape(-1, 2)
+    src = plain.offset_slots(deltas)
+    dst = clipped.offset_slots(deltas)
+    banks = []
+    for w in ws:
+        bank = torch.zeros(clipped.num_slots, 4, 4, dtype=w.dtype)
+        bank[dst] = w[src]
+        bank[-3:] = w[-3:]
+        banks.append(bank)
+    x = torch.randn(2, 13, 4, dtype=torch.float64, generator=g)
+    y1 = F.translution(x, *ws, plain, heads=2)
+    y2 = F.translution(x, *banks, clipped, heads=2)
+    assert torch.allclose(y1, y2, atol=1e-12)
+
+
+def test_shorter_sequence_uses_bank_prefix(make_weights):
+    layout = Sequence(8, causal=True)
+    ws = make_weights(layout, "qkv", 4, 4, requires_grad=False)
+    x = torch.randn(2, 8, 4, dtype=torch.float64)
+    full = F.translution(x, *ws, layout, heads=2)
+    short = F.translution(x[:, :5], *ws, layout, heads=2)
+    assert torch.allclose(full[:, :5], short, atol=1e-12)
+
+
+@settings(max_examples=25, deadline=None)
+@given(kind=st.sampled_from(["seq", "causal", "grid", "grid_cls", "grid3"]),
+       sizes=st.lists(st.integers(1, 4), min_size=3, max_size=3),
+       batch=st.integers(1, 3), heads=st.integers(1, 3), dim_head=st.integers(1, 3),
+       channels=st.integers(1, 4), relative=st.sampled_from(SUBSETS),
+       clip=st.one_of(st.none(), st.integers(0, 3)), seed=st.integers(0, 2**16))
+def test_hypothesis_shapes(kind, sizes, batch, heads, dim_head, channels, relative, clip, seed):
+    layout = {
+        "seq": lambda: Sequence(sizes[0] + 1, max_distance=clip),
+        "causal": lambda: Sequence(sizes[0] + 2, causal=True, max_distance=clip),
+        "grid": lambda: Grid(sizes[0], sizes[1], max_distance=clip),
+        "grid_cls": lambda: Grid(sizes[0], sizes[1], cls_token=True, max_distance=clip),
+        "grid3": lambda: Grid(*sizes, cls_token=seed % 2 == 0),
+    }[kind]()
+    g = torch.Generator().manual_seed(seed)
+    inner = heads * dim_head
+    x = torch.randn(batch, layout.num_tokens, channels, dtype=torch.float64, generator=g,
+                    requires_grad=True)
+    ws = [(torch.randn(*((layout.num_slots,) if n in relative else ()), channels, inner,
+                       dtype=torch.float64, generator=g)).requires_grad_() for n in "qkv"]
+    results = []
+    for backend in ("reference", "grouped"):
+        y = F.translution(x, *ws, layout, heads=heads, backend=backend)
+        grads = torch.autograd.grad(y.pow(2).sum(), [x, *ws])
+        results.append([y, *grads])
+    _close(*results)
+
+
+def test_bf16_autocast_close_to_fp32(make_weights):
+    layout = Grid(4, 4, cls_token=True)
+    ws = make_weights(layout, "qkv", 16, 16, dtype=torch.float32)
+    x = torch.randn(2, 17, 16, requires_grad=True)
+    ref = F.translution(x, *ws, layout, heads=2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = F.translution(x, *ws, layout, heads=2)
+    assert y.dtype == torch.bfloat16
+    assert (y.float() - ref).abs().max() < 0.05 * ref.abs().max()
+    y.float().sum().backward()
+    assert all(w.grad is not None and w.grad.dtype == torch.float32 for w in ws)
+    assert torch.isfinite(x.grad).all()
+
+
+def test_fp16_weights_run_without_autocast(make_weights):
+    layout = Sequence(5, causal=True)
+    ws = make_weights(layout, "kv", 8, 8, dtype=torch.float16, requires_grad=False)
+    x = torch.randn(1, 5, 8, dtype=torch.float16)
+    y = F.translution(x, *ws, layout, heads=2)
+    ref = F.translution(x.double(), *[w.double() for w in ws], layout, heads=2)
+    assert y.dtype == torch.float16
+    assert (y.double() - ref).abs().max() < 2e-2
+
+
+def test_backend_selection_and_refusal(make_weights):
+    layout = Grid(3, 3, cls_token=True)
+    ws = make_weights(layout, "qkv", 4, 4, requires_grad=False)
+    x = torch.randn(1, 10, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match="unknown backend 'nope'"):
+        F.translution(x, *ws, layout, heads=2, backend="nope")
+    from translution.backends import ReferenceBackend
+    tiny = ReferenceBackend(max_gathered_bytes=1000)
+    with pytest.raises(ValueError, match="cannot run these inputs.*GiB"):
+        F.translution(x, *ws, layout, heads=2, backend=tiny)
+    with pytest.raises(TypeError, match="backend must be"):
+        F.translution(x, *ws, layout, heads=2, backend=3)

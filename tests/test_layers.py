@@ -1,0 +1,149 @@
+"""Layers: parameters, initialisation, conversion from self-attention, resizing, errors."""
+
+import math
+
+import pytest
+import torch
+
+from translution import AlphaTranslution, SelfAttention, Translution
+from translution import functional as F
+from translution.layouts import Grid, Sequence
+
+
+@pytest.mark.parametrize("relative", ["q", "k", "v", "qk", "qv", "kv", "qkv"])
+def test_translution_parameter_shapes(relative):
+    layout = Grid(4, 4, cls_token=True)
+    layer = Translution(32, layout, heads=2, dim_head=8, relative=relative)
+    for name in "qkv":
+        expected = (layout.num_slots, 32, 16) if name in relative else (32, 16)
+        assert getattr(layer, "w" + name).shape == expected
+    n_params = sum(p.numel() for p in layer.parameters())
+    assert n_params == (len(relative) * layout.num_slots + 3 - len(relative)) * 32 * 16 + 16 * 32 + 32
+
+
+def test_reference_init_range():
+    layer = Translution(32, Sequence(8), heads=2, dim_head=8)
+    bound = 1 / math.sqrt(32 * 16)
+    assert layer.wq.abs().max() <= bound and layer.wq.abs().max() > 0.9 * bound
+
+
+def test_tied_init_equals_self_attention():
+    layout = Grid(3, 3, cls_token=True)
+    torch.manual_seed(0)
+    layer = Translution(16, layout, heads=2, dim_head=8, init="tied").double()
+    assert torch.equal(layer.wk[0], layer.wk[-1])
+    sa = SelfAttention(16, layout, heads=2, dim_head=8).double()
+    with torch.no_grad():
+        for name in "qkv":
+            getattr(sa, "w" + name).copy_(getattr(layer, "w" + name)[0])
+        sa.out.load_state_dict(layer.out.state_dict())
+    x = torch.randn(2, 10, 16, dtype=torch.float64)
+    assert torch.allclose(layer(x), sa(x), atol=1e-12)
+
+
+@pytest.mark.parametrize("layout", [Grid(3, 4, cls_token=True), Sequence(6, causal=True)],
+                         ids=repr)
+@pytest.mark.parametrize("relative", ["qkv", "kv"])
+def test_from_self_attention_matches_before_training(layout, relative):
+    sa = SelfAttention(16, layout, heads=2, dim_head=8).double()
+    layer = Translution.from_self_attention(sa, relative=relative)
+    assert layer.relative == relative
+    x = torch.randn(2, layout.num_tokens, 16, dtype=torch.float64)
+    assert torch.allclose(layer(x), sa(x), atol=1e-12)
+    with pytest.raises(TypeError, match="SelfAttention"):
+        Translution.from_self_attention(torch.nn.Linear(3, 3))
+
+
+def test_grid_layer_runs_on_other_sizes():
+    layer = Translution(8, Grid(5, 5, cls_token=True), heads=2, dim_head=4)
+    assert layer(torch.randn(1, 13, 8), shape=(3, 4)).shape == (1, 13, 8)
+    clipped = Translution(8, Grid(3, 3, max_distance=2), heads=2, dim_head=4)
+    assert clipped(torch.randn(1, 64, 8), shape=(8, 8)).shape == (1, 64, 8)
+    with pytest.raises(ValueError, match="does not fit"):
+        layer(torch.randn(1, 37, 8), shape=(6, 6))
+
+
+def test_layer_backend_option_matches():
+    layout = Grid(2, 3, cls_token=True)
+    torch.manual_seed(1)
+    a = Translution(8, layout, heads=2, dim_head=4, backend="reference").double()
+    b = Translution(8, layout, heads=2, dim_head=4, backend="grouped").double()
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(2, 7, 8, dtype=torch.float64)
+    assert torch.allclose(a(x), b(x), atol=1e-12)
+
+
+@pytest.mark.parametrize("relative", ["q", "k", "v", "qk", "qv", "kv", "qkv"])
+def test_alpha_layer_parameters_and_forward(relative):
+    layout = Grid(3, 3, cls_token=True)
+    layer = AlphaTranslution(16, layout, heads=2, dim_head=8, rank=4, relative=relative)
+    names = {n for n, _ in layer.named_parameters()}
+    assert {"m" + r for r in relative} <= names
+    assert ("p" in names) == ("v" in relative)
+    assert ("uq" in names) == bool(set(relative) & {"q", "k"})
+    for r in relative:
+        assert getattr(layer, "m" + r).shape == (layout.num_slots, 8, 8)
+    x = torch.randn(2, 10, 16, requires_grad=True)
+    layer(x).sum().backward()
+    assert all(p.grad is not None for p in layer.parameters())
+
+
+def test_self_attention_positions():
+    layout = Grid(3, 3, cls_token=True)
+    x = torch.randn(2, 10, 16)
+    for position in (None, "rope", "bias"):
+        layer = SelfAttention(16, layout, heads=2, dim_head=8, position=position)
+        assert layer(x).shape == x.shape
+    bias = SelfAttention(16, layout, heads=2, dim_head=8, position="bias")
+    assert bias.bias_table.shape == (layout.num_slots, 2)
+    with pytest.raises(ValueError, match="position"):
+        SelfAttention(16, layout, position="alibi")
+    with pytest.raises(ValueError, match="needs a layout"):
+        SelfAttention(16, None, position="rope")
+
+
+def test_rope_is_relative():
+    """Rotary logits depend only on offsets: shifting all sequence positions changes nothing."""
+    from translution.layers import rotary_embedding
+    q, k = torch.randn(1, 1, 5, 8, dtype=torch.float64), torch.randn(1, 1, 5, 8, dtype=torch.float64)
+    pos = torch.arange(5)[:, None]
+    a = rotary_embedding(q, pos) @ rotary_embedding(k, pos).transpose(-1, -2)
+    b = rotary_embedding(q, pos + 7) @ rotary_embedding(k, pos + 7).transpose(-1, -2)
+    assert torch.allclose(a, b, atol=1e-10)
+
+
+def test_causal_self_attention_with_bias_is_causal():
+    layer = SelfAttention(8, Sequence(6, causal=True), heads=2, dim_head=4, position="bias")
+    with torch.no_grad():
+        layer.bias_table.normal_()
+    x = torch.randn(1, 6, 8)
+    x2 = x.clone()
+    x2[:, 4:] += 1
+    assert torch.allclose(layer(x)[:, :4], layer(x2)[:, :4], atol=1e-6)
+
+
+@pytest.mark.parametrize("build, error, match", [
+    (lambda: Translution(8, Grid(2, 2), relative=""), ValueError, "non-empty subset"),
+    (lambda: Translution(8, Grid(2, 2), relative="qx"), ValueError, "subset"),
+    (lambda: Translution(8, Grid(2, 2), relative="qq"), ValueError, "repeats"),
+    (lambda: Translution(8, Grid(2, 2), init="zeros"), ValueError, "init"),
+    (lambda: Translution(0, Grid(2, 2)), ValueError, "dim"),
+    (lambda: Translution(8, (2, 2)), TypeError, "Layout"),
+    (lambda: AlphaTranslution(8, Grid(2, 2), rank=0), ValueError, "rank"),
+    (lambda: AlphaTranslution(8, Grid(2, 2), relative=""), ValueError, "subset"),
+])
+def test_layer_construction_errors(build, error, match):
+    with pytest.raises(error, match=match):
+        build()
+
+
+def test_layer_input_errors():
+    layer = Translution(8, Grid(2, 2, cls_token=True), heads=2, dim_head=4)
+    with pytest.raises(ValueError, match=r"\(batch, tokens, 8\)"):
+        layer(torch.randn(5, 8))
+    with pytest.raises(ValueError, match="expected 8 input channels, got 6"):
+        layer(torch.randn(1, 5, 6))
+    with pytest.raises(ValueError, match="holds 5 tokens, the input has 4"):
+        layer(torch.randn(1, 4, 8))
+    with pytest.raises(TypeError, match="dtype"):
+        layer(torch.randn(1, 5, 8, dtype=torch.float64))
