@@ -101,17 +101,47 @@ def matmul_rate(size: int = 2048, repeats: int = 5) -> float:
     return 2.0 * size ** 3 / best / 1e9
 
 
-def _rss_bytes() -> int:
+def _status_bytes(field_name: str) -> Optional[int]:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field_name + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> int:
+    """Reset the kernel's peak-RSS counter (Linux) and return the current RSS in bytes."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+    current = _status_bytes("VmRSS")
+    return current if current is not None else _peak_rss_bytes()
+
+
+def _peak_rss_bytes() -> int:
+    """Peak resident memory of this process since the last reset (``VmHWM``; ru_maxrss elsewhere)."""
+    peak = _status_bytes("VmHWM")
+    if peak is not None:
+        return peak
     scale = 1 if sys.platform == "darwin" else 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
 def run_one(case: Case, impl: str, repeats: int = 3, warmup: int = 1) -> Dict:
-    """Time forward+backward of one layer in this process; report seconds and peak RSS."""
+    """Time forward+backward of one layer in this process.
+
+    Returns seconds (best of ``repeats``), ``peak_rss`` (peak resident bytes of the process while
+    the layer is built and run) and ``base_rss`` (resident bytes just before: torch itself)."""
     from .layers import AlphaTranslution, SelfAttention, Translution
     torch.manual_seed(0)
     layout = case.build_layout()
-    base_rss = _rss_bytes()
+    torch.randn(64, 64) @ torch.randn(64, 64)          # load the BLAS before the baseline
+    base_rss = _reset_peak_rss()
     if impl == "sdpa":
         layer = SelfAttention(case.dim, layout, case.heads, case.dim_head)
     elif impl == "alpha":
@@ -135,7 +165,7 @@ def run_one(case: Case, impl: str, repeats: int = 3, warmup: int = 1) -> Dict:
         t = time.perf_counter()
         step()
         times.append(time.perf_counter() - t)
-    return {"seconds": min(times), "times": times, "peak_rss": _rss_bytes(),
+    return {"seconds": min(times), "times": times, "peak_rss": _peak_rss_bytes(),
             "base_rss": base_rss}
 
 

@@ -1,0 +1,185 @@
+"""GPT family (SPEC §5): a causal language model :class:`GPT` configured by :class:`GPTConfig`.
+
+Token embedding, pre-norm causal blocks (every attention layer, the self-attention half of a
+hybrid included, is built on ``Sequence(block_size, causal=True, max_distance=...)``), a final
+LayerNorm and an untied, bias-free LM head. Only ``attention="ape"`` adds a learned absolute
+position embedding; ``"rope"`` rotates queries and keys by their 1-D position; Translution models
+encode position by their banks alone.
+
+Differences from the reference code (on purpose): a single final LayerNorm (the reference GPT
+applies two in a row), and the hybrid's self-attention blocks are causal (the reference hybrid
+forgot the mask). Embeddings use PyTorch's default ``N(0, 1)`` init, as the reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Union
+
+import torch
+from torch import nn
+
+from ..layouts import Sequence
+from .blocks import (ATTENTION_KINDS, SIZES, TransformerConfig, TransformerModel, _positive_int,
+                     _resolve_config)
+from .registry import register_config, register_family
+
+__all__ = ["GPTConfig", "GPT"]
+
+
+@dataclass(frozen=True)
+class GPTConfig(TransformerConfig):
+    """Configuration of a :class:`GPT` (shared fields: see
+    :class:`~translution.models.blocks.TransformerConfig`). Defaults: GPT-tiny with Translution,
+    GPT-2 vocabulary, context 256.
+
+    Attributes:
+        vocab_size: number of token ids.
+        block_size: context length ``L`` the layers are built for (Translution banks hold ``L``
+            causal slots). Inputs may be shorter; longer only with ``max_distance`` (and not with
+            ``attention="ape"``, whose embedding has ``block_size`` rows).
+    """
+
+    vocab_size: int = 50257
+    block_size: int = 256
+
+    family = "gpt"
+
+    def __post_init__(self):
+        super().__post_init__()
+        _positive_int("vocab_size", self.vocab_size)
+        _positive_int("block_size", self.block_size)
+
+
+class GPT(TransformerModel):
+    """Causal language model with a configurable attention kind (SPEC §5).
+
+    Args:
+        config: a :class:`GPTConfig`, a dict from ``config.to_dict()``, or ``None`` (defaults).
+        **overrides: replace config fields.
+
+    Shape:
+        ``forward(tokens (B, T) integer) -> logits (B, T, vocab_size)``, ``T <= block_size``
+        unless :attr:`max_length` is ``None``.
+
+    Example:
+        >>> model = GPT(GPTConfig(vocab_size=100, block_size=16, dim=32, depth=2, heads=2,
+        ...                       dim_head=16))
+        >>> model(torch.randint(0, 100, (3, 16))).shape
+        torch.Size([3, 16, 100])
+    """
+
+    def __init__(self, config: Union[GPTConfig, dict, None] = None, **overrides):
+        super().__init__()
+        self.config = c = _resolve_config(GPTConfig, config, overrides)
+        self.layout = Sequence(c.block_size, causal=True, max_distance=c.max_distance)
+        self.token_embed = nn.Embedding(c.vocab_size, c.dim)
+        self.pos_embed = nn.Embedding(c.block_size, c.dim) if c.attention == "ape" else None
+        self.blocks = self._build_blocks([self.layout] * c.depth)
+        self.norm = nn.LayerNorm(c.dim)
+        self.head = nn.Linear(c.dim, c.vocab_size, bias=False)
+
+    @property
+    def max_length(self) -> Optional[int]:
+        """Longest input the model accepts: ``block_size``, or ``None`` (any length) when
+        ``max_distance`` is set and there is no absolute position embedding."""
+        c = self.config
+        return None if c.max_distance is not None and c.attention != "ape" else c.block_size
+
+    def _check_tokens(self, tokens) -> None:
+        if not isinstance(tokens, torch.Tensor):
+            raise TypeError(f"tokens must be a torch.Tensor, got {type(tokens).__name__}")
+        if tokens.dtype.is_floating_point or tokens.dtype.is_complex or tokens.dtype == torch.bool:
+            raise TypeError(f"tokens must be an integer tensor of token ids, got {tokens.dtype}")
+        if tokens.dim() != 2:
+            raise ValueError(f"tokens must have shape (batch, time), got {tuple(tokens.shape)}")
+        t, limit = tokens.shape[1], self.max_length
+        if t < 1:
+            raise ValueError("tokens must hold at least one position, got length 0")
+        if limit is not None and t > limit:
+            why = ("its learned absolute position embedding has block_size rows"
+                   if self.config.attention == "ape"
+                   else "build it with max_distance=K to run on longer inputs")
+            raise ValueError(f"sequence length {t} exceeds block_size={limit} of this model "
+                             f"({why})")
+        if tokens.device.type == "cpu" and tokens.numel():   # no device sync elsewhere
+            lo, hi = int(tokens.min()), int(tokens.max())
+            if lo < 0 or hi >= self.config.vocab_size:
+                raise ValueError(f"token ids must be in [0, {self.config.vocab_size}), "
+                                 f"got values in [{lo}, {hi}]")
+
+    def forward_features(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Hidden states after the final LayerNorm.
+
+        Args:
+            tokens: ``(B, T)`` integer token ids.
+
+        Returns:
+            ``(B, T, dim)``.
+        """
+        self._check_tokens(tokens)
+        x = self.token_embed(tokens)
+        if self.pos_embed is not None:
+            x = x + self.pos_embed(torch.arange(tokens.shape[1], device=tokens.device))
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``(B, T)`` token ids → ``(B, T, vocab_size)`` next-token logits."""
+        return self.head(self.forward_features(tokens))
+
+    @torch.no_grad()
+    def generate(self, tokens: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: Optional[int] = None,
+                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Sample ``max_new_tokens`` continuations (the context is cropped to the last
+        ``block_size`` tokens when the model has a length limit).
+
+        Args:
+            tokens: ``(B, T)`` prompt ids.
+            max_new_tokens: tokens to append.
+            temperature: softmax temperature; ``0`` picks the most likely token (greedy).
+            top_k: sample only among the ``k`` most likely tokens.
+            generator: random generator for sampling.
+
+        Returns:
+            ``(B, T + max_new_tokens)``.
+        """
+        _positive_int("max_new_tokens", max_new_tokens, 0)
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        for _ in range(max_new_tokens):
+            context = tokens if self.max_length is None else tokens[:, -self.max_length:]
+            logits = self(context)[:, -1].float()
+            if top_k is not None:
+                kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
+                logits = logits.masked_fill(logits < kth, float("-inf"))
+            if temperature == 0:
+                nxt = logits.argmax(dim=-1, keepdim=True)
+            else:
+                probs = torch.softmax(logits / temperature, dim=-1)
+                nxt = torch.multinomial(probs, 1, generator=generator)
+            tokens = torch.cat([tokens, nxt.to(tokens.dtype)], dim=1)
+        return tokens
+
+
+register_family("gpt", GPTConfig, GPT)
+
+#: Sizes registered for the GPT family, and their extra defaults.
+GPT_SIZES = {
+    "micro": dict(vocab_size=256, block_size=32),
+    "tiny": {}, "mini": {}, "small": {}, "base": {}, "large": {},
+}
+
+
+def _register_all():
+    for size, extra in GPT_SIZES.items():
+        for kind in ATTENTION_KINDS:
+            config = GPTConfig(**SIZES[size], **extra, attention=kind)
+            register_config(f"gpt_{size}_{kind}", GPT, config,
+                            f"GPT-{size} with {kind!r} attention; keyword overrides replace "
+                            "GPTConfig fields.")
+
+
+_register_all()
