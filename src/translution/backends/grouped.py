@@ -144,7 +144,7 @@ class _PairScores(torch.autograd.Function):
         for group, qs, ks in _plan(layout):
             q, _ = q_side.project(layout, group, qs, group.slot_q)
             k, _ = k_side.project(layout, group, ks, group.slot_k)
-            s = torch.sum(split_heads(q, heads) * split_heads(k, heads), -1, dtype=dtype)
+            s = torch.linalg.vecdot(split_heads(q, heads), split_heads(k, heads)).to(dtype)
             _pair_view(scores, layout, group).copy_((s * scale).movedim(-1, 1))
         return scores
 
@@ -206,7 +206,7 @@ class _PairMix(torch.autograd.Function):
             v = split_heads(v, heads)
             go = split_heads(_token_view(dout, layout, group, qs, "q"), heads).to(v.dtype)
             if dattn is not None:
-                da = torch.sum(go * v, -1, dtype=attn.dtype)
+                da = torch.linalg.vecdot(go, v).to(attn.dtype)
                 _pair_view(dattn, layout, group).copy_(da.movedim(-1, 1))
             if need[1] or need[2]:
                 a = _pair_view(attn, layout, group).movedim(1, -1).to(v.dtype)[..., None]
