@@ -147,3 +147,24 @@ def test_layer_input_errors():
         layer(torch.randn(1, 4, 8))
     with pytest.raises(TypeError, match="dtype"):
         layer(torch.randn(1, 5, 8, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("build", [
+    lambda lay: Translution(16, lay, heads=2, dim_head=8),
+    lambda lay: AlphaTranslution(16, lay, heads=2, dim_head=8, rank=4),
+    lambda lay: SelfAttention(16, lay, heads=2, dim_head=8, position="bias"),
+    lambda lay: SelfAttention(16, lay, heads=2, dim_head=8, position="rope")])
+@pytest.mark.parametrize("layout", [Grid(2, 3, cls_token=True), Sequence(5, causal=True)],
+                         ids=repr)
+def test_attention_weights_are_the_layers_attention(build, layout):
+    torch.manual_seed(0)
+    layer = build(layout).double()
+    x = torch.randn(2, layout.num_tokens, 16, dtype=torch.float64)
+    attn = layer.attention_weights(x)
+    assert attn.shape == (2, 2, layout.num_tokens, layout.num_tokens)
+    assert torch.allclose(attn.sum(-1), torch.ones_like(attn.sum(-1)))
+    if layout.causal:
+        assert attn.triu(1).abs().max() == 0
+    # the output is the attention-weighted mix: check through the functional forms
+    y, a2 = layer._attend(x, None, True)
+    assert torch.allclose(layer.out(y), layer(x), atol=1e-12) and torch.equal(a2, attn)

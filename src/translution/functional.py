@@ -94,7 +94,7 @@ def _no_autocast(device: torch.device):
 
 def translution(x: torch.Tensor, wq: torch.Tensor, wk: torch.Tensor, wv: torch.Tensor,
                 layout: Layout, *, heads: int, scale: Optional[float] = None,
-                backend: BackendArg = None) -> torch.Tensor:
+                backend: BackendArg = None, return_attention: bool = False):
     """Translution attention (SPEC §1), without the output projection.
 
     Args:
@@ -106,9 +106,11 @@ def translution(x: torch.Tensor, wq: torch.Tensor, wk: torch.Tensor, wv: torch.T
         scale: logit scale, default ``(C'/heads) ** -0.5``.
         backend: ``None`` (fastest that supports the inputs), ``"grouped"``, ``"reference"``
             or a :class:`~translution.backends.Backend`.
+        return_attention: also return the attention probabilities ``α`` ``(B, heads, N, N)``.
 
     Returns:
-        ``(B, N, C')``, in the input dtype (the autocast dtype under autocast).
+        ``(B, N, C')``, in the input dtype (the autocast dtype under autocast); with
+        ``return_attention``, the pair ``(output, α)``.
     """
     _check_input(x)
     layout = _resolve_layout(layout, x)
@@ -129,8 +131,10 @@ def translution(x: torch.Tensor, wq: torch.Tensor, wk: torch.Tensor, wv: torch.T
             scores = impl.pair_scores(x, x, wq, wk, layout, heads, scale)
         attn = torch.softmax(scores, dim=-1)                      # (B, heads, N, N), float32+
         if wv.dim() == 2:
-            return _plain_mix(attn, x @ wv, heads)
-        return impl.pair_mix(attn, x, wv, layout, heads)
+            out = _plain_mix(attn, x @ wv, heads)
+        else:
+            out = impl.pair_mix(attn, x, wv, layout, heads)
+    return (out, attn) if return_attention else out
 
 
 def _check_heads(heads, *weights) -> int:
@@ -151,7 +155,7 @@ def alpha_translution(x: torch.Tensor, wq: torch.Tensor, wk: torch.Tensor, wv: t
                       uv: Optional[torch.Tensor] = None, mq: Optional[torch.Tensor] = None,
                       mk: Optional[torch.Tensor] = None, mv: Optional[torch.Tensor] = None,
                       p: Optional[torch.Tensor] = None, scale: Optional[float] = None,
-                      backend: BackendArg = None) -> torch.Tensor:
+                      backend: BackendArg = None, return_attention: bool = False):
     """α-Translution (SPEC §3): self-attention plus a low-rank relative branch, without the
     output projection.
 
@@ -162,12 +166,13 @@ def alpha_translution(x: torch.Tensor, wq: torch.Tensor, wk: torch.Tensor, wv: t
     Args:
         x: ``(B, N, C)``.
         wq, wk, wv: standard projections ``(C, C')``.
-        layout, heads, scale, backend: as in :func:`translution` (``scale`` defaults to
-            ``dim_head ** -0.5`` with ``dim_head = C'/heads``; the relative heads have width
-            ``R/heads``).
+        layout, heads, scale, backend, return_attention: as in :func:`translution` (``scale``
+            defaults to ``dim_head ** -0.5`` with ``dim_head = C'/heads``; the relative heads
+            have width ``R/heads``).
 
     Returns:
-        ``(B, N, C')``: ``Σ_j α_ij v_j`` or ``(Σ_j α_ij v_j + P Σ_j α_ij ṽ_ij) / 2``.
+        ``(B, N, C')``: ``Σ_j α_ij v_j`` or ``(Σ_j α_ij v_j + P Σ_j α_ij ṽ_ij) / 2``; with
+        ``return_attention``, the pair ``(output, α)``.
     """
     _check_input(x)
     layout = _resolve_layout(layout, x)
@@ -214,4 +219,4 @@ def alpha_translution(x: torch.Tensor, wq: torch.Tensor, wk: torch.Tensor, wv: t
         out = _plain_mix(attn, x @ wv, heads)
         if rel_v:
             out = (out + impl.pair_mix(attn, x @ uv, mv, layout, heads) @ p) / 2
-        return out
+    return (out, attn) if return_attention else out

@@ -75,6 +75,11 @@ class _AttentionBase(nn.Module):
             raise ValueError(f"expected {self.dim} input channels, got {x.shape[-1]} "
                              f"(input shape {tuple(x.shape)})")
 
+    def attention_weights(self, x: torch.Tensor,
+                          shape: Optional[SequenceT[int]] = None) -> torch.Tensor:
+        """Attention probabilities ``(B, heads, N, N)`` of input ``x`` ``(B, N, C)`` (rows: queries)."""
+        return self._attend(x, shape, True)[1]
+
     def extra_repr(self):
         return f"dim={self.dim}, layout={self.layout!r}, heads={self.heads}, dim_head={self.dim_head}"
 
@@ -120,10 +125,13 @@ class Translution(_AttentionBase):
             setattr(self, "w" + name, w)
 
     def forward(self, x: torch.Tensor, shape: Optional[SequenceT[int]] = None) -> torch.Tensor:
+        return self.out(self._attend(x, shape, False))
+
+    def _attend(self, x, shape, return_attention):
         self._check_x(x)
-        y = functional.translution(x, self.wq, self.wk, self.wv, _layout_for(self.layout, shape),
-                                   heads=self.heads, backend=self.backend)
-        return self.out(y)
+        return functional.translution(x, self.wq, self.wk, self.wv,
+                                      _layout_for(self.layout, shape), heads=self.heads,
+                                      backend=self.backend, return_attention=return_attention)
 
     @classmethod
     def from_self_attention(cls, attention: "SelfAttention", layout: Optional[Layout] = None,
@@ -180,13 +188,16 @@ class AlphaTranslution(_AttentionBase):
             setattr(self, "m" + name, _bank(slots, width, width))
 
     def forward(self, x: torch.Tensor, shape: Optional[SequenceT[int]] = None) -> torch.Tensor:
+        return self.out(self._attend(x, shape, False))
+
+    def _attend(self, x, shape, return_attention):
         self._check_x(x)
         extra = {name: getattr(self, name) for name in ("uq", "uk", "uv", "p", "mq", "mk", "mv")
                  if hasattr(self, name)}
-        y = functional.alpha_translution(x, self.wq, self.wk, self.wv,
-                                         _layout_for(self.layout, shape), heads=self.heads,
-                                         backend=self.backend, **extra)
-        return self.out(y)
+        return functional.alpha_translution(x, self.wq, self.wk, self.wv,
+                                            _layout_for(self.layout, shape), heads=self.heads,
+                                            backend=self.backend,
+                                            return_attention=return_attention, **extra)
 
     def extra_repr(self):
         return super().extra_repr() + f", rank={self.rank}, relative={self.relative!r}"
@@ -249,6 +260,9 @@ class SelfAttention(_AttentionBase):
             self.bias_table = nn.Parameter(torch.zeros(self.layout.num_slots, heads))
 
     def forward(self, x: torch.Tensor, shape: Optional[SequenceT[int]] = None) -> torch.Tensor:
+        return self.out(self._attend(x, shape, False))
+
+    def _attend(self, x, shape, return_attention):
         self._check_x(x)
         b, n, _ = x.shape
         layout = None if self.layout is None else _layout_for(self.layout, shape).for_tokens(n)
@@ -265,5 +279,14 @@ class SelfAttention(_AttentionBase):
             if causal:
                 mask = mask.masked_fill(~layout.allowed().to(x.device), float("-inf"))
                 causal = False
+        if return_attention:
+            scores = (q @ k.transpose(-1, -2)).to(torch.promote_types(q.dtype, torch.float32))
+            scores = scores * self.dim_head ** -0.5
+            if mask is not None:
+                scores = scores + mask
+            if causal:
+                scores = scores.masked_fill(~layout.allowed().to(x.device), float("-inf"))
+            attn = scores.softmax(-1)
+            return (attn.to(v.dtype) @ v).transpose(1, 2).flatten(-2), attn
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
-        return self.out(y.transpose(1, 2).flatten(-2))
+        return y.transpose(1, 2).flatten(-2)
