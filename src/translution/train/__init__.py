@@ -1,0 +1,41 @@
+"""One training loop for classification and language modelling.
+
+Public API::
+
+    from translution.train import (
+        RunConfig, TrainConfig, OptimConfig, ScheduleConfig, load_config, save_config,
+        ClassificationTask, LanguageModelTask, DatasetBatches, WindowBatches, token_windows,
+        fit, load_checkpoint, save_checkpoint, setup_distributed, seed_everything,
+    )
+
+Modules: ``config`` (dataclasses, YAML, overrides), ``tasks`` (loss + evaluation),
+``batches`` (deterministic resumable batch sources), ``optim`` and ``schedule`` (optimiser and
+learning rate), ``checkpoint`` (atomic, validated files), ``metrics`` (top-k, metrics.jsonl),
+``distributed`` (torchrun / DDP), ``rng`` (seeding and RNG state), ``loop`` (:func:`fit`).
+"""
+
+from .batches import BatchSource, DatasetBatches, WindowBatches, token_windows
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import (OptimConfig, RunConfig, ScheduleConfig, TrainConfig, apply_overrides,
+                     config_to_dict, load_config, save_config)
+from .distributed import (DistInfo, cleanup_distributed, setup_distributed, unwrap_model,
+                          wrap_model)
+from .loop import count_parameters, fit, to_device
+from .metrics import MetricsLogger, read_metrics, topk_correct
+from .optim import build_optimizer
+from .rng import capture_rng_state, derive_seed, restore_rng_state, seed_everything
+from .schedule import LRSchedule
+from .tasks import ClassificationTask, LanguageModelTask, Task
+
+__all__ = [
+    "RunConfig", "TrainConfig", "OptimConfig", "ScheduleConfig", "load_config", "save_config",
+    "apply_overrides", "config_to_dict",
+    "Task", "ClassificationTask", "LanguageModelTask",
+    "BatchSource", "DatasetBatches", "WindowBatches", "token_windows",
+    "fit", "to_device", "count_parameters",
+    "save_checkpoint", "load_checkpoint",
+    "MetricsLogger", "read_metrics", "topk_correct",
+    "build_optimizer", "LRSchedule",
+    "DistInfo", "setup_distributed", "cleanup_distributed", "wrap_model", "unwrap_model",
+    "seed_everything", "derive_seed", "capture_rng_state", "restore_rng_state",
+]

@@ -1,0 +1,184 @@
+"""Atomic, validated training checkpoints.
+
+A checkpoint is a ``torch.save`` file holding a dict with these keys:
+
+========== ==================================================================
+format     ``"translution.train/1"``
+model      ``state_dict()`` of the unwrapped model
+optimizer  optimiser ``state_dict()`` (or ``None``)
+scheduler  :class:`~translution.train.schedule.LRSchedule` state (or ``None``)
+rng        list with one :func:`~translution.train.rng.capture_rng_state` per rank
+step       optimiser steps taken
+epoch      epoch the next step belongs to (``step // steps_per_epoch``)
+config     resolved run configuration as a plain dict (or ``None``)
+best       ``{"metric", "mode", "value", "step"}`` (or ``None``)
+extra      free-form dict (loop bookkeeping, user data)
+========== ==================================================================
+
+Files are written to a temporary name in the same directory, flushed, fsynced and moved into
+place with ``os.replace``, so a crash never leaves a half-written ``last.pt``. Loading uses
+``weights_only=True`` and checks the format, raising ``ValueError`` naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .distributed import unwrap_model
+from .rng import restore_rng_state
+
+__all__ = ["CHECKPOINT_FORMAT", "REQUIRED_KEYS", "save_checkpoint", "load_checkpoint",
+           "atomic_torch_save"]
+
+CHECKPOINT_FORMAT = "translution.train/1"
+REQUIRED_KEYS = ("format", "model", "optimizer", "scheduler", "rng", "step", "epoch",
+                 "config", "best", "extra")
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file, fsync, then ``os.replace`` onto ``path``."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return p
+
+
+def save_checkpoint(path: str | os.PathLike, *, model: nn.Module,
+                    optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None,
+                    step: int = 0, epoch: int = 0, rng: list[dict] | None = None,
+                    config: dict | None = None, best: dict | None = None,
+                    extra: dict | None = None) -> Path:
+    """Write a checkpoint atomically.
+
+    Args:
+        path: Destination file.
+        model: Model (DDP / compiled wrappers are stripped before ``state_dict()``).
+        optimizer: Optimiser to save, if any.
+        scheduler: Object with ``state_dict()`` (e.g. ``LRSchedule``), if any.
+        step: Optimiser steps taken.
+        epoch: Epoch of the next step.
+        rng: Per-rank RNG states (``capture_rng_state()`` each); ``None`` saves none.
+        config: Resolved configuration as a plain dict.
+        best: Best-metric bookkeeping.
+        extra: Anything else ``weights_only`` loading accepts (tensors, plain containers).
+
+    Returns:
+        The path written.
+    """
+    obj = {
+        "format": CHECKPOINT_FORMAT,
+        "model": unwrap_model(model).state_dict(),
+        "optimizer": None if optimizer is None else optimizer.state_dict(),
+        "scheduler": None if scheduler is None else scheduler.state_dict(),
+        "rng": rng,
+        "step": int(step),
+        "epoch": int(epoch),
+        "config": config,
+        "best": best,
+        "extra": {} if extra is None else extra,
+    }
+    return atomic_torch_save(obj, path)
+
+
+def _read(path: Path, map_location: Any, weights_only: bool) -> dict[str, Any]:
+    expected = f"a checkpoint dict with keys {list(REQUIRED_KEYS)} written by save_checkpoint"
+    if not path.exists():
+        raise ValueError(f"checkpoint file {str(path)!r} does not exist; expected {expected}")
+    if not path.is_file():
+        raise ValueError(f"checkpoint path {str(path)!r} is not a file; expected {expected}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"checkpoint file {str(path)!r} is empty; expected {expected}")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=weights_only)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile,
+            ValueError, KeyError, AttributeError, ImportError, IndexError) as e:
+        raise ValueError(f"checkpoint file {str(path)!r} is corrupt or truncated "
+                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                         f"expected {expected}") from e
+    if not isinstance(obj, dict):
+        raise ValueError(f"checkpoint file {str(path)!r} holds a {type(obj).__name__}; "
+                         f"expected {expected}")
+    missing = [k for k in REQUIRED_KEYS if k not in obj]
+    if missing:
+        raise ValueError(f"checkpoint file {str(path)!r} is missing keys {missing}; "
+                         f"expected {expected}")
+    if obj["format"] != CHECKPOINT_FORMAT:
+        raise ValueError(f"checkpoint file {str(path)!r} has format {obj['format']!r}; "
+                         f"expected {CHECKPOINT_FORMAT!r}")
+    return obj
+
+
+def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None,
+                    optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None, *,
+                    rank: int = 0, restore_rng: bool = False, strict: bool = True,
+                    map_location: Any = "cpu", weights_only: bool = True) -> dict[str, Any]:
+    """Read and validate a checkpoint, optionally loading it into live objects.
+
+    Args:
+        path: Checkpoint file.
+        model: If given, receives the model weights (wrappers are stripped).
+        optimizer: If given, receives the optimiser state.
+        scheduler: If given, receives the scheduler state (``load_state_dict``).
+        rank: Which saved RNG state to restore (taken modulo the number saved).
+        restore_rng: Restore Python/NumPy/torch RNG states (exact resume).
+        strict: Passed to ``model.load_state_dict``.
+        map_location: Passed to ``torch.load``.
+        weights_only: Passed to ``torch.load``; ``True`` refuses arbitrary pickled objects.
+
+    Returns:
+        The checkpoint dict (see the module docstring).
+
+    Raises:
+        ValueError: If the file is missing, empty, corrupt, truncated, lacks a key, has another
+            format, or does not fit the model/optimiser; the message names the file.
+    """
+    p = Path(path)
+    obj = _read(p, map_location, weights_only)
+    if model is not None:
+        try:
+            unwrap_model(model).load_state_dict(obj["model"], strict=strict)
+        except RuntimeError as e:
+            raise ValueError(f"checkpoint file {str(p)!r} does not fit model "
+                             f"{type(unwrap_model(model)).__name__}: {e}") from e
+    if optimizer is not None:
+        if obj["optimizer"] is None:
+            raise ValueError(f"checkpoint file {str(p)!r} holds no optimizer state; expected "
+                             f"one for {type(optimizer).__name__}")
+        try:
+            optimizer.load_state_dict(obj["optimizer"])
+        except (ValueError, KeyError, RuntimeError) as e:
+            raise ValueError(f"checkpoint file {str(p)!r} has optimizer state that does not "
+                             f"fit {type(optimizer).__name__}: {e}") from e
+    if scheduler is not None:
+        if obj["scheduler"] is None:
+            raise ValueError(f"checkpoint file {str(p)!r} holds no scheduler state")
+        try:
+            scheduler.load_state_dict(obj["scheduler"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"checkpoint file {str(p)!r} has scheduler state that does not "
+                             f"fit: {e}") from e
+    if restore_rng:
+        states = obj["rng"]
+        if not states:
+            raise ValueError(f"checkpoint file {str(p)!r} holds no RNG state")
+        try:
+            restore_rng_state(states[rank % len(states)])
+        except (ValueError, KeyError, TypeError, RuntimeError) as e:
+            raise ValueError(f"checkpoint file {str(p)!r} has invalid RNG state: {e}") from e
+    return obj
