@@ -45,6 +45,61 @@ def _experiment_dynamic_mnist(args) -> int:
     return 0
 
 
+def _train(args) -> int:
+    from . import recipes
+    from .train import fit, load_config
+    cfg = load_config(args.config, args.overrides)
+    torch_seed(cfg.train.seed)
+    model, task, train_batches, eval_batches = recipes.build(cfg)
+    out = cfg.train.out_dir or f"runs/{cfg.model['name']}"
+    summary = fit(model, task, train_batches, cfg, eval_batches, out_dir=out,
+                  resume=not args.restart)
+    print(json.dumps({k: summary[k] for k in ("steps", "seconds", "parameters", "eval", "best")
+                      if k in summary}, indent=1, default=str))
+    print(f"checkpoints and metrics in {out}")
+    return 0
+
+
+def torch_seed(seed: int) -> None:
+    import torch
+    torch.manual_seed(seed)
+
+
+def _eval(args) -> int:
+    from . import recipes
+    from .train import apply_overrides, RunConfig, config_to_dict
+    model, cfg, _ = recipes.model_for_checkpoint(args.checkpoint)
+    if args.overrides:
+        cfg = RunConfig.from_dict(apply_overrides(config_to_dict(cfg), args.overrides))
+    task, _, eval_batches = recipes.build_task_and_batches(cfg, model)
+    batches = eval_batches.batches(0) if hasattr(eval_batches, "batches") else eval_batches
+    print(json.dumps(task.evaluate(model, batches), indent=1))
+    return 0
+
+
+def _generate(args) -> int:
+    import torch
+    from . import recipes
+    from .data.text import read_meta
+    from .data.tokenizers import tokenizer_from_meta
+    from .generation import generate
+    model, cfg, _ = recipes.model_for_checkpoint(args.checkpoint)
+    tokenizer = tokenizer_from_meta(read_meta(recipes.text_dir(cfg))["tokenizer"])
+    prompt = torch.tensor([tokenizer.encode(args.prompt)], dtype=torch.long)
+    generator = torch.Generator().manual_seed(args.seed)
+    out = generate(model, prompt, args.max_new_tokens, temperature=args.temperature,
+                   top_k=args.top_k, use_cache=not args.no_cache, generator=generator)
+    print(tokenizer.decode(out[0].tolist()))
+    return 0
+
+
+def _models(args) -> int:
+    from .models import list_models
+    for name in list_models(args.pattern):
+        print(name)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="translution",
@@ -62,6 +117,34 @@ def build_parser() -> argparse.ArgumentParser:
                     help="skip the paper's algorithm where it needs more GB than this")
     op.add_argument("--out", help="write the table to OUT.md and the raw numbers to OUT.json")
     op.set_defaults(func=_bench_op)
+
+    train = sub.add_parser("train", help="train a model from a YAML config plus key=value "
+                           "overrides (resumes OUT/last.pt when present)")
+    train.add_argument("--config", help="YAML file (see configs/); omitted: defaults + overrides")
+    train.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                       help="dotted overrides, e.g. optim.lr=1e-3 model.depth=2")
+    train.add_argument("--restart", action="store_true", help="ignore an existing last.pt")
+    train.set_defaults(func=_train)
+
+    ev = sub.add_parser("eval", help="evaluate a checkpoint on its config's evaluation data")
+    ev.add_argument("--checkpoint", required=True)
+    ev.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                    help="change the data config, e.g. data.test_placement=pixel")
+    ev.set_defaults(func=_eval)
+
+    gen = sub.add_parser("generate", help="sample text from a language-model checkpoint")
+    gen.add_argument("--checkpoint", required=True)
+    gen.add_argument("--prompt", required=True)
+    gen.add_argument("--max-new-tokens", type=int, default=200)
+    gen.add_argument("--temperature", type=float, default=0.8, help="0: greedy")
+    gen.add_argument("--top-k", type=int, default=None)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--no-cache", action="store_true", help="recompute the prefix every token")
+    gen.set_defaults(func=_generate)
+
+    models = sub.add_parser("models", help="list registered models")
+    models.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'vit_*'")
+    models.set_defaults(func=_models)
 
     experiment = sub.add_parser("experiment", help="the paper's experiments")
     exp_sub = experiment.add_subparsers(dest="experiment", required=True)

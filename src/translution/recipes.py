@@ -1,0 +1,170 @@
+"""From a :class:`~translution.train.RunConfig` to a model, a task and batch sources.
+
+``config.model`` is ``{"name": <registered model>, **overrides}`` (see
+:func:`translution.models.list_models`). ``config.data["dataset"]`` is one of:
+
+* ``"mnist"`` / ``"fashion-mnist"`` — 28×28 digits / clothes (``root``: optional local folder);
+* ``"dynamic-mnist"`` — digits on a larger canvas (``canvas``, ``patch``, ``placement`` for
+  training, ``test_placement``; SPEC §7);
+* ``"imagefolder"`` — ``root/train`` and ``root/val`` class folders with the reference ImageNet
+  augmentations (``img_size``, ``resize``, ``randaugment``, ``mixup``, ``cutmix``; SPEC §6);
+* ``"text"`` — a token folder written by :func:`translution.data.text.prepare_corpus` or the
+  OpenWebText preparation (``dir``; ``block_size`` defaults to the model's context;
+  ``steps_per_epoch``, ``eval_iters``);
+* ``"austen"`` — the Jane Austen novels (``tokenizer``: ``char`` or ``gpt2``; persuasion held
+  out), prepared into a cached token folder, then as ``"text"``.
+
+Common keys: ``train_size`` / ``test_size`` (subsets, images only).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+from torch import nn
+
+from .train import ClassificationTask, DatasetBatches, LanguageModelTask, RunConfig, \
+    WindowBatches, token_windows
+
+IMAGE_DATASETS = ("mnist", "fashion-mnist", "dynamic-mnist", "imagefolder")
+TEXT_DATASETS = ("text", "austen")
+
+
+def build_model(model_cfg: Dict[str, Any]) -> nn.Module:
+    """``{"name": ..., **overrides}`` → the registered model."""
+    from .models import create_model
+    if not isinstance(model_cfg, dict) or "name" not in model_cfg:
+        raise ValueError(f"config.model must be a mapping with a 'name' (a registered model, "
+                         f"see `translution models`), got {model_cfg!r}")
+    overrides = {k: v for k, v in model_cfg.items() if k != "name"}
+    return create_model(model_cfg["name"], **overrides)
+
+
+def build(cfg: RunConfig) -> Tuple[nn.Module, Any, Any, Any]:
+    """``(model, task, train_batches, eval_batches)``; for text data the model's ``vocab_size``
+    defaults to the corpus vocabulary."""
+    model_cfg = dict(cfg.model)
+    if _dataset_kind(cfg) in TEXT_DATASETS and "vocab_size" not in model_cfg:
+        from .data.text import read_meta
+        model_cfg["vocab_size"] = int(read_meta(text_dir(cfg))["vocab_size"])
+    model = build_model(model_cfg)
+    return (model, *build_task_and_batches(cfg, model))
+
+
+def _dataset_kind(cfg: RunConfig) -> str:
+    kind = cfg.data.get("dataset")
+    if kind not in IMAGE_DATASETS + TEXT_DATASETS:
+        raise ValueError(f"config.data.dataset must be one of {IMAGE_DATASETS + TEXT_DATASETS}, "
+                         f"got {kind!r}")
+    return kind
+
+
+def _subset(pair, size):
+    return pair if size is None else (pair[0][:size], pair[1][:size])
+
+
+def _digits(cfg: RunConfig, kind: str):
+    from .data.dynamic_mnist import DynamicMNIST
+    from .data.mnist import load_fashion_mnist, load_mnist
+    data = cfg.data
+    load = load_fashion_mnist if kind == "fashion-mnist" else load_mnist
+    train = _subset(load("train", root=data.get("root")), data.get("train_size"))
+    test = _subset(load("test", root=data.get("root")), data.get("test_size"))
+    canvas = int(data.get("canvas", 28 if kind != "dynamic-mnist" else 42))
+    patch = int(data.get("patch", 7))
+    seed = cfg.train.seed
+    train_set = DynamicMNIST(*train, canvas=canvas, patch=patch,
+                             placement=data.get("placement", "static"), seed=seed)
+    test_set = DynamicMNIST(*test, canvas=canvas, patch=patch,
+                            placement=data.get("test_placement", data.get("placement", "static")),
+                            seed=int(data.get("test_seed", 1234)))
+    return train_set, test_set
+
+
+def _image_folder(cfg: RunConfig):
+    from .data.imagefolder import MixUpCutMix, image_folder
+    data = cfg.data
+    root = Path(data["root"])
+    size, resize = int(data.get("img_size", 224)), int(data.get("resize", 256))
+    randaugment = tuple(data.get("randaugment", (2, 9)))
+    train_set = image_folder(root / "train", True, size, resize, randaugment)
+    test_set = image_folder(root / "val", False, size, resize, randaugment)
+    mix = None
+    if data.get("mixup", 0.8) or data.get("cutmix", 1.0):
+        mix = MixUpCutMix(len(train_set.classes), data.get("mixup", 0.8), data.get("cutmix", 1.0))
+    return train_set, test_set, mix
+
+
+def text_dir(cfg: RunConfig) -> Path:
+    """The token folder of a ``text`` or ``austen`` config (preparing Austen if needed)."""
+    data = cfg.data
+    if data["dataset"] == "text":
+        return Path(data["dir"])
+    from .data.austen import austen_corpus
+    from .data.text import default_cache_root, prepare_corpus, read_meta
+    tokenizer = data.get("tokenizer", "char")
+    out = Path(data.get("dir") or default_cache_root() / f"austen-{tokenizer}")
+    try:
+        read_meta(out)
+    except (FileNotFoundError, ValueError):
+        train_texts, val_texts = austen_corpus(data.get("val_novel", "persuasion"))
+        prepare_corpus(train_texts, val_texts, out, tokenizer=tokenizer)
+    return out
+
+
+def build_task_and_batches(cfg: RunConfig, model: Optional[nn.Module] = None
+                           ) -> Tuple[Any, Any, Any]:
+    """``(task, train_batches, eval_batches)`` for ``cfg`` (see the module docstring)."""
+    kind = _dataset_kind(cfg)
+    tc, data = cfg.train, cfg.data
+    eval_batch = tc.eval_batch_size or tc.batch_size
+    if kind in TEXT_DATASETS:
+        from .data.text import TokenDataset
+        folder = text_dir(cfg)
+        train, val = TokenDataset(folder, "train"), TokenDataset(folder, "val")
+        block = int(data.get("block_size") or getattr(getattr(model, "config", None),
+                                                      "block_size", 256))
+        vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+        if vocab is not None and train.vocab_size > vocab:
+            raise ValueError(f"the corpus in {folder} has {train.vocab_size} token ids but the "
+                             f"model's vocab_size is {vocab}; set model.vocab_size="
+                             f"{train.vocab_size}")
+        train_batches = WindowBatches(token_windows(train.data, block), tc.batch_size,
+                                      int(data.get("steps_per_epoch", 500)), seed=tc.seed)
+        eval_batches = WindowBatches(token_windows(val.data, block), eval_batch,
+                                     int(data.get("eval_iters", 20)), seed=tc.seed + 10_000)
+        return LanguageModelTask(), train_batches, eval_batches
+    mix = None
+    if kind == "imagefolder":
+        train_set, test_set, mix = _image_folder(cfg)
+    else:
+        train_set, test_set = _digits(cfg, kind)
+    train_batches = DatasetBatches(train_set, tc.batch_size, shuffle=True, seed=tc.seed,
+                                   drop_last=True, num_workers=tc.num_workers,
+                                   batch_transform=mix)
+    eval_batches = DatasetBatches(test_set, eval_batch, shuffle=False, even_shards=False,
+                                  num_workers=tc.num_workers)
+    return ClassificationTask(), train_batches, eval_batches
+
+
+def model_for_checkpoint(path, map_location="cpu") -> Tuple[nn.Module, RunConfig, dict]:
+    """Rebuild the model of a checkpoint written by ``translution train`` and load its weights.
+
+    Returns:
+        ``(model in eval mode, run config, checkpoint dict)``.
+    """
+    from .train import load_checkpoint
+    obj = load_checkpoint(path, map_location=map_location)
+    if not obj.get("config"):
+        raise ValueError(f"{path}: the checkpoint has no run config; expected one written by "
+                         "`translution train`")
+    cfg = RunConfig.from_dict(obj["config"])
+    model_cfg = dict(cfg.model)
+    if "vocab_size" not in model_cfg and cfg.data.get("dataset") in TEXT_DATASETS:
+        from .data.text import read_meta
+        model_cfg["vocab_size"] = int(read_meta(text_dir(cfg))["vocab_size"])
+    model = build_model(model_cfg)
+    model.load_state_dict(obj["model"])
+    return model.eval(), cfg, obj
