@@ -108,7 +108,7 @@ def value_kernels(model: torch.nn.Module, path, bank: str = "wv", title: str = "
     fig, axes = plt.subplots(1, len(maps), figsize=(2.2 * len(maps), 2.4), squeeze=False)
     for layer, (ax, norms) in enumerate(zip(axes[0], maps)):
         rows, cols = norms.shape
-        image = ax.imshow(norms, cmap="viridis",
+        image = ax.imshow(norms.numpy(), cmap="viridis",
                           extent=(-(cols // 2) - .5, cols // 2 + .5, rows // 2 + .5, -(rows // 2) - .5))
         ax.set_title(f"layer {layer + 1}", fontsize=8)
         ax.set_xlabel("δc", fontsize=7)
@@ -154,14 +154,14 @@ def attention_maps(models: Mapping[str, torch.nn.Module], images: torch.Tensor, 
     fig, axes = plt.subplots(1 + len(models), n, figsize=(1.5 * n, 1.6 * (1 + len(models))),
                              squeeze=False)
     for i in range(n):
-        axes[0][i].imshow(images[i, 0].cpu(), cmap="gray")
+        axes[0][i].imshow(images[i, 0].cpu().numpy(), cmap="gray")
     axes[0][0].set_ylabel("input", fontsize=8)
     for row, (name, model) in enumerate(models.items(), start=1):
         maps = class_token_attention(model, images)
         for i in range(n):
             up = maps[i].repeat_interleave(patch_size, 0).repeat_interleave(patch_size, 1)
-            axes[row][i].imshow(images[i, 0].cpu(), cmap="gray")
-            axes[row][i].imshow(up, cmap="inferno", alpha=0.6)
+            axes[row][i].imshow(images[i, 0].cpu().numpy(), cmap="gray")
+            axes[row][i].imshow(up.numpy(), cmap="inferno", alpha=0.6)
         axes[row][0].set_ylabel(name, fontsize=7)
     for ax in axes.flat:
         ax.set_xticks([])

@@ -1,0 +1,99 @@
+"""End-to-end smoke tests of the command line, the recipes and the Dynamic MNIST experiment on
+small generated data (no network)."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from translution import bench
+from translution.cli import main
+from translution.data.idx import write_idx
+
+
+@pytest.fixture(scope="module")
+def fake_mnist(tmp_path_factory):
+    """A tiny MNIST folder: bright squares whose size encodes the label (learnable)."""
+    root = tmp_path_factory.mktemp("mnist")
+    g = torch.Generator().manual_seed(0)
+    for split, n in (("train", 256), ("t10k", 96)):
+        labels = torch.randint(0, 10, (n,), generator=g)
+        images = torch.zeros(n, 28, 28, dtype=torch.uint8)
+        for i, label in enumerate(labels.tolist()):
+            side = 4 + 2 * label
+            top, left = torch.randint(0, 28 - side + 1, (2,), generator=g).tolist()
+            images[i, top:top + side, left:left + side] = 255
+        write_idx(root / f"{split}-images-idx3-ubyte", images)
+        write_idx(root / f"{split}-labels-idx1-ubyte", labels.to(torch.uint8))
+    return root
+
+
+def test_train_then_eval_from_the_command_line(fake_mnist, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--config", "configs/mnist.yaml", "model.name=vit_micro_translution",
+            "model.image_size=28", "model.patch_size=7", "model.in_channels=1",
+            f"data.root={fake_mnist}", "train.epochs=1", "train.batch_size=32",
+            "train.eval_batch_size=48", f"train.out_dir={out}"]
+    assert main(args) == 0
+    assert (out / "last.pt").exists() and (out / "config.yaml").exists()
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(out / "last.pt"),
+                 "data.test_placement=static"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["samples"] == 96 and 0 <= metrics["top1"] <= 100
+
+
+def test_train_rejects_unknown_keys(tmp_path):
+    with pytest.raises(ValueError, match="optim"):
+        main(["train", "optim.learning_rate=1", f"train.out_dir={tmp_path}"])
+
+
+def test_dynamic_mnist_experiment_smoke(fake_mnist, tmp_path):
+    from translution.experiments import dynamic_mnist as exp
+    settings = dataclasses.replace(exp.QUICK, train_size=128, test_size=40, epochs=1,
+                                   batch_size=32, depth=1, heads=2, dim_head=8, mlp_dim=32)
+    logs = []
+    results = exp.run(tmp_path, settings, data_root=str(fake_mnist), log=logs.append)
+    assert set(results) == set(exp.MODELS)
+    expected = {exp.setting_name(t, p) for t in settings.train_settings
+                for p in settings.test_placements}
+    for row in results.values():
+        assert set(row) == expected
+        assert all(0 <= v["accuracy"] <= 1 and v["parameters"] > 0 for v in row.values())
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved == json.loads(json.dumps(results))
+    report = (tmp_path / "report.md").read_text()
+    assert "| Translution |" in report and "accuracy.png" in report
+    for name in ("accuracy.png", "curves.png", "kernels_translution.png", "kernels_alpha.png",
+                 "attention.png"):
+        assert (tmp_path / name).stat().st_size > 1000
+    # re-running resumes every finished run instead of training again
+    steps = [json.loads(l)["step"] for l in
+             (tmp_path / "runs/static/translution/metrics.jsonl").read_text().splitlines()]
+    exp.run(tmp_path, settings, data_root=str(fake_mnist), log=logs.append)
+    again = [json.loads(l)["step"] for l in
+             (tmp_path / "runs/static/translution/metrics.jsonl").read_text().splitlines()]
+    assert again == steps
+
+
+def test_bench_op_runs_each_implementation_in_its_own_process():
+    case = bench.Case("grid:2,3:cls", dim=16, heads=2, dim_head=8, batch=2, rank=2)
+    report = bench.run_suite([case], repeats=1, progress=lambda _: None)
+    results = report["rows"][0]["results"]
+    assert set(results) == set(bench.IMPLS)
+    for impl, r in results.items():
+        assert r["seconds"] > 0 and r["peak_rss"] >= r["base_rss"] > 0, impl
+    table = bench.markdown(report)
+    assert "| 2×3+cls | 16 |" in table and "GFLOP/s" in table
+
+
+def test_paper_baseline_equals_translution():
+    """The benchmark's baseline computes the same function (it is only slower)."""
+    from translution import Translution
+    from translution.layouts import Grid
+    layout = Grid(2, 3, cls_token=True)
+    layer = Translution(8, layout, heads=2, dim_head=4).double()
+    x = torch.randn(2, 7, 8, dtype=torch.float64)
+    y = bench.paper_gathered_translution(x, layer.wq, layer.wk, layer.wv, layout, 2)
+    assert torch.allclose(layer.out(y), layer(x), atol=1e-12)
