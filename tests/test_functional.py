@@ -9,6 +9,7 @@ from translution import functional as F
 from translution.layouts import Grid, Sequence
 
 SUBSETS = ["q", "k", "v", "qk", "qv", "kv", "qkv"]
+FAST = ["grouped", "chunked"]
 LAYOUTS = [
     Sequence(6), Sequence(6, causal=True), Sequence(1), Sequence(1, causal=True),
     Grid(3, 4), Grid(3, 4, cls_token=True), Grid(4, 3, cls_token=True), Grid(1, 1, cls_token=True),
@@ -27,9 +28,10 @@ def _close(a_list, b_list, tol=1e-10):
         assert torch.allclose(a, b, atol=tol, rtol=tol), (a - b).abs().max()
 
 
+@pytest.mark.parametrize("backend", FAST)
 @pytest.mark.parametrize("layout", LAYOUTS, ids=repr)
 @pytest.mark.parametrize("relative", SUBSETS)
-def test_translution_grouped_equals_reference(layout, relative, make_weights, run_backends):
+def test_translution_fast_equals_reference(layout, relative, backend, make_weights, run_backends):
     g = torch.Generator().manual_seed(0)
     batch = 1 if layout.num_tokens > 10 else 2
     x = torch.randn(batch, layout.num_tokens, 5, dtype=torch.float64, generator=g,
@@ -37,7 +39,7 @@ def test_translution_grouped_equals_reference(layout, relative, make_weights, ru
     ws = make_weights(layout, relative, 5, 6, generator=g)
     fn = lambda x, wq, wk, wv, backend: F.translution(x, wq, wk, wv, layout, heads=2,
                                                       backend=backend)
-    ref, fast = run_backends(fn, [x, *ws])
+    ref, fast = run_backends(fn, [x, *ws], ("reference", backend))
     _close(ref, fast)
 
 
@@ -54,9 +56,10 @@ def _alpha_params(layout, relative, c=5, inner=6, rank=4, generator=None):
     return params
 
 
+@pytest.mark.parametrize("backend", FAST)
 @pytest.mark.parametrize("layout", LAYOUTS[:10], ids=repr)
 @pytest.mark.parametrize("relative", SUBSETS)
-def test_alpha_translution_grouped_equals_reference(layout, relative, run_backends):
+def test_alpha_translution_fast_equals_reference(layout, relative, backend, run_backends):
     g = torch.Generator().manual_seed(1)
     x = torch.randn(2, layout.num_tokens, 5, dtype=torch.float64, generator=g, requires_grad=True)
     params = _alpha_params(layout, relative, generator=g)
@@ -67,16 +70,17 @@ def test_alpha_translution_grouped_equals_reference(layout, relative, run_backen
         return F.alpha_translution(x, kw.pop("wq"), kw.pop("wk"), kw.pop("wv"), layout, heads=2,
                                    backend=backend, **kw)
 
-    ref, fast = run_backends(fn, [x, *params.values()])
+    ref, fast = run_backends(fn, [x, *params.values()], ("reference", backend))
     _close(ref, fast)
 
 
+@pytest.mark.parametrize("backend", FAST)
 @pytest.mark.parametrize("layout", [Sequence(4, causal=True), Grid(2, 3, cls_token=True),
                                     Sequence(3, max_distance=1)], ids=repr)
-def test_gradcheck_grouped(layout, make_weights):
+def test_gradcheck_fast(layout, backend, make_weights):
     x = torch.randn(1, layout.num_tokens, 3, dtype=torch.float64, requires_grad=True)
     ws = make_weights(layout, "qkv", 3, 4)
-    fn = lambda *t: F.translution(*t, layout, heads=2, backend="grouped")
+    fn = lambda *t: F.translution(*t, layout, heads=2, backend=backend)
     assert torch.autograd.gradcheck(fn, (x, *ws))
 
 
@@ -130,8 +134,10 @@ def test_shorter_sequence_uses_bank_prefix(make_weights):
        sizes=st.lists(st.integers(1, 4), min_size=3, max_size=3),
        batch=st.integers(1, 3), heads=st.integers(1, 3), dim_head=st.integers(1, 3),
        channels=st.integers(1, 4), relative=st.sampled_from(SUBSETS),
-       clip=st.one_of(st.none(), st.integers(0, 3)), seed=st.integers(0, 2**16))
-def test_hypothesis_shapes(kind, sizes, batch, heads, dim_head, channels, relative, clip, seed):
+       clip=st.one_of(st.none(), st.integers(0, 3)), seed=st.integers(0, 2**16),
+       backend=st.sampled_from(FAST))
+def test_hypothesis_shapes(kind, sizes, batch, heads, dim_head, channels, relative, clip, seed,
+                           backend):
     layout = {
         "seq": lambda: Sequence(sizes[0] + 1, max_distance=clip),
         "causal": lambda: Sequence(sizes[0] + 2, causal=True, max_distance=clip),
@@ -146,8 +152,8 @@ def test_hypothesis_shapes(kind, sizes, batch, heads, dim_head, channels, relati
     ws = [(torch.randn(*((layout.num_slots,) if n in relative else ()), channels, inner,
                        dtype=torch.float64, generator=g)).requires_grad_() for n in "qkv"]
     results = []
-    for backend in ("reference", "grouped"):
-        y = F.translution(x, *ws, layout, heads=heads, backend=backend)
+    for name in ("reference", backend):
+        y = F.translution(x, *ws, layout, heads=heads, backend=name)
         grads = torch.autograd.grad(y.pow(2).sum(), [x, *ws])
         results.append([y, *grads])
     _close(*results)
