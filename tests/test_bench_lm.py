@@ -1,6 +1,5 @@
-"""Smoke test of benchmarks/bench_lm.py (no timing assertions)."""
+"""Smoke test of translution.bench_lm (no timing assertions)."""
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -8,19 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_lm.py"
-
-
 @pytest.fixture(scope="module")
 def bench_lm():
-    spec = importlib.util.spec_from_file_location("bench_lm", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module                     # dataclasses look their module up
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.modules.pop(spec.name, None)
+    from translution import bench_lm
+    return bench_lm
 
 
 def test_quick_run_writes_table(bench_lm, tmp_path):

@@ -21,7 +21,8 @@ import resource
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Dict, List, Optional
 
 import torch
@@ -195,7 +196,8 @@ def default_cases(quick: bool = False) -> List[Case]:
     return grids + seqs
 
 
-def machine_description() -> str:
+def machine_description(threads: Optional[int] = None) -> str:
+    """CPU model, core count, torch version and threads, Python version."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -204,13 +206,18 @@ def machine_description() -> str:
     except OSError:
         pass
     return (f"{cpu}, {os.cpu_count()} CPUs, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads), Python {platform.python_version()}")
+            f"({threads or torch.get_num_threads()} threads), Python {platform.python_version()}")
 
 
 def git_commit() -> str:
+    """Short commit of the working tree (``+ uncommitted changes`` when tracked files differ)."""
+    cwd = Path(__file__).resolve().parent
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=cwd,
+                             capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=cwd, capture_output=True, text=True, check=True).stdout
+        return sha + (" + uncommitted changes" if dirty.strip() else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 

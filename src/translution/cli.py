@@ -27,22 +27,36 @@ def _bench_op(args) -> int:
     return 0
 
 
-def _experiment_dynamic_mnist(args) -> int:
+def _settings(args, module):
+    """The experiment's QUICK or FULL settings with ``--set KEY=VALUE`` overrides."""
     import dataclasses
-    from .experiments import dynamic_mnist as exp
-    settings = exp.FULL if args.full else exp.QUICK
+    import yaml
+    settings = module.FULL if args.full else module.QUICK
+    fields = {f.name for f in dataclasses.fields(settings)}
     overrides = {}
     for item in args.set or []:
-        key, _, value = item.partition("=")
-        fields = {f.name: f for f in dataclasses.fields(settings)}
-        if key not in fields or not _:
+        key, eq, value = item.partition("=")
+        if key not in fields or not eq:
             raise SystemExit(f"--set expects KEY=VALUE with KEY one of {sorted(fields)}, "
                              f"got {item!r}")
-        import yaml
         overrides[key] = yaml.safe_load(value)
-    settings = dataclasses.replace(settings, **overrides)
-    exp.run(Path(args.out), settings, data_root=args.data)
+    return dataclasses.replace(settings, **overrides)
+
+
+def _experiment_dynamic_mnist(args) -> int:
+    from .experiments import dynamic_mnist
+    dynamic_mnist.run(Path(args.out), _settings(args, dynamic_mnist), data_root=args.data)
     return 0
+
+
+def _experiment_austen(args) -> int:
+    from .experiments import austen
+    austen.run(Path(args.out), _settings(args, austen))
+    return 0
+
+
+def _bench_lm(args) -> int:                    # reached only through main()'s dispatch
+    raise SystemExit("usage: translution bench lm [--quick] [--out FILE] [...]")
 
 
 def _train(args) -> int:
@@ -117,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="skip the paper's algorithm where it needs more GB than this")
     op.add_argument("--out", help="write the table to OUT.md and the raw numbers to OUT.json")
     op.set_defaults(func=_bench_op)
+    lm = bench_sub.add_parser("lm", help="training and generation tokens/s per attention kind "
+                              "(options: translution bench lm --help)", add_help=False)
+    lm.set_defaults(func=_bench_lm)
 
     train = sub.add_parser("train", help="train a model from a YAML config plus key=value "
                            "overrides (resumes OUT/last.pt when present)")
@@ -158,10 +175,22 @@ def build_parser() -> argparse.ArgumentParser:
     dyn.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="override a setting, e.g. --set epochs=3 (repeatable)")
     dyn.set_defaults(func=_experiment_dynamic_mnist)
+    aus = exp_sub.add_parser(
+        "austen", help="GPT with self-attention (abs. pos. / RoPE), α-Translution and "
+        "Translution on the Jane Austen novels, equal CPU time each (~12 min quick)")
+    aus.add_argument("--out", default="runs/austen", help="run folder (resumes if present)")
+    aus.add_argument("--full", action="store_true", help="GPT-tiny sizes, 30 min per model")
+    aus.add_argument("--set", action="append", metavar="KEY=VALUE",
+                     help="override a setting, e.g. --set budget_seconds=60 (repeatable)")
+    aus.set_defaults(func=_experiment_austen)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:2] == ["bench", "lm"]:                 # its own parser (translution bench lm -h)
+        from . import bench_lm
+        return bench_lm.main(argv[2:])
     parser = build_parser()
     args = parser.parse_args(argv)
     return args.func(args)
