@@ -12,7 +12,7 @@ def test_readme_python_example_runs():
     assert blocks, "the README has no python example"
     namespace = {}
     exec(compile(blocks[0], "README.md", "exec"), namespace)
-    assert tuple(namespace["y"].shape) == (2, 180, 192)
+    assert tuple(namespace["y"].shape) == (2, 90, 192)
 
 
 def test_readme_quick_start_matches_ci():
