@@ -131,10 +131,11 @@ class GPT(TransformerModel):
 
     @torch.no_grad()
     def generate(self, tokens: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-                 top_k: Optional[int] = None,
-                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
+                 top_k: Optional[int] = None, generator: Optional[torch.Generator] = None,
+                 use_cache: bool = True) -> torch.Tensor:
         """Sample ``max_new_tokens`` continuations (the context is cropped to the last
-        ``block_size`` tokens when the model has a length limit).
+        ``block_size`` tokens when the model has a length limit). Delegates to
+        :func:`translution.generation.generate` with ``sliding_window=True``.
 
         Args:
             tokens: ``(B, T)`` prompt ids.
@@ -142,26 +143,15 @@ class GPT(TransformerModel):
             temperature: softmax temperature; ``0`` picks the most likely token (greedy).
             top_k: sample only among the ``k`` most likely tokens.
             generator: random generator for sampling.
+            use_cache: incremental decoding with a cache (same result, faster).
 
         Returns:
             ``(B, T + max_new_tokens)``.
         """
-        _positive_int("max_new_tokens", max_new_tokens, 0)
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature}")
-        for _ in range(max_new_tokens):
-            context = tokens if self.max_length is None else tokens[:, -self.max_length:]
-            logits = self(context)[:, -1].float()
-            if top_k is not None:
-                kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
-                logits = logits.masked_fill(logits < kth, float("-inf"))
-            if temperature == 0:
-                nxt = logits.argmax(dim=-1, keepdim=True)
-            else:
-                probs = torch.softmax(logits / temperature, dim=-1)
-                nxt = torch.multinomial(probs, 1, generator=generator)
-            tokens = torch.cat([tokens, nxt.to(tokens.dtype)], dim=1)
-        return tokens
+        from ..generation import generate
+
+        return generate(self, tokens, max_new_tokens, temperature=temperature, top_k=top_k,
+                        use_cache=use_cache, generator=generator, sliding_window=True)
 
 
 register_family("gpt", GPTConfig, GPT)
