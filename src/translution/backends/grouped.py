@@ -13,64 +13,87 @@ temporaries. Backward recomputes each group's projections instead of storing the
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 import torch
 from torch.autograd.function import once_differentiable
 
-from ..layouts import Layout, PairGroup
+from ..layouts import Layout
 from .base import Backend, split_heads
 
-_Plan = List[Tuple[PairGroup, tuple, tuple]]
+@dataclass(frozen=True)
+class _Rows:
+    """A set of tokens as a strided view of a contiguous ``(B, N, F)`` tensor: ``sizes`` per
+    axis, ``strides`` in tokens, first token ``offset``."""
+
+    sizes: Tuple[int, ...]
+    strides: Tuple[int, ...]
+    offset: int
+
+
+@dataclass(frozen=True)
+class _Group:
+    """One pair group: its slots, query and key token sets, and its pairs as a strided view of a
+    contiguous ``(B, heads, N, N)`` tensor (``rect`` sizes, ``pair_strides``, ``pair_offset``)."""
+
+    slot_q: int
+    slot_k: int
+    slot_v: int
+    q: _Rows
+    k: _Rows
+    rect: Tuple[int, ...]
+    pair_strides: Tuple[int, ...]
+    pair_offset: int
 
 
 @functools.lru_cache(maxsize=256)
-def _plan(layout: Layout) -> _Plan:
-    """Each pair group with the grid slices of its query and key tokens."""
+def _plan(layout: Layout) -> List[_Group]:
+    """Every pair group of ``layout`` with its strided geometry (see :class:`_Group`)."""
+    n, start = layout.num_tokens, int(layout.cls_token)
+    axis = [1] * layout.ndim                      # token stride of each grid axis (row-major)
+    for a in range(layout.ndim - 2, -1, -1):
+        axis[a] = axis[a + 1] * layout.shape[a + 1]
+    patches = layout.num_positioned
     plan = []
-    for group in layout.pair_groups():
-        if group.kind == "grid":
-            q = tuple(slice(max(0, d), s + min(0, d)) for d, s in zip(group.offset, layout.shape))
-            k = tuple(slice(max(0, -d), s - max(0, d)) for d, s in zip(group.offset, layout.shape))
+    for g in layout.pair_groups():
+        if g.kind == "grid":
+            rect = tuple(s - abs(d) for d, s in zip(g.offset, layout.shape))
+            q0 = start + sum(max(0, d) * st for d, st in zip(g.offset, axis))
+            k0 = start + sum(max(0, -d) * st for d, st in zip(g.offset, axis))
+            q, k = _Rows(rect, tuple(axis), q0), _Rows(rect, tuple(axis), k0)
+            pair = (tuple(st * (n + 1) for st in axis), q0 * n + k0)
         else:
-            q = k = ()
-        plan.append((group, q, k))
+            cls, grid = _Rows((1,), (1,), 0), _Rows((patches,), (1,), start)
+            q, k, rect, pair = {
+                "cls_cls": (cls, cls, (1,), ((1,), 0)),
+                "cls_query": (cls, grid, (patches,), ((1,), start)),
+                "cls_key": (grid, cls, (patches,), ((n,), start * n)),
+            }[g.kind]
+        plan.append(_Group(g.slot_q, g.slot_k, g.slot_v, q, k, rect, *pair))
     return plan
 
 
-def _token_view(t: torch.Tensor, layout: Layout, group: PairGroup, slices: tuple,
-                side: str) -> torch.Tensor:
-    """``(B, N, F)`` → the group's query or key tokens, ``(B, *rect, F)`` or ``(B, 1, F)``."""
-    start = int(layout.cls_token)
-    if group.kind == "grid":
-        return t[:, start:].unflatten(1, layout.shape)[(slice(None),) + slices + (slice(None),)]
-    is_cls = {"cls_cls": True, "cls_query": side == "q", "cls_key": side == "k"}[group.kind]
-    return t[:, :1] if is_cls else t[:, start:]
+def _rows(t: torch.Tensor, rows: _Rows) -> torch.Tensor:
+    """Contiguous ``(B, N, F)`` → the view ``(B, *rows.sizes, F)``."""
+    b, n, f = t.shape
+    return t.as_strided((b, *rows.sizes, f), (n * f, *(s * f for s in rows.strides), 1),
+                        t.storage_offset() + rows.offset * f)
 
 
-def _pair_view(s: torch.Tensor, layout: Layout, group: PairGroup) -> torch.Tensor:
-    """``(B, heads, N, N)`` → the group's pairs as a strided view ``(B, heads, *rect)``."""
-    start = int(layout.cls_token)
-    if group.kind == "cls_cls":
-        return s[:, :, :1, 0]
-    if group.kind == "cls_query":
-        return s[:, :, 0, start:]
-    if group.kind == "cls_key":
-        return s[:, :, start:, 0]
-    nd = layout.ndim
-    view = s[:, :, start:, start:].unflatten(3, layout.shape).unflatten(2, layout.shape)
-    for axis, d in enumerate(group.offset):
-        # pairs (query r, key r − d) of this axis: a diagonal, appended as the last dim
-        view = view.diagonal(offset=-d, dim1=2, dim2=2 + nd - axis)
-    return view
+def _pairs(t: torch.Tensor, g: _Group) -> torch.Tensor:
+    """Contiguous ``(B, heads, N, N)`` → the group's pairs, a view ``(B, heads, *rect)``."""
+    b, h, n, _ = t.shape
+    return t.as_strided((b, h, *g.rect), (h * n * n, n * n, *g.pair_strides),
+                        t.storage_offset() + g.pair_offset)
 
 
 class _Side:
     """One projection (input ``x`` and weight ``w``: bank, plain matrix, or ``None`` = identity)
     with its gradient accumulators."""
 
-    def __init__(self, x: torch.Tensor, w: Optional[torch.Tensor], side: str):
-        self.x, self.w, self.side = x, w, side
+    def __init__(self, x: torch.Tensor, w: Optional[torch.Tensor]):
+        self.x, self.w = x, w
         self.relative = w is not None and w.dim() == 3
         if w is None:
             self.full = x
@@ -78,12 +101,13 @@ class _Side:
             self.full = x @ w                                            # (B, N, C')
         else:
             self.full = None
+        self.dtype = x.dtype if w is None else torch.promote_types(x.dtype, w.dtype)
 
-    def project(self, layout, group, slices, slot) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """The group's projected tokens ``(B, *rect, C')`` and, for banks, the flattened input."""
+    def project(self, rows: _Rows, slot: int) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """The projected tokens ``(B, *rows.sizes, C')`` and, for banks, the flattened input."""
         if not self.relative:
-            return _token_view(self.full, layout, group, slices, self.side), None
-        xv = _token_view(self.x, layout, group, slices, self.side)
+            return _rows(self.full, rows), None
+        xv = _rows(self.x, rows)
         x_flat = xv.reshape(-1, xv.shape[-1])
         return (x_flat @ self.w[slot]).view(*xv.shape[:-1], -1), x_flat
 
@@ -96,18 +120,17 @@ class _Side:
                                   device=self.x.device)
                       if not self.relative and (need_x or need_w) else None)
 
-    def accumulate(self, layout, group, slices, slot, x_flat, dproj: torch.Tensor):
-        """Add the gradient of this group's projection ``dproj`` ``(B, *rect, C')``."""
+    def accumulate(self, rows: _Rows, slot: int, x_flat, dproj: torch.Tensor):
+        """Add the gradient of this group's projection ``dproj`` ``(B, *rows.sizes, C')``."""
         if not self.relative:
             if self.dfull is not None:
-                _token_view(self.dfull, layout, group, slices, self.side).add_(dproj)
+                _rows(self.dfull, rows).add_(dproj)
             return
         d_flat = dproj.reshape(-1, dproj.shape[-1])
         if self.dw is not None:
             self.dw[slot].addmm_(x_flat.t(), d_flat)
         if self.dx is not None:
-            _token_view(self.dx, layout, group, slices, self.side).add_(
-                (d_flat @ self.w[slot].t()).view(dproj.shape[:-1] + (-1,)))
+            _rows(self.dx, rows).add_((d_flat @ self.w[slot].t()).view(dproj.shape[:-1] + (-1,)))
 
     def finish_grad(self) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
         if self.dfull is not None:
@@ -136,17 +159,18 @@ def _new_pairs(layout: Layout, batch: int, heads: int, dtype, device) -> torch.T
 class _PairScores(torch.autograd.Function):
     @staticmethod
     def forward(ctx, xq, xk, wq, wk, layout, heads, scale):
+        xq, xk = xq.contiguous(), xk.contiguous()
         ctx.save_for_backward(xq, xk, wq, wk)
         ctx.layout, ctx.heads, ctx.scale = layout, heads, scale
-        q_side, k_side = _Side(xq, wq, "q"), _Side(xk, wk, "k")
+        q_side, k_side = _Side(xq, wq), _Side(xk, wk)
         dtype = _score_dtype(xq)
         scores = _new_pairs(layout, xq.shape[0], heads, dtype, xq.device)
-        for group, qs, ks in _plan(layout):
-            q, _ = q_side.project(layout, group, qs, group.slot_q)
-            k, _ = k_side.project(layout, group, ks, group.slot_k)
-            s = torch.linalg.vecdot(split_heads(q, heads), split_heads(k, heads)).to(dtype)
-            _pair_view(scores, layout, group).copy_((s * scale).movedim(-1, 1))
-        return scores
+        for g in _plan(layout):
+            q, _ = q_side.project(g.q, g.slot_q)
+            k, _ = k_side.project(g.k, g.slot_k)
+            s = torch.linalg.vecdot(split_heads(q, heads), split_heads(k, heads))  # (B, *rect, h)
+            _pairs(scores, g).copy_(s.movedim(-1, 1))
+        return scores.mul_(scale) if scale != 1.0 else scores
 
     @staticmethod
     @once_differentiable
@@ -154,21 +178,21 @@ class _PairScores(torch.autograd.Function):
         xq, xk, wq, wk = ctx.saved_tensors
         layout, heads, scale = ctx.layout, ctx.heads, ctx.scale
         need = ctx.needs_input_grad
-        q_side, k_side = _Side(xq, wq, "q"), _Side(xk, wk, "k")
+        q_side, k_side = _Side(xq, wq), _Side(xk, wk)
         q_side.start_grad(need[0], need[2])
         k_side.start_grad(need[1], need[3])
-        dscores = dscores.contiguous()
-        for group, qs, ks in _plan(layout):
-            q, xq_flat = q_side.project(layout, group, qs, group.slot_q)
-            k, xk_flat = k_side.project(layout, group, ks, group.slot_k)
+        dscores = (dscores * scale).to(xq.dtype).contiguous()
+        for g in _plan(layout):
+            q, xq_flat = q_side.project(g.q, g.slot_q)
+            k, xk_flat = k_side.project(g.k, g.slot_k)
             q, k = split_heads(q, heads), split_heads(k, heads)
-            g = (_pair_view(dscores, layout, group).movedim(1, -1) * scale).to(q.dtype)[..., None]
+            grad = _pairs(dscores, g).movedim(1, -1)[..., None]          # (B, *rect, h, 1)
             if need[0] or need[2]:
-                dq = (g * k).sum_to_size(q.shape).flatten(-2)
-                q_side.accumulate(layout, group, qs, group.slot_q, xq_flat, dq)
+                q_side.accumulate(g.q, g.slot_q, xq_flat,
+                                  (grad * k).sum_to_size(q.shape).flatten(-2))
             if need[1] or need[3]:
-                dk = (g * q).sum_to_size(k.shape).flatten(-2)
-                k_side.accumulate(layout, group, ks, group.slot_k, xk_flat, dk)
+                k_side.accumulate(g.k, g.slot_k, xk_flat,
+                                  (grad * q).sum_to_size(k.shape).flatten(-2))
         dxq, dwq = q_side.finish_grad()
         dxk, dwk = k_side.finish_grad()
         return dxq, dxk, dwq, dwk, None, None, None
@@ -177,19 +201,23 @@ class _PairScores(torch.autograd.Function):
 class _PairMix(torch.autograd.Function):
     @staticmethod
     def forward(ctx, attn, xv, wv, layout, heads):
+        attn, xv = attn.contiguous(), xv.contiguous()
         ctx.save_for_backward(attn, xv, wv)
         ctx.layout, ctx.heads = layout, heads
-        v_side = _Side(xv, wv, "k")
-        out = None
-        for group, qs, ks in _plan(layout):
-            v, _ = v_side.project(layout, group, ks, group.slot_v)
+        v_side = _Side(xv, wv)
+        width = xv.shape[-1] if wv is None else wv.shape[-1]
+        out = torch.zeros(xv.shape[0], layout.num_tokens, width, dtype=v_side.dtype,
+                          device=xv.device)
+        weights = attn.to(v_side.dtype)
+        for g in _plan(layout):
+            v, _ = v_side.project(g.k, g.slot_v)
+            a = _pairs(weights, g).movedim(1, -1)[..., None]               # (B, *rect, h, 1)
+            o = split_heads(_rows(out, g.q), heads)                        # (B, *q sizes, h, dh)
             v = split_heads(v, heads)
-            if out is None:
-                out = torch.zeros(xv.shape[0], layout.num_tokens, v.shape[-2] * v.shape[-1],
-                                  dtype=v.dtype, device=xv.device)
-            a = _pair_view(attn, layout, group).movedim(1, -1).to(v.dtype)[..., None]
-            o_view = _token_view(out, layout, group, qs, "q")
-            o_view.add_((a * v).sum_to_size(o_view.shape[:-1] + (heads, v.shape[-1])).flatten(-2))
+            if o.shape[:-1] == a.shape[:-1]:
+                o.addcmul_(a, v)
+            else:                                     # the class token queries every patch
+                o.add_((a * v).sum_to_size(o.shape))
         return out
 
     @staticmethod
@@ -198,20 +226,21 @@ class _PairMix(torch.autograd.Function):
         attn, xv, wv = ctx.saved_tensors
         layout, heads = ctx.layout, ctx.heads
         need = ctx.needs_input_grad
-        v_side = _Side(xv, wv, "k")
+        v_side = _Side(xv, wv)
         v_side.start_grad(need[1], need[2])
+        dout = dout.to(v_side.dtype).contiguous()
+        weights = attn.to(v_side.dtype)
         dattn = torch.zeros_like(attn) if need[0] else None
-        for group, qs, ks in _plan(layout):
-            v, xv_flat = v_side.project(layout, group, ks, group.slot_v)
+        for g in _plan(layout):
+            v, xv_flat = v_side.project(g.k, g.slot_v)
             v = split_heads(v, heads)
-            go = split_heads(_token_view(dout, layout, group, qs, "q"), heads).to(v.dtype)
+            go = split_heads(_rows(dout, g.q), heads)
             if dattn is not None:
-                da = torch.linalg.vecdot(go, v).to(attn.dtype)
-                _pair_view(dattn, layout, group).copy_(da.movedim(-1, 1))
+                _pairs(dattn, g).copy_(torch.linalg.vecdot(go, v).movedim(-1, 1))
             if need[1] or need[2]:
-                a = _pair_view(attn, layout, group).movedim(1, -1).to(v.dtype)[..., None]
-                dv = (a * go).sum_to_size(v.shape).flatten(-2)
-                v_side.accumulate(layout, group, ks, group.slot_v, xv_flat, dv)
+                a = _pairs(weights, g).movedim(1, -1)[..., None]
+                v_side.accumulate(g.k, g.slot_v, xv_flat,
+                                  (a * go).sum_to_size(v.shape).flatten(-2))
         dxv, dwv = v_side.finish_grad()
         return dattn, dxv, dwv, None, None
 
