@@ -101,6 +101,7 @@ class _Side:
             self.full = x @ w                                            # (B, N, C')
         else:
             self.full = None
+            self.mats = w.unbind(0)                   # per-slot (C, C') views, indexed cheaply
         self.dtype = x.dtype if w is None else torch.promote_types(x.dtype, w.dtype)
 
     def project(self, rows: _Rows, slot: int) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -109,13 +110,14 @@ class _Side:
             return _rows(self.full, rows), None
         xv = _rows(self.x, rows)
         x_flat = xv.reshape(-1, xv.shape[-1])
-        return (x_flat @ self.w[slot]).view(*xv.shape[:-1], -1), x_flat
+        return (x_flat @ self.mats[slot]).view(*xv.shape[:-1], -1), x_flat
 
     # -- backward ---------------------------------------------------------------------------
     def start_grad(self, need_x: bool, need_w: bool):
         self.need_x, self.need_w = need_x, need_w
         self.dx = torch.zeros_like(self.x) if need_x else None
         self.dw = torch.zeros_like(self.w) if (need_w and self.w is not None) else None
+        self.dw_mats = self.dw.unbind(0) if (self.dw is not None and self.relative) else None
         self.dfull = (torch.zeros(*self.x.shape[:-1], self.full.shape[-1], dtype=self.full.dtype,
                                   device=self.x.device)
                       if not self.relative and (need_x or need_w) else None)
@@ -128,9 +130,9 @@ class _Side:
             return
         d_flat = dproj.reshape(-1, dproj.shape[-1])
         if self.dw is not None:
-            self.dw[slot].addmm_(x_flat.t(), d_flat)
+            self.dw_mats[slot].addmm_(x_flat.t(), d_flat)
         if self.dx is not None:
-            _rows(self.dx, rows).add_((d_flat @ self.w[slot].t()).view(dproj.shape[:-1] + (-1,)))
+            _rows(self.dx, rows).add_((d_flat @ self.mats[slot].t()).view(dproj.shape[:-1] + (-1,)))
 
     def finish_grad(self) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
         if self.dfull is not None:
