@@ -90,16 +90,20 @@ def useful_projection_flops(case: Case, impl: str) -> float:
     return 3 * 3 * 2.0 * case.batch * layout.num_pairs * case.dim * inner
 
 
-def matmul_rate(size: int = 2048, repeats: int = 5) -> float:
-    """Dense fp32 matmul GFLOP/s of this machine (best of ``repeats``)."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
+def matmul_rate(sizes=(1024, 2048, 4096), repeats: int = 5) -> float:
+    """Dense fp32 matmul GFLOP/s of this machine: the best rate over square ``sizes``, each the
+    best of ``repeats`` after a warm-up."""
+    best_rate = 0.0
+    for size in sizes:
+        a, b = torch.randn(size, size), torch.randn(size, size)
         a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2.0 * size ** 3 / best / 1e9
+        best = float("inf")
+        for _ in range(repeats):
+            t = time.perf_counter()
+            a @ b
+            best = min(best, time.perf_counter() - t)
+        best_rate = max(best_rate, 2.0 * size ** 3 / best / 1e9)
+    return best_rate
 
 
 def _status_bytes(field_name: str) -> Optional[int]:

@@ -41,7 +41,7 @@ class DynamicMNISTSettings:
 
     canvas: int = 42
     patch: int = 7
-    train_size: Optional[int] = 12000          # None: all 60 000 training digits
+    train_size: Optional[int] = 10000          # None: all 60 000 training digits
     test_size: Optional[int] = 2000            # None: all 10 000 test digits
     epochs: int = 2
     batch_size: int = 128
