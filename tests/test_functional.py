@@ -9,7 +9,7 @@ from translution import functional as F
 from translution.layouts import Grid, Sequence
 
 SUBSETS = ["q", "k", "v", "qk", "qv", "kv", "qkv"]
-FAST = ["grouped", "chunked"]
+FAST = ["grouped"]
 LAYOUTS = [
     Sequence(6), Sequence(6, causal=True), Sequence(1), Sequence(1, causal=True),
     Grid(3, 4), Grid(3, 4, cls_token=True), Grid(4, 3, cls_token=True), Grid(1, 1, cls_token=True),

@@ -9,7 +9,7 @@ from translution import functional as F
 from translution.backends import BACKENDS
 from translution.layouts import Grid, Sequence
 
-BACKEND_NAMES = ["reference", "grouped", "chunked"]
+BACKEND_NAMES = ["reference", "grouped"]
 
 
 def _sdpa(x, wq, wk, wv, heads, causal):
@@ -151,17 +151,3 @@ def test_grouped_backend_never_builds_pair_tensors():
     assert largest <= bound
     largest_ref, bound = _largest_tensor("reference")
     assert largest_ref > 4 * bound
-
-
-def test_chunked_backend_working_set_is_bounded(monkeypatch):
-    """Chunks are capped at max(MIN_CHUNK_ELEMENTS, 8·B·N·C') elements per temporary."""
-    from translution.backends import chunked
-    monkeypatch.setattr(chunked, "MIN_CHUNK_ELEMENTS", 1)
-    chunked._plan.cache_clear()
-    b, c, inner = 2, 8, 8
-    largest, bound = _largest_tensor("chunked", b, c, inner)
-    n = Grid(6, 6, cls_token=True).num_tokens
-    assert largest <= max(bound, 8 * b * n * max(c, inner) + b * max(c, inner) * n)
-    largest_ref, _ = _largest_tensor("reference", b, c, inner)
-    assert largest < largest_ref / 2
-    chunked._plan.cache_clear()

@@ -13,16 +13,14 @@ import torch
 
 from ..layouts import Layout
 from .base import Backend
-from .chunked import ChunkedBackend
 from .grouped import GroupedBackend
 from .reference import ReferenceBackend
 
-__all__ = ["Backend", "ChunkedBackend", "GroupedBackend", "ReferenceBackend", "BACKENDS", "PRIORITY",
+__all__ = ["Backend", "GroupedBackend", "ReferenceBackend", "BACKENDS", "PRIORITY",
            "select_backend"]
 
-BACKENDS: Dict[str, Backend] = {"grouped": GroupedBackend(), "chunked": ChunkedBackend(),
-                                "reference": ReferenceBackend()}
-PRIORITY: List[str] = ["grouped", "chunked", "reference"]
+BACKENDS: Dict[str, Backend] = {"grouped": GroupedBackend(), "reference": ReferenceBackend()}
+PRIORITY: List[str] = ["grouped", "reference"]
 
 
 def select_backend(backend: Union[None, str, Backend], layout: Layout, x: torch.Tensor,
