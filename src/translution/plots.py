@@ -55,7 +55,7 @@ def accuracy_bars(accuracy: Mapping[str, Mapping[str, float]], path, title: str 
     ax.set_xticklabels(settings, fontsize=8)
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 105)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title(title, fontsize=10)
     return _save(fig, path)
 
@@ -105,7 +105,7 @@ def value_kernels(model: torch.nn.Module, path, bank: str = "wv", title: str = "
     if not maps:
         return None
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(maps), figsize=(2.2 * len(maps), 2.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(maps), figsize=(3.0 * len(maps), 2.6), squeeze=False)
     for layer, (ax, norms) in enumerate(zip(axes[0], maps)):
         rows, cols = norms.shape
         image = ax.imshow(norms.numpy(), cmap="viridis",
