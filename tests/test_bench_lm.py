@@ -1,8 +1,6 @@
 """Smoke test of translution.bench_lm (no timing assertions)."""
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from translution import AlphaTranslution, SelfAttention, Translution
-from translution import functional as F
 from translution.layouts import Grid, Sequence
 
 

@@ -14,7 +14,7 @@ The default backend computes exactly this without building any of those pair ten
 
 from __future__ import annotations
 
-from typing import Optional, Sequence as SequenceT, Union
+from typing import Optional, Union
 
 import torch
 

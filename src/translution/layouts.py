@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence as SequenceT, Tuple
+from typing import Iterator, Optional, Tuple
 
 import torch
 

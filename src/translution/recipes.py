@@ -22,7 +22,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
-import torch
 from torch import nn
 
 from .train import ClassificationTask, DatasetBatches, LanguageModelTask, RunConfig, \

@@ -18,9 +18,7 @@ Outputs in ``OUT``: ``report.md``, ``results.json``
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional

@@ -298,3 +298,16 @@ def _resolve_config(config_cls, config, overrides):
         raise TypeError(f"config must be a {config_cls.__name__} or a dict, "
                         f"got {type(config).__name__}")
     return apply_overrides(config, overrides)
+
+
+def register_sizes(prefix: str, title: str, model_cls, config_cls, sizes: Mapping[str, dict]):
+    """Register ``{prefix}_{size}_{kind}`` for every size in ``sizes`` (its extra config
+    defaults) and every attention kind of :data:`ATTENTION_KINDS`."""
+    from .registry import register_config
+
+    for size, extra in sizes.items():
+        for kind in ATTENTION_KINDS:
+            config = config_cls(**SIZES[size], **extra, attention=kind)
+            register_config(f"{prefix}_{size}_{kind}", model_cls, config,
+                            f"{title}-{size} with {kind!r} attention; keyword overrides replace "
+                            f"{config_cls.__name__} fields.")

@@ -20,9 +20,9 @@ import torch
 from torch import nn
 
 from ..layouts import Sequence
-from .blocks import (ATTENTION_KINDS, SIZES, TransformerConfig, TransformerModel, _positive_int,
-                     _resolve_config)
-from .registry import register_config, register_family
+from .blocks import (TransformerConfig, TransformerModel, _positive_int, _resolve_config,
+                     register_sizes)
+from .registry import register_family
 
 __all__ = ["GPTConfig", "GPT"]
 
@@ -163,13 +163,4 @@ GPT_SIZES = {
 }
 
 
-def _register_all():
-    for size, extra in GPT_SIZES.items():
-        for kind in ATTENTION_KINDS:
-            config = GPTConfig(**SIZES[size], **extra, attention=kind)
-            register_config(f"gpt_{size}_{kind}", GPT, config,
-                            f"GPT-{size} with {kind!r} attention; keyword overrides replace "
-                            "GPTConfig fields.")
-
-
-_register_all()
+register_sizes("gpt", "GPT", GPT, GPTConfig, GPT_SIZES)

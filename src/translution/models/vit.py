@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layouts import Grid
-from .blocks import (ATTENTION_KINDS, RELATIVE_KINDS, SIZES, TransformerConfig, TransformerModel,
-                     _positive_int, _resolve_config)
-from .registry import register_config, register_family
+from .blocks import (RELATIVE_KINDS, TransformerConfig, TransformerModel, _positive_int,
+                     _resolve_config, register_sizes)
+from .registry import register_family
 
 __all__ = ["ViTConfig", "VisionTransformer", "PatchEmbedding", "resample_position_embedding"]
 
@@ -276,13 +276,4 @@ VIT_SIZES = {
 }
 
 
-def _register_all():
-    for size, extra in VIT_SIZES.items():
-        for kind in ATTENTION_KINDS:
-            config = ViTConfig(**SIZES[size], **extra, attention=kind)
-            register_config(f"vit_{size}_{kind}", VisionTransformer, config,
-                            f"ViT-{size} with {kind!r} attention; keyword overrides replace "
-                            "ViTConfig fields.")
-
-
-_register_all()
+register_sizes("vit", "ViT", VisionTransformer, ViTConfig, VIT_SIZES)
