@@ -97,3 +97,23 @@ def test_paper_baseline_equals_translution():
     x = torch.randn(2, 7, 8, dtype=torch.float64)
     y = bench.paper_gathered_translution(x, layer.wq, layer.wk, layer.wv, layout, 2)
     assert torch.allclose(layer.out(y), layer(x), atol=1e-12)
+
+
+def test_train_and_generate_text_from_the_command_line(tmp_path, capsys):
+    from translution.data.text import prepare_corpus
+    corpus = tmp_path / "corpus"
+    text = "It is a truth universally acknowledged, that a single man in possession. " * 40
+    prepare_corpus([text], [text[:600]], corpus, tokenizer="char")
+    out = tmp_path / "gpt"
+    assert main(["train", "model.name=gpt_micro_translution", "model.block_size=16",
+                 "model.depth=1", "data.dataset=text", f"data.dir={corpus}",
+                 "data.steps_per_epoch=4", "data.eval_iters=2", "train.max_steps=4",
+                 "train.batch_size=4", f"train.out_dir={out}"]) == 0
+    capsys.readouterr()
+    assert main(["generate", "--checkpoint", str(out / "last.pt"), "--prompt", "It is",
+                 "--max-new-tokens", "20", "--temperature", "0"]) == 0
+    sample = capsys.readouterr().out[:-1]           # print() adds one newline
+    assert sample.startswith("It is") and len(sample) == len("It is") + 20
+    assert main(["eval", "--checkpoint", str(out / "last.pt")]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["ppl"] > 1

@@ -102,7 +102,8 @@ def _generate(args) -> int:
     prompt = torch.tensor([tokenizer.encode(args.prompt)], dtype=torch.long)
     generator = torch.Generator().manual_seed(args.seed)
     out = generate(model, prompt, args.max_new_tokens, temperature=args.temperature,
-                   top_k=args.top_k, use_cache=not args.no_cache, generator=generator)
+                   top_k=args.top_k, use_cache=not args.no_cache, generator=generator,
+                   sliding_window=not args.strict_context)
     print(tokenizer.decode(out[0].tolist()))
     return 0
 
@@ -157,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--top-k", type=int, default=None)
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--no-cache", action="store_true", help="recompute the prefix every token")
+    gen.add_argument("--strict-context", action="store_true",
+                     help="fail instead of sliding the context window past the model's block_size "
+                          "(models with max_distance have no limit)")
     gen.set_defaults(func=_generate)
 
     models = sub.add_parser("models", help="list registered models")
