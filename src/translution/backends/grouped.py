@@ -116,8 +116,9 @@ class _Side:
     def start_grad(self, need_x: bool, need_w: bool):
         self.need_x, self.need_w = need_x, need_w
         self.dx = torch.zeros_like(self.x) if need_x else None
-        self.dw = torch.zeros_like(self.w) if (need_w and self.w is not None) else None
-        self.dw_mats = self.dw.unbind(0) if (self.dw is not None and self.relative) else None
+        # banks accumulate per slot; a plain matrix gets its gradient in one GEMM at the end
+        self.dw = torch.zeros_like(self.w) if (need_w and self.relative) else None
+        self.dw_mats = self.dw.unbind(0) if self.dw is not None else None
         self.dfull = (torch.zeros(*self.x.shape[:-1], self.full.shape[-1], dtype=self.full.dtype,
                                   device=self.x.device)
                       if not self.relative and (need_x or need_w) else None)
