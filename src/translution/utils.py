@@ -1,0 +1,126 @@
+"""The package's small shared helpers: one of each (atomic writes, digests, validation, timing).
+
+Everything outside the op core uses these instead of a local copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_write_json",
+           "sha256_bytes", "sha256_file", "check_int", "check_bool", "Stopwatch",
+           "remove_stale_temporaries"]
+
+PathLike = Union[str, os.PathLike]
+_TMP_MARK = ".tmp-"
+
+
+def atomic_write(path: PathLike, write: Callable[[Any], None]) -> Path:
+    """Write ``path`` atomically: ``write(f)`` fills a temporary binary file in the same folder,
+    which is flushed, fsynced and moved onto ``path`` with ``os.replace``. A crash leaves either
+    the old file or the new one, never a torn one (the temporary is removed on error; a killed
+    process can leave ``.<name>.tmp-<pid>-*``, see :func:`remove_stale_temporaries`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{_TMP_MARK}{os.getpid()}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
+    """:func:`atomic_write` of ``data``."""
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_text(path: PathLike, text: str) -> Path:
+    """:func:`atomic_write` of ``text`` as UTF-8."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: PathLike, obj: Any) -> Path:
+    """:func:`atomic_write` of ``obj`` as indented JSON (UTF-8, trailing newline)."""
+    return atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def remove_stale_temporaries(path: PathLike) -> int:
+    """Delete temporaries that killed writers of ``path`` left behind; returns how many."""
+    path = Path(path)
+    removed = 0
+    if path.parent.is_dir():
+        for tmp in path.parent.glob(f".{path.name}{_TMP_MARK}*"):
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex SHA-256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of the file at ``path``, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_int(name: str, value: Any, minimum: Optional[int] = None) -> int:
+    """``value`` as an int (bools refused), at least ``minimum``; ``ValueError``/``TypeError``
+    naming ``name`` and the value otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        if hasattr(value, "__index__") and not isinstance(value, bool):
+            value = int(value.__index__())
+        else:
+            raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
+    return value
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """``value`` if it is a real bool (``"yes"``, ``1`` and ``None`` are refused)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+    return value
+
+
+class Stopwatch:
+    """Wall-clock timer that can be paused: ``with watch: ...`` adds the block's time to
+    ``watch.seconds``; ``watch.seconds`` also counts a running block."""
+
+    def __init__(self, seconds: float = 0.0):
+        self._done = float(seconds)
+        self._start: Optional[float] = None
+
+    def __enter__(self) -> "Stopwatch":
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done += time.perf_counter() - self._start
+        self._start = None
+
+    @property
+    def seconds(self) -> float:
+        running = 0.0 if self._start is None else time.perf_counter() - self._start
+        return self._done + running
