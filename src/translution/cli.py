@@ -67,7 +67,7 @@ def _train(args) -> int:
     model, task, train_batches, eval_batches = recipes.build(cfg)
     out = cfg.train.out_dir or f"runs/{cfg.model['name']}"
     summary = fit(model, task, train_batches, cfg, eval_batches, out_dir=out,
-                  resume=not args.restart)
+                  resume=not args.restart, tokenizer=recipes.tokenizer_meta(cfg))
     print(json.dumps({k: summary[k] for k in ("steps", "seconds", "parameters", "eval", "best")
                       if k in summary}, indent=1, default=str))
     print(f"checkpoints and metrics in {out}")
@@ -97,8 +97,9 @@ def _generate(args) -> int:
     from .data.text import read_meta
     from .data.tokenizers import tokenizer_from_meta
     from .generation import generate
-    model, cfg, _ = recipes.model_for_checkpoint(args.checkpoint)
-    tokenizer = tokenizer_from_meta(read_meta(recipes.text_dir(cfg))["tokenizer"])
+    model, cfg, obj = recipes.model_for_checkpoint(args.checkpoint)
+    meta = obj["tokenizer"] or read_meta(recipes.text_dir(cfg))["tokenizer"]
+    tokenizer = tokenizer_from_meta(meta)
     prompt = torch.tensor([tokenizer.encode(args.prompt)], dtype=torch.long)
     generator = torch.Generator().manual_seed(args.seed)
     out = generate(model, prompt, args.max_new_tokens, temperature=args.temperature,

@@ -148,22 +148,45 @@ def build_task_and_batches(cfg: RunConfig, model: Optional[nn.Module] = None
     return ClassificationTask(), train_batches, eval_batches
 
 
+def tokenizer_meta(cfg: RunConfig) -> Optional[dict]:
+    """The tokenizer meta of a text config (stored in its checkpoints), else ``None``."""
+    if _dataset_kind(cfg) not in TEXT_DATASETS:
+        return None
+    from .data.text import read_meta
+    return read_meta(text_dir(cfg))["tokenizer"]
+
+
 def model_for_checkpoint(path, map_location="cpu") -> Tuple[nn.Module, RunConfig, dict]:
-    """Rebuild the model of a checkpoint written by ``translution train`` and load its weights.
+    """Rebuild the model of a checkpoint from its ``model_config`` and load its weights.
+
+    Checkpoints written before ``model_config`` existed fall back to the run config's ``model``
+    section (and, for text without ``model.vocab_size``, to the corpus' vocabulary).
 
     Returns:
         ``(model in eval mode, run config, checkpoint dict)``.
+
+    Raises:
+        ValueError: The file is no valid checkpoint, or it describes no model.
     """
+    from .models import model_from_config
     from .train import load_checkpoint
     obj = load_checkpoint(path, map_location=map_location)
-    if not obj.get("config"):
-        raise ValueError(f"{path}: the checkpoint has no run config; expected one written by "
-                         "`translution train`")
-    cfg = RunConfig.from_dict(obj["config"])
-    model_cfg = dict(cfg.model)
-    if "vocab_size" not in model_cfg and cfg.data.get("dataset") in TEXT_DATASETS:
-        from .data.text import read_meta
-        model_cfg["vocab_size"] = int(read_meta(text_dir(cfg))["vocab_size"])
-    model = build_model(model_cfg)
-    model.load_state_dict(obj["model"])
+    cfg = RunConfig.from_dict(obj["config"]) if obj.get("config") else RunConfig()
+    if obj["model_config"] is not None:
+        model = model_from_config(obj["model_config"])
+    elif cfg.model:
+        model_cfg = dict(cfg.model)
+        if "vocab_size" not in model_cfg and cfg.data.get("dataset") in TEXT_DATASETS:
+            from .data.text import read_meta
+            model_cfg["vocab_size"] = int(read_meta(text_dir(cfg))["vocab_size"])
+        model = build_model(model_cfg)
+    else:
+        raise ValueError(f"{path}: the checkpoint holds neither a model_config nor a run config "
+                         f"naming its model; expected one written by `translution train`, an "
+                         f"experiment or save_checkpoint")
+    try:
+        model.load_state_dict(obj["model"])
+    except RuntimeError as e:
+        raise ValueError(f"{path}: the weights do not fit the model the checkpoint "
+                         f"describes: {e}") from e
     return model.eval(), cfg, obj

@@ -302,12 +302,11 @@ def build_model(s: AustenSettings, kind: str, vocab_size: int) -> torch.nn.Modul
     return create_model(f"gpt_{s.size}_{kind}", **_model_overrides(s, kind, vocab_size))
 
 
-def _run_config(s: AustenSettings, name: str, planned: int, warmup: int, data_id: str):
+def _run_config(s: AustenSettings, name: str, planned: int, warmup: int, data_dir: Path):
     from ..train import OptimConfig, RunConfig, ScheduleConfig, TrainConfig
     return RunConfig(
         model={"name": name},
-        data={"dataset": "austen", "tokenizer": s.tokenizer, "corpus_id": data_id,
-              "block_size": s.block_size},
+        data={"dataset": "text", "dir": str(data_dir), "block_size": s.block_size},
         train=TrainConfig(max_steps=planned, batch_size=s.batch_size, seed=s.seed,
                           log_every=s.log_every, eval_every=0, checkpoint_every=0,
                           checkpoint_every_epochs=0, save_best=False, progress=False,
@@ -367,7 +366,7 @@ def _fingerprint(s: AustenSettings, name: str, model, data_id: str) -> Dict:
 
 
 def _train_one(run_dir: Path, s: AustenSettings, label: str, kind: str, vocab_size: int,
-               data_id: str, train_tokens: np.ndarray, val_batches, tokenizer,
+               data_id: str, data_dir: Path, train_tokens: np.ndarray, val_batches, tokenizer,
                log: Callable[[str], None]) -> Dict:
     """Train (or resume, or just load) one model; returns its result record."""
     from ..data.text import atomic_write_json
@@ -425,9 +424,9 @@ def _train_one(run_dir: Path, s: AustenSettings, label: str, kind: str, vocab_si
         # the first chunk is short: it measures the real rate before the budget is committed
         first = max(1, math.ceil(0.05 * plan["initial_steps"]))
         chunk = min(first if step < first else plan["chunk"], plan["planned_steps"] - step)
-        config = _run_config(s, name, plan["planned_steps"], plan["warmup"], data_id)
+        config = _run_config(s, name, plan["planned_steps"], plan["warmup"], data_dir)
         summary = fit(model, task, batches, config, out_dir=run_dir, device=device,
-                      stop_after_steps=chunk)
+                      stop_after_steps=chunk, tokenizer=tokenizer.to_meta())
         step, seconds = summary["steps"], summary["seconds"]
         evaluate()
         # re-plan from the measured rate so the schedule ends when the budget is spent
@@ -526,7 +525,7 @@ def _run(out: Path, s: AustenSettings, corpus, log: Callable[[str], None]) -> Di
     results: Dict[str, Dict] = {}
     for label, kind in s.models.items():
         results[label] = _train_one(out / "runs" / kind, s, label, kind, vocab,
-                                    meta["corpus_id"], train_ds.data, val_batches, tokenizer,
+                                    meta["corpus_id"], data_dir, train_ds.data, val_batches, tokenizer,
                                     log)
         r = results[label]
         log(f"{label}: val loss {r['val_loss']:.4f} (ppl {r['val_ppl']:.2f}) after "

@@ -15,6 +15,16 @@ best       ``{"metric", "mode", "value", "step"}`` (or ``None``)
 extra      free-form dict (loop bookkeeping, user data)
 ========== ==================================================================
 
+and, to describe the model without the code or data that trained it (nanoGPT's ``model_args``):
+
+============ ================================================================
+model_config ``model.config.to_dict()`` of the unwrapped model (``None`` for models without
+             one); :func:`translution.models.model_from_config` rebuilds the model from it
+tokenizer    tokenizer meta (:meth:`Tokenizer.to_meta`) of a language model, else ``None``
+============ ================================================================
+
+Files written before ``model_config`` existed load with both set to ``None``.
+
 Files are written to a temporary name in the same directory, flushed, fsynced and moved into
 place with ``os.replace``, so a crash never leaves a half-written ``last.pt``. Loading uses
 ``weights_only=True`` and checks the format, raising ``ValueError`` naming the file.
@@ -59,11 +69,17 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     return p
 
 
+def model_config(model: nn.Module) -> dict | None:
+    """``config.to_dict()`` of the unwrapped model, or ``None`` when it has no such config."""
+    config = getattr(unwrap_model(model), "config", None)
+    return config.to_dict() if callable(getattr(config, "to_dict", None)) else None
+
+
 def save_checkpoint(path: str | os.PathLike, *, model: nn.Module,
                     optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None,
                     step: int = 0, epoch: int = 0, rng: list[dict] | None = None,
                     config: dict | None = None, best: dict | None = None,
-                    extra: dict | None = None) -> Path:
+                    extra: dict | None = None, tokenizer: dict | None = None) -> Path:
     """Write a checkpoint atomically.
 
     Args:
@@ -77,6 +93,7 @@ def save_checkpoint(path: str | os.PathLike, *, model: nn.Module,
         config: Resolved configuration as a plain dict.
         best: Best-metric bookkeeping.
         extra: Anything else ``weights_only`` loading accepts (tensors, plain containers).
+        tokenizer: Tokenizer meta of a language model (``Tokenizer.to_meta()``).
 
     Returns:
         The path written.
@@ -92,6 +109,8 @@ def save_checkpoint(path: str | os.PathLike, *, model: nn.Module,
         "config": config,
         "best": best,
         "extra": {} if extra is None else extra,
+        "model_config": model_config(model),
+        "tokenizer": tokenizer,
     }
     return atomic_torch_save(obj, path)
 
@@ -121,6 +140,8 @@ def _read(path: Path, map_location: Any, weights_only: bool) -> dict[str, Any]:
     if obj["format"] != CHECKPOINT_FORMAT:
         raise ValueError(f"checkpoint file {str(path)!r} has format {obj['format']!r}; "
                          f"expected {CHECKPOINT_FORMAT!r}")
+    obj.setdefault("model_config", None)
+    obj.setdefault("tokenizer", None)
     return obj
 
 

@@ -129,7 +129,7 @@ def fit(model: nn.Module, task: Task, train_batches: BatchSource, config: RunCon
         eval_batches: Any = None, *, out_dir: str | os.PathLike | None = None,
         resume: bool | str | os.PathLike = True, callbacks: Sequence[Callback] = (),
         device: str | torch.device | None = None,
-        stop_after_steps: int | None = None) -> dict[str, Any]:
+        stop_after_steps: int | None = None, tokenizer: dict | None = None) -> dict[str, Any]:
     """Train ``model`` on ``task`` for ``config.train.max_steps`` steps or ``epochs`` epochs.
 
     Args:
@@ -155,6 +155,8 @@ def fit(model: nn.Module, task: Task, train_batches: BatchSource, config: RunCon
         device: Device override (else ``config.train.device``, else CUDA when available).
         stop_after_steps: Stop after this many optimiser steps *in this call*, writing
             ``last.pt`` (pre-emption, time budgets, tests).
+        tokenizer: Tokenizer meta stored in every checkpoint (language models), so that
+            ``translution generate`` needs no data folder.
 
     Returns:
         Summary dict: ``steps``, ``total_steps``, ``epochs`` (fractional), ``seconds``
@@ -251,7 +253,7 @@ def fit(model: nn.Module, task: Task, train_batches: BatchSource, config: RunCon
             path = out / f"{kind}.pt"  # type: ignore[operator]
             save_checkpoint(path, model=raw, optimizer=optimizer, scheduler=schedule,
                             step=step, epoch=step // steps_per_epoch, rng=rng,
-                            config=config.to_dict(), best=best,
+                            config=config.to_dict(), best=best, tokenizer=tokenizer,
                             extra={"steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
                                    "elapsed": elapsed(), "window": window.state(),
                                    "last_eval": last_eval, "last_eval_step": last_eval_step,
