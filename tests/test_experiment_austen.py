@@ -103,7 +103,7 @@ def test_interrupted_run_continues(tmp_path, corpus):
 
 @pytest.mark.parametrize("change, match", [
     (dict(tokenizer="bpe"), "tokenizer"),
-    (dict(models={"x": "conv"}), "unknown attention kind"),
+    (dict(models={"x": "conv"}), r"models.x: expected one of \[.ape.,"),
     (dict(budget_seconds=0.0), "budget_seconds"),
     (dict(model_overrides={"translution": {"block_size": 8}}), "block_size"),
     (dict(prompt="Zebra!"), "prompt"),

@@ -23,7 +23,7 @@ def _cls_setup(**overrides):
     val = DatasetBatches(NoisyDataset(64, seed=1, noise=0.0), 32, shuffle=False)
     args = ["train.epochs=6", "train.log_every=3", "train.eval_every_epochs=2",
             "optim.lr=3e-2", "optim.weight_decay=0.01", "schedule.name=cosine",
-            "model.name=tiny"]
+            "model.name=vit_micro_ape"]
     cfg = load_config(None, args + [f"{k}={v}" for k, v in overrides.items()])
     return model, train, val, cfg
 
@@ -59,7 +59,7 @@ def test_classification_learns_and_writes_outputs(tmp_path):
         cfg, train=dataclasses.replace(cfg.train, out_dir=str(tmp_path)))
     last = load_checkpoint(tmp_path / "last.pt")
     assert last["step"] == 36 and last["epoch"] == 6
-    assert last["config"]["model"] == {"name": "tiny"}
+    assert last["config"]["model"] == {"name": "vit_micro_ape"}
     best = load_checkpoint(tmp_path / "best.pt")
     top1s = [r["top1"] for r in eval_recs]
     assert best["best"]["value"] == max(top1s) and best["best"]["metric"] == "top1"

@@ -39,10 +39,12 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+
+from ..train.config import Section, bounded, load_settings
 
 __all__ = ["AustenSettings", "QUICK", "FULL", "MODELS", "run", "build_model", "prepare_tokens",
            "report_markdown"]
@@ -55,14 +57,17 @@ MODELS = {
     "Translution": "translution",
 }
 
-_KINDS = ("ape", "rope", "bias", "translution", "alpha", "hybrid")
 _STEPS_PER_EPOCH = 1_000_000   # "epochs" are meaningless for random windows: one long epoch
 _RUN_FORMAT = 1
 
 
+Kind = Literal["ape", "rope", "bias", "translution", "alpha", "hybrid"]
+
+
 @dataclass
-class AustenSettings:
-    """Protocol and model sizes. :data:`QUICK` (default) and :data:`FULL` are the two presets.
+class AustenSettings(Section):
+    """Protocol and model sizes; the presets are ``configs/austen_quick.yaml`` (:data:`QUICK`,
+    also the defaults) and ``configs/austen_full.yaml`` (:data:`FULL`).
 
     Attributes:
         tokenizer: ``"char"`` (vocabulary = characters of the training novels) or ``"gpt2"``
@@ -82,7 +87,7 @@ class AustenSettings:
         val_windows: Fixed validation windows (evenly spaced over the held-out novel).
         eval_batch_size: Windows per evaluation batch.
         lr, min_lr_ratio, weight_decay, warmup_fraction, grad_clip: AdamW with linear warm-up
-            (a fraction of the initially planned steps) and cosine decay to ``lr·min_lr_ratio``.
+            (a fraction of the planned steps) and cosine decay to ``lr·min_lr_ratio``.
         log_every: Steps per training-loss record.
         seed: Seed of weights and training windows (the same for every model).
         prompt: Prompt of the generated samples.
@@ -93,106 +98,63 @@ class AustenSettings:
         threads: ``torch.set_num_threads`` for the run (``None``: leave torch's default).
     """
 
-    tokenizer: str = "char"
+    tokenizer: Literal["char", "gpt2"] = "char"
     val_novel: str = "persuasion"
-    block_size: int = 128
-    batch_size: int = 16
+    block_size: int = bounded(128, ge=1)
+    batch_size: int = bounded(16, ge=1)
     size: str = "micro"
-    dim: Optional[int] = 128
-    depth: Optional[int] = 3
-    heads: Optional[int] = 2
-    dim_head: Optional[int] = 64
-    mlp_dim: Optional[int] = None
-    rank: int = 8
-    model_overrides: Dict[str, Dict] = field(
+    dim: Optional[int] = bounded(128, ge=1)
+    depth: Optional[int] = bounded(3, ge=1)
+    heads: Optional[int] = bounded(2, ge=1)
+    dim_head: Optional[int] = bounded(64, ge=1)
+    mlp_dim: Optional[int] = bounded(None, ge=1)
+    rank: int = bounded(8, ge=1)
+    model_overrides: Dict[Kind, Dict[str, Any]] = field(
         default_factory=lambda: {"translution": {"dim": 64, "dim_head": 32}})
-    models: Dict[str, str] = field(default_factory=lambda: dict(MODELS))
-    budget_seconds: float = 150.0
-    calibration_steps: int = 3
-    eval_points: int = 6
-    val_windows: int = 64
-    eval_batch_size: int = 32
-    lr: float = 2e-3
-    min_lr_ratio: float = 0.1
-    weight_decay: float = 0.1
-    warmup_fraction: float = 0.05
-    grad_clip: float = 1.0
-    log_every: int = 10
-    seed: int = 0
+    models: Dict[str, Kind] = field(default_factory=lambda: dict(MODELS))
+    budget_seconds: float = bounded(150.0, gt=0)
+    calibration_steps: int = bounded(3, ge=1)
+    eval_points: int = bounded(6, ge=1)
+    val_windows: int = bounded(64, ge=1)
+    eval_batch_size: int = bounded(32, ge=1)
+    lr: float = bounded(2e-3, gt=0)
+    min_lr_ratio: float = bounded(0.1, ge=0, le=1)
+    weight_decay: float = bounded(0.1, ge=0)
+    warmup_fraction: float = bounded(0.05, ge=0, lt=1)
+    grad_clip: float = bounded(1.0, gt=0)
+    log_every: int = bounded(10, ge=1)
+    seed: int = bounded(0, ge=0)
     prompt: str = "It is a truth"
-    samples: int = 2
-    sample_tokens: int = 160
-    temperature: float = 0.8
-    top_k: Optional[int] = None
-    sample_seed: int = 1234
+    samples: int = bounded(2, ge=1)
+    sample_tokens: int = bounded(160, ge=0)
+    temperature: float = bounded(0.8, ge=0)
+    top_k: Optional[int] = bounded(None, ge=1)
+    sample_seed: int = bounded(1234, ge=0)
     device: Optional[str] = "cpu"
-    threads: Optional[int] = None
+    threads: Optional[int] = bounded(None, ge=1)
+
+    def check(self) -> None:
+        if not self.prompt:
+            raise ValueError("prompt must be a non-empty string")
+        if not self.models:
+            raise ValueError("models must name at least one attention kind (label: kind)")
+        kinds = list(self.models.values())
+        if len(set(kinds)) != len(kinds):
+            raise ValueError(f"each kind may appear once in models (runs live in runs/<kind>), "
+                             f"got {kinds}")
+        for kind, over in self.model_overrides.items():
+            for key in ("block_size", "vocab_size", "attention"):
+                if key in over:
+                    raise ValueError(f"model_overrides.{kind} may not set {key!r} (the same "
+                                     f"for every model / fixed by the kind)")
 
 
 #: About 12 minutes on 2 CPU cores: context 128, dim 128, depth 3, 2 heads × 64 (full
 #: Translution: dim 64, 2 heads × 32), batch 16, 150 s of training per model.
-QUICK = AustenSettings()
+QUICK = load_settings(AustenSettings, "austen_quick")
 #: GPT-tiny (dim 192, depth 6, 3 heads × 64; full Translution with heads of 32), context 256,
-#: batch 32, 30 minutes per model; meant for an accelerator (``device=None`` picks CUDA).
-FULL = AustenSettings(block_size=256, batch_size=32, size="tiny", dim=None, depth=None,
-                      heads=None, dim_head=None, model_overrides={"translution": {"dim_head": 32}},
-                      budget_seconds=1800.0, eval_points=20, val_windows=256, lr=1e-3,
-                      log_every=50, sample_tokens=300, device=None)
-
-
-# ----------------------------------------------------------------------------------------------
-# validation of settings
-# ----------------------------------------------------------------------------------------------
-def _check_settings(s: AustenSettings) -> None:
-    if not isinstance(s, AustenSettings):
-        raise TypeError(f"settings must be an AustenSettings, got {type(s).__name__}")
-    if s.tokenizer not in ("char", "gpt2"):
-        raise ValueError(f"tokenizer must be 'char' or 'gpt2', got {s.tokenizer!r}")
-    for name in ("block_size", "batch_size", "rank", "calibration_steps", "eval_points",
-                 "val_windows", "eval_batch_size", "log_every", "samples"):
-        v = getattr(s, name)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
-    for name in ("dim", "depth", "heads", "dim_head", "mlp_dim", "top_k", "threads"):
-        v = getattr(s, name)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-            raise ValueError(f"{name} must be None or a positive int, got {v!r}")
-    if isinstance(s.sample_tokens, bool) or not isinstance(s.sample_tokens, int) \
-            or s.sample_tokens < 0:
-        raise ValueError(f"sample_tokens must be an int >= 0, got {s.sample_tokens!r}")
-    if not s.budget_seconds > 0:
-        raise ValueError(f"budget_seconds must be > 0, got {s.budget_seconds!r}")
-    if not s.lr > 0:
-        raise ValueError(f"lr must be > 0, got {s.lr!r}")
-    if not 0 <= s.min_lr_ratio <= 1:
-        raise ValueError(f"min_lr_ratio must be in [0, 1], got {s.min_lr_ratio!r}")
-    if not 0 <= s.warmup_fraction < 1:
-        raise ValueError(f"warmup_fraction must be in [0, 1), got {s.warmup_fraction!r}")
-    if s.temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {s.temperature!r}")
-    if not s.prompt:
-        raise ValueError("prompt must be a non-empty string")
-    if not isinstance(s.models, dict) or not s.models:
-        raise ValueError(f"models must be a non-empty dict label → kind, got {s.models!r}")
-    bad = {label: kind for label, kind in s.models.items() if kind not in _KINDS}
-    if bad:
-        raise ValueError(f"unknown attention kind(s) {bad}; expected kinds from {list(_KINDS)}")
-    kinds = list(s.models.values())
-    if len(set(kinds)) != len(kinds):
-        raise ValueError(f"each kind may appear once in models (runs live in runs/<kind>), "
-                         f"got {kinds}")
-    bad = sorted(set(s.model_overrides) - set(_KINDS))
-    if bad:
-        raise ValueError(f"model_overrides has unknown kind(s) {bad}; expected kinds from "
-                         f"{list(_KINDS)}")
-    for kind, over in s.model_overrides.items():
-        if not isinstance(over, dict):
-            raise ValueError(f"model_overrides[{kind!r}] must be a dict of GPTConfig fields, "
-                             f"got {over!r}")
-        for key in ("block_size", "vocab_size", "attention"):
-            if key in over:
-                raise ValueError(f"model_overrides[{kind!r}] may not set {key!r} (the same "
-                                 f"for every model / fixed by the kind)")
+#: batch 32, 30 minutes per model; meant for an accelerator (``device: null`` picks CUDA).
+FULL = load_settings(AustenSettings, "austen_full")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -491,7 +453,8 @@ def run(out: Path, settings: AustenSettings = QUICK, corpus=None,
         ValueError: Invalid settings or corpus, a prompt the tokenizer cannot encode, a split
             shorter than one window, or an output folder holding runs with other settings.
     """
-    _check_settings(settings)
+    if not isinstance(settings, AustenSettings):
+        raise TypeError(f"settings must be an AustenSettings, got {type(settings).__name__}")
     threads = torch.get_num_threads()
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)
