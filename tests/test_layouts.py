@@ -94,7 +94,8 @@ def test_symmetric_maps_opposite_offsets_together():
 @pytest.mark.parametrize("layout", [
     Sequence(5), Sequence(5, causal=True), Grid(3, 4), Grid(3, 4, cls_token=True),
     Grid(2, 2, 3, cls_token=True), Grid(4, 5, max_distance=1, symmetric=True, cls_token=True),
-    Sequence(1), Grid(1, 1, cls_token=True)])
+    Sequence(1), Grid(1, 1, cls_token=True), Grid(3, 4, circular=True),
+    Grid(2, 3, 2, cls_token=True, circular=True), Grid(1, 3, circular=True)])
 def test_pair_groups_cover_each_pair_once_with_its_slots(layout):
     n = layout.num_tokens
     seen = torch.zeros(n, n, dtype=torch.long)
