@@ -156,7 +156,37 @@ def test_argument_validation(digits):
         DynamicMNIST(images, labels[:10])
     with pytest.raises(TypeError, match="canvas"):
         DynamicMNIST(images, labels, canvas=42.0)
-    with pytest.raises(ValueError, match="patch must be >= 1"):
+    with pytest.raises(ValueError, match="patch must be an int >= 1"):
         DynamicMNIST(images, labels, patch=0)
     with pytest.raises(ValueError, match="epoch"):
         DynamicMNIST(images, labels).set_epoch(-1)
+
+
+def test_roll_is_the_static_image_rolled_by_whole_patches(digits):
+    images, labels = digits
+    static = DynamicMNIST(images, labels, placement="static")
+    rolled = DynamicMNIST(images, labels, placement="roll", seed=4)
+    off = rolled.offsets()
+    shifts = (off - 7) % 42
+    assert bool((shifts % 7 == 0).all())
+    assert set(shifts.flatten().tolist()) == set(range(0, 42, 7))  # every roll of the 6x6 grid
+    x, _ = rolled.get_batch(torch.arange(N))
+    for i in range(0, N, 13):
+        expected = static[i][0].roll((int(shifts[i, 0]), int(shifts[i, 1])), dims=(1, 2))
+        torch.testing.assert_close(x[i], expected, rtol=0, atol=0)
+        torch.testing.assert_close(rolled[i][0], expected, rtol=0, atol=0)
+
+
+def test_shift_moves_the_static_digit(digits):
+    images, labels = digits
+    ds = DynamicMNIST(images, labels, placement="static", shift=(-7, 3))
+    assert bool((ds.offsets() == torch.tensor([0, 10])).all())
+    assert _locate(ds[5][0]) == (0, 10)
+    x, _ = ds.get_batch([5])
+    torch.testing.assert_close(x[0], ds[5][0], rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"must lie in \[-7, 7\]"):
+        DynamicMNIST(images, labels, placement="static", shift=(8, 0))
+    with pytest.raises(ValueError, match="'static' only"):
+        DynamicMNIST(images, labels, placement="pixel", shift=(1, 0))
+    with pytest.raises(TypeError, match="pair"):
+        DynamicMNIST(images, labels, shift=3)

@@ -8,8 +8,13 @@ Each ``d x d`` digit (28x28 for MNIST) is pasted on a blank ``canvas x canvas`` 
   columns 7..34, i.e. patches 1..4 of the 6x6 patch grid.
 * ``"patch"``: a random patch-aligned offset ``k * patch`` per axis, ``0 <= k * patch <= canvas - d``.
 * ``"pixel"``: a random offset ``0..canvas - d`` per axis, in pixels.
+* ``"roll"``: the static image rolled circularly (a torus) by a random whole number of patches
+  ``0..canvas/patch - 1`` per axis; the digit may wrap around the canvas edges. A model with a
+  circular layout sees the same patches in a rotated order.
 
-The digit is always fully inside the canvas. The offset of item ``i`` is a pure function of
+A fixed ``shift=(dr, dc)`` (pixels) moves every digit of a ``"static"`` set by that displacement
+from the static position (the shift sweep). Except for ``"roll"`` the digit is always fully
+inside the canvas. The offset of item ``i`` is a pure function of
 ``(seed, epoch, i)`` computed with a SplitMix64 hash (independent of torch's RNG state, the number
 of workers, and the data set length), so training placements change with :meth:`DynamicMNIST.set_epoch`
 and are exactly reproducible when resuming. Test sets use a fixed seed and epoch 0.
@@ -25,12 +30,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..utils import check_int
 from .mnist import MNIST_MEAN, MNIST_STD
 
 __all__ = ["DynamicMNIST", "PLACEMENTS", "static_offset", "placement_offsets"]
 
 #: Valid placement modes.
-PLACEMENTS = ("static", "patch", "pixel")
+PLACEMENTS = ("static", "patch", "pixel", "roll")
 
 _MASK64 = (1 << 64) - 1
 
@@ -79,33 +85,28 @@ def placement_offsets(n: int, canvas: int, digit: int, patch: int, placement: st
         canvas: Canvas side in pixels.
         digit: Digit side in pixels.
         patch: Patch side in pixels.
-        placement: ``"static"``, ``"patch"`` or ``"pixel"``.
+        placement: One of :data:`PLACEMENTS`.
         seed: Placement seed.
         epoch: Epoch number (ignored for ``"static"``).
 
     Returns:
-        ``(n, 2)`` int64 tensor of (row, column) offsets of the digit's top-left corner.
+        ``(n, 2)`` int64 tensor of (row, column) offsets of the digit's top-left corner, in
+        ``0..canvas - 1`` (``"roll"``: the digit wraps around the canvas edges).
     """
     free = canvas - digit
+    off = static_offset(canvas, digit, patch)
     if placement == "static":
-        off = static_offset(canvas, digit, patch)
         return torch.full((n, 2), off, dtype=torch.long)
     idx = np.arange(n, dtype=np.uint64)
-    choices = free // patch + 1 if placement == "patch" else free + 1
+    choices = {"patch": free // patch + 1, "pixel": free + 1, "roll": canvas // patch}[placement]
     rows = _hash_stream(seed, epoch, idx, 0) % np.uint64(choices)
     cols = _hash_stream(seed, epoch, idx, 1) % np.uint64(choices)
     out = np.stack([rows, cols], axis=1).astype(np.int64)
     if placement == "patch":
         out *= patch
+    elif placement == "roll":
+        out = (out * patch + off) % canvas
     return torch.from_numpy(out)
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 class DynamicMNIST(Dataset):
@@ -116,21 +117,23 @@ class DynamicMNIST(Dataset):
         labels: ``(N,)`` integer tensor (or sequence) of class labels.
         canvas: Canvas side in pixels, ``>= d``. Default 42 (a 6x6 grid of 7-pixel patches).
         patch: Patch side of the model, used for aligned placements. Default 7.
-        placement: ``"static"``, ``"patch"`` or ``"pixel"`` (see the module docstring).
+        placement: One of :data:`PLACEMENTS` (see the module docstring).
         seed: Seed of the random placements. Use a fixed seed (and epoch 0) for test sets.
+        shift: ``(dr, dc)`` pixels added to the static position (``"static"`` only); the digit
+            must stay inside the canvas.
 
     Items are ``(x, y)``: ``x`` is a float32 ``(1, canvas, canvas)`` tensor normalised with the
     MNIST mean/std (background ``-0.1307/0.3081``), ``y`` a 0-d int64 tensor.
 
     Raises:
         TypeError: For wrongly typed arguments.
-        ValueError: For mismatched sizes, an unknown placement, ``canvas < d``, or (aligned
-            placements) ``canvas`` not divisible by ``patch``.
+        ValueError: For mismatched sizes, an unknown placement, ``canvas < d``, (aligned
+            placements) ``canvas`` not divisible by ``patch``, or a shift that leaves the canvas.
     """
 
     def __init__(self, images: torch.Tensor, labels: Union[torch.Tensor, Sequence[int]],
                  canvas: int = 42, patch: int = 7, placement: str = "static",
-                 seed: int = 0) -> None:
+                 seed: int = 0, shift: Tuple[int, int] = (0, 0)) -> None:
         if not isinstance(images, torch.Tensor):
             raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
         if images.dtype != torch.uint8:
@@ -143,9 +146,9 @@ class DynamicMNIST(Dataset):
         if labels.dim() != 1 or labels.shape[0] != images.shape[0]:
             raise ValueError(f"labels must have shape ({images.shape[0]},), got "
                              f"{tuple(labels.shape)}")
-        canvas = _check_int("canvas", canvas, 1)
-        patch = _check_int("patch", patch, 1)
-        seed = _check_int("seed", seed, 0)
+        canvas = check_int("canvas", canvas, 1)
+        patch = check_int("patch", patch, 1)
+        seed = check_int("seed", seed, 0)
         if not isinstance(placement, str) or placement not in PLACEMENTS:
             raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
         digit = int(images.shape[1])
@@ -154,16 +157,41 @@ class DynamicMNIST(Dataset):
         if placement != "pixel" and canvas % patch != 0:
             raise ValueError(f"placement {placement!r} needs canvas divisible by patch, got "
                              f"canvas={canvas}, patch={patch} (remainder {canvas % patch})")
+        shift = self._check_shift(shift, placement, canvas, digit, patch)
         self.images = images
         self.labels = labels.long()
         self.canvas = canvas
         self.patch = patch
         self.placement = placement
         self.seed = seed
+        self.shift = shift
         self.digit = digit
         self.background = (0.0 - MNIST_MEAN) / MNIST_STD
         self.epoch = 0
-        self._offsets = placement_offsets(len(self), canvas, digit, patch, placement, seed, 0)
+        self._offsets = self._placements(0)
+
+    @staticmethod
+    def _check_shift(shift, placement: str, canvas: int, digit: int, patch: int
+                     ) -> Tuple[int, int]:
+        if not isinstance(shift, (tuple, list)) or len(shift) != 2:
+            raise TypeError(f"shift must be a (dr, dc) pair of ints, got {shift!r}")
+        shift = (check_int("shift[0]", shift[0]), check_int("shift[1]", shift[1]))
+        if shift == (0, 0):
+            return shift
+        if placement != "static":
+            raise ValueError(f"shift applies to placement 'static' only, got {placement!r}")
+        base = static_offset(canvas, digit, patch)
+        for value in shift:
+            if not 0 <= base + value <= canvas - digit:
+                raise ValueError(f"shift {shift} moves the digit out of the canvas: the static "
+                                 f"offset is {base}, so each shift must lie in "
+                                 f"[{-base}, {canvas - digit - base}]")
+        return shift
+
+    def _placements(self, epoch: int) -> torch.Tensor:
+        offsets = placement_offsets(len(self), self.canvas, self.digit, self.patch,
+                                    self.placement, self.seed, epoch)
+        return offsets + torch.tensor(self.shift, dtype=torch.long)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -178,11 +206,10 @@ class DynamicMNIST(Dataset):
             DataLoader workers hold copies of the data set: call this before iterating a new
             epoch, and do not combine it with ``persistent_workers=True``.
         """
-        epoch = _check_int("epoch", epoch, 0)
+        epoch = check_int("epoch", epoch, 0)
         if epoch != self.epoch:
             self.epoch = epoch
-            self._offsets = placement_offsets(len(self), self.canvas, self.digit, self.patch,
-                                              self.placement, self.seed, epoch)
+            self._offsets = self._placements(epoch)
 
     def offsets(self) -> torch.Tensor:
         """Placements of the current epoch.
@@ -212,7 +239,8 @@ class DynamicMNIST(Dataset):
         digits = (self.images[idx].float() / 255.0 - MNIST_MEAN) / MNIST_STD  # (B, d, d)
         off = self._offsets[idx]  # (B, 2)
         ar = torch.arange(d)
-        flat = ((off[:, 0:1] + ar)[:, :, None] * c + (off[:, 1:2] + ar)[:, None, :])  # (B, d, d)
+        rows, cols = (off[:, 0:1] + ar) % c, (off[:, 1:2] + ar) % c  # wrap: "roll" only
+        flat = rows[:, :, None] * c + cols[:, None, :]  # (B, d, d)
         out = torch.full((b, c * c), self.background, dtype=torch.float32)
         out.scatter_(1, flat.reshape(b, d * d), digits.reshape(b, d * d))
         return out.view(b, 1, c, c), self.labels[idx]
@@ -227,9 +255,10 @@ class DynamicMNIST(Dataset):
         y0, x0 = (int(v) for v in self._offsets[i])
         d = self.digit
         out = torch.full((1, self.canvas, self.canvas), self.background, dtype=torch.float32)
-        out[0, y0:y0 + d, x0:x0 + d] = (self.images[i].float() / 255.0 - MNIST_MEAN) / MNIST_STD
-        return out, self.labels[i]
+        out[0, :d, :d] = (self.images[i].float() / 255.0 - MNIST_MEAN) / MNIST_STD
+        return out.roll((y0, x0), dims=(1, 2)), self.labels[i]
 
     def __repr__(self) -> str:
         return (f"DynamicMNIST(n={len(self)}, canvas={self.canvas}, patch={self.patch}, "
-                f"placement={self.placement!r}, seed={self.seed}, epoch={self.epoch})")
+                f"placement={self.placement!r}, seed={self.seed}, shift={self.shift}, "
+                f"epoch={self.epoch})")
