@@ -1,6 +1,8 @@
 """Figures for experiment reports (matplotlib, Agg backend; every function writes one PNG).
 
-* :func:`accuracy_bars` — accuracy per model and test placement;
+* :func:`accuracy_bars` — accuracy per model and test placement (optionally with error bars);
+* :func:`shift_sweep` — accuracy against displacement, one line per model with a spread band;
+* :func:`direction_lines` — accuracy against displacement per shift direction, one panel per model;
 * :func:`training_curves` — training loss against step per model;
 * :func:`value_kernels` — the learned Translution value slots as a ``(2H−1)×(2W−1)`` map of
   matrix norms per layer (the "kernel" Translution learned);
@@ -32,22 +34,30 @@ def _save(fig, path) -> Path:
     return path
 
 
-def accuracy_bars(accuracy: Mapping[str, Mapping[str, float]], path, title: str = "") -> Path:
+def _mean_std(value) -> tuple:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, 0.0)
+
+
+def accuracy_bars(accuracy: Mapping[str, Mapping[str, object]], path, title: str = "") -> Path:
     """Grouped bars.
 
     Args:
-        accuracy: ``{model: {setting: accuracy in [0, 1]}}`` (same settings for every model).
+        accuracy: ``{model: {setting: accuracy}}`` with accuracies in [0, 1], each a number or a
+            ``(mean, std)`` pair (drawn as an error bar); settings missing for a model are gaps.
         path: PNG to write.
     """
     plt = _pyplot()
     models = list(accuracy)
-    settings = list(next(iter(accuracy.values())))
+    settings = list(dict.fromkeys(k for row in accuracy.values() for k in row))
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(settings)), 3.6))
     width = 0.8 / len(models)
     for m, model in enumerate(models):
         xs = [s + (m - (len(models) - 1) / 2) * width for s in range(len(settings))]
-        values = [100 * accuracy[model].get(setting, float("nan")) for setting in settings]
-        bars = ax.bar(xs, values, width, label=model)
+        pairs = [_mean_std(accuracy[model].get(setting, float("nan"))) for setting in settings]
+        values = [100 * mean for mean, _ in pairs]
+        errors = [100 * std for _, std in pairs]
+        bars = ax.bar(xs, values, width, label=model, yerr=errors if any(errors) else None,
+                      error_kw={"elinewidth": 0.8, "capsize": 1.5})
         for bar, value in zip(bars, values):
             ax.text(bar.get_x() + bar.get_width() / 2, value + 1, f"{value:.0f}",
                     ha="center", va="bottom", fontsize=7)
@@ -77,11 +87,71 @@ def training_curves(curves: Mapping[str, Sequence[tuple]], path, ylabel: str = "
     return _save(fig, path)
 
 
+def shift_sweep(panels: Mapping[str, Mapping[str, Sequence[tuple]]], path,
+                title: str = "") -> Path:
+    """Accuracy against displacement, one panel per sweep, one line per model with a ±std band.
+
+    Args:
+        panels: ``{x-axis label: {model: [(displacement, mean, std), ...]}}``, accuracies in
+            [0, 1].
+        path: PNG to write.
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.4), squeeze=False)
+    for ax, (xlabel, series) in zip(axes[0], panels.items()):
+        for model, points in series.items():
+            xs, means, stds = (list(v) for v in zip(*sorted(points)))
+            lower = [100 * (m - s) for m, s in zip(means, stds)]
+            upper = [100 * (m + s) for m, s in zip(means, stds)]
+            line, = ax.plot(xs, [100 * m for m in means], marker="o", markersize=3,
+                            linewidth=1.2, label=model)
+            ax.fill_between(xs, lower, upper, color=line.get_color(), alpha=0.2, linewidth=0)
+        ax.set_xlabel(f"displacement: {xlabel}", fontsize=8)
+        ax.set_ylabel("test accuracy (%)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
+
+
+def direction_lines(panels: Mapping[str, Mapping[str, Sequence[tuple]]], path,
+                    title: str = "") -> Path:
+    """One panel per model: accuracy against displacement, one line per shift direction (a
+    border effect shows as lines that part).
+
+    Args:
+        panels: ``{model: {direction: [(displacement, accuracy), ...]}}``, accuracies in [0, 1].
+        path: PNG to write.
+    """
+    plt = _pyplot()
+    n = len(panels)
+    cols = min(4, n)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False,
+                             sharey=True)
+    for ax, (model, series) in zip(axes.flat, panels.items()):
+        for direction, points in sorted(series.items()):
+            xs, ys = zip(*sorted(points))
+            ax.plot(xs, [100 * y for y in ys], marker="o", markersize=2.5, linewidth=1.0,
+                    label=direction)
+        ax.set_title(model, fontsize=8)
+        ax.set_xlabel("pixels", fontsize=7)
+        ax.tick_params(labelsize=6)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    axes[0][0].set_ylabel("test accuracy (%)", fontsize=7)
+    axes[0][0].legend(fontsize=6)
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
+
+
 def slot_norm_maps(model: torch.nn.Module, bank: str = "wv") -> List[torch.Tensor]:
     """Per relative layer, the Frobenius norm of each grid slot's matrix of ``bank`` as a
     ``(2H−1, 2W−1)`` map (row offset δr downwards, column offset δc rightwards).
 
-    Works for :class:`~translution.Translution` (``wv``) and
+    Layers on symmetric, circular or non-2-D layouts are skipped. Works for :class:`~translution.Translution` (``wv``) and
     :class:`~translution.AlphaTranslution` (pass ``bank="mv"``); 2-D grid layouts, unclipped and
     not symmetric.
     """
@@ -91,7 +161,7 @@ def slot_norm_maps(model: torch.nn.Module, bank: str = "wv") -> List[torch.Tenso
         layout = getattr(module, "layout", None)
         if not isinstance(weights, torch.Tensor) or weights.dim() != 3 or layout is None:
             continue
-        if layout.ndim != 2 or layout.symmetric:
+        if layout.ndim != 2 or layout.symmetric or getattr(layout, "circular", False):
             continue
         rows, cols = (2 * r + 1 for r in layout.radii)
         norms = weights.detach().float().flatten(1).norm(dim=1)[: rows * cols]

@@ -99,12 +99,12 @@ def test_dynamic_mnist_checkpoint_rebuilds(tmp_path, capsys):
                   torch.randint(0, 10, (n,), generator=g).to(torch.uint8))
     s = dataclasses.replace(exp.QUICK, train_size=64, test_size=32, epochs=1, batch_size=32,
                             depth=1, heads=2, dim_head=8, mlp_dim=16,
-                            models={"T": "translution"}, train_settings=["static"],
-                            test_placements=["static"])
+                            sweep_size=0, models={"t": {"label": "T", "kind": "translution"}},
+                            train_settings=["static"], test_placements=["static"])
     exp.run(tmp_path / "out", s, data_root=str(root), log=lambda m: None)
-    ckpt = tmp_path / "out" / "runs" / "static" / "translution" / "last.pt"
+    ckpt = tmp_path / "out" / "runs" / "static" / "t" / "seed0" / "last.pt"
     rebuilt, _, obj = recipes.model_for_checkpoint(ckpt)
-    reference = exp.build_model(s, "translution")
+    reference = exp.build_model(s, "t")
     reference.load_state_dict(obj["model"])
     x = torch.randn(3, 1, s.canvas, s.canvas)
     with torch.no_grad():

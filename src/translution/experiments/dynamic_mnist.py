@@ -1,159 +1,352 @@
 """The Dynamic MNIST experiment (SPEC §7): does accuracy survive when digits move?
 
 Each 28×28 MNIST digit is pasted on a larger blank canvas (default 42×42, patch 7 → a 6×6 grid +
-class token). Models are trained on *static* digits (fixed, patch-aligned centre) and on
-*dynamic* digits (random pixel shifts), then tested on static digits, on random patch-aligned
-shifts and on random pixel shifts (test placements are seeded, hence the same for every model).
+class token). Models are trained on *static* digits (fixed, patch-aligned centre) and optionally
+on *dynamic* digits (random pixel shifts), then tested on static digits, on random patch-aligned
+shifts, on random pixel shifts and on static images rolled circularly by whole patches (test
+placements are seeded, hence the same for every model). A shift sweep then moves every test digit
+by a fixed displacement from the training position: whole patches in all eight directions and
+0 … patch pixels along the four axis directions.
 
-Models: ViT + learned absolute position embedding (the paper's baseline), ViT + relative
-position bias (the classic relative baseline), Translution and α-Translution, all of one width
-and depth. Every training run is a resumable :func:`translution.train.fit` run in
-``OUT/runs/<train setting>/<model>``: re-running the same command continues where it stopped.
+Arms (``settings.models``, run id → ``{label, kind, [canvas], [ViT config overrides]}``): the
+main comparison ViT + learned absolute position embedding, ViT + relative position bias,
+Translution and α-Translution, plus the border-effect arms of the full preset (circular layout,
+residual parameterisation, tied initialisation, a 56×56 canvas, symmetric slots). Every arm is
+trained ``settings.seeds`` times (seeds ``seed … seed + seeds − 1``); each training is a
+resumable :func:`translution.train.fit` run in ``OUT/runs/<train setting>/<run id>/seed<k>``
+whose checkpoints ``translution eval --checkpoint`` can evaluate. Re-running the same command
+continues where it stopped; finished runs are read back from their ``result.json``.
 
-Outputs in ``OUT``: ``report.md``, ``results.json``
-(``model → setting → {accuracy, parameters, seconds}``), ``accuracy.png``, ``curves.png``,
-``kernels_translution.png`` / ``kernels_alpha.png`` (learned value slots as offset maps) and
-``attention.png`` (class-token attention on shifted digits).
+Outputs in ``OUT`` (``results.json`` and ``report.md`` are rewritten after every run):
+
+* ``results.json``: ``label → "train X → test Y" → {accuracy (mean fraction), accuracy_std,
+  seeds (per-seed accuracies), parameters, seconds}`` and ``"sweep" → "train X" → label →
+  "dr,dc" (pixels) → {accuracy, accuracy_std, seeds}``;
+* ``report.md``, ``accuracy.png``, ``sweep_<setting>.png``, ``directions_<setting>.png``,
+  ``curves.png``, ``kernels_<run id>.png`` and ``attention.png``.
+
+The presets are ``configs/dynamic_mnist_quick.yaml`` (:data:`QUICK`, also the defaults of
+:class:`DynamicMNISTSettings`) and ``configs/dynamic_mnist_full.yaml`` (:data:`FULL`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Literal, Optional, Tuple
 
 import torch
 
-MODELS = {
-    "ViT + abs. pos. emb.": "ape",
-    "ViT + rel. pos. bias": "bias",
-    "Translution": "translution",
-    "α-Translution": "alpha",
+from ..train.config import Section, bounded, load_settings
+from ..utils import Stopwatch, atomic_write_json, atomic_write_text
+
+__all__ = ["DynamicMNISTSettings", "QUICK", "FULL", "MODELS", "run", "build_model",
+           "sweep_shifts", "direction_of", "setting_name", "report_markdown"]
+
+#: The main comparison (run id → arm).
+MODELS: Dict[str, Dict[str, Any]] = {
+    "ape": {"label": "ViT + abs. pos. emb.", "kind": "ape"},
+    "bias": {"label": "ViT + rel. pos. bias", "kind": "bias"},
+    "translution": {"label": "Translution", "kind": "translution"},
+    "alpha": {"label": "α-Translution", "kind": "alpha"},
 }
+KINDS = ("ape", "rope", "bias", "translution", "alpha")
+PLACEMENT_NAMES = {"static": "static", "patch": "patch shift", "pixel": "pixel shift",
+                   "roll": "circular roll"}
+DIGIT = 28
+#: Keys of an arm that are not ViT config overrides.
+_ARM_KEYS = ("label", "kind", "canvas")
+#: ViT config fields fixed by the experiment.
+_FIXED = ("image_size", "patch_size", "in_channels", "num_classes", "attention")
+
+TrainPlacement = Literal["static", "patch", "pixel"]
+TestPlacement = Literal["static", "patch", "pixel", "roll"]
 
 
 @dataclass
-class DynamicMNISTSettings:
-    """Protocol and model sizes. :data:`QUICK` (default) and :data:`FULL` are the two presets."""
+class DynamicMNISTSettings(Section):
+    """Protocol and model sizes (defaults: the quick preset).
 
-    canvas: int = 42
-    patch: int = 7
-    train_size: Optional[int] = 10000          # None: all 60 000 training digits
-    test_size: Optional[int] = 2000            # None: all 10 000 test digits
-    epochs: int = 2
-    batch_size: int = 128
-    dim: int = 64
-    depth: int = 3
-    heads: int = 4
-    dim_head: int = 16
-    mlp_dim: int = 128
-    rank: int = 8
-    optimizer: str = "adamw"
-    lr: float = 2e-3
-    weight_decay: float = 0.05
-    schedule: str = "cosine"
-    warmup_steps: int = 20
-    step_gamma: float = 0.7
-    seed: int = 0
-    test_seed: int = 1234
-    train_settings: List[str] = field(default_factory=lambda: ["static", "pixel"])
-    test_placements: List[str] = field(default_factory=lambda: ["static", "patch", "pixel"])
-    models: Dict[str, str] = field(default_factory=lambda: dict(MODELS))
+    Attributes:
+        canvas, patch: Canvas side and patch side in pixels (an arm may set its own canvas).
+        train_size, test_size: First N training / test digits (``None``: all 60 000 / 10 000).
+        sweep_size: Test digits of the shift sweep (0: no sweep).
+        epochs, batch_size, eval_batch_size: Training length and batch sizes.
+        dim, depth, heads, dim_head, mlp_dim, rank: Model sizes shared by every arm.
+        optimizer, lr, weight_decay, schedule, warmup_steps, step_gamma, grad_clip: AdamW with
+            warm-up and cosine decay per step, or SPEC §6's Adadelta with StepLR per epoch.
+        seeds, seed: Every arm is trained with seeds ``seed … seed + seeds − 1`` (weights,
+            batch order and random training placements).
+        test_seed: Seed of the random test placements.
+        train_settings, test_placements: Training and test placements.
+        models: Run id → ``{"label", "kind", optional "canvas", ViT config overrides}``.
+        threads: ``torch.set_num_threads`` for the run (``None``: torch's default).
+    """
+
+    canvas: int = bounded(42, ge=DIGIT)
+    patch: int = bounded(7, ge=1)
+    train_size: Optional[int] = bounded(None, ge=1)
+    test_size: Optional[int] = bounded(2000, ge=1)
+    sweep_size: int = bounded(500, ge=0)
+    epochs: int = bounded(1, ge=1)
+    batch_size: int = bounded(64, ge=1)
+    eval_batch_size: int = bounded(500, ge=1)
+    dim: int = bounded(32, ge=1)
+    depth: int = bounded(3, ge=1)
+    heads: int = bounded(4, ge=1)
+    dim_head: int = bounded(8, ge=1)
+    mlp_dim: int = bounded(64, ge=1)
+    rank: int = bounded(4, ge=1)
+    optimizer: Literal["adamw", "adadelta"] = "adamw"
+    lr: float = bounded(3e-3, gt=0)
+    weight_decay: float = bounded(0.05, ge=0)
+    schedule: Literal["cosine", "step"] = "cosine"
+    warmup_steps: int = bounded(50, ge=0)
+    step_gamma: float = bounded(0.7, gt=0, le=1)
+    grad_clip: float = bounded(1.0, gt=0)
+    seeds: int = bounded(1, ge=1)
+    seed: int = bounded(0, ge=0)
+    test_seed: int = bounded(1234, ge=0)
+    train_settings: List[TrainPlacement] = field(default_factory=lambda: ["static"])
+    test_placements: List[TestPlacement] = field(
+        default_factory=lambda: ["static", "patch", "pixel", "roll"])
+    models: Dict[str, Dict[str, Any]] = field(
+        default_factory=lambda: {k: dict(v) for k, v in MODELS.items()})
+    threads: Optional[int] = bounded(None, ge=1)
+
+    def check(self) -> None:
+        if not self.train_settings or not self.test_placements:
+            raise ValueError("train_settings and test_placements must not be empty")
+        if not self.models:
+            raise ValueError("models must name at least one arm (run id: {label, kind})")
+        labels = [arm.get("label") for arm in self.models.values()]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"every arm needs its own label, got {labels}")
+        for run_id, arm in self.models.items():
+            _check_arm(self, run_id, arm)
+
+    def arm_canvas(self, run_id: str) -> int:
+        """The canvas side of arm ``run_id``."""
+        return int(self.models[run_id].get("canvas", self.canvas))
 
 
-QUICK = DynamicMNISTSettings()
-#: SPEC §6's MNIST recipe (dim 64, depth 6, 8 heads of 64, MLP 128, Adadelta lr 1.0,
-#: StepLR(1, 0.7), 14 epochs, batch 64) on all 60 000 / 10 000 digits.
-FULL = DynamicMNISTSettings(train_size=None, test_size=None, epochs=14, batch_size=64, depth=6,
-                            heads=8, dim_head=64, optimizer="adadelta", lr=1.0, weight_decay=0.0,
-                            schedule="step", warmup_steps=0)
-
-PLACEMENT_NAMES = {"static": "static", "patch": "patch shift", "pixel": "pixel shift"}
+def _check_arm(s: DynamicMNISTSettings, run_id: str, arm: Dict[str, Any]) -> None:
+    from ..models import ViTConfig
+    where = f"models.{run_id}"
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", run_id):
+        raise ValueError(f"{where}: run ids name folders; use lowercase letters, digits, '_' "
+                         f"and '-', got {run_id!r}")
+    if not isinstance(arm, dict) or not isinstance(arm.get("label"), str) or not arm["label"]:
+        raise ValueError(f"{where} must be a mapping with a non-empty 'label', got {arm!r}")
+    if arm.get("label") == "sweep":
+        raise ValueError(f"{where}: the label 'sweep' is reserved for results.json's sweep")
+    if arm.get("kind") not in KINDS:
+        raise ValueError(f"{where}.kind must be one of {KINDS}, got {arm.get('kind')!r}")
+    fixed = sorted(set(arm) & set(_FIXED))
+    if fixed:
+        raise ValueError(f"{where} may not set {fixed} (fixed by the experiment)")
+    canvas = s.arm_canvas(run_id)
+    if isinstance(canvas, bool) or not isinstance(arm.get("canvas", canvas), int) \
+            or canvas < DIGIT or canvas % s.patch:
+        raise ValueError(f"{where}.canvas must be an int >= {DIGIT} divisible by patch "
+                         f"{s.patch}, got {arm.get('canvas')!r}")
+    fields = {f.name for f in dataclasses.fields(ViTConfig)}
+    unknown = sorted(set(arm) - fields - set(_ARM_KEYS))
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; an arm holds label, kind, canvas "
+                         f"and ViT config fields ({', '.join(sorted(fields - set(_FIXED)))})")
+    ViTConfig(**_model_overrides(s, run_id))     # bad values raise here
 
 
 def setting_name(train: str, test: str) -> str:
+    """The results.json key of a train/test placement pair."""
     return f"train {PLACEMENT_NAMES[train]} → test {PLACEMENT_NAMES[test]}"
 
 
-def _run_config(s: DynamicMNISTSettings, model_name: str, train_setting: str):
+def _model_overrides(s: DynamicMNISTSettings, run_id: str) -> Dict[str, Any]:
+    arm = s.models[run_id]
+    sizes = dict(image_size=s.arm_canvas(run_id), patch_size=s.patch, in_channels=1,
+                 num_classes=10, dim=s.dim, depth=s.depth, heads=s.heads, dim_head=s.dim_head,
+                 mlp_dim=s.mlp_dim, rank=s.rank, attention=arm["kind"])
+    sizes.update({k: v for k, v in arm.items() if k not in _ARM_KEYS})
+    return sizes
+
+
+def build_model(s: DynamicMNISTSettings, run_id: str) -> torch.nn.Module:
+    """The ViT of arm ``run_id`` (a key of ``s.models``) at the experiment's size."""
+    from ..models import create_model
+    overrides = _model_overrides(s, run_id)
+    return create_model(f"vit_mnist_{overrides.pop('attention')}", **overrides)
+
+
+#: The main job's protocol (``configs/dynamic_mnist_quick.yaml``).
+QUICK = load_settings(DynamicMNISTSettings, "dynamic_mnist_quick")
+#: Everything the quick run leaves out (``configs/dynamic_mnist_full.yaml``).
+FULL = load_settings(DynamicMNISTSettings, "dynamic_mnist_full")
+
+
+def _run_config(s: DynamicMNISTSettings, run_id: str, train_setting: str, seed: int):
     from ..train import OptimConfig, RunConfig, ScheduleConfig, TrainConfig
     sched = (ScheduleConfig(name="step", step_size=1, gamma=s.step_gamma, per="epoch")
              if s.schedule == "step" else
              ScheduleConfig(name=s.schedule, warmup=s.warmup_steps, per="step"))
+    overrides = _model_overrides(s, run_id)
+    name = f"vit_mnist_{overrides.pop('attention')}"
     return RunConfig(
-        model={"name": model_name},
-        data={"dataset": "dynamic-mnist", "canvas": s.canvas, "patch": s.patch,
-              "placement": train_setting, "train_size": s.train_size},
-        train=TrainConfig(epochs=s.epochs, batch_size=s.batch_size, seed=s.seed,
-                          log_every=10, eval_every=0, checkpoint_every=50),
+        model={"name": name, **overrides},
+        data={"dataset": "dynamic-mnist", "canvas": s.arm_canvas(run_id), "patch": s.patch,
+              "placement": train_setting, "train_size": s.train_size,
+              "test_size": s.test_size, "test_placement": "static", "test_seed": s.test_seed},
+        train=TrainConfig(epochs=s.epochs, batch_size=s.batch_size, seed=seed, log_every=10,
+                          eval_every=0, checkpoint_every=100, save_best=False, progress=False,
+                          device="cpu"),
         optim=OptimConfig(name=s.optimizer, lr=s.lr, weight_decay=s.weight_decay,
-                          grad_clip=1.0),
+                          grad_clip=s.grad_clip),
         schedule=sched)
 
 
-def build_model(s: DynamicMNISTSettings, kind: str) -> torch.nn.Module:
-    """A ViT of the experiment's size with attention ``kind`` (ape, bias, translution, alpha)."""
-    from ..models import create_model
-    return create_model(f"vit_mnist_{kind}", image_size=s.canvas, patch_size=s.patch, dim=s.dim,
-                        depth=s.depth, heads=s.heads, dim_head=s.dim_head, mlp_dim=s.mlp_dim,
-                        rank=s.rank)
+# ----------------------------------------------------------------------------------------------
+# data and evaluation
+# ----------------------------------------------------------------------------------------------
+class _Data:
+    """MNIST loaded once; test sets cached per (canvas, placement)."""
+
+    def __init__(self, s: DynamicMNISTSettings, root: Optional[str]):
+        from ..data.mnist import load_mnist
+        self.s = s
+        images, labels = load_mnist("train", root=root)
+        self.train = (images[:s.train_size], labels[:s.train_size])
+        images, labels = load_mnist("test", root=root)
+        self.test = (images[:s.test_size], labels[:s.test_size])
+        self._tests: Dict[Tuple[int, str], Any] = {}
+
+    def train_set(self, canvas: int, placement: str, seed: int):
+        from ..data.dynamic_mnist import DynamicMNIST
+        return DynamicMNIST(*self.train, canvas=canvas, patch=self.s.patch, placement=placement,
+                            seed=seed)
+
+    def test_set(self, canvas: int, placement: str):
+        from ..data.dynamic_mnist import DynamicMNIST
+        key = (canvas, placement)
+        if key not in self._tests:
+            self._tests[key] = DynamicMNIST(*self.test, canvas=canvas, patch=self.s.patch,
+                                            placement=placement, seed=self.s.test_seed)
+        return self._tests[key]
+
+    def sweep_set(self, canvas: int, shift: Tuple[int, int]):
+        from ..data.dynamic_mnist import DynamicMNIST
+        n = self.s.sweep_size
+        return DynamicMNIST(self.test[0][:n], self.test[1][:n], canvas=canvas,
+                            patch=self.s.patch, placement="static", shift=shift)
 
 
-def _subset(images, labels, size: Optional[int]):
-    return (images, labels) if size is None else (images[:size], labels[:size])
+@torch.inference_mode()
+def accuracy(model: torch.nn.Module, dataset, batch_size: int = 500) -> float:
+    """Top-1 accuracy (fraction) of ``model`` on a :class:`DynamicMNIST` set."""
+    model.eval()
+    correct = 0
+    for start in range(0, len(dataset), batch_size):
+        x, y = dataset.get_batch(torch.arange(start, min(start + batch_size, len(dataset))))
+        correct += int((model(x).argmax(-1) == y).sum())
+    return correct / max(1, len(dataset))
 
 
-def run(out: Path, settings: DynamicMNISTSettings = QUICK, data_root: Optional[str] = None,
-        log: Callable[[str], None] = print) -> Dict:
-    """Run (or resume) the whole experiment and write the report; returns ``results.json``'s dict."""
-    from ..data.dynamic_mnist import DynamicMNIST
-    from ..data.mnist import load_mnist
-    from ..train import ClassificationTask, DatasetBatches, fit
+def sweep_shifts(canvas: int, patch: int, digit: int = DIGIT) -> List[Tuple[int, int]]:
+    """Displacements ``(dr, dc)`` (pixels) of the shift sweep: every whole-patch displacement in
+    both axes and ``1 … patch`` pixels along the four axis directions, as far as the digit stays
+    on the canvas; ``(0, 0)`` included, sorted."""
+    from ..data.dynamic_mnist import static_offset
+    base = static_offset(canvas, digit, patch)
+    lo, hi = -base, canvas - digit - base
+    steps = [k * patch for k in range(-(base // patch), hi // patch + 1)]
+    shifts = {(r, c) for r in steps for c in steps}
+    for t in range(1, patch + 1):
+        for dr, dc in ((-t, 0), (t, 0), (0, -t), (0, t)):
+            if lo <= dr <= hi and lo <= dc <= hi:
+                shifts.add((dr, dc))
+    return sorted(shifts)
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    s = settings
-    torch.manual_seed(s.seed)
-    log("loading MNIST ...")
-    train_images, train_labels = _subset(*load_mnist("train", root=data_root), s.train_size)
-    test_images, test_labels = _subset(*load_mnist("test", root=data_root), s.test_size)
-    tests = {p: DynamicMNIST(test_images, test_labels, canvas=s.canvas, patch=s.patch,
-                             placement=p, seed=s.test_seed) for p in s.test_placements}
-    task = ClassificationTask(topk=(1,))
-    results: Dict[str, Dict] = {}
-    curves: Dict[str, list] = {}
-    trained: Dict[str, Dict[str, torch.nn.Module]] = {}
-    for train_setting in s.train_settings:
-        train_set = DynamicMNIST(train_images, train_labels, canvas=s.canvas, patch=s.patch,
-                                 placement=train_setting, seed=s.seed)
-        batches = DatasetBatches(train_set, s.batch_size, shuffle=True, seed=s.seed,
-                                 drop_last=True)
-        for label, kind in s.models.items():
-            run_dir = out / "runs" / train_setting / kind
-            torch.manual_seed(s.seed)
-            model = build_model(s, kind)
-            log(f"[train {PLACEMENT_NAMES[train_setting]}] {label}: "
-                f"{model.num_parameters():,} parameters, {len(batches) * s.epochs} steps")
-            summary = fit(model, task, batches, _run_config(s, f"vit_mnist_{kind}", train_setting),
-                          out_dir=run_dir, device="cpu")
-            model.eval()
-            trained.setdefault(train_setting, {})[label] = model
-            curves[f"{label} ({PLACEMENT_NAMES[train_setting]})"] = _loss_curve(run_dir)
-            for placement, test_set in tests.items():
-                evaluation = task.evaluate(model, DatasetBatches(
-                    test_set, 500, shuffle=False, even_shards=False).batches(0))
-                results.setdefault(label, {})[setting_name(train_setting, placement)] = {
-                    "accuracy": evaluation["top1"] / 100.0,
-                    "parameters": summary["parameters"],
-                    "seconds": round(summary["seconds"], 1),
-                }
-                log(f"    test {PLACEMENT_NAMES[placement]:>11}: {evaluation['top1']:.2f} %")
-    _write_json(out / "results.json", results)
-    figures = _figures(out, s, results, curves, trained, tests)
-    (out / "report.md").write_text(report_markdown(results, s, figures))
-    log(f"report: {out / 'report.md'}")
-    return results
+
+def direction_of(dr: int, dc: int) -> str:
+    """``"up"``, ``"down-left"``, ... for a displacement (rows grow downwards); ``"none"``."""
+    vertical = "up" if dr < 0 else "down" if dr > 0 else ""
+    horizontal = "left" if dc < 0 else "right" if dc > 0 else ""
+    return "-".join(p for p in (vertical, horizontal) if p) or "none"
+
+
+def _evaluate(model, s: DynamicMNISTSettings, data: _Data, canvas: int) -> Dict[str, Any]:
+    acc = {p: accuracy(model, data.test_set(canvas, p), s.eval_batch_size)
+           for p in s.test_placements}
+    sweep = {}
+    if s.sweep_size:
+        for dr, dc in sweep_shifts(canvas, s.patch):
+            sweep[f"{dr},{dc}"] = accuracy(model, data.sweep_set(canvas, (dr, dc)),
+                                           s.eval_batch_size)
+    return {"accuracy": acc, "sweep": sweep}
+
+
+# ----------------------------------------------------------------------------------------------
+# one training
+# ----------------------------------------------------------------------------------------------
+def _eval_key(s: DynamicMNISTSettings) -> Dict[str, Any]:
+    return {"test_placements": list(s.test_placements), "test_size": s.test_size,
+            "sweep_size": s.sweep_size, "test_seed": s.test_seed}
+
+
+def _progress(total: int, desc: str):
+    from tqdm.auto import tqdm
+    bar = tqdm(total=total, desc=desc, dynamic_ncols=True, leave=False, disable=None)
+
+    def callback(event: Dict[str, Any]) -> None:
+        if event.get("event") == "step":
+            bar.update(1)
+            bar.set_postfix(loss=f"{event['loss']:.3f}", refresh=False)
+    return bar, callback
+
+
+def _train_one(out: Path, s: DynamicMNISTSettings, data: _Data, setting: str, run_id: str,
+               k: int, log: Callable[[str], None]) -> Tuple[Dict[str, Any], torch.nn.Module]:
+    """Train (or resume, or read back) arm ``run_id`` with seed ``s.seed + k``."""
+    from ..train import ClassificationTask, DatasetBatches, fit, load_checkpoint
+    run_dir = out / "runs" / setting / run_id / f"seed{k}"
+    seed, canvas = s.seed + k, s.arm_canvas(run_id)
+    torch.manual_seed(seed)
+    model = build_model(s, run_id)
+    done = run_dir / "result.json"
+    if done.exists():
+        record = json.loads(done.read_text(encoding="utf-8"))
+        if record.get("eval_key") == _eval_key(s) and (run_dir / "last.pt").exists():
+            model.load_state_dict(load_checkpoint(run_dir / "last.pt")["model"])
+            log(f"[train {PLACEMENT_NAMES[setting]}] {run_id} seed {k}: done earlier "
+                f"({record['seconds']:.0f} s training)")
+            return record, model.eval()
+    batches = DatasetBatches(data.train_set(canvas, setting, seed), s.batch_size, shuffle=True,
+                             seed=seed, drop_last=True)
+    total = len(batches) * s.epochs
+    log(f"[train {PLACEMENT_NAMES[setting]}] {run_id} seed {k}: "
+        f"{model.num_parameters():,} parameters, {total} steps")
+    bar, callback = _progress(total, f"{setting} {run_id} seed {k}")
+    try:
+        summary = fit(model, ClassificationTask(topk=(1,)), batches,
+                      _run_config(s, run_id, setting, seed), out_dir=run_dir, device="cpu",
+                      callbacks=[callback])
+    finally:
+        bar.close()
+    with Stopwatch() as watch:
+        evaluation = _evaluate(model, s, data, canvas)
+    record = {"label": s.models[run_id]["label"], "seed": seed, **evaluation,
+              "parameters": summary["parameters"], "seconds": round(summary["seconds"], 1),
+              "eval_seconds": round(watch.seconds, 1), "loss_curve": _loss_curve(run_dir),
+              "eval_key": _eval_key(s)}
+    atomic_write_json(done, record)
+    log(f"    {summary['seconds']:.0f} s training, {watch.seconds:.0f} s evaluation; "
+        + ", ".join(f"{PLACEMENT_NAMES[p]} {100 * a:.2f} %"
+                    for p, a in evaluation["accuracy"].items()))
+    return record, model.eval()
 
 
 def _loss_curve(run_dir: Path) -> list:
@@ -162,60 +355,248 @@ def _loss_curve(run_dir: Path) -> list:
             if "loss" in r]
 
 
-def _write_json(path: Path, data) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False))
-    tmp.replace(path)
+# ----------------------------------------------------------------------------------------------
+# the whole experiment
+# ----------------------------------------------------------------------------------------------
+def run(out: Path, settings: DynamicMNISTSettings = QUICK, data_root: Optional[str] = None,
+        log: Callable[[str], None] = print) -> Dict:
+    """Run (or resume) the whole experiment and write the report; returns ``results.json``'s dict.
+
+    ``results.json`` and ``report.md`` are rewritten after every training, the figures at the
+    end.
+    """
+    if not isinstance(settings, DynamicMNISTSettings):
+        raise TypeError(f"settings must be a DynamicMNISTSettings, got "
+                        f"{type(settings).__name__}")
+    s, out = settings, Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if s.threads is not None:
+        torch.set_num_threads(s.threads)
+    wall = Stopwatch()
+    with wall:
+        log("loading MNIST ...")
+        data = _Data(s, data_root)
+        records: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
+        models: Dict[str, Dict[str, torch.nn.Module]] = {}
+        for setting in s.train_settings:
+            for run_id in s.models:
+                for k in range(s.seeds):
+                    with Stopwatch() as arm_watch:
+                        record, model = _train_one(out, s, data, setting, run_id, k, log)
+                    records.setdefault((setting, run_id), []).append(record)
+                    if k == 0:
+                        models.setdefault(setting, {})[run_id] = model
+                    log(f"    arm time {arm_watch.seconds:.0f} s (total {wall.seconds:.0f} s)")
+                    results = aggregate(s, records)
+                    atomic_write_json(out / "results.json", results)
+                    atomic_write_text(out / "report.md", report_markdown(
+                        results, s, [], wall.seconds, records))
+        figures = _figures(out, s, results, records, models, data)
+    atomic_write_text(out / "report.md", report_markdown(results, s, figures, wall.seconds,
+                                                         records))
+    log(f"report: {out / 'report.md'} ({wall.seconds / 60:.1f} min)")
+    return results
 
 
-def _figures(out, s, results, curves, trained, tests) -> List[str]:
+def _stats(values: List[float]) -> Dict[str, Any]:
+    return {"accuracy": statistics.fmean(values),
+            "accuracy_std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "seeds": list(values)}
+
+
+def aggregate(s: DynamicMNISTSettings, records: Dict[Tuple[str, str], List[Dict[str, Any]]]
+              ) -> Dict[str, Any]:
+    """``results.json``'s dict from the per-seed records of every (train setting, run id)."""
+    results: Dict[str, Any] = {}
+    sweep: Dict[str, Any] = {}
+    for (setting, run_id), runs in records.items():
+        label = s.models[run_id]["label"]
+        row = results.setdefault(label, {})
+        for placement in runs[0]["accuracy"]:
+            row[setting_name(setting, placement)] = {
+                **_stats([r["accuracy"][placement] for r in runs]),
+                "parameters": runs[0]["parameters"],
+                "seconds": round(statistics.fmean(r["seconds"] for r in runs), 1)}
+        if runs[0]["sweep"]:
+            sweep.setdefault(f"train {PLACEMENT_NAMES[setting]}", {})[label] = {
+                shift: _stats([r["sweep"][shift] for r in runs]) for shift in runs[0]["sweep"]}
+    if sweep:
+        results["sweep"] = sweep
+    return results
+
+
+# ----------------------------------------------------------------------------------------------
+# figures and report
+# ----------------------------------------------------------------------------------------------
+def _sweep_series(per_model: Dict[str, Dict[str, Any]], patch: int):
+    """Per model: accuracy vs pixel distance along the axes and vs whole-patch distance
+    (Chebyshev), each a list of (distance, mean, std over seeds), and per axis direction a list
+    of (distance, mean)."""
+    pixel, patches, directions = {}, {}, {}
+    for label, shifts in per_model.items():
+        rings: Dict[Tuple[str, int], List[List[float]]] = {}
+        for key, stat in shifts.items():
+            dr, dc = (int(v) for v in key.split(","))
+            if dr == 0 or dc == 0:
+                rings.setdefault(("pixel", abs(dr) + abs(dc)), []).append(stat["seeds"])
+                directions.setdefault(label, {}).setdefault(direction_of(dr, dc), []).append(
+                    (abs(dr) + abs(dc), stat["accuracy"]))
+            if dr % patch == 0 and dc % patch == 0:
+                rings.setdefault(("patch", max(abs(dr), abs(dc)) // patch), []).append(
+                    stat["seeds"])
+        for (kind, dist), seeds in sorted(rings.items()):
+            per_seed = [statistics.fmean(v) for v in zip(*seeds)]   # mean over directions
+            point = (dist, statistics.fmean(per_seed),
+                     statistics.stdev(per_seed) if len(per_seed) > 1 else 0.0)
+            (pixel if kind == "pixel" else patches).setdefault(label, []).append(point)
+    for label, by_direction in directions.items():
+        zero = [p for p in by_direction.pop("none", [])]
+        for name in by_direction:
+            by_direction[name] = sorted(zero + by_direction[name])
+    return pixel, patches, directions
+
+
+def _figures(out: Path, s: DynamicMNISTSettings, results, records, models, data) -> List[str]:
     from .. import plots
     figures = []
-    accuracy = {m: {k.replace(" → ", "\n→ "): v["accuracy"] for k, v in r.items()}
-                for m, r in results.items()}
-    plots.accuracy_bars(accuracy, out / "accuracy.png", "Dynamic MNIST: accuracy per test placement")
+    main = {label: row for label, row in results.items() if label != "sweep"}
+    accuracy = {m: {k.replace(" → ", "\n→ "): (v["accuracy"], v["accuracy_std"])
+                    for k, v in row.items()} for m, row in main.items()}
+    plots.accuracy_bars(accuracy, out / "accuracy.png",
+                        f"Dynamic MNIST: accuracy per test placement (mean ± std, "
+                        f"{s.seeds} seed{'s' * (s.seeds > 1)})")
     figures.append("accuracy.png")
-    plots.training_curves(curves, out / "curves.png", title="training loss")
+    for slug in s.train_settings:
+        setting_label = f"train {PLACEMENT_NAMES[slug]}"
+        if setting_label not in results.get("sweep", {}):
+            continue
+        pixel, patches, directions = _sweep_series(results["sweep"][setting_label], s.patch)
+        plots.shift_sweep({f"pixels along an axis (0 … {s.patch})": pixel,
+                           "whole patches (any direction)": patches},
+                          out / f"sweep_{slug}.png",
+                          title=f"{setting_label}: test accuracy vs displacement from the "
+                                "training position (mean ± std over seeds)")
+        plots.direction_lines(directions, out / f"directions_{slug}.png",
+                              title=f"{setting_label}: accuracy by shift direction (mean over "
+                                    "seeds)")
+        figures += [f"sweep_{slug}.png", f"directions_{slug}.png"]
+    curves = {f"{records[key][0]['label']} ({PLACEMENT_NAMES[key[0]]})":
+              records[key][0]["loss_curve"] for key in records}
+    plots.training_curves(curves, out / "curves.png", title="training loss (first seed)")
     figures.append("curves.png")
-    static_models = trained.get(s.train_settings[0], {})
-    for label, model in static_models.items():
-        kind = s.models[label]
-        if kind in ("translution", "alpha"):
-            name = f"kernels_{kind}.png"
-            bank = "wv" if kind == "translution" else "mv"
+    figures += _model_figures(out, s, models, data)
+    return figures
+
+
+def _model_figures(out: Path, s: DynamicMNISTSettings, models, data) -> List[str]:
+    from .. import plots
+    figures = []
+    static = models.get(s.train_settings[0], {})
+    for run_id, model in static.items():
+        arm = s.models[run_id]
+        if arm["kind"] in ("translution", "alpha"):
+            bank = "wv" if arm["kind"] == "translution" else "mv"
+            name = f"kernels_{run_id}.png"
             if plots.value_kernels(model, out / name, bank=bank,
-                                   title=f"{label} (trained static): ‖{bank}[δ]‖ per layer"):
+                                   title=f"{arm['label']} (trained "
+                                         f"{PLACEMENT_NAMES[s.train_settings[0]]}): "
+                                         f"‖{bank}[δ]‖ per layer"):
                 figures.append(name)
-    if "pixel" in tests and static_models:
-        images = torch.stack([tests["pixel"][i][0] for i in range(6)])
-        plots.attention_maps(static_models, images, out / "attention.png", s.patch,
-                             title="class-token attention, last block, models trained on "
-                                   "static digits, pixel-shifted test digits")
+    same = {s.models[r]["label"]: m for r, m in static.items() if s.arm_canvas(r) == s.canvas}
+    if same and "pixel" in s.test_placements:
+        pixel = data.test_set(s.canvas, "pixel")
+        images = pixel.get_batch(torch.arange(min(6, len(pixel))))[0]
+        plots.attention_maps(same, images, out / "attention.png", s.patch,
+                             title="class-token attention, last block, models trained "
+                                   f"{PLACEMENT_NAMES[s.train_settings[0]]}, pixel-shifted "
+                                   "test digits")
         figures.append("attention.png")
     return figures
 
 
-def report_markdown(results: Dict, s: DynamicMNISTSettings, figures: List[str]) -> str:
-    settings = list(next(iter(results.values())))
-    lines = ["# Dynamic MNIST", "",
-             f"Canvas {s.canvas}×{s.canvas}, patch {s.patch} "
-             f"({s.canvas // s.patch}×{s.canvas // s.patch} grid + class token); "
-             f"{s.train_size or 60000} training / {s.test_size or 10000} test digits; "
-             f"{s.epochs} epochs, batch {s.batch_size}, {s.optimizer} lr {s.lr}, "
-             f"{s.schedule} schedule; models: dim {s.dim}, depth {s.depth}, {s.heads} heads × "
-             f"{s.dim_head}, MLP {s.mlp_dim}, α rank {s.rank}.", "",
-             "Test accuracy (%):", "",
-             "| model | params | train time (s) | " + " | ".join(settings) + " |",
-             "|---|---|---|" + "---|" * len(settings)]
-    for model, row in results.items():
+def _cell(stat: Dict[str, Any]) -> str:
+    text = f"{100 * stat['accuracy']:.1f}"
+    return text + (f" ± {100 * stat['accuracy_std']:.1f}" if len(stat["seeds"]) > 1 else "")
+
+
+def _protocol(s: DynamicMNISTSettings, wall_seconds: float, records) -> List[str]:
+    n_runs = sum(len(v) for v in records.values())
+    return [f"Canvas {s.canvas}×{s.canvas}, patch {s.patch} ({s.canvas // s.patch}×"
+            f"{s.canvas // s.patch} grid + class token; an arm may set its own canvas); "
+            f"{s.train_size or 60000} training / {s.test_size or 10000} test digits "
+            f"({s.sweep_size} for the shift sweep); {s.epochs} epoch(s), batch {s.batch_size}, "
+            f"{s.optimizer} lr {s.lr}, weight decay {s.weight_decay}, {s.schedule} schedule; "
+            f"models: dim {s.dim}, depth {s.depth}, {s.heads} heads × {s.dim_head}, MLP "
+            f"{s.mlp_dim}, α rank {s.rank}.", "",
+            f"{s.seeds} seed(s) per arm (seeds {s.seed} … {s.seed + s.seeds - 1}); accuracies "
+            "are mean ± sample std over seeds. Wall time of this invocation: "
+            f"{wall_seconds / 60:.1f} min for {n_runs} training run(s) (runs finished by an "
+            "earlier invocation are read back, not retrained).", ""]
+
+
+def report_markdown(results: Dict, s: DynamicMNISTSettings, figures: List[str],
+                    wall_seconds: float = 0.0, records=None) -> str:
+    """The report: protocol, accuracy table, sweep tables, automatic checks, figures."""
+    main = {label: row for label, row in results.items() if label != "sweep"}
+    settings = list(dict.fromkeys(k for row in main.values() for k in row))
+    lines = ["# Dynamic MNIST", ""] + _protocol(s, wall_seconds, records or {})
+    lines += ["Test accuracy (%):", "",
+              "| model | params | train time (s) | " + " | ".join(settings) + " |",
+              "|---|---|---|" + "---|" * len(settings)]
+    for label, row in main.items():
         first = next(iter(row.values()))
-        seconds = [next(v["seconds"] for k, v in row.items()
-                        if k.startswith(f"train {PLACEMENT_NAMES[t]} "))
-                   for t in s.train_settings]
-        lines.append(f"| {model} | {first['parameters']:,} | "
-                     f"{' / '.join(f'{t:.0f}' for t in seconds)} | "
-                     + " | ".join(f"{100 * row[k]['accuracy']:.1f}" for k in settings) + " |")
-    lines += ["", "Train time: one number per training setting ("
-              + " / ".join(PLACEMENT_NAMES[t] for t in s.train_settings) + ")."]
+        seconds = " / ".join(dict.fromkeys(f"{v['seconds']:.0f}" for v in row.values()))
+        lines.append(f"| {label} | {first['parameters']:,} | {seconds} | "
+                     + " | ".join(_cell(row[k]) if k in row else "–" for k in settings) + " |")
+    lines += ["", "Train time: mean over seeds, one number per training setting."]
+    for setting_label, per_model in results.get("sweep", {}).items():
+        lines += [""] + _sweep_table(setting_label, per_model, s)
+    lines += [""] + _checks(main, s)
     lines += [""] + [f"![{f}]({f})" for f in figures]
     return "\n".join(lines) + "\n"
+
+
+def _sweep_table(setting_label: str, per_model: Dict[str, Any], s: DynamicMNISTSettings
+                 ) -> List[str]:
+    shifts = list(dict.fromkeys(k for m in per_model.values() for k in m))
+    one_patch = [f"{dr},{dc}" for dr, dc in ((-s.patch, 0), (s.patch, 0), (0, -s.patch),
+                                             (0, s.patch))]
+    pixels = sorted({abs(int(a)) + abs(int(b)) for a, b in (k.split(",") for k in shifts)
+                     if int(a) == 0 or int(b) == 0})
+    head = ([f"{d} px" for d in pixels] + [direction_of(*map(int, k.split(","))) + " 1 patch"
+                                           for k in one_patch] + ["asymmetry"])
+    lines = [f"Shift sweep, {setting_label} (%): mean over the four axis directions for each "
+             "pixel distance; then each direction at one patch; asymmetry = max − min of those "
+             "four.", "", "| model | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
+    for label, stats in per_model.items():
+        cells = []
+        for d in pixels:
+            keys = [k for k in stats if (lambda a, b: (a == 0 or b == 0) and abs(a) + abs(b) == d)
+                    (*map(int, k.split(",")))]
+            cells.append(f"{100 * statistics.fmean(stats[k]['accuracy'] for k in keys):.1f}")
+        at_patch = [stats[k]["accuracy"] for k in one_patch if k in stats]
+        cells += [_cell(stats[k]) if k in stats else "–" for k in one_patch]
+        cells.append(f"{100 * (max(at_patch) - min(at_patch)):.1f}" if at_patch else "–")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _checks(main: Dict[str, Any], s: DynamicMNISTSettings) -> List[str]:
+    """Facts computed from the table: static accuracy ≥ 95 % and the circular-roll check."""
+    lines = ["Checks:", ""]
+    for setting in s.train_settings:
+        static = setting_name(setting, "static")
+        for label, row in main.items():
+            if static in row and setting == "static":
+                ok = min(row[static]["seeds"]) >= 0.95
+                lines.append(f"- {label}: static → static ≥ 95 % in every seed: "
+                             f"{'yes' if ok else 'NO'} (min {100 * min(row[static]['seeds']):.2f} %)")
+    roll = setting_name(s.train_settings[0], "roll")
+    for run_id, arm in s.models.items():
+        row = main.get(arm["label"], {})
+        if arm.get("circular") and roll in row:
+            static = row[setting_name(s.train_settings[0], "static")]["seeds"]
+            same = static == row[roll]["seeds"]
+            lines.append(f"- {arm['label']}: rolled digits keep the static accuracy exactly in "
+                         f"every seed: {'yes' if same else 'NO'}")
+    return lines
