@@ -106,6 +106,7 @@ def shift_sweep(panels: Mapping[str, Mapping[str, Sequence[tuple]]], path,
             line, = ax.plot(xs, [100 * m for m in means], marker="o", markersize=3,
                             linewidth=1.2, label=model)
             ax.fill_between(xs, lower, upper, color=line.get_color(), alpha=0.2, linewidth=0)
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_xlabel(f"displacement: {xlabel}", fontsize=8)
         ax.set_ylabel("test accuracy (%)", fontsize=8)
         ax.tick_params(labelsize=7)
@@ -129,7 +130,7 @@ def direction_lines(panels: Mapping[str, Mapping[str, Sequence[tuple]]], path,
     cols = min(4, n)
     rows = (n + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False,
-                             sharey=True)
+                             sharey=True, constrained_layout=True)
     for ax, (model, series) in zip(axes.flat, panels.items()):
         for direction, points in sorted(series.items()):
             xs, ys = zip(*sorted(points))
