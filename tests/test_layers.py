@@ -167,3 +167,85 @@ def test_attention_weights_are_the_layers_attention(build, layout):
     # the output is the attention-weighted mix: check through the functional forms
     y, a2 = layer._attend(x, None, True)
     assert torch.allclose(layer.out(y), layer(x), atol=1e-12) and torch.equal(a2, attn)
+
+
+def _alpha_by_hand(layer, x):
+    """α-Translution with every slot of every bank equal to ``m*_shared``, written as plain
+    attention: scores = scale/2·(q·k + q̃·k̃), out = (α v + (α ṽ) P) / 2 (SPEC §3)."""
+    h, dh = layer.heads, layer.dim_head
+
+    def heads(t):
+        return t.unflatten(-1, (h, -1)).transpose(1, 2)                   # (B, h, N, d)
+
+    q, k, v = heads(x @ layer.wq), heads(x @ layer.wk), heads(x @ layer.wv)
+    qr, kr = heads(x @ layer.uq @ layer.mq_shared), heads(x @ layer.uk @ layer.mk_shared)
+    vr = heads(x @ layer.uv @ layer.mv_shared)
+    attn = ((q @ k.transpose(-1, -2) + qr @ kr.transpose(-1, -2)) * dh ** -0.5 / 2).softmax(-1)
+    def mix(t):
+        return (attn @ t).transpose(1, 2).flatten(-2)
+
+    return layer.out((mix(v) + mix(vr) @ layer.p) / 2)
+
+
+@pytest.mark.parametrize("layout", [Grid(2, 3, cls_token=True), Sequence(5, causal=True),
+                                    Grid(3, 3, circular=True)], ids=repr)
+def test_residual_parameterization_starts_as_shared_matrix(layout):
+    """Step 0 of ``parameterization="residual"``: ΔW = 0, so Translution equals self-attention
+    with the shared W, and α equals its tied form written out by hand."""
+    torch.manual_seed(0)
+    layer = Translution(16, layout, heads=2, dim_head=8, relative="qv",
+                        parameterization="residual").double()
+    shapes = {n: tuple(p.shape) for n, p in layer.named_parameters()}
+    assert shapes["wq_shared"] == (16, 16) and shapes["wq_delta"] == (layout.num_slots, 16, 16)
+    assert shapes["wk"] == (16, 16) and "wq" not in shapes and "wk_delta" not in shapes
+    assert layer.wq_delta.abs().max() == 0
+    bound = 1 / math.sqrt(16)                                            # like nn.Linear
+    assert bound * 0.8 < layer.wv_shared.abs().max() <= bound
+    sa = SelfAttention(16, layout, heads=2, dim_head=8).double()
+    with torch.no_grad():
+        for name in "qkv":
+            getattr(sa, "w" + name).copy_(getattr(layer, "w" + name + ("_shared" if name in "qv"
+                                                                           else "")))
+        sa.out.load_state_dict(layer.out.state_dict())
+    x = torch.randn(2, layout.num_tokens, 16, dtype=torch.float64)
+    torch.testing.assert_close(layer(x), sa(x), atol=1e-12, rtol=0)
+
+    alpha = AlphaTranslution(16, layout, heads=2, dim_head=8, rank=4,
+                             parameterization="residual").double()
+    assert {n for n, _ in alpha.named_parameters()} >= {"mq_shared", "mq_delta", "mv_delta"}
+    assert alpha.mk_delta.shape == (layout.num_slots, 8, 8) and alpha.mk_delta.abs().max() == 0
+    if not layout.causal:
+        torch.testing.assert_close(alpha(x), _alpha_by_hand(alpha, x), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["translution", "alpha"])
+def test_residual_gradients_reach_shared_and_delta(kind):
+    """The effective bank is W[None] + ΔW: dL/dW is the sum over slots of dL/dΔW, both nonzero,
+    and a changed ΔW changes the output (the layer reads it)."""
+    layout = Grid(2, 3, cls_token=True)
+    torch.manual_seed(1)
+    cls = Translution if kind == "translution" else AlphaTranslution
+    layer = cls(8, layout, heads=2, dim_head=4, parameterization="residual").double()
+    x = torch.randn(3, layout.num_tokens, 8, dtype=torch.float64)
+    layer(x).square().sum().backward()
+    prefix = "w" if kind == "translution" else "m"
+    for name in "qkv":
+        shared = getattr(layer, prefix + name + "_shared")
+        delta = getattr(layer, prefix + name + "_delta")
+        assert delta.grad.abs().amax(dim=(1, 2)).min() > 0, f"{name}: a slot got no gradient"
+        torch.testing.assert_close(shared.grad, delta.grad.sum(0), atol=1e-12, rtol=1e-10)
+    before = layer(x)
+    with torch.no_grad():
+        getattr(layer, prefix + "v_delta")[3].normal_()
+    assert not torch.allclose(layer(x), before)
+    bank = getattr(layer, prefix + "k")
+    torch.testing.assert_close(bank, getattr(layer, prefix + "k_shared")[None]
+                               + getattr(layer, prefix + "k_delta"))
+
+
+def test_parameterization_is_validated():
+    for cls in (Translution, AlphaTranslution):
+        with pytest.raises(ValueError, match=r"one of \('independent', 'residual'\)"):
+            cls(8, Grid(2, 2), heads=2, dim_head=4, parameterization="shared")
+    default = Translution(8, Grid(2, 2), heads=2, dim_head=4)
+    assert default.parameterization == "independent" and default.wq.dim() == 3

@@ -94,7 +94,8 @@ def test_symmetric_maps_opposite_offsets_together():
 @pytest.mark.parametrize("layout", [
     Sequence(5), Sequence(5, causal=True), Grid(3, 4), Grid(3, 4, cls_token=True),
     Grid(2, 2, 3, cls_token=True), Grid(4, 5, max_distance=1, symmetric=True, cls_token=True),
-    Sequence(1), Grid(1, 1, cls_token=True)])
+    Sequence(1), Grid(1, 1, cls_token=True), Grid(3, 4, circular=True),
+    Grid(2, 3, 2, cls_token=True, circular=True), Grid(1, 3, circular=True)])
 def test_pair_groups_cover_each_pair_once_with_its_slots(layout):
     n = layout.num_tokens
     seen = torch.zeros(n, n, dtype=torch.long)
@@ -163,3 +164,19 @@ def test_layouts_are_hashable_values():
     assert hash(Sequence(4, causal=True)) == hash(Sequence(4, causal=True))
     assert Grid(3, 4) != Grid(4, 3)
     assert repr(Grid(3, 4, cls_token=True)) == "Grid(3, 4, cls_token=True)"
+
+
+@pytest.mark.parametrize("build, name", [
+    (lambda: Sequence(4, causal="yes"), "causal"),
+    (lambda: Sequence(4, causal=1), "causal"),
+    (lambda: Sequence(4, causal=True, symmetric="no"), "symmetric"),
+    (lambda: Grid(2, 2, cls_token="no"), "cls_token"),
+    (lambda: Grid(2, 2, cls_token=None), "cls_token"),
+    (lambda: Grid(2, 2, symmetric=0), "symmetric"),
+    (lambda: Grid(2, 2, circular="False"), "circular")])
+def test_flags_must_be_real_booleans(build, name):
+    """Truthy strings such as "no" used to switch the option on."""
+    with pytest.raises(TypeError, match=f"{name} must be True or False"):
+        build()
+    assert Grid(2, 2, cls_token=False).num_tokens == 4
+    assert not Sequence(4, causal=False).causal

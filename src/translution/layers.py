@@ -6,6 +6,10 @@ constructor shape ``(dim, layout, heads, dim_head)``. Modules own parameters and
 Parameter convention (shared by every layer, so weights convert between them): projections are
 stored input-major, ``wq/wk/wv`` of shape ``(C, C')`` or, when relative, banks
 ``(layout.num_slots, C, C')``; ``out`` is an ``nn.Linear(C', C)`` with bias.
+
+With ``parameterization="residual"`` a relative bank ``w`` is stored as a shared matrix
+``w_shared (C, C')`` plus a bank ``w_delta (slots, C, C')`` that starts at zero; reading
+``layer.w`` then returns the effective bank ``w_shared[None] + w_delta`` (built each time).
 """
 
 from __future__ import annotations
@@ -21,7 +25,11 @@ from . import functional
 from .layouts import Layout, as_layout
 
 __all__ = ["Translution", "AlphaTranslution", "SelfAttention", "parse_relative",
-           "rotary_embedding", "AttentionCache"]
+           "rotary_embedding", "AttentionCache", "PARAMETERIZATIONS"]
+
+#: How a relative bank is stored: one free matrix per slot, or a shared matrix plus a per-slot
+#: residual that starts at zero (weight decay then pulls every slot towards the shared matrix).
+PARAMETERIZATIONS = ("independent", "residual")
 
 
 def parse_relative(relative: str) -> frozenset:
@@ -54,6 +62,13 @@ def _bank(slots: int, fan_in: int, fan_out: int) -> nn.Parameter:
     return nn.Parameter(bank)
 
 
+def _check_parameterization(parameterization) -> str:
+    if parameterization not in PARAMETERIZATIONS:
+        raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, "
+                         f"got {parameterization!r}")
+    return parameterization
+
+
 def _layout_for(layout: Layout, shape: Optional[SequenceT[int]]) -> Layout:
     return layout if shape is None else layout.with_shape(*shape)
 
@@ -74,6 +89,28 @@ class _AttentionBase(nn.Module):
         if x.shape[-1] != self.dim:
             raise ValueError(f"expected {self.dim} input channels, got {x.shape[-1]} "
                              f"(input shape {tuple(x.shape)})")
+
+    def _add_bank(self, name: str, parameterization: str, slots: int, fan_in: int,
+                  fan_out: int, tied: bool = False):
+        """Register the relative bank ``name`` ``(slots, fan_in, fan_out)``.
+
+        Independent: one parameter, the reference init or (``tied``) one Linear-style matrix
+        repeated. Residual: ``name_shared`` (Linear-style ``(fan_in, fan_out)``) and
+        ``name_delta`` (zeros ``(slots, fan_in, fan_out)``)."""
+        if parameterization == "residual":
+            setattr(self, name + "_shared", _linear_init(fan_in, fan_out))
+            setattr(self, name + "_delta", nn.Parameter(torch.zeros(slots, fan_in, fan_out)))
+        elif tied:
+            setattr(self, name, nn.Parameter(
+                _linear_init(fan_in, fan_out).detach().expand(slots, fan_in, fan_out).clone()))
+        else:
+            setattr(self, name, _bank(slots, fan_in, fan_out))
+
+    def __getattr__(self, name: str):
+        params = self.__dict__.get("_parameters", {})
+        if name + "_delta" in params:                    # a residual bank: W[None] + ΔW
+            return params[name + "_shared"][None] + params[name + "_delta"]
+        return super().__getattr__(name)
 
     def attention_weights(self, x: torch.Tensor,
                           shape: Optional[SequenceT[int]] = None) -> torch.Tensor:
@@ -114,7 +151,12 @@ class Translution(_AttentionBase):
         relative: which projections are relative, any non-empty subset of ``"qkv"``.
         init: ``"reference"`` (banks U(±1/√(C·C')), as the paper's code) or ``"tied"`` (every
             slot starts from one Linear-style matrix: the layer then equals self-attention).
+            Applies to ``parameterization="independent"``; a residual bank always starts tied.
         backend: default backend for :func:`~translution.functional.translution`.
+        parameterization: ``"independent"`` (one free matrix per slot, ``wq/wk/wv``) or
+            ``"residual"`` (slot ``s`` is ``W + ΔW[s]``: parameters ``w*_shared`` ``(C, C')``,
+            Linear-style, and ``w*_delta`` ``(slots, C, C')``, zero at the start, so the layer
+            starts as self-attention and weight decay pulls ΔW back to zero).
 
     Shape:
         ``forward(x (B, N, C), shape=None) -> (B, N, C)``; ``shape`` runs a grid layout on
@@ -127,25 +169,28 @@ class Translution(_AttentionBase):
     """
 
     def __init__(self, dim: int, layout: Layout, heads: int = 8, dim_head: int = 64,
-                 relative: str = "qkv", init: str = "reference", backend=None):
+                 relative: str = "qkv", init: str = "reference", backend=None,
+                 parameterization: str = "independent"):
         super().__init__(dim, as_layout(layout), heads, dim_head)
         self.relative = "".join(p for p in "qkv" if p in parse_relative(relative))
         if init not in ("reference", "tied"):
             raise ValueError(f"init must be 'reference' or 'tied', got {init!r}")
         self.backend = backend
+        self.parameterization = _check_parameterization(parameterization)
         slots = self.layout.num_slots
         for name in "qkv":
             if name not in self.relative:
-                w = _linear_init(dim, self.inner)
-            elif init == "tied":
-                w = nn.Parameter(_linear_init(dim, self.inner).detach().expand(
-                    slots, dim, self.inner).clone())
+                setattr(self, "w" + name, _linear_init(dim, self.inner))
             else:
-                w = _bank(slots, dim, self.inner)
-            setattr(self, "w" + name, w)
+                self._add_bank("w" + name, parameterization, slots, dim, self.inner,
+                               tied=init == "tied")
 
     def forward(self, x: torch.Tensor, shape: Optional[SequenceT[int]] = None) -> torch.Tensor:
         return self.out(self._attend(x, shape, False))
+
+    def extra_repr(self):
+        return (super().extra_repr() + f", relative={self.relative!r}"
+                + f", parameterization={self.parameterization!r}")
 
     def _attend(self, x, shape, return_attention):
         self._check_x(x)
@@ -218,18 +263,23 @@ class AlphaTranslution(_AttentionBase):
         rank: per-head relative width ``r`` (branch width ``R = heads·r``; default 8).
         relative: relative subset of the low-rank branch (non-empty subset of ``"qkv"``).
         backend: default backend.
+        parameterization: ``"independent"`` or ``"residual"`` (``m*`` = ``m*_shared (R, R)``,
+            Linear-style, plus ``m*_delta (slots, R, R)``, zero at the start); see
+            :class:`Translution`.
 
     Parameters: ``wq/wk/wv (C, C')``; ``uq, uk (C, R)`` if q or k is relative; ``uv (C, R)`` and
     ``p (R, C')`` if v is; banks ``mq/mk/mv (slots, R, R)`` for the relative ones; ``out``.
     """
 
     def __init__(self, dim: int, layout: Layout, heads: int = 8, dim_head: int = 64,
-                 rank: int = 8, relative: str = "qkv", backend=None):
+                 rank: int = 8, relative: str = "qkv", backend=None,
+                 parameterization: str = "independent"):
         super().__init__(dim, as_layout(layout), heads, dim_head)
         if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
             raise ValueError(f"rank must be a positive int, got {rank!r}")
         self.relative = "".join(p for p in "qkv" if p in parse_relative(relative))
         self.rank, self.backend = rank, backend
+        self.parameterization = _check_parameterization(parameterization)
         width, slots = heads * rank, self.layout.num_slots
         for name in "qkv":
             setattr(self, "w" + name, _linear_init(dim, self.inner))
@@ -238,22 +288,24 @@ class AlphaTranslution(_AttentionBase):
         if "v" in self.relative:
             self.uv, self.p = _linear_init(dim, width), _linear_init(width, self.inner)
         for name in self.relative:
-            setattr(self, "m" + name, _bank(slots, width, width))
+            self._add_bank("m" + name, parameterization, slots, width, width)
 
     def forward(self, x: torch.Tensor, shape: Optional[SequenceT[int]] = None) -> torch.Tensor:
         return self.out(self._attend(x, shape, False))
 
     def _attend(self, x, shape, return_attention):
         self._check_x(x)
-        extra = {name: getattr(self, name) for name in ("uq", "uk", "uv", "p", "mq", "mk", "mv")
+        extra = {name: getattr(self, name) for name in ("uq", "uk", "uv", "p")
                  if hasattr(self, name)}
+        extra.update({"m" + name: getattr(self, "m" + name) for name in self.relative})
         return functional.alpha_translution(x, self.wq, self.wk, self.wv,
                                             _layout_for(self.layout, shape), heads=self.heads,
                                             backend=self.backend,
                                             return_attention=return_attention, **extra)
 
     def extra_repr(self):
-        return super().extra_repr() + f", rank={self.rank}, relative={self.relative!r}"
+        return (super().extra_repr() + f", rank={self.rank}, relative={self.relative!r}"
+                + f", parameterization={self.parameterization!r}")
 
     def _new_cache(self, x: torch.Tensor, capacity: Optional[int]) -> "AttentionCache":
         rows = {"k": x @ self.wk, "v": x @ self.wv}

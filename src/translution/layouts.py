@@ -16,6 +16,10 @@ checkpoints and weight conversion depend on it.
 * ``symmetric=True`` maps δ and −δ to one slot (distance without direction). The symmetric slot
   is the distance of the unsymmetric slot from the centre slot (δ = 0), so δ = 0 is slot 0 and
   a 1-D sequence uses slot ``|δ|``. Class-token slots stay directional.
+* ``Grid(..., circular=True)`` wraps offsets around each axis (a torus): per axis
+  ``δ ← δ mod size``, ``slot`` = mixed radix of those (last axis fastest; ``δr·W + δc`` in 2-D),
+  ``prod(shape)`` slots, class-token slots after. Not combined with ``max_distance`` or
+  ``symmetric``; it cannot be resized.
 
 Layouts are immutable and hashable; every method that builds an index map is cached.
 """
@@ -28,6 +32,8 @@ from dataclasses import dataclass
 from typing import Iterator, Optional, Tuple
 
 import torch
+
+from .utils import check_bool
 
 __all__ = ["Layout", "Sequence", "Grid", "PairGroup"]
 
@@ -66,17 +72,19 @@ class Layout:
         shape: the positioned tokens' grid shape (``(L,)`` for a sequence).
         extent: the shape the unclipped slot numbering is built for (``shape`` unless the
             layout was resized with :meth:`with_shape`).
-        causal, cls_token, max_distance, symmetric: see the module docstring.
+        causal, cls_token, max_distance, symmetric, circular: see the module docstring.
     """
 
     def __init__(self, shape: Tuple[int, ...], extent: Tuple[int, ...], *, causal: bool,
-                 cls_token: bool, max_distance: Optional[int], symmetric: bool):
+                 cls_token: bool, max_distance: Optional[int], symmetric: bool,
+                 circular: bool = False):
         self.shape = tuple(shape)
         self.extent = tuple(extent)
         self.causal = bool(causal)
         self.cls_token = bool(cls_token)
         self.max_distance = max_distance
         self.symmetric = bool(symmetric)
+        self.circular = bool(circular)
         # Per-axis radius of the offsets a bank stores.
         if max_distance is None:
             self.radii = tuple(e - 1 for e in self.extent)
@@ -86,7 +94,7 @@ class Layout:
     # -- identity -------------------------------------------------------------------------
     def _key(self):
         return (type(self).__name__, self.shape, self.extent, self.causal, self.cls_token,
-                self.max_distance, self.symmetric)
+                self.max_distance, self.symmetric, self.circular)
 
     def __eq__(self, other):
         return isinstance(other, Layout) and self._key() == other._key()
@@ -115,6 +123,8 @@ class Layout:
         """Slots used by positioned pairs (``R`` of SPEC §2)."""
         if self.causal:
             return self.radii[0] + 1
+        if self.circular:
+            return math.prod(self.extent)
         full = math.prod(2 * r + 1 for r in self.radii)
         return (full + 1) // 2 if self.symmetric else full
 
@@ -143,6 +153,10 @@ class Layout:
         if self.causal:
             return delta[..., 0].clamp(0, self.radii[0])
         slot = torch.zeros(delta.shape[:-1], dtype=torch.long, device=delta.device)
+        if self.circular:
+            for axis, size in enumerate(self.extent):
+                slot = slot * size + delta[..., axis].remainder(size)
+            return slot
         for axis, radius in enumerate(self.radii):
             slot = slot * (2 * radius + 1) + delta[..., axis].clamp(-radius, radius) + radius
         if self.symmetric:
@@ -192,8 +206,9 @@ class Layout:
     def pair_groups(self) -> Iterator[PairGroup]:
         """Every attended pair exactly once, grouped by geometric relation (see :class:`PairGroup`).
 
-        Grid groups iterate over all offsets of the actual shape (several offsets may share a
-        slot when clipped or symmetric)."""
+        Grid groups iterate over all geometric offsets of the actual shape (several offsets may
+        share a slot when clipped, symmetric or circular: a circular slot is the union of up to
+        ``2**ndim`` rectangles with offsets ``d`` or ``d − size`` per axis)."""
         if self.causal:
             for d in range(self.shape[0]):
                 s = self._offset_slot((d,))
@@ -213,7 +228,8 @@ class Layout:
     def with_shape(self, *shape: int) -> "Layout":
         """The same slot numbering on another grid shape.
 
-        Allowed when every axis fits the bank's extent, or always with ``max_distance``.
+        Allowed when every axis fits the bank's extent, or always with ``max_distance``; a
+        circular layout only runs on its own shape (its offsets wrap at the grid's size).
 
         Raises:
             ValueError: the shape has the wrong rank or does not fit the bank.
@@ -223,13 +239,17 @@ class Layout:
             raise ValueError(f"expected a shape with {self.ndim} axes, got {shape}")
         for s in shape:
             _check_int("every axis size", s, 1)
+        if self.circular and shape != self.extent:
+            raise ValueError(f"a circular layout wraps offsets at its own shape {self.extent} "
+                             f"and cannot run on shape {shape}; build Grid(*{shape}, "
+                             "circular=True) instead")
         if self.max_distance is None and any(s > e for s, e in zip(shape, self.extent)):
             raise ValueError(
                 f"shape {shape} does not fit this layout's bank (built for {self.extent}); "
                 "pass max_distance=K when building the layout to run on any size")
         return type(self)._from_parts(shape, self.extent, causal=self.causal,
                                       cls_token=self.cls_token, max_distance=self.max_distance,
-                                      symmetric=self.symmetric)
+                                      symmetric=self.symmetric, circular=self.circular)
 
     def for_tokens(self, num_tokens: int) -> "Layout":
         """The layout for an input of ``num_tokens`` tokens (sequences adapt their length,
@@ -260,6 +280,8 @@ class Layout:
             parts.append(f"max_distance={self.max_distance}")
         if self.symmetric:
             parts.append("symmetric=True")
+        if self.circular:
+            parts.append("circular=True")
         if self.extent != self.shape:
             parts.append(f"extent={self.extent}")
         return "".join(", " + p for p in parts)
@@ -291,6 +313,8 @@ class Sequence(Layout):
 
     def __init__(self, length: Optional[int] = None, causal: bool = False,
                  max_distance: Optional[int] = None, symmetric: bool = False):
+        check_bool("causal", causal)
+        check_bool("symmetric", symmetric)
         if max_distance is not None:
             _check_int("max_distance", max_distance, 0)
         if length is None:
@@ -328,14 +352,22 @@ class Grid(Layout):
         cls_token: a class token at index 0 (three extra slots, SPEC §2).
         max_distance: clamp each axis of δ to ``[−K, K]``.
         symmetric: one slot for δ and −δ.
+        circular: wrap offsets around each axis (a torus, ``prod(shape)`` slots); the layer is
+            then exactly equivariant to circular shifts of the grid. Excludes ``max_distance``
+            and ``symmetric``.
 
     Example:
         >>> Grid(14, 14, cls_token=True).num_slots   # 27 * 27 + 3
         732
+        >>> Grid(14, 14, cls_token=True, circular=True).num_slots   # 14 * 14 + 3
+        199
     """
 
     def __init__(self, *shape: int, cls_token: bool = False, max_distance: Optional[int] = None,
-                 symmetric: bool = False):
+                 symmetric: bool = False, circular: bool = False):
+        for name, flag in (("cls_token", cls_token), ("symmetric", symmetric),
+                           ("circular", circular)):
+            check_bool(name, flag)
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = tuple(shape[0])
         if not shape:
@@ -344,8 +376,11 @@ class Grid(Layout):
             _check_int("every grid axis size", s, 1)
         if max_distance is not None:
             _check_int("max_distance", max_distance, 0)
+        if circular and (max_distance is not None or symmetric):
+            raise ValueError("circular=True cannot be combined with max_distance or symmetric "
+                             f"(got max_distance={max_distance!r}, symmetric={symmetric!r})")
         super().__init__(tuple(shape), tuple(shape), causal=False, cls_token=cls_token,
-                         max_distance=max_distance, symmetric=symmetric)
+                         max_distance=max_distance, symmetric=symmetric, circular=circular)
 
     def __repr__(self):
         return f"Grid({', '.join(map(str, self.shape))}{self._options_repr()})"

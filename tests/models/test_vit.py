@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from translution import AlphaTranslution, SelfAttention, Translution
+from translution.layouts import Grid
 from translution.models import (PatchEmbedding, ViTConfig, VisionTransformer, create_model,
-                                list_models, resample_position_embedding)
+                                list_models, model_from_config, resample_position_embedding)
 
 # Tiny overrides: every entry, `large` included, is built small.
 SMALL = dict(dim=32, depth=2, heads=2, dim_head=16, mlp_dim=64, image_size=16, patch_size=4,
@@ -163,3 +164,71 @@ def test_constructor_with_config_and_overrides():
                                         dim_head=8), attention="bias")
     assert model.config.attention == "bias" and model.config.depth == 1
     assert model(torch.randn(1, 3, 8, 8)).shape == (1, 1000)
+
+
+@pytest.mark.parametrize("kind", ["translution", "alpha"])
+def test_circular_residual_options_reach_layers_and_checkpoints(kind):
+    torch.manual_seed(0)
+    model = create_model(f"vit_mnist_{kind}", image_size=42, circular=True,
+                         parameterization="residual", depth=2, dim=16, heads=2, dim_head=8,
+                         mlp_dim=32)
+    prefix = "w" if kind == "translution" else "m"
+    for block in model.blocks:
+        attn = block.attn
+        assert attn.layout == Grid(6, 6, cls_token=True, circular=True)
+        assert attn.parameterization == "residual"
+        assert getattr(attn, prefix + "q_delta").shape[0] == 6 * 6 + 3
+    saved = model.config.to_dict()
+    assert saved["circular"] is True and saved["parameterization"] == "residual"
+    rebuilt = model_from_config(saved)
+    rebuilt.load_state_dict(model.state_dict())
+    images = torch.randn(2, 1, 42, 42)
+    torch.testing.assert_close(rebuilt(images), model(images))
+
+
+@pytest.mark.parametrize("kind", ["translution", "alpha", "bias"])
+@pytest.mark.parametrize("pool", ["cls", "mean"])
+def test_circular_vit_is_invariant_to_whole_patch_rolls(kind, pool):
+    """Patch embedding, circular attention, MLP and pooling: rolling the image by whole patches
+    leaves the logits unchanged (float64); the default layout does not have this property."""
+    images = torch.randn(2, 3, 16, 12, dtype=torch.float64)
+    for circular in (True, False):
+        model = small(f"vit_micro_{kind}", image_size=(16, 12), pool=pool,
+                      circular=circular).double()
+        if kind == "bias":
+            for block in model.blocks:
+                torch.nn.init.normal_(block.attn.bias_table)
+        logits = model(images)
+        rolled = model(torch.roll(images, (4, -8), dims=(2, 3)))
+        if circular:
+            torch.testing.assert_close(rolled, logits, atol=1e-10, rtol=0)
+        else:
+            assert not torch.allclose(rolled, logits, atol=1e-6)
+
+
+def test_symmetric_reaches_relative_layers_only():
+    model = small("vit_micro_hybrid", symmetric=True, depth=2, hybrid_blocks=1)
+    assert model.blocks[0].attn.layout.symmetric
+    assert not model.blocks[1].attn.layout.symmetric            # RoPE ignores it
+    assert model.blocks[0].attn.wq.shape[0] == Grid(4, 4, cls_token=True,
+                                                    symmetric=True).num_slots
+    assert model(torch.randn(1, 3, 16, 16)).shape == (1, 7)
+    assert not small("vit_micro_translution").config.symmetric
+
+
+@pytest.mark.parametrize("overrides, error, match", [
+    (dict(circular=True, max_distance=2), ValueError, "circular=True cannot"),
+    (dict(circular=True, symmetric=True), ValueError, "circular=True cannot"),
+    (dict(circular="yes"), TypeError, "circular must be True or False"),
+    (dict(symmetric=1), TypeError, "symmetric must be True or False"),
+    (dict(parameterization="shared"), ValueError, "parameterization must be one of"),
+])
+def test_layout_option_errors(overrides, error, match):
+    with pytest.raises(error, match=match):
+        small("vit_micro_translution", **overrides)
+
+
+def test_circular_model_refuses_other_grids():
+    model = small("vit_micro_translution", circular=True)
+    with pytest.raises(ValueError, match="wrap offsets around the 4x4 grid"):
+        model(torch.randn(1, 3, 12, 16))

@@ -8,8 +8,10 @@ Attention kinds (``config.attention``, SPEC §5):
                  a learned absolute position embedding to its input tokens.
 ``"rope"``       ``SelfAttention(position="rope")``: 2-D RoPE on ViT grids, 1-D on GPT.
 ``"bias"``       ``SelfAttention(position="bias")``: a learned relative position bias per slot.
-``"translution"`` :class:`~translution.Translution` (options ``relative``, ``init``).
-``"alpha"``      :class:`~translution.AlphaTranslution` (options ``rank``, ``relative``).
+``"translution"`` :class:`~translution.Translution` (options ``relative``, ``init``,
+                 ``parameterization``).
+``"alpha"``      :class:`~translution.AlphaTranslution` (options ``rank``, ``relative``,
+                 ``parameterization``).
 ``"hybrid"``     the first ``hybrid_blocks`` blocks use ``hybrid_kind`` (``"translution"`` or
                  ``"alpha"``), the rest ``"rope"`` self-attention (causal in GPT).
 =============== ===========================================================================
@@ -24,7 +26,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence as SequenceT
 import torch
 from torch import nn
 
-from ..layers import AlphaTranslution, SelfAttention, Translution, parse_relative
+from ..layers import (PARAMETERIZATIONS, AlphaTranslution, SelfAttention, Translution,
+                      parse_relative)
 from ..layouts import Layout
 
 __all__ = ["ATTENTION_KINDS", "LAYER_KINDS", "RELATIVE_KINDS", "SIZES", "TransformerConfig",
@@ -70,6 +73,8 @@ class TransformerConfig:
         attention: one of :data:`ATTENTION_KINDS`.
         relative: relative subset of Translution / α-Translution (non-empty subset of ``"qkv"``).
         init: Translution bank init, ``"reference"`` or ``"tied"``.
+        parameterization: Translution / α bank storage, ``"independent"`` (one free matrix per
+            slot) or ``"residual"`` (a shared matrix plus a per-slot residual starting at zero).
         rank: α-Translution per-head relative width ``r``.
         hybrid_blocks: ``attention="hybrid"`` only: how many leading blocks are Translution (or
             α); ``None`` means ``max(1, depth // 2)``.
@@ -95,6 +100,7 @@ class TransformerConfig:
     max_distance: Optional[int] = None
     rope_base: float = 10000.0
     backend: Optional[str] = None
+    parameterization: str = "independent"
 
     #: family name stored in :meth:`to_dict` (set by subclasses)
     family = "transformer"
@@ -112,6 +118,9 @@ class TransformerConfig:
         parse_relative(self.relative)
         if self.init not in ("reference", "tied"):
             raise ValueError(f"init must be 'reference' or 'tied', got {self.init!r}")
+        if self.parameterization not in PARAMETERIZATIONS:
+            raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, "
+                             f"got {self.parameterization!r}")
         if self.hybrid_kind not in ("translution", "alpha"):
             raise ValueError(f"hybrid_kind must be 'translution' or 'alpha', "
                              f"got {self.hybrid_kind!r}")
@@ -191,7 +200,8 @@ def block_kinds(attention: str, depth: int, hybrid_blocks: Optional[int] = None,
 
 def make_attention(kind: str, dim: int, layout: Optional[Layout], heads: int, dim_head: int, *,
                    relative: str = "qkv", init: str = "reference", rank: int = 8,
-                   rope_base: float = 10000.0, backend: Optional[str] = None) -> nn.Module:
+                   rope_base: float = 10000.0, backend: Optional[str] = None,
+                   parameterization: str = "independent") -> nn.Module:
     """Build the attention layer of one block.
 
     Args:
@@ -202,6 +212,7 @@ def make_attention(kind: str, dim: int, layout: Optional[Layout], heads: int, di
             position); a causal layout makes every kind causal.
         relative, init: Translution options; ``relative`` and ``rank`` also configure α.
         rope_base: RoPE base. backend: Translution backend.
+        parameterization: bank storage of Translution and α (see :data:`PARAMETERIZATIONS`).
 
     Returns:
         a module with ``forward(x (B, N, dim), shape=None) -> (B, N, dim)``.
@@ -212,10 +223,10 @@ def make_attention(kind: str, dim: int, layout: Optional[Layout], heads: int, di
         return SelfAttention(dim, layout, heads, dim_head, position=kind, rope_base=rope_base)
     if kind == "translution":
         return Translution(dim, layout, heads, dim_head, relative=relative, init=init,
-                           backend=backend)
+                           backend=backend, parameterization=parameterization)
     if kind == "alpha":
         return AlphaTranslution(dim, layout, heads, dim_head, rank=rank, relative=relative,
-                                backend=backend)
+                                backend=backend, parameterization=parameterization)
     if kind == "hybrid":
         raise ValueError("'hybrid' is a model-level kind; expand it per block with block_kinds()")
     raise ValueError(f"attention kind must be one of {LAYER_KINDS}, got {kind!r}")
@@ -293,7 +304,8 @@ class TransformerModel(nn.Module):
         return nn.ModuleList(
             Block(c.dim, make_attention(kind, c.dim, layout, c.heads, c.dim_head,
                                         relative=c.relative, init=c.init, rank=c.rank,
-                                        rope_base=c.rope_base, backend=c.backend),
+                                        rope_base=c.rope_base, backend=c.backend,
+                                        parameterization=c.parameterization),
                   c.hidden_dim)
             for kind, layout in zip(c.layer_kinds, layouts))
 

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layouts import Grid
+from ..utils import check_bool
 from .blocks import (RELATIVE_KINDS, TransformerConfig, TransformerModel, _positive_int,
                      _resolve_config, register_sizes)
 from .registry import register_family
@@ -60,6 +61,11 @@ class ViTConfig(TransformerConfig):
         num_classes: classifier outputs.
         pool: ``"cls"`` (class token, head on it) or ``"mean"`` (no class token, head on the
             mean of the patch tokens).
+        symmetric: relative layers (Translution, α, bias) use one slot for δ and −δ.
+        circular: relative layers wrap offsets around the patch grid (a torus, SPEC §2): with
+            Translution, α or bias attention the logits are then invariant to circular shifts
+            of the image by whole patches. Runs only on its own grid; excludes ``max_distance``
+            and ``symmetric``. RoPE layers (also those of a hybrid) ignore both options.
     """
 
     image_size: IntPair = 224
@@ -67,6 +73,8 @@ class ViTConfig(TransformerConfig):
     in_channels: int = 3
     num_classes: int = 1000
     pool: str = "cls"
+    symmetric: bool = False
+    circular: bool = False
 
     family = "vit"
 
@@ -84,6 +92,12 @@ class ViTConfig(TransformerConfig):
         _positive_int("num_classes", self.num_classes)
         if self.pool not in ("cls", "mean"):
             raise ValueError(f"pool must be 'cls' or 'mean', got {self.pool!r}")
+        check_bool("symmetric", self.symmetric)
+        check_bool("circular", self.circular)
+        if self.circular and (self.max_distance is not None or self.symmetric):
+            raise ValueError("circular=True cannot be combined with max_distance or symmetric "
+                             f"(got max_distance={self.max_distance!r}, "
+                             f"symmetric={self.symmetric!r})")
 
     @property
     def image_hw(self) -> Tuple[int, int]:
@@ -198,7 +212,9 @@ class VisionTransformer(TransformerModel):
             # RoPE reads only the positions; a clipped layout (equal to the unclipped one on the
             # configured grid) lets it run on any grid size.
             max_distance = max(c.grid) - 1
-        return Grid(*c.grid, cls_token=c.cls_token, max_distance=max_distance)
+            return Grid(*c.grid, cls_token=c.cls_token, max_distance=max_distance)
+        return Grid(*c.grid, cls_token=c.cls_token, max_distance=max_distance,
+                    symmetric=c.symmetric, circular=c.circular)
 
     # -- checks ---------------------------------------------------------------------------
     def _grid_of(self, images: torch.Tensor) -> Tuple[int, int]:
@@ -219,6 +235,12 @@ class VisionTransformer(TransformerModel):
         grid = (hh // ph, ww // pw)
         if grid != c.grid and c.max_distance is None:
             bound = [k for k in set(c.layer_kinds) if k in RELATIVE_KINDS]
+            if bound and c.circular:
+                raise ValueError(
+                    f"image size {hh}x{ww} gives a {grid[0]}x{grid[1]} patch grid, but this "
+                    f"model's circular {'/'.join(sorted(bound))} layers wrap offsets around the "
+                    f"{c.grid[0]}x{c.grid[1]} grid it was built for; use images of size "
+                    f"{c.image_size}")
             if bound and (grid[0] > c.grid[0] or grid[1] > c.grid[1]):
                 raise ValueError(
                     f"image size {hh}x{ww} gives a {grid[0]}x{grid[1]} patch grid, larger than "
