@@ -96,6 +96,7 @@ def _single_process_run():
     return single, torch.cat([p.detach().flatten() for p in model.parameters()])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                     reason="torch.distributed with gloo is not available")
 def test_two_process_ddp_resumes_exactly_and_matches_single_process(tmp_path):
