@@ -195,3 +195,40 @@ def test_backend_selection_and_refusal(make_weights):
         F.translution(x, *ws, layout, heads=2, backend=tiny)
     with pytest.raises(TypeError, match="backend must be"):
         F.translution(x, *ws, layout, heads=2, backend=3)
+
+
+@pytest.mark.parametrize("backend", FAST)
+@pytest.mark.parametrize("scale", [0.0, -0.7])
+@pytest.mark.parametrize("layout", [Sequence(4, causal=True), Grid(2, 3, cls_token=True)],
+                         ids=repr)
+def test_nonpositive_scale_equals_reference(layout, scale, backend, make_weights, run_backends):
+    """A scale <= 0 must not turn the causal -inf fill into NaN or +inf (issue 11 item 4)."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, layout.num_tokens, 4, dtype=torch.float64, generator=g, requires_grad=True)
+    ws = make_weights(layout, "qkv", 4, 4, generator=g)
+    fn = lambda x, wq, wk, wv, backend: F.translution(x, wq, wk, wv, layout, heads=2,
+                                                      scale=scale, backend=backend)
+    ref, fast = run_backends(fn, [x, *ws], ("reference", backend))
+    assert all(torch.isfinite(t).all() for t in ref)
+    for a, b in zip(ref, fast):
+        torch.testing.assert_close(b, a)
+
+
+@pytest.mark.parametrize("backend", FAST)
+@pytest.mark.parametrize("scale", [0.0, -0.7])
+def test_alpha_nonpositive_scale_equals_reference(scale, backend, run_backends):
+    layout = Sequence(4, causal=True)
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 4, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    params = _alpha_params(layout, "qkv", generator=g)
+    names = list(params)
+
+    def fn(x, *values, backend):
+        kw = dict(zip(names, values))
+        return F.alpha_translution(x, kw.pop("wq"), kw.pop("wk"), kw.pop("wv"), layout, heads=2,
+                                   scale=scale, backend=backend, **kw)
+
+    ref, fast = run_backends(fn, [x, *params.values()], ("reference", backend))
+    assert all(torch.isfinite(t).all() for t in ref)
+    for a, b in zip(ref, fast):
+        torch.testing.assert_close(b, a)

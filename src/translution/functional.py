@@ -144,6 +144,8 @@ def _check_heads(heads, *weights) -> int:
     if len(widths) != 1:
         raise ValueError(f"wq, wk and wv must have the same output width C', got {sorted(widths)}")
     inner = widths.pop()
+    if inner == 0:
+        raise ValueError("output width C' must be positive, got weights with 0 output columns")
     if inner % heads:
         raise ValueError(f"output width C'={inner} is not divisible by heads={heads}")
     return inner

@@ -109,8 +109,8 @@ class _Side:
         if not self.relative:
             return _rows(self.full, rows), None
         xv = _rows(self.x, rows)
-        x_flat = xv.reshape(-1, xv.shape[-1])
-        return (x_flat @ self.mats[slot]).view(*xv.shape[:-1], -1), x_flat
+        x_flat = xv.flatten(0, -2)
+        return (x_flat @ self.mats[slot]).unflatten(0, xv.shape[:-1]), x_flat
 
     # -- backward ---------------------------------------------------------------------------
     def start_grad(self, need_x: bool, need_w: bool):
@@ -129,11 +129,11 @@ class _Side:
             if self.dfull is not None:
                 _rows(self.dfull, rows).add_(dproj)
             return
-        d_flat = dproj.reshape(-1, dproj.shape[-1])
+        d_flat = dproj.flatten(0, -2)
         if self.dw is not None:
             self.dw_mats[slot].addmm_(x_flat.t(), d_flat)
         if self.dx is not None:
-            _rows(self.dx, rows).add_((d_flat @ self.mats[slot].t()).view(dproj.shape[:-1] + (-1,)))
+            _rows(self.dx, rows).add_((d_flat @ self.mats[slot].t()).unflatten(0, dproj.shape[:-1]))
 
     def finish_grad(self) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
         if self.dfull is not None:
@@ -141,8 +141,7 @@ class _Side:
                 self.dx = self.dfull if self.need_x else None
             else:
                 if self.need_w:
-                    self.dw = self.x.reshape(-1, self.x.shape[-1]).t() @ self.dfull.reshape(
-                        -1, self.dfull.shape[-1])
+                    self.dw = self.x.flatten(0, -2).t() @ self.dfull.flatten(0, -2)
                 if self.need_x:
                     self.dx = self.dfull @ self.w.t()
         return self.dx, self.dw
@@ -152,11 +151,16 @@ def _score_dtype(t: torch.Tensor) -> torch.dtype:
     return torch.promote_types(t.dtype, torch.float32)
 
 
-def _new_pairs(layout: Layout, batch: int, heads: int, dtype, device) -> torch.Tensor:
-    n = layout.num_tokens
+def _finish_scores(scores: torch.Tensor, layout: Layout, scale: float) -> torch.Tensor:
+    """Scale the written pairs, then set the pairs a causal layout never writes to ``-inf``
+    (after scaling, so a scale <= 0 cannot turn the fill into NaN or +inf)."""
+    if scale != 1.0:
+        scores.mul_(scale)
     if layout.causal:
-        return torch.full((batch, heads, n, n), float("-inf"), dtype=dtype, device=device)
-    return torch.empty(batch, heads, n, n, dtype=dtype, device=device)  # every pair is written
+        n = layout.num_tokens
+        scores.masked_fill_(torch.ones(n, n, dtype=torch.bool, device=scores.device).triu_(1),
+                            float("-inf"))
+    return scores
 
 
 class _PairScores(torch.autograd.Function):
@@ -167,13 +171,14 @@ class _PairScores(torch.autograd.Function):
         ctx.layout, ctx.heads, ctx.scale = layout, heads, scale
         q_side, k_side = _Side(xq, wq), _Side(xk, wk)
         dtype = _score_dtype(xq)
-        scores = _new_pairs(layout, xq.shape[0], heads, dtype, xq.device)
+        n = layout.num_tokens
+        scores = torch.empty(xq.shape[0], heads, n, n, dtype=dtype, device=xq.device)
         for g in _plan(layout):
             q, _ = q_side.project(g.q, g.slot_q)
             k, _ = k_side.project(g.k, g.slot_k)
             s = torch.linalg.vecdot(split_heads(q, heads), split_heads(k, heads))  # (B, *rect, h)
             _pairs(scores, g).copy_(s.movedim(-1, 1))
-        return scores.mul_(scale) if scale != 1.0 else scores
+        return _finish_scores(scores, layout, scale)
 
     @staticmethod
     @once_differentiable
