@@ -4,6 +4,7 @@ gradient, in float64, over every layout kind, relative subset and odd size."""
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from translution import functional as F
 from translution.layouts import Grid, Sequence
@@ -231,4 +232,94 @@ def test_alpha_nonpositive_scale_equals_reference(scale, backend, run_backends):
     ref, fast = run_backends(fn, [x, *params.values()], ("reference", backend))
     assert all(torch.isfinite(t).all() for t in ref)
     for a, b in zip(ref, fast):
+        torch.testing.assert_close(b, a)
+
+
+@pytest.mark.parametrize("backend", FAST + ["reference"])
+@pytest.mark.parametrize("layout", [Sequence(5, causal=True), Grid(3, 4, cls_token=True),
+                                    Sequence(6, max_distance=2)], ids=repr)
+@pytest.mark.parametrize("relative", ["q", "kv", "qkv"])
+def test_save_projections_equals_reference(layout, relative, backend, make_weights, run_backends):
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, layout.num_tokens, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    ws = make_weights(layout, relative, 5, 6, generator=g)
+    fn = lambda x, wq, wk, wv, backend: F.translution(
+        x, wq, wk, wv, layout, heads=2, backend=backend, save_projections=backend != "reference")
+    ref, fast = run_backends(fn, [x, *ws], ("reference", backend))
+    _close(ref, fast)
+
+
+@pytest.mark.parametrize("backend", FAST)
+def test_alpha_save_projections_equals_reference(backend, run_backends):
+    layout = Grid(2, 3, cls_token=True)
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(2, layout.num_tokens, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    params = _alpha_params(layout, "qkv", generator=g)
+    names = list(params)
+
+    def fn(x, *values, backend):
+        kw = dict(zip(names, values))
+        return F.alpha_translution(x, kw.pop("wq"), kw.pop("wk"), kw.pop("wv"), layout, heads=2,
+                                   backend=backend, save_projections=backend != "reference",
+                                   **kw)
+
+    ref, fast = run_backends(fn, [x, *params.values()], ("reference", backend))
+    _close(ref, fast)
+
+
+class _CountMatmuls(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket in (torch.ops.aten.mm, torch.ops.aten.addmm_,
+                                   torch.ops.aten.addmm, torch.ops.aten.bmm):
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_grouped_save_projections_skips_the_recomputation(make_weights):
+    """Saved projections: backward runs no projection GEMM, one per group fewer for each of
+    q, k and v (3 groups per class-token layout plus one per offset)."""
+    layout = Grid(2, 2, cls_token=True)
+    ws = make_weights(layout, "qkv", 4, 4)
+    x = torch.randn(1, layout.num_tokens, 4, dtype=torch.float64, requires_grad=True)
+    counts = {}
+    for save in (False, True):
+        y = F.translution(x, *ws, layout, heads=2, backend="grouped", save_projections=save)
+        with _CountMatmuls() as mode:
+            y.sum().backward()
+        counts[save] = mode.count
+    groups = 3 * 3 + 3
+    assert counts[False] - counts[True] == 3 * groups
+
+
+def test_save_projections_must_be_bool(make_weights):
+    layout = Sequence(3)
+    ws = make_weights(layout, "qkv", 4, 4, requires_grad=False)
+    with pytest.raises(TypeError, match="save_projections must be a bool"):
+        F.translution(torch.randn(1, 3, 4, dtype=torch.float64), *ws, layout, heads=2,
+                      save_projections="yes")
+
+
+@pytest.mark.parametrize("name", ["Translution", "AlphaTranslution"])
+def test_layers_pass_save_projections_through(name):
+    import translution
+    torch.manual_seed(0)
+    cls = getattr(translution, name)
+    layers = [cls(8, Grid(2, 2, cls_token=True), heads=2, dim_head=4, save_projections=save)
+              for save in (False, True)]
+    layers[1].load_state_dict(layers[0].state_dict())
+    assert [layer.save_projections for layer in layers] == [False, True]
+    x = torch.randn(2, 5, 8)
+    results, counts = [], []
+    for layer in layers:
+        y = layer(x)
+        with _CountMatmuls() as mode:
+            y.square().sum().backward()
+        counts.append(mode.count)
+        results.append([y, *(p.grad for p in layer.parameters())])
+    assert counts[1] < counts[0]
+    for a, b in zip(*results):
         torch.testing.assert_close(b, a)

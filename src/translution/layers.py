@@ -95,6 +95,8 @@ class Translution(_AttentionBase):
         init: ``"reference"`` (banks U(±1/√(C·C')), as the paper's code) or ``"tied"`` (every
             slot starts from one Linear-style matrix: the layer then equals self-attention).
         backend: default backend for :func:`~translution.functional.translution`.
+        save_projections: keep the relative projections for backward instead of recomputing
+            them (faster, ``B·P·C'`` more floats per relative projection; see the functional).
 
     Shape:
         ``forward(x (B, N, C), shape=None) -> (B, N, C)``; ``shape`` runs a grid layout on
@@ -107,8 +109,10 @@ class Translution(_AttentionBase):
     """
 
     def __init__(self, dim: int, layout: Layout, heads: int = 8, dim_head: int = 64,
-                 relative: str = "qkv", init: str = "reference", backend=None):
+                 relative: str = "qkv", init: str = "reference", backend=None,
+                 save_projections: bool = False):
         super().__init__(dim, as_layout(layout), heads, dim_head)
+        self.save_projections = save_projections
         self.relative = "".join(p for p in "qkv" if p in parse_relative(relative))
         if init not in ("reference", "tied"):
             raise ValueError(f"init must be 'reference' or 'tied', got {init!r}")
@@ -131,7 +135,8 @@ class Translution(_AttentionBase):
         self._check_x(x)
         return functional.translution(x, self.wq, self.wk, self.wv,
                                       _layout_for(self.layout, shape), heads=self.heads,
-                                      backend=self.backend, return_attention=return_attention)
+                                      backend=self.backend, return_attention=return_attention,
+                                      save_projections=self.save_projections)
 
     @classmethod
     def from_self_attention(cls, attention: "SelfAttention", layout: Optional[Layout] = None,
@@ -165,14 +170,17 @@ class AlphaTranslution(_AttentionBase):
         rank: per-head relative width ``r`` (branch width ``R = heads·r``; default 8).
         relative: relative subset of the low-rank branch (non-empty subset of ``"qkv"``).
         backend: default backend.
+        save_projections: as :class:`Translution`.
 
     Parameters: ``wq/wk/wv (C, C')``; ``uq, uk (C, R)`` if q or k is relative; ``uv (C, R)`` and
     ``p (R, C')`` if v is; banks ``mq/mk/mv (slots, R, R)`` for the relative ones; ``out``.
     """
 
     def __init__(self, dim: int, layout: Layout, heads: int = 8, dim_head: int = 64,
-                 rank: int = 8, relative: str = "qkv", backend=None):
+                 rank: int = 8, relative: str = "qkv", backend=None,
+                 save_projections: bool = False):
         super().__init__(dim, as_layout(layout), heads, dim_head)
+        self.save_projections = save_projections
         if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
             raise ValueError(f"rank must be a positive int, got {rank!r}")
         self.relative = "".join(p for p in "qkv" if p in parse_relative(relative))
@@ -197,7 +205,8 @@ class AlphaTranslution(_AttentionBase):
         return functional.alpha_translution(x, self.wq, self.wk, self.wv,
                                             _layout_for(self.layout, shape), heads=self.heads,
                                             backend=self.backend,
-                                            return_attention=return_attention, **extra)
+                                            return_attention=return_attention,
+                                            save_projections=self.save_projections, **extra)
 
     def extra_repr(self):
         return super().extra_repr() + f", rank={self.rank}, relative={self.relative!r}"
