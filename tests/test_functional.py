@@ -323,3 +323,55 @@ def test_layers_pass_save_projections_through(name):
     assert counts[1] < counts[0]
     for a, b in zip(*results):
         torch.testing.assert_close(b, a)
+
+
+def _large_input_case(relative, device):
+    layout = Sequence(6, causal=True)
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 6, 16, dtype=torch.float64, generator=g) * 1e3
+    ws = [torch.randn(*((layout.num_slots,) if n in relative else ()), 16, 16,
+                      dtype=torch.float64, generator=g) / 4 for n in "qkv"]
+    ref = F.translution(x, *ws, layout, heads=2, backend="reference")
+    return layout, x.float().to(device), [w.float().to(device) for w in ws], ref
+
+
+def _assert_close_to_fp64(y, ref):
+    assert torch.isfinite(y).all()
+    torch.testing.assert_close(y.double().cpu(), ref, atol=2e-3 * ref.abs().max().item(), rtol=0)
+
+
+@pytest.mark.parametrize("backend", FAST)
+@pytest.mark.parametrize("relative", ["qkv", "v"])
+def test_fp16_scores_are_formed_in_fp32(relative, backend):
+    """|x| ~ 1e3: q·k overflows fp16 (issue 7 item 5), so the scores must be formed in fp32."""
+    layout, x, ws, ref = _large_input_case(relative, "cpu")
+    with torch.autocast("cpu", dtype=torch.float16):
+        y = F.translution(x, *ws, layout, heads=2, backend=backend)
+    assert y.dtype == torch.float16
+    _assert_close_to_fp64(y, ref)
+    y = F.translution(x.half(), *[w.half() for w in ws], layout, heads=2, backend=backend)
+    _assert_close_to_fp64(y, ref)
+
+
+@pytest.mark.parametrize("backend", FAST)
+def test_alpha_fp16_scores_are_formed_in_fp32(backend):
+    layout = Sequence(6, causal=True)
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(2, 6, 16, dtype=torch.float64, generator=g) * 1e3
+    params = _alpha_params(layout, "qkv", c=16, inner=16, rank=8, generator=g)
+    params = {k: v.detach() for k, v in params.items()}
+    call = lambda x, ps, be: F.alpha_translution(
+        x, ps["wq"], ps["wk"], ps["wv"], layout, heads=2, backend=be,
+        **{k: v for k, v in ps.items() if k not in ("wq", "wk", "wv")})
+    ref = call(x, params, "reference")
+    y = call(x.half(), {k: v.half() for k, v in params.items()}, backend)
+    _assert_close_to_fp64(y, ref)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("relative", ["qkv", "v"])
+def test_fp16_autocast_scores_in_fp32_on_cuda(relative):
+    layout, x, ws, ref = _large_input_case(relative, "cuda")
+    with torch.autocast("cuda", dtype=torch.float16):
+        y = F.translution(x, *ws, layout, heads=2)
+    _assert_close_to_fp64(y, ref)

@@ -72,11 +72,12 @@ def _autocast(*tensors):
 
 
 def _plain_scores(q: torch.Tensor, k: torch.Tensor, layout: Layout, heads: int, scale: float):
-    """Ordinary attention logits ``(B, heads, N, N)`` (float32 or wider), masked if causal."""
+    """Ordinary attention logits ``(B, heads, N, N)``, formed in float32 or wider (fp16 products
+    overflow once |x| reaches about 1e3), masked if causal."""
     dtype = torch.promote_types(q.dtype, torch.float32)
-    q = split_heads(q, heads).transpose(1, 2)                    # (B, heads, N, dh)
-    k = split_heads(k, heads).transpose(1, 2)
-    scores = (q @ k.transpose(-1, -2)).to(dtype) * scale
+    q = split_heads(q.to(dtype), heads).transpose(1, 2)          # (B, heads, N, dh)
+    k = split_heads(k.to(dtype), heads).transpose(1, 2)
+    scores = (q @ k.transpose(-1, -2)) * scale
     allowed = layout.allowed()
     if allowed is not None:
         scores = scores.masked_fill(~allowed.to(scores.device), float("-inf"))
