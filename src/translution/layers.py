@@ -157,6 +157,8 @@ class Translution(_AttentionBase):
             ``"residual"`` (slot ``s`` is ``W + ΔW[s]``: parameters ``w*_shared`` ``(C, C')``,
             Linear-style, and ``w*_delta`` ``(slots, C, C')``, zero at the start, so the layer
             starts as self-attention and weight decay pulls ΔW back to zero).
+        save_projections: keep the relative projections for backward instead of recomputing
+            them (faster, ``B·P·C'`` more floats per relative projection; see the functional).
 
     Shape:
         ``forward(x (B, N, C), shape=None) -> (B, N, C)``; ``shape`` runs a grid layout on
@@ -170,8 +172,10 @@ class Translution(_AttentionBase):
 
     def __init__(self, dim: int, layout: Layout, heads: int = 8, dim_head: int = 64,
                  relative: str = "qkv", init: str = "reference", backend=None,
-                 parameterization: str = "independent"):
+                 parameterization: str = "independent",
+                 save_projections: bool = False):
         super().__init__(dim, as_layout(layout), heads, dim_head)
+        self.save_projections = save_projections
         self.relative = "".join(p for p in "qkv" if p in parse_relative(relative))
         if init not in ("reference", "tied"):
             raise ValueError(f"init must be 'reference' or 'tied', got {init!r}")
@@ -196,7 +200,8 @@ class Translution(_AttentionBase):
         self._check_x(x)
         return functional.translution(x, self.wq, self.wk, self.wv,
                                       _layout_for(self.layout, shape), heads=self.heads,
-                                      backend=self.backend, return_attention=return_attention)
+                                      backend=self.backend, return_attention=return_attention,
+                                      save_projections=self.save_projections)
 
     @classmethod
     def from_self_attention(cls, attention: "SelfAttention", layout: Optional[Layout] = None,
@@ -266,6 +271,7 @@ class AlphaTranslution(_AttentionBase):
         parameterization: ``"independent"`` or ``"residual"`` (``m*`` = ``m*_shared (R, R)``,
             Linear-style, plus ``m*_delta (slots, R, R)``, zero at the start); see
             :class:`Translution`.
+        save_projections: as :class:`Translution`.
 
     Parameters: ``wq/wk/wv (C, C')``; ``uq, uk (C, R)`` if q or k is relative; ``uv (C, R)`` and
     ``p (R, C')`` if v is; banks ``mq/mk/mv (slots, R, R)`` for the relative ones; ``out``.
@@ -273,8 +279,10 @@ class AlphaTranslution(_AttentionBase):
 
     def __init__(self, dim: int, layout: Layout, heads: int = 8, dim_head: int = 64,
                  rank: int = 8, relative: str = "qkv", backend=None,
-                 parameterization: str = "independent"):
+                 parameterization: str = "independent",
+                 save_projections: bool = False):
         super().__init__(dim, as_layout(layout), heads, dim_head)
+        self.save_projections = save_projections
         if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
             raise ValueError(f"rank must be a positive int, got {rank!r}")
         self.relative = "".join(p for p in "qkv" if p in parse_relative(relative))
@@ -301,7 +309,8 @@ class AlphaTranslution(_AttentionBase):
         return functional.alpha_translution(x, self.wq, self.wk, self.wv,
                                             _layout_for(self.layout, shape), heads=self.heads,
                                             backend=self.backend,
-                                            return_attention=return_attention, **extra)
+                                            return_attention=return_attention,
+                                            save_projections=self.save_projections, **extra)
 
     def extra_repr(self):
         return (super().extra_repr() + f", rank={self.rank}, relative={self.relative!r}"
