@@ -34,7 +34,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .batches import BatchSource
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import (load_checkpoint, remove_run_temporaries, resume_checkpoint,
+                         save_checkpoint)
 from .config import RunConfig, save_config
 from .distributed import (DistInfo, all_gather_objects, all_reduce_sums, barrier,
                           setup_distributed, unwrap_model, wrap_model)
@@ -125,6 +126,36 @@ def _improved(value: float, best: dict | None, mode: str) -> bool:
     return value < best["value"] if mode == "min" else value > best["value"]
 
 
+def _restore(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+             schedule: LRSchedule, rank: int, optim_name: str) -> dict[str, Any]:
+    """Load a checkpoint into the live objects, keeping the optimiser settings of the new config
+    (and saying which changed); refuse a checkpoint of another optimiser."""
+    fresh = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    fresh_base = list(schedule.base_lrs)
+    obj = load_checkpoint(path, model, optimizer, schedule, rank=rank, restore_rng=True)
+    saved = ((obj.get("config") or {}).get("optim") or {}).get("name")
+    if saved not in (None, optim_name) or any(
+            set(g) - {"params"} != set(f) for g, f in zip(optimizer.param_groups, fresh)):
+        raise ValueError(f"{path} was trained with optimiser {saved or 'another'!r}; this run "
+                         f"asks for {optim_name!r}. Resuming with another optimiser is not "
+                         f"supported: set optim.name={saved} or start afresh (--restart, "
+                         f"resume=False or another output folder)")
+    changes = {}
+    if schedule.base_lrs != fresh_base:
+        changes["lr"] = (schedule.base_lrs[0], fresh_base[0])
+        schedule.base_lrs = fresh_base
+    for group, new in zip(optimizer.param_groups, fresh):
+        for key, value in new.items():
+            if key != "lr" and group.get(key) != value:
+                if key != "initial_lr":
+                    changes.setdefault(key, (group.get(key), value))
+                group[key] = value
+    if changes:
+        log.warning("resuming %s with the new optimiser settings: %s", path, ", ".join(
+            f"optim.{k} {old!r} -> {new!r}" for k, (old, new) in changes.items()))
+    return obj
+
+
 def fit(model: nn.Module, task: Task, train_batches: BatchSource, config: RunConfig,
         eval_batches: Any = None, *, out_dir: str | os.PathLike | None = None,
         resume: bool | str | os.PathLike = True, callbacks: Sequence[Callback] = (),
@@ -205,15 +236,15 @@ def fit(model: nn.Module, task: Task, train_batches: BatchSource, config: RunCon
     # ---- resume -------------------------------------------------------------------------
     step, best, base_elapsed, last_eval, last_eval_step = 0, None, 0.0, None, -1
     window = _Window()
-    ckpt_path: Path | None = None
-    if isinstance(resume, (str, os.PathLike)):
-        ckpt_path = Path(resume)
-    elif resume and out is not None and (out / "last.pt").exists():
-        ckpt_path = out / "last.pt"
+    if writer:
+        remove_run_temporaries(out)  # type: ignore[arg-type]
+    explicit = resume if isinstance(resume, (str, os.PathLike)) else None
+    found = resume_checkpoint(out if resume else None, explicit,
+                              lambda p: _restore(p, raw, optimizer, schedule, info.rank,
+                                                 config.optim.name))
     resumed_from = None
-    if ckpt_path is not None:
-        obj = load_checkpoint(ckpt_path, raw, optimizer, schedule, rank=info.rank,
-                              restore_rng=True, map_location="cpu")
+    if found is not None:
+        ckpt_path, obj = found
         step, best = int(obj["step"]), obj["best"]
         extra = obj["extra"] or {}
         base_elapsed = float(extra.get("elapsed", 0.0))
@@ -252,6 +283,7 @@ def fit(model: nn.Module, task: Task, train_batches: BatchSource, config: RunCon
         if writer:
             path = out / f"{kind}.pt"  # type: ignore[operator]
             save_checkpoint(path, model=raw, optimizer=optimizer, scheduler=schedule,
+                            keep_previous=kind == "last",
                             step=step, epoch=step // steps_per_epoch, rng=rng,
                             config=config.to_dict(), best=best, tokenizer=tokenizer,
                             extra={"steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
