@@ -79,7 +79,7 @@ def test_two_process_ddp_matches_single_process(tmp_path):
     records = read_metrics(out / "metrics.jsonl")
     assert [r["step"] for r in records if r["event"] == "eval"] == [5, 10, 12]
     assert sorted(p.name for p in out.glob("*.pt") if not p.name.startswith("weights")) == \
-        ["best.pt", "last.pt"]
+        ["best.pt", "last.pt", "prev.pt"]
 
     # the same global batch (8) in one process, uninterrupted, gives the same result
     torch.manual_seed(0)
