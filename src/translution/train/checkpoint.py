@@ -237,7 +237,7 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None,
 def remove_run_temporaries(out_dir: str | os.PathLike) -> int:
     """Delete the temporaries that killed writers left in a run folder; returns how many."""
     out = Path(out_dir)
-    names = ("last.pt", "best.pt", "prev.pt", "config.yaml")
+    names = ("last.pt", "best.pt", "prev.pt", "config.yaml", "metrics.jsonl")
     return sum(remove_stale_temporaries(out / name) for name in names)
 
 

@@ -427,7 +427,7 @@ class TrainConfig(Section):
             over resumes; ``None``: no limit.
         batch_size, eval_batch_size, num_workers: For the batch builders (per process).
         eval_every, eval_every_epochs: Evaluate every N steps / epochs (0: never); also at
-            the end.
+            the end, and at step 0 with ``eval_at_start``.
         log_every: Training record every N steps.
         checkpoint_every, checkpoint_every_epochs: ``last.pt`` every N steps / epochs (0:
             never); always at the end.
@@ -449,6 +449,7 @@ class TrainConfig(Section):
     num_workers: int = bounded(0, ge=0)
     eval_every: int = bounded(0, ge=0)
     eval_every_epochs: int = bounded(0, ge=0)
+    eval_at_start: bool = False
     log_every: int = bounded(50, ge=1)
     checkpoint_every: int = bounded(0, ge=0)
     checkpoint_every_epochs: int = bounded(1, ge=0)
