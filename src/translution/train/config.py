@@ -68,16 +68,7 @@ def _join(where: str, key: Any) -> str:
 
 
 def _name(tp: Any) -> str:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is Literal:
-        return " | ".join(repr(a) for a in args)
-    if origin in (Union, types.UnionType):
-        return " | ".join(_name(a) for a in args)
-    if tp is _NONE:
-        return "None"
-    if origin is not None and args:
-        return f"{origin.__name__}[{', '.join(_name(a) for a in args)}]"
-    return getattr(tp, "__name__", str(tp))
+    return tp.__name__ if isinstance(tp, type) else str(tp).replace("typing.", "")
 
 
 def _fail(where: str, tp: Any, value: Any) -> TypeError:
