@@ -42,11 +42,41 @@ def test_train_then_eval_from_the_command_line(fake_mnist, tmp_path, capsys):
                  "data.test_placement=static"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["samples"] == 96 and 0 <= metrics["top1"] <= 100
+    assert main(["eval", "--checkpoint", str(out / "last.pt"), "data.test_placment=pixel"]) == 2
+    assert "did you mean data.test_placement?" in capsys.readouterr().err
 
 
-def test_train_rejects_unknown_keys(tmp_path):
-    with pytest.raises(ValueError, match="optim"):
-        main(["train", "optim.learning_rate=1", f"train.out_dir={tmp_path}"])
+@pytest.mark.parametrize("argv, message", [
+    (["train", "model.name=vit_micro_ape", "optim.learning_rate=1"],
+     "unknown key optim.learning_rate; valid keys: name, lr,"),
+    (["train", "model.name=vit_micro_ape", "data.trian_size=64"],
+     "unknown key data.trian_size; did you mean data.train_size?"),
+    (["train", "model.name=vit_micro_ape", "data.train_size=-5"],
+     "data.train_size must be >= 1, got -5"),
+    (["train", "model.name=vit_micro_ape", "data.train_size=abc"],
+     "data.train_size: expected int | None, got str 'abc'"),
+    (["train", "model.name=gpt_micro_ape", "data.dataset=text"],
+     "data.dir is required when data.dataset is 'text'"),
+    (["train", "data.dataset=mnist"], "model.name is not set"),
+    (["train", "--config", "nope.yaml"], "config file 'nope.yaml' does not exist"),
+    (["experiment", "dynamic-mnist", "--set", "epochs=abc"],
+     "epochs: expected int, got str 'abc'"),
+    (["experiment", "austen", "--set", "models=[ape]"],
+     "models: expected a mapping, got list ['ape']"),
+    (["experiment", "austen", "--set", "budget_seconds=-1"], "budget_seconds must be > 0"),
+    (["experiment", "austen", "--set", "modles={a: ape}"],
+     "unknown key modles; did you mean models?"),
+    (["eval", "--checkpoint", "missing.pt"], "missing.pt' does not exist"),
+])
+def test_errors_are_one_line_and_exit_2(tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("translution: error: ") and message in captured.err
+    assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
+    assert not list(tmp_path.iterdir())                 # nothing written before the error
+    with pytest.raises((ValueError, TypeError)):
+        main(["--debug"] + argv)
 
 
 def test_dynamic_mnist_experiment_smoke(fake_mnist, tmp_path):

@@ -19,28 +19,18 @@ def _bench_op(args) -> int:
     print()
     print(table)
     if args.out:
+        from .utils import atomic_write_json, atomic_write_text
         out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".json").write_text(json.dumps(report, indent=1))
-        out.with_suffix(".md").write_text(table + "\n")
+        atomic_write_json(out.with_suffix(".json"), report)
+        atomic_write_text(out.with_suffix(".md"), table + "\n")
         print(f"\nwrote {out.with_suffix('.md')} and {out.with_suffix('.json')}")
     return 0
 
 
 def _settings(args, module):
-    """The experiment's QUICK or FULL settings with ``--set KEY=VALUE`` overrides."""
-    import dataclasses
-    import yaml
-    settings = module.FULL if args.full else module.QUICK
-    fields = {f.name for f in dataclasses.fields(settings)}
-    overrides = {}
-    for item in args.set or []:
-        key, eq, value = item.partition("=")
-        if key not in fields or not eq:
-            raise SystemExit(f"--set expects KEY=VALUE with KEY one of {sorted(fields)}, "
-                             f"got {item!r}")
-        overrides[key] = yaml.safe_load(value)
-    return dataclasses.replace(settings, **overrides)
+    """The experiment's QUICK or FULL preset with ``--set KEY=VALUE`` overrides (type-checked)."""
+    from .train.config import replace_settings
+    return replace_settings(module.FULL if args.full else module.QUICK, args.set or [])
 
 
 def _experiment_dynamic_mnist(args) -> int:
@@ -60,31 +50,30 @@ def _bench_lm(args) -> int:                    # reached only through main()'s d
 
 
 def _train(args) -> int:
+    import torch
     from . import recipes
     from .train import fit, load_config
     cfg = load_config(args.config, args.overrides)
-    torch_seed(cfg.train.seed)
+    if not cfg.model:
+        raise ValueError("model.name is not set; expected a registered model (see "
+                         "`translution models`), e.g. model.name=vit_mnist_translution")
+    torch.manual_seed(cfg.train.seed)
     model, task, train_batches, eval_batches = recipes.build(cfg)
     out = cfg.train.out_dir or f"runs/{cfg.model['name']}"
     summary = fit(model, task, train_batches, cfg, eval_batches, out_dir=out,
-                  resume=not args.restart)
+                  resume=not args.restart, tokenizer=recipes.tokenizer_meta(cfg))
     print(json.dumps({k: summary[k] for k in ("steps", "seconds", "parameters", "eval", "best")
                       if k in summary}, indent=1, default=str))
     print(f"checkpoints and metrics in {out}")
     return 0
 
 
-def torch_seed(seed: int) -> None:
-    import torch
-    torch.manual_seed(seed)
-
-
 def _eval(args) -> int:
     from . import recipes
-    from .train import apply_overrides, RunConfig, config_to_dict
+    from .train import RunConfig, with_overrides
     model, cfg, _ = recipes.model_for_checkpoint(args.checkpoint)
     if args.overrides:
-        cfg = RunConfig.from_dict(apply_overrides(config_to_dict(cfg), args.overrides))
+        cfg = RunConfig.from_dict(with_overrides(cfg.to_dict(), args.overrides))
     task, _, eval_batches = recipes.build_task_and_batches(cfg, model)
     batches = eval_batches.batches(0) if hasattr(eval_batches, "batches") else eval_batches
     print(json.dumps(task.evaluate(model, batches), indent=1))
@@ -97,8 +86,9 @@ def _generate(args) -> int:
     from .data.text import read_meta
     from .data.tokenizers import tokenizer_from_meta
     from .generation import generate
-    model, cfg, _ = recipes.model_for_checkpoint(args.checkpoint)
-    tokenizer = tokenizer_from_meta(read_meta(recipes.text_dir(cfg))["tokenizer"])
+    model, cfg, obj = recipes.model_for_checkpoint(args.checkpoint)
+    meta = obj["tokenizer"] or read_meta(recipes.text_dir(cfg))["tokenizer"]
+    tokenizer = tokenizer_from_meta(meta)
     prompt = torch.tensor([tokenizer.encode(args.prompt)], dtype=torch.long)
     generator = torch.Generator().manual_seed(args.seed)
     out = generate(model, prompt, args.max_new_tokens, temperature=args.temperature,
@@ -119,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="translution",
         description="Translution: relative attention with a weight per offset (arXiv 2510.10060).")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     bench = sub.add_parser("bench", help="benchmarks")
@@ -190,15 +182,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Errors a user can cause (configuration, data, checkpoints): one line on stderr, exit 2.
+USER_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError, PermissionError,
+               UnicodeError, OSError)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run the command line; configuration, data and checkpoint errors print one line to stderr
+    and return 2 (``--debug`` shows the traceback instead)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:2] == ["bench", "lm"]:                 # its own parser (translution bench lm -h)
+    rest = argv[1:] if argv[:1] == ["--debug"] else argv
+    if rest[:2] == ["bench", "lm"]:                 # its own parser (translution bench lm -h)
         from . import bench_lm
-        return bench_lm.main(argv[2:])
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        return bench_lm.main(rest[2:])
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except USER_ERRORS as e:
+        if args.debug:
+            raise
+        message = str(e.args[0] if isinstance(e, KeyError) and e.args else e)
+        print(f"translution: error: {' '.join(message.split())}", file=sys.stderr)
+        return 2

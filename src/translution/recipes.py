@@ -53,11 +53,10 @@ def build(cfg: RunConfig) -> Tuple[nn.Module, Any, Any, Any]:
 
 
 def _dataset_kind(cfg: RunConfig) -> str:
-    kind = cfg.data.get("dataset")
-    if kind not in IMAGE_DATASETS + TEXT_DATASETS:
-        raise ValueError(f"config.data.dataset must be one of {IMAGE_DATASETS + TEXT_DATASETS}, "
-                         f"got {kind!r}")
-    return kind
+    if cfg.data.dataset is None:
+        raise ValueError(f"data.dataset is not set; expected one of "
+                         f"{IMAGE_DATASETS + TEXT_DATASETS}")
+    return cfg.data.dataset
 
 
 def _subset(pair, size):
@@ -69,47 +68,41 @@ def _digits(cfg: RunConfig, kind: str):
     from .data.mnist import load_fashion_mnist, load_mnist
     data = cfg.data
     load = load_fashion_mnist if kind == "fashion-mnist" else load_mnist
-    train = _subset(load("train", root=data.get("root")), data.get("train_size"))
-    test = _subset(load("test", root=data.get("root")), data.get("test_size"))
-    canvas = int(data.get("canvas", 28 if kind != "dynamic-mnist" else 42))
-    patch = int(data.get("patch", 7))
-    seed = cfg.train.seed
-    train_set = DynamicMNIST(*train, canvas=canvas, patch=patch,
-                             placement=data.get("placement", "static"), seed=seed)
-    test_set = DynamicMNIST(*test, canvas=canvas, patch=patch,
-                            placement=data.get("test_placement", data.get("placement", "static")),
-                            seed=int(data.get("test_seed", 1234)))
+    train = _subset(load("train", root=data.root), data.train_size)
+    test = _subset(load("test", root=data.root), data.test_size)
+    canvas = data.canvas or (42 if kind == "dynamic-mnist" else 28)
+    train_set = DynamicMNIST(*train, canvas=canvas, patch=data.patch, placement=data.placement,
+                             seed=cfg.train.seed)
+    test_set = DynamicMNIST(*test, canvas=canvas, patch=data.patch,
+                            placement=data.test_placement or data.placement, seed=data.test_seed)
     return train_set, test_set
 
 
 def _image_folder(cfg: RunConfig):
     from .data.imagefolder import MixUpCutMix, image_folder
     data = cfg.data
-    root = Path(data["root"])
-    size, resize = int(data.get("img_size", 224)), int(data.get("resize", 256))
-    randaugment = tuple(data.get("randaugment", (2, 9)))
-    train_set = image_folder(root / "train", True, size, resize, randaugment)
-    test_set = image_folder(root / "val", False, size, resize, randaugment)
+    root = Path(data.root)
+    train_set = image_folder(root / "train", True, data.img_size, data.resize, data.randaugment)
+    test_set = image_folder(root / "val", False, data.img_size, data.resize, data.randaugment)
     mix = None
-    if data.get("mixup", 0.8) or data.get("cutmix", 1.0):
-        mix = MixUpCutMix(len(train_set.classes), data.get("mixup", 0.8), data.get("cutmix", 1.0))
+    if data.mixup or data.cutmix:
+        mix = MixUpCutMix(len(train_set.classes), data.mixup, data.cutmix)
     return train_set, test_set, mix
 
 
 def text_dir(cfg: RunConfig) -> Path:
     """The token folder of a ``text`` or ``austen`` config (preparing Austen if needed)."""
     data = cfg.data
-    if data["dataset"] == "text":
-        return Path(data["dir"])
+    if data.dataset == "text":
+        return Path(data.dir)
     from .data.austen import austen_corpus
     from .data.text import default_cache_root, prepare_corpus, read_meta
-    tokenizer = data.get("tokenizer", "char")
-    out = Path(data.get("dir") or default_cache_root() / f"austen-{tokenizer}")
+    out = Path(data.dir or default_cache_root() / f"austen-{data.tokenizer}")
     try:
         read_meta(out)
     except (FileNotFoundError, ValueError):
-        train_texts, val_texts = austen_corpus(data.get("val_novel", "persuasion"))
-        prepare_corpus(train_texts, val_texts, out, tokenizer=tokenizer)
+        train_texts, val_texts = austen_corpus(data.val_novel)
+        prepare_corpus(train_texts, val_texts, out, tokenizer=data.tokenizer)
     return out
 
 
@@ -123,17 +116,16 @@ def build_task_and_batches(cfg: RunConfig, model: Optional[nn.Module] = None
         from .data.text import TokenDataset
         folder = text_dir(cfg)
         train, val = TokenDataset(folder, "train"), TokenDataset(folder, "val")
-        block = int(data.get("block_size") or getattr(getattr(model, "config", None),
-                                                      "block_size", 256))
+        block = data.block_size or getattr(getattr(model, "config", None), "block_size", 256)
         vocab = getattr(getattr(model, "config", None), "vocab_size", None)
         if vocab is not None and train.vocab_size > vocab:
             raise ValueError(f"the corpus in {folder} has {train.vocab_size} token ids but the "
                              f"model's vocab_size is {vocab}; set model.vocab_size="
                              f"{train.vocab_size}")
         train_batches = WindowBatches(token_windows(train.data, block), tc.batch_size,
-                                      int(data.get("steps_per_epoch", 500)), seed=tc.seed)
+                                      data.steps_per_epoch, seed=tc.seed)
         eval_batches = WindowBatches(token_windows(val.data, block), eval_batch,
-                                     int(data.get("eval_iters", 20)), seed=tc.seed + 10_000)
+                                     data.eval_iters, seed=tc.seed + 10_000)
         return LanguageModelTask(), train_batches, eval_batches
     mix = None
     if kind == "imagefolder":
@@ -148,22 +140,45 @@ def build_task_and_batches(cfg: RunConfig, model: Optional[nn.Module] = None
     return ClassificationTask(), train_batches, eval_batches
 
 
+def tokenizer_meta(cfg: RunConfig) -> Optional[dict]:
+    """The tokenizer meta of a text config (stored in its checkpoints), else ``None``."""
+    if _dataset_kind(cfg) not in TEXT_DATASETS:
+        return None
+    from .data.text import read_meta
+    return read_meta(text_dir(cfg))["tokenizer"]
+
+
 def model_for_checkpoint(path, map_location="cpu") -> Tuple[nn.Module, RunConfig, dict]:
-    """Rebuild the model of a checkpoint written by ``translution train`` and load its weights.
+    """Rebuild the model of a checkpoint from its ``model_config`` and load its weights.
+
+    Checkpoints written before ``model_config`` existed fall back to the run config's ``model``
+    section (and, for text without ``model.vocab_size``, to the corpus' vocabulary).
 
     Returns:
         ``(model in eval mode, run config, checkpoint dict)``.
+
+    Raises:
+        ValueError: The file is no valid checkpoint, or it describes no model.
     """
+    from .models import model_from_config
     from .train import load_checkpoint
     obj = load_checkpoint(path, map_location=map_location)
-    if not obj.get("config"):
-        raise ValueError(f"{path}: the checkpoint has no run config; expected one written by "
-                         "`translution train`")
-    cfg = RunConfig.from_dict(obj["config"])
-    model_cfg = dict(cfg.model)
-    if "vocab_size" not in model_cfg and cfg.data.get("dataset") in TEXT_DATASETS:
-        from .data.text import read_meta
-        model_cfg["vocab_size"] = int(read_meta(text_dir(cfg))["vocab_size"])
-    model = build_model(model_cfg)
-    model.load_state_dict(obj["model"])
+    cfg = RunConfig.from_dict(obj["config"]) if obj.get("config") else RunConfig()
+    if obj["model_config"] is not None:
+        model = model_from_config(obj["model_config"])
+    elif cfg.model:
+        model_cfg = dict(cfg.model)
+        if "vocab_size" not in model_cfg and cfg.data.dataset in TEXT_DATASETS:
+            from .data.text import read_meta
+            model_cfg["vocab_size"] = int(read_meta(text_dir(cfg))["vocab_size"])
+        model = build_model(model_cfg)
+    else:
+        raise ValueError(f"{path}: the checkpoint holds neither a model_config nor a run config "
+                         f"naming its model; expected one written by `translution train`, an "
+                         f"experiment or save_checkpoint")
+    try:
+        model.load_state_dict(obj["model"])
+    except RuntimeError as e:
+        raise ValueError(f"{path}: the weights do not fit the model the checkpoint "
+                         f"describes: {e}") from e
     return model.eval(), cfg, obj

@@ -119,7 +119,7 @@ def test_two_process_ddp_resumes_exactly_and_matches_single_process(tmp_path):
         records = read_metrics(out / name / "metrics.jsonl")
         assert [r["step"] for r in records if r["event"] == "eval"] == [5, 10, 12]
         assert sorted(p.name for p in (out / name).glob("*.pt")
-                      if not p.name.startswith("weights")) == ["best.pt", "last.pt"]
+                      if not p.name.startswith("weights")) == ["best.pt", "last.pt", "prev.pt"]
     # the ranks draw different dropout masks (their losses on the same step differ)
     drop = [s["dropout"]["losses"] for s in summaries]
     assert drop[0] != drop[1]

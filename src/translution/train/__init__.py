@@ -8,7 +8,7 @@ Public API::
         fit, load_checkpoint, save_checkpoint, setup_distributed, seed_everything,
     )
 
-Modules: ``config`` (dataclasses, YAML, overrides), ``tasks`` (loss + evaluation),
+Modules: ``config`` (typed sections, strict YAML loading, overrides, experiment presets), ``tasks`` (loss + evaluation),
 ``batches`` (deterministic resumable batch sources), ``optim`` and ``schedule`` (optimiser and
 learning rate), ``checkpoint`` (atomic, validated files), ``metrics`` (top-k, metrics.jsonl),
 ``distributed`` (torchrun / DDP), ``rng`` (seeding and RNG state), ``loop`` (:func:`fit`).
@@ -16,8 +16,9 @@ learning rate), ``checkpoint`` (atomic, validated files), ``metrics`` (top-k, me
 
 from .batches import BatchSource, DatasetBatches, WindowBatches, token_windows
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import (OptimConfig, RunConfig, ScheduleConfig, TrainConfig, apply_overrides,
-                     config_to_dict, load_config, save_config)
+from .config import (DataConfig, OptimConfig, RunConfig, ScheduleConfig, Section, TrainConfig,
+                     bounded, config_to_dict, load_config, load_settings, save_config,
+                     with_overrides)
 from .distributed import (DistInfo, cleanup_distributed, setup_distributed, unwrap_model,
                           wrap_model)
 from .loop import count_parameters, fit, to_device
@@ -28,8 +29,8 @@ from .schedule import LRSchedule
 from .tasks import ClassificationTask, LanguageModelTask, Task
 
 __all__ = [
-    "RunConfig", "TrainConfig", "OptimConfig", "ScheduleConfig", "load_config", "save_config",
-    "apply_overrides", "config_to_dict",
+    "RunConfig", "DataConfig", "TrainConfig", "OptimConfig", "ScheduleConfig", "load_config",
+    "save_config", "with_overrides", "config_to_dict", "Section", "bounded", "load_settings",
     "Task", "ClassificationTask", "LanguageModelTask",
     "BatchSource", "DatasetBatches", "WindowBatches", "token_windows",
     "fit", "to_device", "count_parameters",

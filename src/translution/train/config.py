@@ -1,279 +1,450 @@
-"""Run configuration: dataclasses, YAML loading with ``key=value`` overrides, saving.
+"""Typed configuration: dataclass sections, a strict YAML loader and ``key=value`` overrides.
 
-A run is described by one :class:`RunConfig`::
+A run is one :class:`RunConfig` with five sections::
 
-    model:    {name: vit_mnist, depth: 6}   # opaque: passed to the model builder
-    data:     {name: mnist, root: data/}    # opaque: passed to the data builder
-    train:    TrainConfig                   # loop length, evaluation, checkpoints, precision
-    optim:    OptimConfig                   # optimiser and gradient clipping
-    schedule: ScheduleConfig                # learning-rate schedule
+    model:    {name: vit_mnist_translution, depth: 2}  # fields of the registered model's config
+    data:     DataConfig       # which data set and how it is cut, placed, tokenized
+    train:    TrainConfig      # loop length, evaluation, checkpoints, precision, time budget
+    optim:    OptimConfig      # optimiser and gradient clipping
+    schedule: ScheduleConfig   # learning-rate schedule
 
-:func:`load_config` reads a YAML file (or nothing) and applies dotted overrides such as
-``optim.lr=1e-3`` or ``model.depth=2``; values are parsed like YAML and type-checked against the
-dataclass fields. :func:`save_config` writes the resolved configuration back as YAML.
+Every section is a :class:`Section` dataclass: construction converts each value to its
+annotation (``int``, ``float``, ``bool``, ``str``, ``Literal``, ``Optional``, ``tuple``,
+``list``, ``dict``, nested sections) and checks the bounds declared with :func:`bounded`.
+Every unknown key, in a file or an override, is an error naming the close matches
+("unknown key data.trian_size; did you mean data.train_size?").
+
+Experiments read their presets through the same system (the stable API for presets)::
+
+    from dataclasses import dataclass, field
+    from translution.train.config import Section, bounded, load_settings
+
+    @dataclass
+    class MySettings(Section):
+        epochs: int = bounded(2, ge=1)
+        lr: float = bounded(1e-3, gt=0)
+        models: dict[str, str] = field(default_factory=lambda: {"ViT": "ape"})
+
+    quick = load_settings(MySettings, "my_quick")          # configs/my_quick.yaml
+    tuned = load_settings(MySettings, "my_quick", ["epochs=3", "models={A: alpha}"])
+
+``load_settings(MySettings, None, overrides)`` starts from the dataclass defaults, and
+``replace_settings(quick, ["epochs=3"])`` overrides an existing settings object (the CLI's
+``--set``); both type-check every value of any dataclass, a :class:`Section` or not.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, ClassVar, Literal, Mapping, Sequence, TypeVar, Union
 
-import yaml
+__all__ = ["Section", "bounded", "load_settings", "replace_settings", "settings_from_dict",
+           "with_overrides", "unknown_key",
+           "read_yaml", "CONFIG_DIR", "DataConfig", "OptimConfig", "ScheduleConfig",
+           "TrainConfig", "RunConfig", "load_config", "save_config", "config_to_dict"]
 
-__all__ = [
-    "OptimConfig",
-    "ScheduleConfig",
-    "TrainConfig",
-    "RunConfig",
-    "load_config",
-    "save_config",
-    "apply_overrides",
-    "config_to_dict",
-]
+#: Where named presets live (``configs/`` at the repository root).
+CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
+T = TypeVar("T")
+_NONE = type(None)
 
-def _type_name(tp: Any) -> str:
-    if typing.get_origin(tp) is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
-    if typing.get_origin(tp) in (Union, types.UnionType):
-        return " | ".join(_type_name(a) for a in typing.get_args(tp))
-    if tp is type(None):
-        return "None"
-    if typing.get_origin(tp) is tuple:
-        return "tuple[" + ", ".join(_type_name(a) for a in typing.get_args(tp)) + "]"
-    return getattr(tp, "__name__", str(tp))
+
+def bounded(default: Any, *, ge: float | None = None, gt: float | None = None,
+            le: float | None = None, lt: float | None = None) -> Any:
+    """A dataclass field whose value (or each element of a tuple/list value) must satisfy the
+    given bounds; ``None`` values are not checked."""
+    bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
+    return field(default=default, metadata={"bounds": bounds})
+
+
+def _join(where: str, key: Any) -> str:
+    return f"{where}.{key}" if where else str(key)
+
+
+def _name(tp: Any) -> str:
+    return tp.__name__ if isinstance(tp, type) else str(tp).replace("typing.", "")
+
+
+def _fail(where: str, tp: Any, value: Any) -> TypeError:
+    return TypeError(f"{where}: expected {_name(tp)}, got {type(value).__name__} {value!r}")
+
+
+def _number(value: Any, tp: type, where: str) -> Any:
+    if isinstance(value, str):                 # YAML 1.1 reads "1e-3" as a string
+        try:
+            value = float(value)
+        except ValueError:
+            raise _fail(where, tp, value) from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _fail(where, tp, value)
+    if tp is float:
+        return float(value)
+    if isinstance(value, float) and not value.is_integer():
+        raise _fail(where, tp, value)
+    return int(value)
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Return ``value`` converted to annotation ``tp`` or raise TypeError/ValueError."""
-    origin = typing.get_origin(tp)
+    """``value`` converted to annotation ``tp``; TypeError/ValueError naming ``where``."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return value
     if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
+        if value is None and _NONE in args:
             return None
-        for a in args:
-            if a is type(None):
-                continue
+        for arg in (a for a in args if a is not _NONE):
             try:
-                return _coerce(value, a, where)
+                return _coerce(value, arg, where)
             except (TypeError, ValueError):
                 pass
-        raise TypeError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+        raise _fail(where, tp, value)
     if origin is Literal:
-        choices = typing.get_args(tp)
-        if value not in choices:
-            raise ValueError(f"{where}: expected one of {list(choices)}, got {value!r}")
-        return value
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            raise TypeError(f"{where}: expected a sequence of {len(args)} values "
-                            f"({_type_name(tp)}), got {value!r}")
-        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        if value in args and not isinstance(value, bool):
+            return value
+        raise ValueError(f"{where}: expected one of {list(args)}, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        return settings_from_dict(tp, value, where)
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)) or (origin is tuple and len(value) != len(args)):
+            raise _fail(where, tp, value)
+        kinds = args if origin is tuple else args * len(value)
+        out = [_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, kinds))]
+        return tuple(out) if origin is tuple else out
     if origin is dict or tp is dict:
-        if not isinstance(value, dict):
+        if not isinstance(value, Mapping):
             raise TypeError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
-        return dict(value)
+        key_tp, value_tp = args or (Any, Any)
+        return {_coerce(k, key_tp, where): _coerce(v, value_tp, _join(where, k))
+                for k, v in value.items()}
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise TypeError(f"{where}: expected bool (true/false), got {type(value).__name__} {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise TypeError(f"{where}: expected float, got {type(value).__name__} {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        f = value
-        if isinstance(value, str):
-            try:
-                f = float(value)
-            except ValueError:
-                f = None
-        if isinstance(f, float) and f.is_integer():
-            return int(f)
-        raise TypeError(f"{where}: expected int, got {type(value).__name__} {value!r}")
+        raise _fail(where, tp, value)
+    if tp in (int, float):
+        return _number(value, tp, where)
     if tp is str:
         if isinstance(value, str):
             return value
-        raise TypeError(f"{where}: expected str, got {type(value).__name__} {value!r}")
-    raise TypeError(f"{where}: unsupported annotation {tp!r}")  # pragma: no cover
+        raise _fail(where, tp, value)
+    raise TypeError(f"{where}: unsupported annotation {tp!r}")
 
 
-class _Section:
-    """Mixin: type-check and coerce every field after construction."""
+def _check_bounds(value: Any, bounds: dict, where: str) -> None:
+    items = enumerate(value) if isinstance(value, (tuple, list)) else [(None, value)]
+    for i, v in items:
+        name = where if i is None else f"{where}[{i}]"
+        for op, bound in bounds.items():
+            ok = {"ge": v is None or v >= bound, "gt": v is None or v > bound,
+                  "le": v is None or v <= bound, "lt": v is None or v < bound}[op]
+            if not ok:
+                sign = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}[op]
+                raise ValueError(f"{name} must be {sign} {bound}, got {v}")
+
+
+def unknown_key(where: str, key: Any, valid: Sequence[str]) -> ValueError:
+    """The error for an unknown ``key`` of section ``where``, naming the close matches."""
+    close = difflib.get_close_matches(str(key), list(valid), n=1)
+    hint = (f"did you mean {_join(where, close[0])}?" if close
+            else f"valid keys: {', '.join(valid)}")
+    return ValueError(f"unknown key {_join(where, key)}; {hint}")
+
+
+class Section:
+    """Base of typed config dataclasses: every field is converted to its annotation and checked
+    against its :func:`bounded` bounds at construction; :meth:`check` adds cross-field rules.
+
+    ``where`` (a class attribute) prefixes the keys in error messages (``"optim"``).
+    """
+
+    where: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            where = f"{_section_name(type(self))}.{f.name}"
-            object.__setattr__(self, f.name, _coerce(getattr(self, f.name), hints[f.name], where))
-        self._check()
+            key = _join(self.where, f.name)
+            value = _coerce(getattr(self, f.name), hints[f.name], key)
+            _check_bounds(value, f.metadata.get("bounds", {}), key)
+            object.__setattr__(self, f.name, value)
+        self.check()
 
-    def _check(self) -> None:
-        """Range checks; overridden by sections."""
+    def check(self) -> None:
+        """Rules between fields (override in a section)."""
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> Any:
-        """Build the section from a mapping, rejecting unknown keys.
+    def from_dict(cls: type[T], values: Mapping[str, Any] | None) -> T:
+        """Build from a mapping; unknown keys are errors."""
+        return settings_from_dict(cls, values)
 
-        Raises:
-            ValueError: If a key is not a field; the message lists the valid keys.
-            TypeError: If a value has the wrong type.
-        """
-        if not isinstance(values, dict):
-            raise TypeError(f"{_section_name(cls)}: expected a mapping, got "
-                            f"{type(values).__name__} {values!r}")
-        valid = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-        unknown = sorted(set(values) - set(valid))
-        if unknown:
-            raise ValueError(f"unknown key(s) {unknown} in '{_section_name(cls)}'; "
-                             f"valid keys: {valid}")
-        return cls(**values)
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested values (tuples become lists) for YAML/JSON."""
+        return _plain(dataclasses.asdict(self))  # type: ignore[call-overload]
 
 
-def _section_name(cls: type) -> str:
-    return {"OptimConfig": "optim", "ScheduleConfig": "schedule",
-            "TrainConfig": "train"}.get(cls.__name__, cls.__name__)
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
-def _positive(where: str, value: float | int | None, *, allow_zero: bool = False) -> None:
-    if value is None:
-        return
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{where} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+def settings_from_dict(cls: type[T], values: Mapping[str, Any] | None, where: str = "") -> T:
+    """``cls(**values)`` for a dataclass ``cls``, refusing unknown keys (with close matches).
+
+    Raises:
+        ValueError: An unknown key, or a value out of bounds.
+        TypeError: ``values`` is not a mapping, or a value has the wrong type.
+    """
+    if isinstance(values, cls):
+        return values
+    where = where or getattr(cls, "where", "")
+    values = {} if values is None else values
+    if not isinstance(values, Mapping):
+        raise TypeError(f"{where or cls.__name__}: expected a mapping, got "
+                        f"{type(values).__name__} {values!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise unknown_key(where, key, list(fields))
+        kwargs[key] = _coerce(value, hints[key], _join(where, key))
+        _check_bounds(kwargs[key], fields[key].metadata.get("bounds", {}), _join(where, key))
+    return cls(**kwargs)
+
+
+def replace_settings(settings: T, overrides: Sequence[str]) -> T:
+    """``dataclasses.replace(settings, ...)`` from ``key=value`` items, type-checked like
+    :func:`load_settings` (for any dataclass, a :class:`Section` or not)."""
+    return settings_from_dict(type(settings),
+                              with_overrides(dataclasses.asdict(settings), overrides))
+
+
+def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """A YAML file holding a mapping (an empty file is ``{}``).
+
+    Raises:
+        ValueError: The file is missing, not valid YAML or not a mapping.
+    """
+    import yaml
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"config file {str(p)!r} does not exist")
+    try:
+        loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ValueError(f"config file {str(p)!r} is not valid YAML: {e}") from e
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ValueError(f"config file {str(p)!r} must hold a mapping at the top level, "
+                         f"got {type(loaded).__name__}")
+    return loaded or {}
+
+
+def with_overrides(values: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """A copy of the nested mapping ``values`` with ``key=value`` items applied in order.
+
+    Keys are dotted paths (``optim.lr``, ``model_overrides.translution.dim``); values are
+    parsed as YAML (``[0.9, 0.95]``, ``{a: 1}``, ``true``, ``null``). Keys and types are
+    checked when the result is turned into a section.
+
+    Raises:
+        ValueError: An item that is not ``key=value`` with a dotted key.
+    """
+    import yaml
+    out = _plain(dict(values))
+    for item in overrides:
+        if not isinstance(item, str) or "=" not in item:
+            raise ValueError(f"override must look like 'key=value' (e.g. optim.lr=1e-3), "
+                             f"got {item!r}")
+        key, raw = item.split("=", 1)
+        path = key.strip().split(".")
+        if not all(path):
+            raise ValueError(f"override key must be a dotted path like 'optim.lr', got {key!r}")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw                       # an unparsable value stays a string
+        node = out
+        for part in path[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[path[-1]] = value
+    return out
+
+
+def load_settings(cls: type[T], preset: str | os.PathLike | None = None,
+                  overrides: Sequence[str] = ()) -> T:
+    """A settings dataclass from a preset YAML file plus ``key=value`` overrides, all checked.
+
+    Args:
+        cls: A dataclass (usually a :class:`Section`).
+        preset: A YAML path, a preset name (``configs/<name>.yaml``) or ``None`` (defaults).
+        overrides: ``key=value`` items (see :func:`with_overrides`).
+
+    Raises:
+        ValueError: Unknown preset or key (with close matches), malformed item, bad value.
+        TypeError: A value of the wrong type.
+    """
+    values: dict[str, Any] = {}
+    if preset is not None:
+        path = Path(preset)
+        if path.suffix not in (".yaml", ".yml") and not path.exists():
+            path = CONFIG_DIR / f"{preset}.yaml"
+        values = read_yaml(path)
+    return settings_from_dict(cls, with_overrides(values, overrides))
+
+
+# ----------------------------------------------------------------------------------------------
+# the run configuration
+# ----------------------------------------------------------------------------------------------
+PLACEMENT = Literal["static", "patch", "pixel"]
 
 
 @dataclass
-class OptimConfig(_Section):
+class DataConfig(Section):
+    """Data settings (keys not used by the chosen data set are ignored).
+
+    Attributes:
+        dataset: ``mnist``, ``fashion-mnist``, ``dynamic-mnist`` (digits on a larger canvas),
+            ``imagefolder`` (``root/train``, ``root/val``), ``text`` (a prepared token folder
+            ``dir``) or ``austen`` (the novels, tokenized into a cache folder).
+        root: Image folder (imagefolder) or local MNIST IDX folder (else cache / download).
+        dir: Token folder (``text``; ``austen``: optional cache folder).
+        train_size, test_size: Use only the first N images (``None``: all).
+        canvas: Canvas side (default 28, dynamic-mnist 42). patch: patch side for placements.
+        placement, test_placement: ``static``, ``patch`` or ``pixel`` (test: default as train).
+        test_seed: Seed of the test placements.
+        img_size, resize, randaugment, mixup, cutmix: ImageNet-style augmentation (SPEC §6).
+        tokenizer, val_novel: Austen tokenizer (``char``/``gpt2``) and held-out novel.
+        block_size: Window length (default: the model's context).
+        steps_per_epoch, eval_iters: Random-window batches per epoch / per evaluation.
+    """
+
+    where: ClassVar[str] = "data"
+    dataset: Literal["mnist", "fashion-mnist", "dynamic-mnist", "imagefolder", "text",
+                     "austen"] | None = None
+    root: str | None = None
+    dir: str | None = None
+    train_size: int | None = bounded(None, ge=1)
+    test_size: int | None = bounded(None, ge=1)
+    canvas: int | None = bounded(None, ge=1)
+    patch: int = bounded(7, ge=1)
+    placement: PLACEMENT = "static"
+    test_placement: PLACEMENT | None = None
+    test_seed: int = bounded(1234, ge=0)
+    img_size: int = bounded(224, ge=1)
+    resize: int = bounded(256, ge=1)
+    randaugment: tuple[int, int] = bounded((2, 9), ge=0)
+    mixup: float = bounded(0.8, ge=0)
+    cutmix: float = bounded(1.0, ge=0)
+    tokenizer: Literal["char", "gpt2"] = "char"
+    val_novel: str = "persuasion"
+    block_size: int | None = bounded(None, ge=1)
+    steps_per_epoch: int = bounded(500, ge=1)
+    eval_iters: int = bounded(20, ge=1)
+
+    def check(self) -> None:
+        need = {"text": "dir", "imagefolder": "root"}.get(self.dataset or "")
+        if need and getattr(self, need) is None:
+            raise ValueError(f"data.{need} is required when data.dataset is "
+                             f"{self.dataset!r}")
+
+
+@dataclass
+class OptimConfig(Section):
     """Optimiser settings.
 
     Attributes:
         name: ``"adamw"``, ``"adadelta"`` or ``"sgd"``.
         lr: Base learning rate (the schedule multiplies it).
         weight_decay: Decoupled weight decay (AdamW) or L2 penalty (Adadelta, SGD).
-        betas: AdamW betas.
-        eps: Numerical epsilon; ``None`` uses the optimiser's default (1e-8 AdamW, 1e-6 Adadelta).
-        rho: Adadelta running-average coefficient.
-        momentum: SGD momentum.
-        nesterov: SGD Nesterov momentum.
+        betas: AdamW betas. eps: ``None`` uses the optimiser's default.
+        rho: Adadelta coefficient. momentum, nesterov: SGD.
         grad_clip: Clip the global gradient norm to this value; ``None`` or 0 disables.
-        decay_1d: Apply weight decay to 1-D parameters (biases, norms, gains) too. The reference
-            scripts decay every parameter, hence the default ``True``; nanoGPT-style is ``False``.
+        decay_1d: Decay 1-D parameters (biases, norms) too (reference scripts: ``True``).
     """
 
+    where: ClassVar[str] = "optim"
     name: Literal["adamw", "adadelta", "sgd"] = "adamw"
-    lr: float = 3e-4
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float | None = None
-    rho: float = 0.9
-    momentum: float = 0.9
+    lr: float = bounded(3e-4, gt=0)
+    weight_decay: float = bounded(0.0, ge=0)
+    betas: tuple[float, float] = bounded((0.9, 0.999), ge=0, lt=1)
+    eps: float | None = bounded(None, gt=0)
+    rho: float = bounded(0.9, ge=0, le=1)
+    momentum: float = bounded(0.9, ge=0)
     nesterov: bool = False
-    grad_clip: float | None = None
+    grad_clip: float | None = bounded(None, ge=0)
     decay_1d: bool = True
 
-    def _check(self) -> None:
-        _positive("optim.lr", self.lr)
-        _positive("optim.weight_decay", self.weight_decay, allow_zero=True)
-        _positive("optim.grad_clip", self.grad_clip, allow_zero=True)
-        _positive("optim.eps", self.eps)
-        for i, b in enumerate(self.betas):
-            if not 0.0 <= b < 1.0:
-                raise ValueError(f"optim.betas[{i}] must be in [0, 1), got {b}")
-
 
 @dataclass
-class ScheduleConfig(_Section):
-    """Learning-rate schedule: a multiplier of ``optim.lr`` as a function of time ``t``.
-
-    ``t`` counts optimiser steps (``per="step"``) or completed epochs (``per="epoch"``, the
-    learning rate changes only at epoch boundaries, like ``scheduler.step()`` once per epoch).
+class ScheduleConfig(Section):
+    """Learning rate as a function of time ``t`` (optimiser steps, or epochs with
+    ``per="epoch"``); see :mod:`translution.train.schedule`.
 
     Attributes:
-        name: ``"constant"``, ``"cosine"`` (``min_lr + (lr - min_lr)(1 + cos(pi t'/T))/2``)
-            or ``"step"`` (``gamma ** (t' // step_size)``), with ``t' = t - warmup``.
+        name: ``"constant"``, ``"cosine"`` or ``"step"`` (``gamma ** (t' // step_size)``).
         per: ``"step"`` or ``"epoch"``.
-        warmup: Linear warm-up length in units of ``per``: the multiplier is
-            ``(t + 1) / (warmup + 1)`` for ``t < warmup``; 0 disables.
-        step_size: Period of ``"step"`` decay, in units of ``per``.
-        gamma: Decay factor of ``"step"``.
-        min_lr: Final learning rate of ``"cosine"`` (absolute, like ``eta_min``).
-        total: Cosine horizon ``T`` in units of ``per`` (after warm-up). ``None``: the whole run
-            (``total_steps - warmup`` or ``total_epochs - warmup``).
+        warmup: Linear warm-up length in units of ``per`` (0 disables).
+        step_size, gamma: ``"step"`` decay. min_lr: final ``"cosine"`` learning rate.
+        total: Cosine horizon after warm-up; ``None``: the whole run.
     """
 
+    where: ClassVar[str] = "schedule"
     name: Literal["constant", "cosine", "step"] = "constant"
     per: Literal["step", "epoch"] = "step"
-    warmup: int = 0
-    step_size: int = 1
-    gamma: float = 0.1
-    min_lr: float = 0.0
-    total: int | None = None
-
-    def _check(self) -> None:
-        _positive("schedule.warmup", self.warmup, allow_zero=True)
-        _positive("schedule.step_size", self.step_size)
-        _positive("schedule.gamma", self.gamma)
-        _positive("schedule.min_lr", self.min_lr, allow_zero=True)
-        _positive("schedule.total", self.total)
+    warmup: int = bounded(0, ge=0)
+    step_size: int = bounded(1, ge=1)
+    gamma: float = bounded(0.1, gt=0)
+    min_lr: float = bounded(0.0, ge=0)
+    total: int | None = bounded(None, ge=1)
 
 
 @dataclass
-class TrainConfig(_Section):
+class TrainConfig(Section):
     """Loop settings.
 
     Attributes:
         epochs: Number of epochs (used when ``max_steps`` is ``None``).
         max_steps: Total optimiser steps; overrides ``epochs`` when set.
-        batch_size: Per-process batch size, for whoever builds the batch sources (the loop
-            itself takes batches as they come). Under DDP the global batch is
-            ``batch_size * world_size``.
-        eval_batch_size: Evaluation batch size for the builders; ``None`` means ``batch_size``.
-        num_workers: DataLoader workers for the builders.
-        eval_every: Evaluate every N steps (0: not by steps). Evaluation also runs at the end.
-        eval_every_epochs: Evaluate every N epochs (0: not by epochs).
-        log_every: Write a training record to ``metrics.jsonl`` every N steps.
-        checkpoint_every: Write ``last.pt`` every N steps (0: not by steps).
-        checkpoint_every_epochs: Write ``last.pt`` every N epochs (0: not by epochs).
-            ``last.pt`` is always written at the end.
-        seed: Seed of the training stream (dropout, augmentation, ...).
-        precision: ``"fp32"`` or ``"bf16"`` (``torch.autocast`` on the model's device type).
-        out_dir: Where ``config.yaml``, ``metrics.jsonl``, ``last.pt``, ``best.pt`` go;
-            ``None`` writes nothing (``fit(out_dir=...)`` overrides).
-        best_metric: Evaluation metric deciding ``best.pt`` (e.g. ``"top1"``, ``"loss"``);
-            ``None`` uses the task's default.
-        best_mode: ``"min"``, ``"max"`` or ``"auto"`` (from the task's metric directions).
-        save_best: Keep ``best.pt``.
-        csv: Also write ``metrics_train.csv`` / ``metrics_eval.csv``.
-        progress: Show a tqdm bar (rank 0, interactive terminals only).
-        compile: Wrap the model in ``torch.compile``.
-        deterministic: Ask torch for deterministic algorithms.
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; ``None`` picks CUDA when available
-            (under DDP, ``cuda:LOCAL_RANK``).
+        time_budget_s: Stop (and checkpoint) once this much training time is spent, summed
+            over resumes; ``None``: no limit.
+        batch_size, eval_batch_size, num_workers: For the batch builders (per process).
+        eval_every, eval_every_epochs: Evaluate every N steps / epochs (0: never); also at
+            the end, and at step 0 with ``eval_at_start``.
+        log_every: Training record every N steps.
+        checkpoint_every, checkpoint_every_epochs: ``last.pt`` every N steps / epochs (0:
+            never); always at the end.
+        seed: Seed of the training stream.
+        precision: ``"fp32"`` or ``"bf16"`` autocast.
+        out_dir: Output folder (``None``: nothing is written).
+        best_metric, best_mode: Metric deciding ``best.pt`` (``None``: the task's default) and
+            its direction (``"auto"``: from the task).
+        save_best, csv, progress, compile, deterministic: Switches.
+        device: ``"cpu"``, ``"cuda"``, ... (``None``: CUDA when available).
     """
 
-    epochs: int = 1
-    max_steps: int | None = None
-    batch_size: int = 64
-    eval_batch_size: int | None = None
-    num_workers: int = 0
-    eval_every: int = 0
-    eval_every_epochs: int = 0
-    log_every: int = 50
-    checkpoint_every: int = 0
-    checkpoint_every_epochs: int = 1
-    seed: int = 0
+    where: ClassVar[str] = "train"
+    epochs: int = bounded(1, ge=1)
+    max_steps: int | None = bounded(None, ge=1)
+    time_budget_s: float | None = bounded(None, gt=0)
+    batch_size: int = bounded(64, ge=1)
+    eval_batch_size: int | None = bounded(None, ge=1)
+    num_workers: int = bounded(0, ge=0)
+    eval_every: int = bounded(0, ge=0)
+    eval_every_epochs: int = bounded(0, ge=0)
+    eval_at_start: bool = False
+    log_every: int = bounded(50, ge=1)
+    checkpoint_every: int = bounded(0, ge=0)
+    checkpoint_every_epochs: int = bounded(1, ge=0)
+    seed: int = bounded(0, ge=0)
     precision: Literal["fp32", "bf16"] = "fp32"
     out_dir: str | None = None
     best_metric: str | None = None
@@ -285,181 +456,75 @@ class TrainConfig(_Section):
     deterministic: bool = False
     device: str | None = None
 
-    def _check(self) -> None:
-        _positive("train.epochs", self.epochs)
-        _positive("train.max_steps", self.max_steps)
-        _positive("train.batch_size", self.batch_size)
-        _positive("train.eval_batch_size", self.eval_batch_size)
-        _positive("train.log_every", self.log_every)
-        for name in ("num_workers", "eval_every", "eval_every_epochs", "checkpoint_every",
-                     "checkpoint_every_epochs", "seed"):
-            _positive(f"train.{name}", getattr(self, name), allow_zero=True)
 
+def check_model_section(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"name": <registered model>, **fields}`` checked against the model's config class.
 
-_SECTIONS: dict[str, type] = {"train": TrainConfig, "optim": OptimConfig,
-                              "schedule": ScheduleConfig}
-_OPAQUE = ("model", "data")
+    Raises:
+        ValueError: Unknown model or field (with close matches) or a value the config refuses.
+        TypeError: A value of the wrong type.
+    """
+    if not values:
+        return {}
+    from ..models import get_model_config
+    from ..models.registry import is_model
+    name = values.get("name")
+    if not isinstance(name, str):
+        raise ValueError(f"model.name must name a registered model (see `translution models`), "
+                         f"got {name!r}")
+    try:
+        base = get_model_config(name)
+    except ValueError as e:
+        if is_model(name):                     # registered without a config: cannot check
+            return dict(values)
+        raise ValueError(f"model.name: {e}") from None
+    hints = typing.get_type_hints(type(base))
+    valid = [f.name for f in dataclasses.fields(base)]
+    out = {"name": name}
+    for key, value in values.items():
+        if key != "name":
+            if key not in valid:
+                raise unknown_key("model", key, ["name"] + valid)
+            out[key] = _coerce(value, hints[key], f"model.{key}")
+    try:
+        get_model_config(name, **{k: v for k, v in out.items() if k != "name"})
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"model ({name}): {e}") from None
+    return out
 
 
 @dataclass
-class RunConfig:
-    """Everything a run needs.
+class RunConfig(Section):
+    """Everything a run needs; sections may be given as mappings."""
 
-    Attributes:
-        model: Model name and overrides, passed through opaquely (e.g. ``{"name": "vit"}``).
-        data: Data settings, passed through opaquely.
-        train: Loop settings.
-        optim: Optimiser settings.
-        schedule: Learning-rate schedule.
-    """
-
-    model: dict = field(default_factory=dict)
-    data: dict = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict)
+    data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
-    def __post_init__(self) -> None:
-        for name in _OPAQUE:
-            value = getattr(self, name)
-            if not isinstance(value, dict):
-                raise TypeError(f"{name}: expected a mapping, got {type(value).__name__} {value!r}")
-        for name, cls in _SECTIONS.items():
-            value = getattr(self, name)
-            if isinstance(value, dict):
-                setattr(self, name, cls.from_dict(value))
-            elif not isinstance(value, cls):
-                raise TypeError(f"{name}: expected {cls.__name__} or a mapping, "
-                                f"got {type(value).__name__}")
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any] | None) -> "RunConfig":
-        """Build from a nested mapping (e.g. parsed YAML); missing sections take defaults.
-
-        Raises:
-            ValueError: On an unknown section or key; the message lists the valid ones.
-            TypeError: On a value of the wrong type.
-        """
-        values = {} if values is None else values
-        if not isinstance(values, dict):
-            raise TypeError(f"config: expected a mapping at the top level, got "
-                            f"{type(values).__name__}")
-        valid = list(_OPAQUE) + list(_SECTIONS)
-        unknown = sorted(set(values) - set(valid))
-        if unknown:
-            raise ValueError(f"unknown config section(s) {unknown}; valid sections: {valid}")
-        kwargs = {k: ({} if v is None else v) for k, v in values.items()}
-        return cls(**kwargs)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict (tuples become lists) suitable for YAML/JSON."""
-        return config_to_dict(self)
+    def check(self) -> None:
+        self.model = check_model_section(self.model)
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
-    """Return ``cfg`` as nested plain Python values (dicts, lists, scalars)."""
-    return _plain(dataclasses.asdict(cfg))
-
-
-def _parse_override(item: str) -> tuple[list[str], Any]:
-    if not isinstance(item, str) or "=" not in item:
-        raise ValueError(f"override must look like 'section.key=value', got {item!r}")
-    key, raw = item.split("=", 1)
-    path = key.strip().split(".")
-    if not all(path):
-        raise ValueError(f"override key must be a dotted path like 'optim.lr', got {key!r}")
-    value = yaml.safe_load(raw) if raw.strip() else None
-    return path, value
-
-
-def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``key=value`` overrides to a nested config mapping (returns a new mapping).
-
-    Keys of the ``train``/``optim``/``schedule`` sections are checked here so that the error
-    names the override; ``model``/``data`` accept any (nested) key.
-
-    Args:
-        values: Nested mapping as read from YAML.
-        overrides: Items such as ``"optim.lr=1e-3"`` or ``"model.depth=2"``; values are parsed
-            with ``yaml.safe_load`` (``[0.9, 0.95]``, ``true``, ``null`` work).
-
-    Raises:
-        ValueError: On a malformed item or an unknown section/key.
-    """
-    out = _plain(values)
-    valid_sections = list(_OPAQUE) + list(_SECTIONS)
-    for item in overrides:
-        path, value = _parse_override(item)
-        section = path[0]
-        if section not in valid_sections:
-            raise ValueError(f"override {item!r}: unknown section {section!r}; "
-                             f"valid sections: {valid_sections}")
-        if len(path) == 1:
-            out[section] = value
-            continue
-        if section in _SECTIONS:
-            valid = [f.name for f in dataclasses.fields(_SECTIONS[section])]
-            if len(path) != 2 or path[1] not in valid:
-                raise ValueError(f"override {item!r}: unknown key {'.'.join(path[1:])!r} in "
-                                 f"'{section}'; valid keys: {valid}")
-        node = out.setdefault(section, {})
-        if node is None:
-            node = out[section] = {}
-        for part in path[1:-1]:
-            child = node.get(part)
-            if not isinstance(child, dict):
-                child = node[part] = {}
-            node = child
-        node[path[-1]] = value
-    return out
+def config_to_dict(cfg: Section) -> dict[str, Any]:
+    """``cfg.to_dict()``: nested plain Python values."""
+    return cfg.to_dict()
 
 
 def load_config(path: str | os.PathLike | None = None,
-                overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
-    """Read a YAML run configuration (or start from defaults) and apply overrides.
-
-    Args:
-        path: YAML file with any of the sections ``model``, ``data``, ``train``, ``optim``,
-            ``schedule``; ``None`` starts from defaults.
-        overrides: ``key=value`` items with dotted keys, applied in order.
-
-    Returns:
-        The resolved :class:`RunConfig`.
+                overrides: Sequence[str] = ()) -> RunConfig:
+    """Read a YAML run configuration (or the defaults) and apply ``key=value`` overrides.
 
     Raises:
-        ValueError: If the file is missing or not valid YAML, or on an unknown key (the message
-            lists the valid keys) or a bad value.
-        TypeError: If a value has the wrong type.
+        ValueError: Missing/invalid file, unknown key (with close matches), bad value.
+        TypeError: A value of the wrong type.
     """
-    values: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ValueError(f"config file {str(p)!r} does not exist")
-        try:
-            loaded = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as e:
-            raise ValueError(f"config file {str(p)!r} is not valid YAML: {e}") from e
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ValueError(f"config file {str(p)!r} must hold a mapping at the top level, "
-                             f"got {type(loaded).__name__}")
-        values = loaded or {}
-    return RunConfig.from_dict(apply_overrides(values, list(overrides)))
+    return RunConfig.from_dict(with_overrides(read_yaml(path) if path else {}, overrides))
 
 
-def save_config(cfg: RunConfig, path: str | os.PathLike) -> Path:
-    """Write the resolved configuration as YAML (atomically) and return the path."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
-    tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-    os.replace(tmp, p)
-    return p
+def save_config(cfg: Section, path: str | os.PathLike) -> Path:
+    """Write ``cfg`` as YAML (atomically) and return the path."""
+    import yaml
+    from ..utils import atomic_write_text
+    return atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
