@@ -14,11 +14,11 @@ from tiktoken_ext import openai_public
 from translution.data import text as text_mod
 from translution.data.text import (
     TokenDataset,
-    TokenWriter,
     get_batch,
     prepare_corpus,
     read_meta,
     token_dtype,
+    write_tokens,
 )
 from translution.data.tokenizers import CharTokenizer, GPT2Tokenizer
 
@@ -45,7 +45,7 @@ def test_token_dtype():
     assert token_dtype(65536) == np.uint32 and token_dtype(50257) == np.uint16
     with pytest.raises(ValueError, match="got 0"):
         token_dtype(0)
-    with pytest.raises(TypeError, match="got float"):
+    with pytest.raises(TypeError, match="float"):
         token_dtype(3.0)
 
 
@@ -180,19 +180,29 @@ def test_digest_check_is_cached_by_size_and_mtime(char_corpus, monkeypatch):
         TokenDataset(out, "train")
 
 
-def test_token_writer_checks_and_abort(tmp_path):
+def test_write_tokens_checks_and_leaves_nothing_on_error(tmp_path):
     with pytest.raises(ValueError, match=r"\[0, 10\), found range \[0, 10\]"):
-        with TokenWriter(tmp_path / "x.bin", 10) as w:
-            w.write([1, 2, 3])
-            w.write(np.array([0, 10]))
-    assert list(tmp_path.iterdir()) == []  # aborted: no file, no temporary
-    with TokenWriter(tmp_path / "x.bin", 10) as w:
-        w.write(torch.tensor([1, 2]))
-        w.write([])
-        with pytest.raises(ValueError, match=r"1-D, got shape \(1, 2\)"):
-            w.write([[1, 2]])
-    assert w.tokens == 2 and w.split_meta()["bytes"] == 4
+        write_tokens(tmp_path / "x.bin", 10, [[1, 2, 3], np.array([0, 10])])
+    with pytest.raises(ValueError, match=r"1-D, got shape \(1, 2\)"):
+        write_tokens(tmp_path / "x.bin", 10, [[[1, 2]]])
+    assert list(tmp_path.iterdir()) == []  # no file, no temporary
+    info = write_tokens(tmp_path / "x.bin", 10, [torch.tensor([1, 2]), []])
+    assert info["tokens"] == 2 and info["bytes"] == 4 and info["file"] == "x.bin"
+    assert info["sha256"] == hashlib.sha256((tmp_path / "x.bin").read_bytes()).hexdigest()
     assert np.fromfile(tmp_path / "x.bin", dtype="<u2").tolist() == [1, 2]
+
+
+def test_text_errors_are_value_errors(tmp_path, char_corpus):
+    """Issue 11: a lone surrogate and non-UTF-8 bytes reached the user as Unicode*Error."""
+    with pytest.raises(ValueError, match=r"texts_train\[1\] has a lone surrogate .* position 2"):
+        prepare_corpus(["ok", "ab\ud800c"], VAL, tmp_path / "c", "char")
+    with pytest.raises(ValueError, match="lone surrogate"):
+        prepare_corpus(TRAIN, ["\udc00"], tmp_path / "c", GPT2Tokenizer(small_encoding()))
+    out, _ = char_corpus
+    meta = (out / "meta.json").read_bytes()
+    (out / "meta.json").write_bytes(meta[:10] + b"\xfe" + meta[10:])
+    with pytest.raises(ValueError, match="meta.json: not UTF-8 at byte 10"):
+        read_meta(out)
 
 
 # ---------------------------------------------------------------------------------- get_batch
@@ -232,9 +242,9 @@ def test_get_batch_bounds_and_errors():
     assert (x == torch.arange(16)).all() and (y == torch.arange(1, 17)).all()
     with pytest.raises(ValueError, match="split has 17 tokens; block_size 17 needs at least 18"):
         get_batch(data, 1, 17, g)
-    with pytest.raises(TypeError, match="batch_size must be an int, got float"):
+    with pytest.raises(TypeError, match="batch_size must be an int, got 2.0"):
         get_batch(data, 2.0, 4, g)
-    with pytest.raises(ValueError, match="block_size must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="block_size must be an int >= 1, got 0"):
         get_batch(data, 2, 0, g)
     with pytest.raises(ValueError, match=r"1-D, got shape \(1, 17\)"):
         get_batch(data[None], 2, 4, g)

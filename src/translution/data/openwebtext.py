@@ -28,19 +28,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence, Union
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from .text import TokenWriter, write_meta
+from ..utils import check_int
+from .text import write_meta, write_tokens
 from .tokenizers import GPT2Tokenizer
-
-__all__ = [
-    "OWT_SEED",
-    "OWT_VAL_FRACTION",
-    "load_openwebtext_documents",
-    "prepare_openwebtext",
-    "split_indices",
-    "tokenize_documents",
-]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -66,8 +57,7 @@ def split_indices(
         TypeError: ``n_docs`` is not an int.
         ValueError: ``val_fraction`` outside ``(0, 1)``, or a split would be empty.
     """
-    if isinstance(n_docs, bool) or not isinstance(n_docs, (int, np.integer)):
-        raise TypeError(f"n_docs must be an int, got {type(n_docs).__name__}")
+    n_docs = check_int("n_docs", n_docs, 0)
     if not isinstance(val_fraction, float) or not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be a float in (0, 1), got {val_fraction!r}")
     n_val = math.ceil(val_fraction * n_docs)
@@ -197,8 +187,7 @@ def prepare_openwebtext(
         raise TypeError("documents must be a sequence of str, got a single str")
     if not hasattr(documents, "__len__") or not hasattr(documents, "__getitem__"):
         documents = list(documents)
-    if isinstance(batch_docs, bool) or not isinstance(batch_docs, int) or batch_docs < 1:
-        raise ValueError(f"batch_docs must be a positive int, got {batch_docs!r}")
+    batch_docs = check_int("batch_docs", batch_docs, 1)
 
     tok = tokenizer if tokenizer is not None else GPT2Tokenizer()
     if not isinstance(tok, GPT2Tokenizer):
@@ -212,24 +201,17 @@ def prepare_openwebtext(
     train_idx, val_idx = split_indices(n_docs, val_fraction, seed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    try:
-        os.unlink(out / "meta.json")
-    except FileNotFoundError:
-        pass
-
+    (out / "meta.json").unlink(missing_ok=True)
     split_meta: dict[str, dict[str, Any]] = {}
     for split, idx in (("train", train_idx), ("val", val_idx)):
         starts = range(0, len(idx), batch_docs)
-        with TokenWriter(out / f"{split}.bin", tok.vocab_size) as w:
-            for s in tqdm(starts, desc=f"tokenizing {split}", disable=not progress,
-                          unit="batch"):
-                texts = _fetch_texts(documents, idx[s:s + batch_docs])
-                w.write(tokenize_documents(texts, tok, append_eot=True))
-        try:
-            os.unlink(out / f".{split}.bin.verified.json")
-        except FileNotFoundError:
-            pass
-        split_meta[split] = dict(w.split_meta(), documents=int(len(idx)))
+        if progress:
+            from tqdm.auto import tqdm  # the ``train`` extra; only for the progress bar
+            starts = tqdm(starts, desc=f"tokenizing {split}", unit="batch")
+        chunks = (tokenize_documents(_fetch_texts(documents, idx[s:s + batch_docs]), tok)
+                  for s in starts)
+        split_meta[split] = dict(write_tokens(out / f"{split}.bin", tok.vocab_size, chunks),
+                                 documents=int(len(idx)))
     extra = {
         "source": source_name,
         "documents": {"train": int(len(train_idx)), "val": int(len(val_idx))},
