@@ -1,4 +1,4 @@
-"""Token files (prepare_corpus / TokenDataset) and random windows (get_batch)."""
+"""Token files: prepare_corpus, write_tokens, TokenDataset."""
 from __future__ import annotations
 
 import hashlib
@@ -14,7 +14,6 @@ from tiktoken_ext import openai_public
 from translution.data import text as text_mod
 from translution.data.text import (
     TokenDataset,
-    get_batch,
     prepare_corpus,
     read_meta,
     token_dtype,
@@ -203,67 +202,6 @@ def test_text_errors_are_value_errors(tmp_path, char_corpus):
     (out / "meta.json").write_bytes(meta[:10] + b"\xfe" + meta[10:])
     with pytest.raises(ValueError, match="meta.json: not UTF-8 at byte 10"):
         read_meta(out)
-
-
-# ---------------------------------------------------------------------------------- get_batch
-def test_get_batch_windows():
-    data = np.arange(1000, dtype=np.uint16)
-    g = torch.Generator().manual_seed(0)
-    x, y = get_batch(data, 8, 16, g)
-    assert x.shape == y.shape == (8, 16) and x.dtype == y.dtype == torch.int64
-    assert torch.equal(y[:, :-1], x[:, 1:])
-    for row_x, row_y in zip(x, y):
-        s = int(row_x[0])
-        assert row_x.tolist() == list(range(s, s + 16))
-        assert row_y.tolist() == list(range(s + 1, s + 17))
-
-
-def test_get_batch_deterministic_and_resumable():
-    data = np.random.default_rng(0).integers(0, 50257, size=5000).astype(np.uint16)
-    g1 = torch.Generator().manual_seed(1234)
-    g2 = torch.Generator().manual_seed(1234)
-    a = [get_batch(data, 4, 32, g1) for _ in range(3)]
-    b = [get_batch(data, 4, 32, g2) for _ in range(3)]
-    for (xa, ya), (xb, yb) in zip(a, b):
-        assert torch.equal(xa, xb) and torch.equal(ya, yb)
-    state = g1.get_state()
-    nxt = get_batch(data, 4, 32, g1)
-    g3 = torch.Generator()
-    g3.set_state(state)
-    again = get_batch(data, 4, 32, g3)
-    assert torch.equal(nxt[0], again[0]) and torch.equal(nxt[1], again[1])
-    assert not torch.equal(a[0][0], a[1][0])
-
-
-def test_get_batch_bounds_and_errors():
-    data = np.arange(17, dtype=np.uint16)
-    g = torch.Generator().manual_seed(0)
-    x, y = get_batch(data, 3, 16, g)  # exactly block_size + 1 tokens: one window
-    assert (x == torch.arange(16)).all() and (y == torch.arange(1, 17)).all()
-    with pytest.raises(ValueError, match="split has 17 tokens; block_size 17 needs at least 18"):
-        get_batch(data, 1, 17, g)
-    with pytest.raises(TypeError, match="batch_size must be an int, got 2.0"):
-        get_batch(data, 2.0, 4, g)
-    with pytest.raises(ValueError, match="block_size must be an int >= 1, got 0"):
-        get_batch(data, 2, 0, g)
-    with pytest.raises(ValueError, match=r"1-D, got shape \(1, 17\)"):
-        get_batch(data[None], 2, 4, g)
-    with pytest.raises(TypeError, match="got list"):
-        get_batch(list(range(20)), 2, 4, g)
-    # all windows stay in range over many draws
-    xs, ys = get_batch(np.arange(40, dtype=np.uint16), 4096, 8, g)
-    assert int(ys.max()) == 39 and int(xs.min()) == 0
-
-
-def test_get_batch_from_dataset_and_tensor(char_corpus):
-    out, _ = char_corpus
-    ds = TokenDataset(out, "train")
-    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
-    xa, ya = ds.get_batch(2, 8, g1)
-    xb, yb = get_batch(torch.from_numpy(np.array(ds.data, dtype=np.int64)), 2, 8, g2)
-    assert torch.equal(xa, xb) and torch.equal(ya, yb)
-    x, _ = get_batch(ds, 2, 8, g1, device="cpu")
-    assert x.device.type == "cpu"
 
 
 def test_written_files_follow_umask(char_corpus):

@@ -39,9 +39,8 @@ OWT_VAL_FRACTION = 0.0005
 OWT_SEED = 2357
 
 
-def split_indices(
-    n_docs: int, val_fraction: float = OWT_VAL_FRACTION, seed: int = OWT_SEED
-) -> tuple[np.ndarray, np.ndarray]:
+def split_indices(n_docs: int, val_fraction: float = OWT_VAL_FRACTION, seed: int = OWT_SEED
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """Document indices of the train and validation splits (``datasets.train_test_split``).
 
     Args:
@@ -63,17 +62,14 @@ def split_indices(
     n_val = math.ceil(val_fraction * n_docs)
     n_train = n_docs - n_val
     if n_val < 1 or n_train < 1:
-        raise ValueError(
-            f"expected at least 1 train and 1 val document, found {n_train} train and {n_val} "
-            f"val from {n_docs} documents with val_fraction {val_fraction}"
-        )
+        raise ValueError(f"expected at least 1 train and 1 val document, found {n_train} train "
+                         f"and {n_val} val from {n_docs} documents with val_fraction {val_fraction}")
     perm = np.random.default_rng(seed).permutation(int(n_docs)).astype(np.int64)
     return perm[n_val:], perm[:n_val]
 
 
-def load_openwebtext_documents(
-    name: str = "openwebtext", num_proc: int | None = 8, **load_kwargs: Any
-):
+def load_openwebtext_documents(name: str = "openwebtext", num_proc: int | None = 8,
+                               **load_kwargs: Any):
     """The real corpus: ``datasets.load_dataset(name, num_proc=num_proc)["train"]``.
 
     Needs the ``datasets`` package and internet (about 54 GB of download/cache). Recent
@@ -89,10 +85,9 @@ def load_openwebtext_documents(
     try:
         import datasets  # noqa: F401
     except ImportError as e:
-        raise ImportError(
-            "preparing the real OpenWebText needs Hugging Face `datasets` (not a dependency of "
-            "translution): pip install datasets  — or pass documents=... to prepare_openwebtext"
-        ) from e
+        raise ImportError("preparing the real OpenWebText needs Hugging Face `datasets` (not a "
+                          "dependency of translution): pip install datasets  — or pass "
+                          "documents=... to prepare_openwebtext") from e
     from datasets import load_dataset
 
     ds = load_dataset(name, num_proc=num_proc, **load_kwargs)
@@ -107,15 +102,12 @@ def _fetch_texts(source: Any, idx: np.ndarray) -> list[str]:
         texts = [source[int(i)] for i in idx]
     for j, t in enumerate(texts):
         if not isinstance(t, str):
-            raise TypeError(
-                f"document {int(idx[j])} must be str, got {type(t).__name__}"
-            )
+            raise TypeError(f"document {int(idx[j])} must be str, got {type(t).__name__}")
     return list(texts)
 
 
-def tokenize_documents(
-    texts: Sequence[str], tokenizer: GPT2Tokenizer, append_eot: bool = True
-) -> np.ndarray:
+def tokenize_documents(texts: Sequence[str], tokenizer: GPT2Tokenizer, append_eot: bool = True
+                       ) -> np.ndarray:
     """GPT-2 ids of several documents, each followed by the end-of-text id, concatenated.
 
     Args:
@@ -129,28 +121,19 @@ def tokenize_documents(
     if append_eot and tokenizer.eot_token is None:
         raise ValueError("append_eot=True but the tokenizer has no end-of-text token")
     parts: list[list[int]] = tokenizer.encode_batch(texts)
-    if append_eot:
-        eot = tokenizer.eot_token
-        for p in parts:
-            p.append(eot)
-    if not parts:
-        return np.zeros(0, dtype=np.int64)
+    for p in parts if append_eot else []:
+        p.append(tokenizer.eot_token)
     return np.fromiter((t for p in parts for t in p), dtype=np.int64,
                        count=sum(len(p) for p in parts))
 
 
-def prepare_openwebtext(
-    out_dir: PathLike,
-    *,
-    documents: Union[Sequence[str], Iterable[str], Callable[[], Any], None] = None,
-    tokenizer: GPT2Tokenizer | None = None,
-    val_fraction: float = OWT_VAL_FRACTION,
-    seed: int = OWT_SEED,
-    batch_docs: int = 1024,
-    num_proc: int | None = 8,
-    progress: bool = True,
-    dataset_kwargs: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
+def prepare_openwebtext(out_dir: PathLike, *,
+                        documents: Union[Sequence[str], Iterable[str], Callable[[], Any],
+                                         None] = None,
+                        tokenizer: GPT2Tokenizer | None = None,
+                        val_fraction: float = OWT_VAL_FRACTION, seed: int = OWT_SEED,
+                        batch_docs: int = 1024, num_proc: int | None = 8, progress: bool = True,
+                        dataset_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Write ``train.bin``, ``val.bin`` (uint16 GPT-2 ids, eot after each document), ``meta.json``.
 
     Args:
@@ -193,9 +176,8 @@ def prepare_openwebtext(
     if not isinstance(tok, GPT2Tokenizer):
         raise TypeError(f"tokenizer must be a GPT2Tokenizer, got {type(tok).__name__}")
     if tok.vocab_size >= 2**16:
-        raise ValueError(
-            f"the recipe stores uint16 ids: expected vocab_size < 65536, found {tok.vocab_size}"
-        )
+        raise ValueError(f"the recipe stores uint16 ids: expected vocab_size < 65536, found "
+                         f"{tok.vocab_size}")
 
     n_docs = len(documents)
     train_idx, val_idx = split_indices(n_docs, val_fraction, seed)
@@ -212,11 +194,7 @@ def prepare_openwebtext(
                   for s in starts)
         split_meta[split] = dict(write_tokens(out / f"{split}.bin", tok.vocab_size, chunks),
                                  documents=int(len(idx)))
-    extra = {
-        "source": source_name,
-        "documents": {"train": int(len(train_idx)), "val": int(len(val_idx))},
-        "val_fraction": val_fraction,
-        "seed": seed,
-        "append_eot": True,
-    }
+    extra = {"source": source_name, "val_fraction": val_fraction, "seed": seed,
+             "documents": {"train": int(len(train_idx)), "val": int(len(val_idx))},
+             "append_eot": True}
     return write_meta(out, tok, split_meta, extra)

@@ -1,4 +1,4 @@
-"""Token files on disk and random training windows (the nanoGPT-style text pipeline).
+"""Token files on disk (the nanoGPT-style text pipeline).
 
 A prepared corpus is a directory holding
 
@@ -10,11 +10,9 @@ A prepared corpus is a directory holding
 
 :func:`prepare_corpus` writes such a directory from in-memory texts; :func:`write_tokens` streams
 token arrays into one split file (used for corpora too big for memory, e.g. OpenWebText).
-:class:`TokenDataset` memory-maps a split after checking it against ``meta.json`` and
-:func:`get_batch` draws random ``(x, y)`` windows from it, reproducibly given a
-:class:`torch.Generator` (saving ``generator.get_state()`` is enough to resume exactly).
-
-Every file is written atomically (a temporary file in the same folder, then :func:`os.replace`).
+:class:`TokenDataset` memory-maps a split after checking it against ``meta.json``; training draws
+random windows from it with :func:`translution.train.token_windows`. Every file is written
+atomically.
 """
 from __future__ import annotations
 
@@ -37,7 +35,6 @@ IdsLike = Union[Sequence[int], np.ndarray, torch.Tensor]
 
 META_FORMAT = "translution-tokens"
 META_VERSION = 1
-SPLITS = ("train", "val")
 _VERIFY_CACHE_SUFFIX = ".verified.json"
 
 
@@ -56,9 +53,6 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype("<u2") if vocab_size < 2**16 else np.dtype("<u4")
 
 
-# ----------------------------------------------------------------------------------------------
-# writing
-# ----------------------------------------------------------------------------------------------
 def _checked_ids(ids: IdsLike, vocab_size: int) -> np.ndarray:
     """``ids`` as a 1-D integer array with every id in ``[0, vocab_size)``."""
     if isinstance(ids, torch.Tensor):
@@ -103,58 +97,41 @@ def write_tokens(path: PathLike, vocab_size: int, chunks: Iterable[IdsLike]) -> 
             "sha256": digest.hexdigest()}
 
 
-def write_meta(
-    out_dir: PathLike,
-    tokenizer: Tokenizer,
-    splits: Mapping[str, Mapping[str, Any]],
-    extra: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Write ``meta.json`` for a prepared corpus (atomically).
+def write_meta(out_dir: PathLike, tokenizer: Tokenizer, splits: Mapping[str, Mapping[str, Any]],
+               extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Write ``meta.json`` of a prepared corpus (atomically) and return it.
 
     Args:
         out_dir: Corpus folder.
         tokenizer: The tokenizer that produced the ids.
         splits: ``{split: write_tokens(...)}`` (plus any extra per-split fields).
         extra: Further top-level fields (e.g. the source and document counts).
-
-    Returns:
-        The metadata dictionary written.
     """
-    dtype = token_dtype(tokenizer.vocab_size)
     meta: dict[str, Any] = {
-        "format": META_FORMAT,
-        "version": META_VERSION,
-        "tokenizer": tokenizer.to_meta(),
-        "vocab_size": int(tokenizer.vocab_size),
-        "dtype": dtype.name,
-        "splits": {k: dict(v) for k, v in splits.items()},
-    }
-    if extra:
-        for k, v in extra.items():
-            if k in meta:
-                raise ValueError(f"extra meta key {k!r} collides with a reserved key")
-            meta[k] = v
+        "format": META_FORMAT, "version": META_VERSION, "tokenizer": tokenizer.to_meta(),
+        "vocab_size": int(tokenizer.vocab_size), "dtype": token_dtype(tokenizer.vocab_size).name,
+        "splits": {k: dict(v) for k, v in splits.items()}}
+    clash = sorted(set(extra or {}) & set(meta))
+    if clash:
+        raise ValueError(f"extra meta keys {clash} collide with reserved keys")
+    meta.update(extra or {})
     atomic_write_json(Path(out_dir) / "meta.json", meta)
     return meta
 
 
-def _resolve_tokenizer(
-    tokenizer: Union[str, Tokenizer], texts_train: Sequence[str], texts_val: Sequence[str],
-    char_vocab_from: str, separator: str,
-) -> Tokenizer:
+def _resolve_tokenizer(tokenizer: Union[str, Tokenizer], texts_train: Sequence[str],
+                       texts_val: Sequence[str], char_vocab_from: str, separator: str
+                       ) -> Tokenizer:
     if isinstance(tokenizer, Tokenizer):
         return tokenizer
     if not isinstance(tokenizer, str):
-        raise TypeError(
-            "tokenizer must be 'char', 'gpt2' or a Tokenizer instance, "
-            f"got {type(tokenizer).__name__}"
-        )
+        raise TypeError("tokenizer must be 'char', 'gpt2' or a Tokenizer instance, got "
+                        f"{type(tokenizer).__name__}")
     if tokenizer == "char":
-        if char_vocab_from == "train":
-            return CharTokenizer.from_texts(list(texts_train) + [separator])
-        if char_vocab_from == "all":
-            return CharTokenizer.from_texts(list(texts_train) + list(texts_val) + [separator])
-        raise ValueError(f"char_vocab_from must be 'train' or 'all', got {char_vocab_from!r}")
+        if char_vocab_from not in ("train", "all"):
+            raise ValueError(f"char_vocab_from must be 'train' or 'all', got {char_vocab_from!r}")
+        extra = list(texts_val) if char_vocab_from == "all" else []
+        return CharTokenizer.from_texts(list(texts_train) + extra + [separator])
     if tokenizer == "gpt2":
         return GPT2Tokenizer()
     raise ValueError(f"tokenizer must be 'char' or 'gpt2', got {tokenizer!r}")
@@ -186,17 +163,10 @@ def _document_ids(tok: Tokenizer, texts: Sequence[str], separator: str, append_e
             yield np.array([tok.eot_token], dtype=np.int64)
 
 
-def prepare_corpus(
-    texts_train: Sequence[str],
-    texts_val: Sequence[str],
-    out_dir: PathLike,
-    tokenizer: Union[str, Tokenizer] = "char",
-    *,
-    separator: str | None = None,
-    append_eot: bool | None = None,
-    char_vocab_from: str = "train",
-    extra_meta: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
+def prepare_corpus(texts_train: Sequence[str], texts_val: Sequence[str], out_dir: PathLike,
+                   tokenizer: Union[str, Tokenizer] = "char", *, separator: str | None = None,
+                   append_eot: bool | None = None, char_vocab_from: str = "train",
+                   extra_meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Tokenize texts and write ``train.bin``, ``val.bin`` and ``meta.json`` into ``out_dir``.
 
     Each split is the concatenation of its documents. With the GPT-2 tokenizer the end-of-text id
@@ -253,9 +223,6 @@ def prepare_corpus(
     return write_meta(out, tok, split_meta, extra)
 
 
-# ----------------------------------------------------------------------------------------------
-# reading
-# ----------------------------------------------------------------------------------------------
 def read_meta(data_dir: PathLike) -> dict[str, Any]:
     """Load and sanity-check ``meta.json`` of a prepared corpus.
 
@@ -265,10 +232,8 @@ def read_meta(data_dir: PathLike) -> dict[str, Any]:
     """
     path = Path(data_dir) / "meta.json"
     if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} not found: {data_dir} is not a prepared token corpus "
-            "(run prepare_corpus / prepare_openwebtext first)"
-        )
+        raise FileNotFoundError(f"{path} not found: {data_dir} is not a prepared token corpus "
+                                "(run prepare_corpus / prepare_openwebtext first)")
     try:
         meta = json.loads(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as e:
@@ -279,37 +244,28 @@ def read_meta(data_dir: PathLike) -> dict[str, Any]:
         found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise ValueError(f"{path}: expected format {META_FORMAT!r}, found {found!r}")
     if meta.get("version") != META_VERSION:
-        raise ValueError(
-            f"{path}: expected version {META_VERSION}, found {meta.get('version')!r}"
-        )
-    for key in ("tokenizer", "vocab_size", "dtype", "splits"):
-        if key not in meta:
-            raise ValueError(f"{path}: missing key {key!r}")
+        raise ValueError(f"{path}: expected version {META_VERSION}, found {meta.get('version')!r}")
+    missing = [k for k in ("tokenizer", "vocab_size", "dtype", "splits") if k not in meta]
+    if missing:
+        raise ValueError(f"{path}: missing keys {missing}")
     expected_dtype = token_dtype(int(meta["vocab_size"])).name
     if meta["dtype"] != expected_dtype:
-        raise ValueError(
-            f"{path}: expected dtype {expected_dtype} for vocab_size {meta['vocab_size']}, "
-            f"found {meta['dtype']}"
-        )
+        raise ValueError(f"{path}: expected dtype {expected_dtype} for vocab_size "
+                         f"{meta['vocab_size']}, found {meta['dtype']}")
     return meta
 
 
 def _check_tokenizer_matches(meta: Mapping[str, Any], tokenizer: Tokenizer, where: str) -> None:
-    if tokenizer.vocab_size != int(meta["vocab_size"]):
-        raise ValueError(
-            f"{where}: expected vocab_size {meta['vocab_size']} (from meta.json), "
-            f"found {tokenizer.vocab_size} for the given {tokenizer.kind} tokenizer"
-        )
     kind = meta["tokenizer"].get("kind")
+    if tokenizer.vocab_size != int(meta["vocab_size"]):
+        raise ValueError(f"{where}: expected vocab_size {meta['vocab_size']} (from meta.json), "
+                         f"found {tokenizer.vocab_size} for the given {tokenizer.kind} tokenizer")
     if tokenizer.kind != kind:
-        raise ValueError(
-            f"{where}: expected a {kind!r} tokenizer (from meta.json), found {tokenizer.kind!r}"
-        )
+        raise ValueError(f"{where}: expected a {kind!r} tokenizer (from meta.json), found "
+                         f"{tokenizer.kind!r}")
     if tokenizer.to_meta() != meta["tokenizer"]:
-        raise ValueError(
-            f"{where}: the given {kind} tokenizer differs from the one in meta.json "
-            "(same kind and vocab_size, different vocabulary)"
-        )
+        raise ValueError(f"{where}: the given {kind} tokenizer differs from the one in meta.json "
+                         "(same kind and vocab_size, different vocabulary)")
 
 
 class TokenDataset:
@@ -337,44 +293,30 @@ class TokenDataset:
         ValueError: Any mismatch; the message names the expected and found values.
     """
 
-    def __init__(
-        self,
-        data_dir: PathLike,
-        split: str = "train",
-        *,
-        tokenizer: Tokenizer | None = None,
-        verify: bool = True,
-    ) -> None:
-        self.data_dir = Path(data_dir)
-        self.split = split
+    def __init__(self, data_dir: PathLike, split: str = "train", *,
+                 tokenizer: Tokenizer | None = None, verify: bool = True) -> None:
+        self.data_dir, self.split = Path(data_dir), split
         self.meta = read_meta(self.data_dir)
         splits = self.meta["splits"]
         if split not in splits:
-            raise ValueError(
-                f"{self.data_dir}: expected split one of {sorted(splits)}, found {split!r}"
-            )
+            raise ValueError(f"{self.data_dir}: expected split one of {sorted(splits)}, found "
+                             f"{split!r}")
         info = splits[split]
         self.path = self.data_dir / info.get("file", f"{split}.bin")
         self.dtype = np.dtype(self.meta["dtype"]).newbyteorder("<")
-        self.vocab_size = int(self.meta["vocab_size"])
-        self.num_tokens = int(info["tokens"])
+        self.vocab_size, self.num_tokens = int(self.meta["vocab_size"]), int(info["tokens"])
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path} not found (listed in meta.json)")
-        expected = self.num_tokens * self.dtype.itemsize
-        found = self.path.stat().st_size
+        expected, found = self.num_tokens * self.dtype.itemsize, self.path.stat().st_size
         if found != expected:
-            raise ValueError(
-                f"{self.path}: expected {expected} bytes ({self.num_tokens} tokens × "
-                f"{self.dtype.itemsize}), found {found}"
-            )
+            raise ValueError(f"{self.path}: expected {expected} bytes ({self.num_tokens} tokens × "
+                             f"{self.dtype.itemsize}), found {found}")
         if verify:
             self._verify_digest(info["sha256"])
         if tokenizer is not None:
             _check_tokenizer_matches(self.meta, tokenizer, str(self.path))
-        if self.num_tokens == 0:
-            self.data = np.zeros(0, dtype=self.dtype)
-        else:
-            self.data = np.memmap(self.path, dtype=self.dtype, mode="r", shape=(self.num_tokens,))
+        self.data = (np.memmap(self.path, dtype=self.dtype, mode="r", shape=(self.num_tokens,))
+                     if self.num_tokens else np.zeros(0, dtype=self.dtype))
 
     def _verify_digest(self, expected: str) -> None:
         cache = self.path.with_name(f".{self.path.name}{_VERIFY_CACHE_SUFFIX}")
@@ -400,90 +342,6 @@ class TokenDataset:
         """The tokenizer recorded in ``meta.json`` (GPT-2 loads tiktoken's encoding)."""
         return tokenizer_from_meta(self.meta["tokenizer"])
 
-    def get_batch(
-        self,
-        batch_size: int,
-        block_size: int,
-        generator: torch.Generator | None = None,
-        device: Union[str, torch.device, None] = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Random windows from this split; see :func:`get_batch`."""
-        return get_batch(self.data, batch_size, block_size, generator, device)
-
     def __repr__(self) -> str:
-        return (
-            f"TokenDataset({str(self.data_dir)!r}, split={self.split!r}, "
-            f"tokens={self.num_tokens}, vocab_size={self.vocab_size}, dtype={self.dtype.name})"
-        )
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return int(value)
-
-
-def get_batch(
-    split_data: Union[np.ndarray, torch.Tensor, TokenDataset],
-    batch_size: int,
-    block_size: int,
-    generator: torch.Generator | None = None,
-    device: Union[str, torch.device, None] = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draw ``batch_size`` random windows of ``block_size + 1`` consecutive tokens.
-
-    Start offsets are ``torch.randint(len - block_size, (batch_size,), generator=generator)``
-    (nanoGPT's sampling), so the batches are a pure function of the generator state: save
-    ``generator.get_state()`` with a checkpoint and restore it to resume the same sequence.
-
-    Args:
-        split_data: Token ids, shape ``(N,)`` (a memmap, array, CPU tensor or TokenDataset).
-        batch_size: ``B``.
-        block_size: ``T``, the context length.
-        generator: CPU ``torch.Generator`` (default: torch's global generator).
-        device: Where to put the result (pinned, non-blocking copy for CUDA).
-
-    Returns:
-        ``(x, y)``, both int64 of shape ``(B, T)``, with ``y[:, t] == x[:, t + 1]`` for
-        ``t < T - 1`` (``y`` is ``x`` shifted by one token).
-
-    Raises:
-        TypeError: Wrong argument types.
-        ValueError: The split has fewer than ``block_size + 1`` tokens, or is not 1-D.
-    """
-    if isinstance(split_data, TokenDataset):
-        split_data = split_data.data
-    batch_size = check_int("batch_size", batch_size, 1)
-    block_size = check_int("block_size", block_size, 1)
-    if isinstance(split_data, torch.Tensor):
-        if split_data.device.type != "cpu":
-            raise ValueError(f"split_data must be on the CPU, found {split_data.device}")
-        split_data = split_data.numpy()
-    if not isinstance(split_data, np.ndarray):
-        raise TypeError(
-            "split_data must be a numpy array/memmap, CPU tensor or TokenDataset, "
-            f"got {type(split_data).__name__}"
-        )
-    if split_data.ndim != 1:
-        raise ValueError(f"split_data must be 1-D, got shape {tuple(split_data.shape)}")
-    n = split_data.shape[0]
-    if n < block_size + 1:
-        raise ValueError(
-            f"split has {n} tokens; block_size {block_size} needs at least {block_size + 1}"
-        )
-    if generator is not None and generator.device.type != "cpu":
-        raise ValueError(f"generator must be a CPU generator, found {generator.device}")
-    starts = torch.randint(n - block_size, (batch_size,), generator=generator).numpy()
-    idx = starts[:, None] + np.arange(block_size + 1, dtype=np.int64)[None, :]
-    windows = torch.from_numpy(np.asarray(split_data[idx]).astype(np.int64))
-    x, y = windows[:, :-1].contiguous(), windows[:, 1:].contiguous()
-    if device is not None:
-        device = torch.device(device)
-        if device.type == "cuda":
-            x = x.pin_memory().to(device, non_blocking=True)
-            y = y.pin_memory().to(device, non_blocking=True)
-        else:
-            x, y = x.to(device), y.to(device)
-    return x, y
+        return (f"TokenDataset({str(self.data_dir)!r}, split={self.split!r}, "
+                f"tokens={self.num_tokens}, vocab_size={self.vocab_size}, dtype={self.dtype.name})")
