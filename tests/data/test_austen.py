@@ -84,7 +84,7 @@ def test_fetch_from_extracted_dir_and_cache(tmp_path, fake_package):
     cache = fetch_austen(tmp_path / "cache", extracted_dir=fake_package)
     texts = read_austen(cache)
     assert texts == FAKE_TEXTS and list(texts) == list(AUSTEN_NOVELS)
-    assert texts["emma"] == "EMMA\n\nnaïve £5 — “quoted”\n"  # NA line -> "", joined with "\n"
+    assert texts["emma"] == "EMMA\n\nnaïve £5 — “quoted”\n"  # NA line -> "", joined by "\n"
     manifest = json.loads((cache / "manifest.json").read_text())
     assert manifest["novels"]["emma"]["chars"] == len(texts["emma"])
     assert fetch_austen(cache) == cache  # complete: no source needed any more

@@ -91,7 +91,8 @@ def _novels_from(data_dir: Path) -> Dict[str, str]:
     """The six texts from an unpacked package's data folder, checked against the known sizes."""
     objects = read_lazyload_db(data_dir)
     if any(n not in objects for n in AUSTEN_NOVELS):
-        raise ValueError(f"{data_dir}: expected novels {list(AUSTEN_NOVELS)}, found {list(objects)}")
+        raise ValueError(f"{data_dir}: expected novels {list(AUSTEN_NOVELS)}, found "
+                         f"{list(objects)}")
     texts = {n: "\n".join("" if line is None else str(line) for line in objects[n])
              for n in AUSTEN_NOVELS}
     sizes = {n: len(t) for n, t in texts.items()}

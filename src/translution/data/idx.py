@@ -1,4 +1,4 @@
-"""The IDX format of MNIST-style files: a header check before torchvision reads a file, and a writer.
+"""The IDX format of MNIST-style files: a header check before torchvision reads one, and a writer.
 
 Layout: two zero bytes, a dtype byte (``0x08`` = uint8, the only one used here), a byte ``ndim``,
 ``ndim`` big-endian uint32 sizes, then the data in C order. torchvision's readers

@@ -22,9 +22,7 @@ from typing import Dict, Optional, Tuple, Union
 
 import torch
 
-from .fetch import (  # noqa: F401 - re-exported: the names readers of MNIST look for here
-    FASHION_MNIST_SHA256, FASHION_MNIST_SYSTEM_DIR, IDX_DATASETS, MNIST_FILES, MNIST_SHA256,
-    DataUnavailableError, cached_idx, default_cache_dir, gunzip)
+from .fetch import IDX_DATASETS, MNIST_FILES, DataUnavailableError, cached_idx, gunzip
 from .idx import check_idx
 
 PathLike = Union[str, os.PathLike]

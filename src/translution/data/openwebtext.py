@@ -63,7 +63,8 @@ def split_indices(n_docs: int, val_fraction: float = OWT_VAL_FRACTION, seed: int
     n_train = n_docs - n_val
     if n_val < 1 or n_train < 1:
         raise ValueError(f"expected at least 1 train and 1 val document, found {n_train} train "
-                         f"and {n_val} val from {n_docs} documents with val_fraction {val_fraction}")
+                         f"and {n_val} val from {n_docs} documents with val_fraction "
+                         f"{val_fraction}")
     perm = np.random.default_rng(seed).permutation(int(n_docs)).astype(np.int64)
     return perm[n_val:], perm[:n_val]
 
