@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from translution.cli import main
-from translution.data.idx import read_idx, write_idx
+from torchvision.datasets.mnist import read_label_file
+
+from translution.data.idx import write_idx
 
 SIDES = (4, 10, 16, 22)              # label k: one bright square of side SIDES[k]; chance 25 %
 IMAGE_ARGS = ["--config", "configs/mnist.yaml", "model.image_size=28", "model.patch_size=7",
@@ -59,7 +61,7 @@ def test_image_run_learns_and_eval_reproduces_its_last_evaluation(squares, tmp_p
     assert printed == logged                                         # exactly, every metric
     assert printed["samples"] == 96
     # learned: far above the 25 % of chance (and of the largest class), training loss falling
-    counts = torch.bincount(read_idx(squares / "t10k-labels-idx1-ubyte").long())
+    counts = torch.bincount(read_label_file(str(squares / "t10k-labels-idx1-ubyte")).long())
     assert printed["top1"] >= 60 > 100 * counts.max().item() / counts.sum().item()
     losses = [r["loss"] for r in _records(run, "train")]
     assert len(losses) == 10 and losses[-1] < 0.6 * losses[0]
