@@ -75,10 +75,12 @@ def test_run_writes_report_and_resumes(tmp_path, corpus):
         torch.set_num_threads(threads)
 
 
-def test_interrupted_run_continues(tmp_path, corpus):
+def test_interrupted_run_continues(tmp_path, corpus, monkeypatch):
+    # a calibration of 1/40 of the budget plans 40 steps; the budget itself never binds
+    monkeypatch.setattr(austen, "_step_time", lambda *args: 1000.0 / 40)
     threads = torch.get_num_threads()
     try:
-        s = _tiny(models={"APE": "ape"}, budget_seconds=2.0, eval_points=4)
+        s = _tiny(models={"APE": "ape"}, budget_seconds=1000.0, eval_points=4)
         out = tmp_path / "austen"
 
         def stop_after_first_chunk(message):
@@ -91,7 +93,7 @@ def test_interrupted_run_continues(tmp_path, corpus):
         results = austen.run(out, s, corpus=corpus, log=lambda m: None)
         records = read_metrics(out / "runs" / "ape" / "metrics.jsonl")
         steps = [r["step"] for r in records if r["event"] == "train"]
-        assert results["APE"]["steps"] > first > 0
+        assert results["APE"]["steps"] == 40 and first == 10
         assert steps == sorted(set(steps))           # no step trained twice
         val_steps = [r["step"] for r in records if r["event"] == "eval"]
         assert val_steps == sorted(set(val_steps)) and val_steps[0] == 0
