@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv (if needed) and install the pinned dependencies and this package (editable).
+# Create .venv (if needed) and install the pinned dependencies (requirements.txt: the core and
+# every extra of pyproject.toml) and this package (editable).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}

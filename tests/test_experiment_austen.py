@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from translution.experiments import austen
+from translution.train import read_metrics
 
 WORDS = ("it is a truth universally acknowledged that a single man in possession of a good "
          "fortune must be in want of a wife").split()
@@ -58,16 +59,14 @@ def test_run_writes_report_and_resumes(tmp_path, corpus):
         for png in ("curves_train.png", "curves_val.png", "val_vs_time.png"):
             assert (out / png).stat().st_size > 0
 
-        # a second run loads the finished runs instead of retraining them
+        # a second run resumes the finished runs: nothing is trained or evaluated again
+        metrics = (out / "runs" / "rope" / "metrics.jsonl").read_text()
         again = austen.run(out, s, corpus=corpus, log=lambda m: None)
         assert {k: v["steps"] for k, v in again.items()} == \
             {k: v["steps"] for k, v in results.items()}
-
-        # a run without result.json resumes from last.pt: budget spent, no further step
-        (out / "runs" / "rope" / "result.json").unlink()
-        third = austen.run(out, s, corpus=corpus, log=lambda m: None)
-        assert third["Self-attention + RoPE"]["steps"] == \
-            results["Self-attention + RoPE"]["steps"]
+        assert {k: v["val_loss"] for k, v in again.items()} == \
+            {k: v["val_loss"] for k, v in results.items()}
+        assert (out / "runs" / "rope" / "metrics.jsonl").read_text() == metrics
 
         # other settings in the same folder are refused
         with pytest.raises(ValueError, match="other settings"):
@@ -76,10 +75,12 @@ def test_run_writes_report_and_resumes(tmp_path, corpus):
         torch.set_num_threads(threads)
 
 
-def test_interrupted_run_continues(tmp_path, corpus):
+def test_interrupted_run_continues(tmp_path, corpus, monkeypatch):
+    # a calibration of 1/40 of the budget plans 40 steps; the budget itself never binds
+    monkeypatch.setattr(austen, "_step_time", lambda *args: 1000.0 / 40)
     threads = torch.get_num_threads()
     try:
-        s = _tiny(models={"APE": "ape"}, budget_seconds=0.6, eval_points=3)
+        s = _tiny(models={"APE": "ape"}, budget_seconds=1000.0, eval_points=4)
         out = tmp_path / "austen"
 
         def stop_after_first_chunk(message):
@@ -88,15 +89,15 @@ def test_interrupted_run_continues(tmp_path, corpus):
 
         with pytest.raises(_Interrupt):
             austen.run(out, s, corpus=corpus, log=stop_after_first_chunk)
-        first = json.loads((out / "runs" / "ape" / "val.jsonl").read_text().splitlines()[-1])
+        first = max(r["step"] for r in read_metrics(out / "runs" / "ape" / "metrics.jsonl"))
         results = austen.run(out, s, corpus=corpus, log=lambda m: None)
-        steps = [json.loads(line)["step"]
-                 for line in (out / "runs" / "ape" / "metrics.jsonl").read_text().splitlines()]
-        assert results["APE"]["steps"] > first["step"] > 0
+        records = read_metrics(out / "runs" / "ape" / "metrics.jsonl")
+        steps = [r["step"] for r in records if r["event"] == "train"]
+        assert results["APE"]["steps"] == 40 and first == 10
         assert steps == sorted(set(steps))           # no step trained twice
-        val_steps = [json.loads(line)["step"]
-                     for line in (out / "runs" / "ape" / "val.jsonl").read_text().splitlines()]
+        val_steps = [r["step"] for r in records if r["event"] == "eval"]
         assert val_steps == sorted(set(val_steps)) and val_steps[0] == 0
+        assert all(r["set"] == "val" for r in records if r["event"] == "eval")
     finally:
         torch.set_num_threads(threads)
 

@@ -4,6 +4,7 @@ gradient, in float64, over every layout kind, relative subset and odd size."""
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from translution import functional as F
 from translution.layouts import Grid, Sequence
@@ -195,3 +196,182 @@ def test_backend_selection_and_refusal(make_weights):
         F.translution(x, *ws, layout, heads=2, backend=tiny)
     with pytest.raises(TypeError, match="backend must be"):
         F.translution(x, *ws, layout, heads=2, backend=3)
+
+
+@pytest.mark.parametrize("backend", FAST)
+@pytest.mark.parametrize("scale", [0.0, -0.7])
+@pytest.mark.parametrize("layout", [Sequence(4, causal=True), Grid(2, 3, cls_token=True)],
+                         ids=repr)
+def test_nonpositive_scale_equals_reference(layout, scale, backend, make_weights, run_backends):
+    """A scale <= 0 must not turn the causal -inf fill into NaN or +inf (issue 11 item 4)."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, layout.num_tokens, 4, dtype=torch.float64, generator=g, requires_grad=True)
+    ws = make_weights(layout, "qkv", 4, 4, generator=g)
+    fn = lambda x, wq, wk, wv, backend: F.translution(x, wq, wk, wv, layout, heads=2,
+                                                      scale=scale, backend=backend)
+    ref, fast = run_backends(fn, [x, *ws], ("reference", backend))
+    assert all(torch.isfinite(t).all() for t in ref)
+    for a, b in zip(ref, fast):
+        torch.testing.assert_close(b, a)
+
+
+@pytest.mark.parametrize("backend", FAST)
+@pytest.mark.parametrize("scale", [0.0, -0.7])
+def test_alpha_nonpositive_scale_equals_reference(scale, backend, run_backends):
+    layout = Sequence(4, causal=True)
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 4, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    params = _alpha_params(layout, "qkv", generator=g)
+    names = list(params)
+
+    def fn(x, *values, backend):
+        kw = dict(zip(names, values))
+        return F.alpha_translution(x, kw.pop("wq"), kw.pop("wk"), kw.pop("wv"), layout, heads=2,
+                                   scale=scale, backend=backend, **kw)
+
+    ref, fast = run_backends(fn, [x, *params.values()], ("reference", backend))
+    assert all(torch.isfinite(t).all() for t in ref)
+    for a, b in zip(ref, fast):
+        torch.testing.assert_close(b, a)
+
+
+@pytest.mark.parametrize("backend", FAST + ["reference"])
+@pytest.mark.parametrize("layout", [Sequence(5, causal=True), Grid(3, 4, cls_token=True),
+                                    Sequence(6, max_distance=2)], ids=repr)
+@pytest.mark.parametrize("relative", ["q", "kv", "qkv"])
+def test_save_projections_equals_reference(layout, relative, backend, make_weights, run_backends):
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, layout.num_tokens, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    ws = make_weights(layout, relative, 5, 6, generator=g)
+    fn = lambda x, wq, wk, wv, backend: F.translution(
+        x, wq, wk, wv, layout, heads=2, backend=backend, save_projections=backend != "reference")
+    ref, fast = run_backends(fn, [x, *ws], ("reference", backend))
+    _close(ref, fast)
+
+
+@pytest.mark.parametrize("backend", FAST)
+def test_alpha_save_projections_equals_reference(backend, run_backends):
+    layout = Grid(2, 3, cls_token=True)
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(2, layout.num_tokens, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    params = _alpha_params(layout, "qkv", generator=g)
+    names = list(params)
+
+    def fn(x, *values, backend):
+        kw = dict(zip(names, values))
+        return F.alpha_translution(x, kw.pop("wq"), kw.pop("wk"), kw.pop("wv"), layout, heads=2,
+                                   backend=backend, save_projections=backend != "reference",
+                                   **kw)
+
+    ref, fast = run_backends(fn, [x, *params.values()], ("reference", backend))
+    _close(ref, fast)
+
+
+class _CountMatmuls(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket in (torch.ops.aten.mm, torch.ops.aten.addmm_,
+                                   torch.ops.aten.addmm, torch.ops.aten.bmm):
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_grouped_save_projections_skips_the_recomputation(make_weights):
+    """Saved projections: backward runs no projection GEMM, one per group fewer for each of
+    q, k and v (3 groups per class-token layout plus one per offset)."""
+    layout = Grid(2, 2, cls_token=True)
+    ws = make_weights(layout, "qkv", 4, 4)
+    x = torch.randn(1, layout.num_tokens, 4, dtype=torch.float64, requires_grad=True)
+    counts = {}
+    for save in (False, True):
+        y = F.translution(x, *ws, layout, heads=2, backend="grouped", save_projections=save)
+        with _CountMatmuls() as mode:
+            y.sum().backward()
+        counts[save] = mode.count
+    groups = 3 * 3 + 3
+    assert counts[False] - counts[True] == 3 * groups
+
+
+def test_save_projections_must_be_bool(make_weights):
+    layout = Sequence(3)
+    ws = make_weights(layout, "qkv", 4, 4, requires_grad=False)
+    with pytest.raises(TypeError, match="save_projections must be a bool"):
+        F.translution(torch.randn(1, 3, 4, dtype=torch.float64), *ws, layout, heads=2,
+                      save_projections="yes")
+
+
+@pytest.mark.parametrize("name", ["Translution", "AlphaTranslution"])
+def test_layers_pass_save_projections_through(name):
+    import translution
+    torch.manual_seed(0)
+    cls = getattr(translution, name)
+    layers = [cls(8, Grid(2, 2, cls_token=True), heads=2, dim_head=4, save_projections=save)
+              for save in (False, True)]
+    layers[1].load_state_dict(layers[0].state_dict())
+    assert [layer.save_projections for layer in layers] == [False, True]
+    x = torch.randn(2, 5, 8)
+    results, counts = [], []
+    for layer in layers:
+        y = layer(x)
+        with _CountMatmuls() as mode:
+            y.square().sum().backward()
+        counts.append(mode.count)
+        results.append([y, *(p.grad for p in layer.parameters())])
+    assert counts[1] < counts[0]
+    for a, b in zip(*results):
+        torch.testing.assert_close(b, a)
+
+
+def _large_input_case(relative, device):
+    layout = Sequence(6, causal=True)
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 6, 16, dtype=torch.float64, generator=g) * 1e3
+    ws = [torch.randn(*((layout.num_slots,) if n in relative else ()), 16, 16,
+                      dtype=torch.float64, generator=g) / 4 for n in "qkv"]
+    ref = F.translution(x, *ws, layout, heads=2, backend="reference")
+    return layout, x.float().to(device), [w.float().to(device) for w in ws], ref
+
+
+def _assert_close_to_fp64(y, ref):
+    assert torch.isfinite(y).all()
+    torch.testing.assert_close(y.double().cpu(), ref, atol=2e-3 * ref.abs().max().item(), rtol=0)
+
+
+@pytest.mark.parametrize("backend", FAST)
+@pytest.mark.parametrize("relative", ["qkv", "v"])
+def test_fp16_scores_are_formed_in_fp32(relative, backend):
+    """|x| ~ 1e3: q·k overflows fp16 (issue 7 item 5), so the scores must be formed in fp32."""
+    layout, x, ws, ref = _large_input_case(relative, "cpu")
+    with torch.autocast("cpu", dtype=torch.float16):
+        y = F.translution(x, *ws, layout, heads=2, backend=backend)
+    assert y.dtype == torch.float16
+    _assert_close_to_fp64(y, ref)
+    y = F.translution(x.half(), *[w.half() for w in ws], layout, heads=2, backend=backend)
+    _assert_close_to_fp64(y, ref)
+
+
+@pytest.mark.parametrize("backend", FAST)
+def test_alpha_fp16_scores_are_formed_in_fp32(backend):
+    layout = Sequence(6, causal=True)
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(2, 6, 16, dtype=torch.float64, generator=g) * 1e3
+    params = _alpha_params(layout, "qkv", c=16, inner=16, rank=8, generator=g)
+    params = {k: v.detach() for k, v in params.items()}
+    call = lambda x, ps, be: F.alpha_translution(
+        x, ps["wq"], ps["wk"], ps["wv"], layout, heads=2, backend=be,
+        **{k: v for k, v in ps.items() if k not in ("wq", "wk", "wv")})
+    ref = call(x, params, "reference")
+    y = call(x.half(), {k: v.half() for k, v in params.items()}, backend)
+    _assert_close_to_fp64(y, ref)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("relative", ["qkv", "v"])
+def test_fp16_autocast_scores_in_fp32_on_cuda(relative):
+    layout, x, ws, ref = _large_input_case(relative, "cuda")
+    with torch.autocast("cuda", dtype=torch.float16):
+        y = F.translution(x, *ws, layout, heads=2)
+    _assert_close_to_fp64(y, ref)

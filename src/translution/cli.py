@@ -19,10 +19,10 @@ def _bench_op(args) -> int:
     print()
     print(table)
     if args.out:
+        from .utils import atomic_write_json, atomic_write_text
         out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".json").write_text(json.dumps(report, indent=1))
-        out.with_suffix(".md").write_text(table + "\n")
+        atomic_write_json(out.with_suffix(".json"), report)
+        atomic_write_text(out.with_suffix(".md"), table + "\n")
         print(f"\nwrote {out.with_suffix('.md')} and {out.with_suffix('.json')}")
     return 0
 

@@ -72,11 +72,12 @@ def _autocast(*tensors):
 
 
 def _plain_scores(q: torch.Tensor, k: torch.Tensor, layout: Layout, heads: int, scale: float):
-    """Ordinary attention logits ``(B, heads, N, N)`` (float32 or wider), masked if causal."""
+    """Ordinary attention logits ``(B, heads, N, N)``, formed in float32 or wider (fp16 products
+    overflow once |x| reaches about 1e3), masked if causal."""
     dtype = torch.promote_types(q.dtype, torch.float32)
-    q = split_heads(q, heads).transpose(1, 2)                    # (B, heads, N, dh)
-    k = split_heads(k, heads).transpose(1, 2)
-    scores = (q @ k.transpose(-1, -2)).to(dtype) * scale
+    q = split_heads(q.to(dtype), heads).transpose(1, 2)          # (B, heads, N, dh)
+    k = split_heads(k.to(dtype), heads).transpose(1, 2)
+    scores = (q @ k.transpose(-1, -2)) * scale
     allowed = layout.allowed()
     if allowed is not None:
         scores = scores.masked_fill(~allowed.to(scores.device), float("-inf"))
@@ -94,7 +95,8 @@ def _no_autocast(device: torch.device):
 
 def translution(x: torch.Tensor, wq: torch.Tensor, wk: torch.Tensor, wv: torch.Tensor,
                 layout: Layout, *, heads: int, scale: Optional[float] = None,
-                backend: BackendArg = None, return_attention: bool = False):
+                backend: BackendArg = None, return_attention: bool = False,
+                save_projections: bool = False):
     """Translution attention (SPEC §1), without the output projection.
 
     Args:
@@ -107,6 +109,8 @@ def translution(x: torch.Tensor, wq: torch.Tensor, wk: torch.Tensor, wv: torch.T
         backend: ``None`` (fastest that supports the inputs), ``"grouped"``, ``"reference"``
             or a :class:`~translution.backends.Backend`.
         return_attention: also return the attention probabilities ``α`` ``(B, heads, N, N)``.
+        save_projections: keep the relative projections for backward instead of recomputing
+            them (faster; ``B·P·C'`` more floats per relative projection, ``P`` attended pairs).
 
     Returns:
         ``(B, N, C')``, in the input dtype (the autocast dtype under autocast); with
@@ -123,18 +127,26 @@ def translution(x: torch.Tensor, wq: torch.Tensor, wk: torch.Tensor, wv: torch.T
     inner = _check_heads(heads, wq, wk, wv)
     scale = (inner // heads) ** -0.5 if scale is None else float(scale)
     impl = select_backend(backend, layout, x, [wq, wk, wv])
+    save = _save_option(save_projections)
     x, wq, wk, wv = _autocast(x, wq, wk, wv)
     with _no_autocast(x.device):
         if wq.dim() == 2 and wk.dim() == 2:
             scores = _plain_scores(x @ wq, x @ wk, layout, heads, scale)
         else:
-            scores = impl.pair_scores(x, x, wq, wk, layout, heads, scale)
+            scores = impl.pair_scores(x, x, wq, wk, layout, heads, scale, **save)
         attn = torch.softmax(scores, dim=-1)                      # (B, heads, N, N), float32+
         if wv.dim() == 2:
             out = _plain_mix(attn, x @ wv, heads)
         else:
-            out = impl.pair_mix(attn, x, wv, layout, heads)
+            out = impl.pair_mix(attn, x, wv, layout, heads, **save)
     return (out, attn) if return_attention else out
+
+
+def _save_option(save_projections) -> dict:
+    """The backend keyword for ``save_projections`` (omitted when off, the default)."""
+    if not isinstance(save_projections, bool):
+        raise TypeError(f"save_projections must be a bool, got {save_projections!r}")
+    return {"save_projections": True} if save_projections else {}
 
 
 def _check_heads(heads, *weights) -> int:
@@ -144,6 +156,8 @@ def _check_heads(heads, *weights) -> int:
     if len(widths) != 1:
         raise ValueError(f"wq, wk and wv must have the same output width C', got {sorted(widths)}")
     inner = widths.pop()
+    if inner == 0:
+        raise ValueError("output width C' must be positive, got weights with 0 output columns")
     if inner % heads:
         raise ValueError(f"output width C'={inner} is not divisible by heads={heads}")
     return inner
@@ -155,7 +169,8 @@ def alpha_translution(x: torch.Tensor, wq: torch.Tensor, wk: torch.Tensor, wv: t
                       uv: Optional[torch.Tensor] = None, mq: Optional[torch.Tensor] = None,
                       mk: Optional[torch.Tensor] = None, mv: Optional[torch.Tensor] = None,
                       p: Optional[torch.Tensor] = None, scale: Optional[float] = None,
-                      backend: BackendArg = None, return_attention: bool = False):
+                      backend: BackendArg = None, return_attention: bool = False,
+                      save_projections: bool = False):
     """α-Translution (SPEC §3): self-attention plus a low-rank relative branch, without the
     output projection.
 
@@ -166,7 +181,8 @@ def alpha_translution(x: torch.Tensor, wq: torch.Tensor, wk: torch.Tensor, wv: t
     Args:
         x: ``(B, N, C)``.
         wq, wk, wv: standard projections ``(C, C')``.
-        layout, heads, scale, backend, return_attention: as in :func:`translution` (``scale``
+        layout, heads, scale, backend, return_attention, save_projections: as in
+            :func:`translution` (``scale``
             defaults to ``dim_head ** -0.5`` with ``dim_head = C'/heads``; the relative heads
             have width ``R/heads``).
 
@@ -208,15 +224,17 @@ def alpha_translution(x: torch.Tensor, wq: torch.Tensor, wk: torch.Tensor, wv: t
             raise ValueError(f"p must have shape ({rank}, {inner}), got {tuple(p.shape)}")
     scale = (inner // heads) ** -0.5 if scale is None else float(scale)
     impl = select_backend(backend, layout, x, [mq, mk, mv])
+    save = _save_option(save_projections)
     x, wq, wk, wv, uq, uk, uv, mq, mk, mv, p = _autocast(x, wq, wk, wv, uq, uk, uv, mq, mk, mv, p)
     with _no_autocast(x.device):
         if rel_qk:
             scores = _plain_scores(x @ wq, x @ wk, layout, heads, scale / 2)
-            scores = scores + impl.pair_scores(x @ uq, x @ uk, mq, mk, layout, heads, scale / 2)
+            scores = scores + impl.pair_scores(x @ uq, x @ uk, mq, mk, layout, heads, scale / 2,
+                                               **save)
         else:
             scores = _plain_scores(x @ wq, x @ wk, layout, heads, scale)
         attn = torch.softmax(scores, dim=-1)
         out = _plain_mix(attn, x @ wv, heads)
         if rel_v:
-            out = (out + impl.pair_mix(attn, x @ uv, mv, layout, heads) @ p) / 2
+            out = (out + impl.pair_mix(attn, x @ uv, mv, layout, heads, **save) @ p) / 2
     return (out, attn) if return_attention else out

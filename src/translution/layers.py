@@ -25,7 +25,7 @@ from . import functional
 from .layouts import Layout, as_layout
 
 __all__ = ["Translution", "AlphaTranslution", "SelfAttention", "parse_relative",
-           "rotary_embedding", "PARAMETERIZATIONS"]
+           "rotary_embedding", "AttentionCache", "PARAMETERIZATIONS"]
 
 #: How a relative bank is stored: one free matrix per slot, or a shared matrix plus a per-slot
 #: residual that starts at zero (weight decay then pulls every slot towards the shared matrix).
@@ -120,6 +120,26 @@ class _AttentionBase(nn.Module):
     def extra_repr(self):
         return f"dim={self.dim}, layout={self.layout!r}, heads={self.heads}, dim_head={self.dim_head}"
 
+    def decode(self, x: torch.Tensor, cache: Optional["AttentionCache"] = None,
+               capacity: Optional[int] = None):
+        """Incremental attention on a causal sequence layout (the layer owns its cache).
+
+        Args:
+            x: ``(B, m, C)`` inputs of the next ``m >= 1`` positions.
+            cache: the :class:`AttentionCache` this layer returned for the earlier positions,
+                or ``None`` when ``x`` starts the sequence.
+            capacity: positions to preallocate in a new cache (it grows past them by doubling).
+
+        Returns:
+            ``(y (B, m, C), cache)``: ``y`` equals ``self(prefix)[:, -m:]`` on the whole prefix
+            read so far; the cache (advanced in place) holds every position read.
+
+        Raises:
+            ValueError: not a causal sequence layout, a cache of another batch, or more
+                positions than an unclipped layout holds. TypeError: a cache of another kind.
+        """
+        return _decode(self, x, cache, capacity)
+
 
 class Translution(_AttentionBase):
     """Translution attention layer (SPEC §1) with output projection.
@@ -137,6 +157,8 @@ class Translution(_AttentionBase):
             ``"residual"`` (slot ``s`` is ``W + ΔW[s]``: parameters ``w*_shared`` ``(C, C')``,
             Linear-style, and ``w*_delta`` ``(slots, C, C')``, zero at the start, so the layer
             starts as self-attention and weight decay pulls ΔW back to zero).
+        save_projections: keep the relative projections for backward instead of recomputing
+            them (faster, ``B·P·C'`` more floats per relative projection; see the functional).
 
     Shape:
         ``forward(x (B, N, C), shape=None) -> (B, N, C)``; ``shape`` runs a grid layout on
@@ -150,8 +172,10 @@ class Translution(_AttentionBase):
 
     def __init__(self, dim: int, layout: Layout, heads: int = 8, dim_head: int = 64,
                  relative: str = "qkv", init: str = "reference", backend=None,
-                 parameterization: str = "independent"):
+                 parameterization: str = "independent",
+                 save_projections: bool = False):
         super().__init__(dim, as_layout(layout), heads, dim_head)
+        self.save_projections = save_projections
         self.relative = "".join(p for p in "qkv" if p in parse_relative(relative))
         if init not in ("reference", "tied"):
             raise ValueError(f"init must be 'reference' or 'tied', got {init!r}")
@@ -176,7 +200,8 @@ class Translution(_AttentionBase):
         self._check_x(x)
         return functional.translution(x, self.wq, self.wk, self.wv,
                                       _layout_for(self.layout, shape), heads=self.heads,
-                                      backend=self.backend, return_attention=return_attention)
+                                      backend=self.backend, return_attention=return_attention,
+                                      save_projections=self.save_projections)
 
     @classmethod
     def from_self_attention(cls, attention: "SelfAttention", layout: Optional[Layout] = None,
@@ -201,6 +226,39 @@ class Translution(_AttentionBase):
             layer.out.load_state_dict(attention.out.state_dict())
         return layer
 
+    def _new_cache(self, x: torch.Tensor, capacity: Optional[int]) -> "AttentionCache":
+        rows = {"x": x} if "k" in self.relative or "v" in self.relative else {}
+        for name in "kv":
+            if name in self.relative:
+                rows["far_" + name] = x.new_empty(x.shape[0], 0, self.inner)
+            else:
+                rows[name] = x @ getattr(self, "w" + name)
+        return AttentionCache(self, x.shape[1], capacity, **rows)
+
+    def _decode_step(self, h: torch.Tensor, cache: "AttentionCache") -> torch.Tensor:
+        """Attention of the new position (input ``h (B, C)``) before ``out`` → ``(B, C')``."""
+        heads, rel = self.heads, self.relative
+        n, nf = _near_far(self.layout, cache.length + 1)
+        if "x" in cache:
+            cache.append("x", h)
+        if "q" in rel:
+            q_near, q_far = _rel_query(h, self.wq, n, nf)
+        else:
+            q_near = q_far = (h @ self.wq)[:, None]
+        kv = {}
+        for name in "kv":
+            if name in rel:
+                kv[name] = _rel_keys(cache, "x", "far_" + name, getattr(self, "w" + name), n, nf)
+            else:
+                cache.append(name, h @ getattr(self, "w" + name))
+                kv[name] = _split(cache[name], nf)
+        (k_near, k_far), (v_near, v_far) = kv["k"], kv["v"]
+        scale = self.dim_head ** -0.5
+        a_near, a_far = _softmax_segments(_head_dot(q_near, k_near, heads) * scale,
+                                          _head_dot(q_far, k_far, heads) * scale if nf else None)
+        y = _mix(a_near, v_near, heads)
+        return y + _mix(a_far, v_far, heads) if nf else y
+
 
 class AlphaTranslution(_AttentionBase):
     """α-Translution (SPEC §3): self-attention plus a low-rank relative branch.
@@ -213,6 +271,7 @@ class AlphaTranslution(_AttentionBase):
         parameterization: ``"independent"`` or ``"residual"`` (``m*`` = ``m*_shared (R, R)``,
             Linear-style, plus ``m*_delta (slots, R, R)``, zero at the start); see
             :class:`Translution`.
+        save_projections: as :class:`Translution`.
 
     Parameters: ``wq/wk/wv (C, C')``; ``uq, uk (C, R)`` if q or k is relative; ``uv (C, R)`` and
     ``p (R, C')`` if v is; banks ``mq/mk/mv (slots, R, R)`` for the relative ones; ``out``.
@@ -220,8 +279,10 @@ class AlphaTranslution(_AttentionBase):
 
     def __init__(self, dim: int, layout: Layout, heads: int = 8, dim_head: int = 64,
                  rank: int = 8, relative: str = "qkv", backend=None,
-                 parameterization: str = "independent"):
+                 parameterization: str = "independent",
+                 save_projections: bool = False):
         super().__init__(dim, as_layout(layout), heads, dim_head)
+        self.save_projections = save_projections
         if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
             raise ValueError(f"rank must be a positive int, got {rank!r}")
         self.relative = "".join(p for p in "qkv" if p in parse_relative(relative))
@@ -248,11 +309,56 @@ class AlphaTranslution(_AttentionBase):
         return functional.alpha_translution(x, self.wq, self.wk, self.wv,
                                             _layout_for(self.layout, shape), heads=self.heads,
                                             backend=self.backend,
-                                            return_attention=return_attention, **extra)
+                                            return_attention=return_attention,
+                                            save_projections=self.save_projections, **extra)
 
     def extra_repr(self):
         return (super().extra_repr() + f", rank={self.rank}, relative={self.relative!r}"
                 + f", parameterization={self.parameterization!r}")
+
+    def _new_cache(self, x: torch.Tensor, capacity: Optional[int]) -> "AttentionCache":
+        rows = {"k": x @ self.wk, "v": x @ self.wv}
+        if "q" in self.relative or "k" in self.relative:
+            rows["ku"] = x @ self.uk
+        if "v" in self.relative:
+            rows["vu"] = x @ self.uv
+        for name in "kv":
+            if name in self.relative:
+                rows["far_" + name] = x.new_empty(x.shape[0], 0, self.heads * self.rank)
+        return AttentionCache(self, x.shape[1], capacity, **rows)
+
+    def _decode_step(self, h: torch.Tensor, cache: "AttentionCache") -> torch.Tensor:
+        """Attention of the new position (input ``h (B, C)``) before ``out`` → ``(B, C')``."""
+        heads, rel = self.heads, self.relative
+        n, nf = _near_far(self.layout, cache.length + 1)
+        scale = self.dim_head ** -0.5
+        cache.append("k", h @ self.wk)
+        cache.append("v", h @ self.wv)
+        s_near, s_far = _split(_head_dot((h @ self.wq)[:, None], cache["k"], heads), nf)
+        if "ku" in cache:                                          # q or k relative
+            cache.append("ku", h @ self.uk)
+            if "q" in rel:
+                q_near, q_far = _rel_query(h @ self.uq, self.mq, n, nf)
+            else:
+                q_near = q_far = (h @ self.uq)[:, None]
+            if "k" in rel:
+                k_near, k_far = _rel_keys(cache, "ku", "far_k", self.mk, n, nf)
+            else:
+                k_near, k_far = _split(cache["ku"], nf)
+            s_near = (s_near + _head_dot(q_near, k_near, heads)) * (scale / 2)
+            s_far = (s_far + _head_dot(q_far, k_far, heads)) * (scale / 2) if nf else None
+        else:
+            s_near, s_far = s_near * scale, (s_far * scale if nf else None)
+        a_near, a_far = _softmax_segments(s_near, s_far)
+        y = _mix(_to_positions(a_near, a_far), cache["v"], heads)
+        if "vu" in cache:                                          # v relative
+            cache.append("vu", h @ self.uv)
+            v_near, v_far = _rel_keys(cache, "vu", "far_v", self.mv, n, nf)
+            rel_y = _mix(a_near, v_near, heads)
+            if nf:
+                rel_y = rel_y + _mix(a_far, v_far, heads)
+            y = (y + rel_y @ self.p) / 2
+        return y
 
 
 def rotary_embedding(t: torch.Tensor, positions: torch.Tensor, base: float = 10000.0,
@@ -342,3 +448,199 @@ class SelfAttention(_AttentionBase):
             return (attn.to(v.dtype) @ v).transpose(1, 2).flatten(-2), attn
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
         return y.transpose(1, 2).flatten(-2)
+
+    def _rope_rows(self, t: torch.Tensor, start: int) -> torch.Tensor:
+        """RoPE of rows ``t (B, m, C')`` at sequence positions ``start, …, start + m − 1``."""
+        pos = torch.arange(start, start + t.shape[1], device=t.device)[:, None]
+        t = t.unflatten(-1, (self.heads, self.dim_head)).transpose(1, 2)
+        return rotary_embedding(t, pos, self.rope_base).transpose(1, 2).flatten(-2)
+
+    def _new_cache(self, x: torch.Tensor, capacity: Optional[int]) -> "AttentionCache":
+        k = x @ self.wk
+        if self.position == "rope":
+            k = self._rope_rows(k, 0)
+        return AttentionCache(self, x.shape[1], capacity, k=k, v=x @ self.wv)
+
+    def _decode_step(self, h: torch.Tensor, cache: "AttentionCache") -> torch.Tensor:
+        """Attention of the new position (input ``h (B, C)``) before ``out`` → ``(B, C')``."""
+        i = cache.length
+        q, k = (h @ self.wq)[:, None], (h @ self.wk)[:, None]
+        if self.position == "rope":
+            q, k = self._rope_rows(q, i), self._rope_rows(k, i)
+        cache.append("k", k)
+        cache.append("v", h @ self.wv)
+        scores = _head_dot(q, cache["k"], self.heads) * self.dim_head ** -0.5   # (B, T, heads)
+        if self.position == "bias":
+            dist = torch.arange(i, -1, -1, device=h.device)[:, None]
+            scores = scores + self.bias_table[self.layout.offset_slots(dist)].to(scores.dtype)
+        return _mix(torch.softmax(scores, dim=1), cache["v"], self.heads)
+
+
+# ---------------------------------------------------------------------------------------------
+# Incremental decoding (causal sequence layouts): each layer's ``decode`` and its cache
+# ---------------------------------------------------------------------------------------------
+class _Rows:
+    """A ``(B, T, W)`` tensor that grows along ``T`` (amortised O(1) appends by doubling)."""
+
+    def __init__(self, data: torch.Tensor, capacity: Optional[int] = None):
+        b, t = data.shape[:2]
+        self.data = data.new_empty((b, max(int(capacity or 0), t, 1)) + tuple(data.shape[2:]))
+        self.data[:, :t] = data
+        self.n = t
+
+    def append(self, rows: torch.Tensor) -> None:
+        """Append ``rows`` ``(B, m, W)``."""
+        m, cap = rows.shape[1], self.data.shape[1]
+        if self.n + m > cap:
+            grown = self.data.new_empty((self.data.shape[0], max(2 * cap, self.n + m))
+                                        + tuple(self.data.shape[2:]))
+            grown[:, :self.n] = self.data[:, :self.n]
+            self.data = grown
+        self.data[:, self.n:self.n + m] = rows
+        self.n += m
+
+    def view(self) -> torch.Tensor:
+        """The ``(B, T, W)`` rows stored so far (a view)."""
+        return self.data[:, :self.n]
+
+
+class AttentionCache:
+    """Decoding state of one attention layer, built and advanced by its ``decode`` method.
+
+    What each layer keeps per sequence and position ``j`` (``K``: the layout's radius):
+
+    * :class:`SelfAttention`: ``k`` (RoPE applied at ``j``) and ``v``, ``(B, T, C')``.
+    * :class:`Translution`: the input ``x`` ``(B, T, C)`` when k or v is relative (their pair
+      projections ``x_j·W[i − j]`` change with every new query ``i``); ``x_j·W`` for a
+      non-relative ``k`` / ``v``; ``far_k`` / ``far_v``: ``x_j·W[K]`` of the partners further
+      than ``K`` (clipped layouts: every far partner shares slot ``K``, computed once).
+    * :class:`AlphaTranslution`: ``k``, ``v`` of the standard branch; ``ku = x_j·Uk`` and
+      ``vu = x_j·Uv`` ``(B, T, R)`` for the low-rank branch; ``far_k`` / ``far_v`` as above.
+
+    Attributes:
+        kind: class name of the layer that built it. length: positions read (``T``).
+        batch_size: ``B``.
+    """
+
+    def __init__(self, layer: nn.Module, length: int, capacity: Optional[int],
+                 **rows: torch.Tensor):
+        self.kind, self.length = type(layer).__name__, length
+        self.batch_size = next(iter(rows.values())).shape[0]
+        self._rows = {name: _Rows(t, capacity) for name, t in rows.items()}
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._rows
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        """Rows of buffer ``name`` stored so far, ``(B, T', W)``."""
+        return self._rows[name].view()
+
+    def append(self, name: str, rows: torch.Tensor) -> None:
+        """Append ``rows`` ``(B, W)`` (one position) or ``(B, m, W)`` to buffer ``name``."""
+        self._rows[name].append(rows[:, None] if rows.dim() == 2 else rows)
+
+    def capacity(self) -> int:
+        """Positions the largest buffer holds without growing."""
+        return max(r.data.shape[1] for r in self._rows.values())
+
+    def nbytes(self) -> int:
+        """Bytes allocated by the buffers (capacity included)."""
+        return sum(r.data.numel() * r.data.element_size() for r in self._rows.values())
+
+    def __repr__(self):
+        return (f"AttentionCache({self.kind}, length={self.length}, batch_size="
+                f"{self.batch_size}, buffers={sorted(self._rows)}, nbytes={self.nbytes():,})")
+
+
+def _decode(layer: _AttentionBase, x: torch.Tensor, cache: Optional[AttentionCache],
+            capacity: Optional[int]):
+    """Shared driver of the layers' ``decode`` (see :meth:`SelfAttention.decode`)."""
+    layer._check_x(x)
+    layout, m = layer.layout, x.shape[1]
+    if layout is None or not layout.causal or layout.ndim != 1 or layout.cls_token:
+        raise ValueError(f"incremental decoding needs a causal sequence layout "
+                         f"(Sequence(L, causal=True)), got {layout!r}")
+    if m < 1:
+        raise ValueError(f"decode needs at least one new position, got input shape "
+                         f"{tuple(x.shape)}")
+    if cache is not None:
+        if not isinstance(cache, AttentionCache) or cache.kind != type(layer).__name__:
+            got = (f"a cache built by {cache.kind}" if isinstance(cache, AttentionCache)
+                   else f"a {type(cache).__name__}")
+            raise TypeError(f"a {type(layer).__name__} layer decodes with the AttentionCache its "
+                            f"own decode returned, got {got}")
+        if cache.batch_size != x.shape[0]:
+            raise ValueError(f"the cache holds {cache.batch_size} sequences, the input "
+                             f"{x.shape[0]}")
+    total = m + (0 if cache is None else cache.length)
+    if layout.max_distance is None and total > layout.extent[0]:
+        raise ValueError(f"decoding would read {total} positions, more than this layer's "
+                         f"layout holds ({layout!r}); use max_distance=K to read any length")
+    if cache is None:
+        return layer(x), layer._new_cache(x, capacity)
+    ys = []
+    for t in range(m):
+        ys.append(layer._decode_step(x[:, t], cache))
+        cache.length += 1
+    return layer.out(torch.stack(ys, dim=1)), cache
+
+
+def _head_dot(q: torch.Tensor, k: torch.Tensor, heads: int) -> torch.Tensor:
+    """Per-head dot products. ``q (B, m or 1, W)``, ``k (B, m, W)`` → ``(B, m, heads)``."""
+    return (q.unflatten(-1, (heads, -1)) * k.unflatten(-1, (heads, -1))).sum(-1)
+
+
+def _mix(attn: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+    """``Σ_m attn[b, m, h]·v[b, m, h, :]``. ``attn (B, m, heads)``, ``v (B, m, W)`` → ``(B, W)``."""
+    return torch.einsum("bmh,bmhd->bhd", attn.to(v.dtype), v.unflatten(-1, (heads, -1))).flatten(1)
+
+
+def _near_far(layout: Layout, length: int):
+    """For a new position ``length − 1``: (near slots ``n``, far partners ``nf``) — partners
+    ``j < nf`` are further than the radius ``K`` and share slot ``K``."""
+    n = min(length, layout.radii[0] + 1)
+    return n, length - n
+
+
+def _split(t: torch.Tensor, nf: int):
+    """Position-ordered ``(B, T, ...)`` → (near part in distance order, far part in position
+    order or ``None``)."""
+    return t[:, nf:].flip(1), (t[:, :nf] if nf else None)
+
+
+def _rel_query(h: torch.Tensor, bank: torch.Tensor, n: int, nf: int):
+    """Query side of a relative projection of the new position ``h (B, c)``, ``bank (S, c, c')``
+    → near ``(B, n, c')`` (``h·bank[d]``, distance order) and far ``(B, 1, c')`` (slot ``n − 1``)
+    or ``None``."""
+    near = torch.bmm(h.expand(n, -1, -1), bank[:n]).transpose(0, 1)   # bmm: one GEMM per slot
+    return near, (near[:, n - 1:n] if nf else None)
+
+
+def _rel_keys(cache: AttentionCache, src: str, far: str, bank: torch.Tensor, n: int, nf: int):
+    """Key / value side of a relative projection for every partner of the new position.
+
+    ``cache[src]`` ``(B, T, c)`` holds the partners' inputs in position order (new one last);
+    ``cache[far]`` caches ``src_j·bank[n − 1]`` of far partners. Returns near ``(B, n, c')``
+    (``src_{T−1−d}·bank[d]``, distance order) and far ``(B, nf, c')`` or ``None``.
+    """
+    rows = cache[src]
+    near = torch.bmm(rows[:, nf:].transpose(0, 1).flip(0), bank[:n]).transpose(0, 1)
+    if not nf:
+        return near, None
+    done = cache[far].shape[1]
+    if done < nf:
+        cache.append(far, rows[:, done:nf] @ bank[n - 1])
+    return near, cache[far][:, :nf]
+
+
+def _softmax_segments(near: torch.Tensor, far: Optional[torch.Tensor]):
+    """Softmax over the partners (dim 1) of both segments → (attention near, attention far)."""
+    if far is None:
+        return torch.softmax(near, dim=1), None
+    attn = torch.softmax(torch.cat([near, far], dim=1), dim=1)
+    return attn[:, :near.shape[1]], attn[:, near.shape[1]:]
+
+
+def _to_positions(near: torch.Tensor, far: Optional[torch.Tensor]) -> torch.Tensor:
+    """Inverse of :func:`_split`."""
+    return near.flip(1) if far is None else torch.cat([far, near.flip(1)], dim=1)

@@ -71,15 +71,15 @@ def accuracy_bars(accuracy: Mapping[str, Mapping[str, object]], path, title: str
 
 
 def training_curves(curves: Mapping[str, Sequence[tuple]], path, ylabel: str = "training loss",
-                    title: str = "") -> Path:
-    """Lines of ``{label: [(step, value), ...]}``."""
+                    title: str = "", xlabel: str = "step") -> Path:
+    """Lines of ``{label: [(step, value), ...]}`` (or any ``x`` named by ``xlabel``)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for label, points in curves.items():
         if points:
             steps, values = zip(*points)
             ax.plot(steps, values, label=label, linewidth=1.2)
-    ax.set_xlabel("step")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_yscale("log")
     ax.legend(fontsize=7)

@@ -29,8 +29,11 @@ def atomic_write(path: PathLike, write: Callable[[Any], None]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{_TMP_MARK}{os.getpid()}-", dir=path.parent)
+    umask = os.umask(0o22)
+    os.umask(umask)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(fd, 0o666 & ~umask)  # as open() would create it (mkstemp makes it 0600)
             write(f)
             f.flush()
             os.fsync(f.fileno())

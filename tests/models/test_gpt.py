@@ -148,3 +148,98 @@ def test_constructor_with_config():
                 attention="ape")
     assert model.config.attention == "ape"
     assert model(torch.zeros(2, 4, dtype=torch.long)).shape == (2, 4, 11)
+
+
+# -- cached decoding (GPT.decode: each block's attention layer owns its cache) ----------------
+DECODE_KINDS = sorted({name.rsplit("_", 1)[1] for name in list_models("gpt_micro_*")})
+
+
+def decoder(kind, block_size=6, max_distance=None, **overrides):
+    """A float64 micro GPT whose per-slot parameters differ per distance (so a wrong slot shows)."""
+    model = small(f"gpt_micro_{kind}", block_size=block_size, max_distance=max_distance,
+                  **overrides).double().eval()
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            leaf = name.rsplit(".", 1)[-1]
+            if leaf == "bias_table" or (leaf in ("wq", "wk", "wv", "mq", "mk", "mv")
+                                        and p.dim() == 3):
+                p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype)
+                        / (p.shape[1] ** 0.5 if p.dim() == 3 else 1))
+    return model
+
+
+def assert_decode_matches(model, seq, prompt_len, chunk=3):
+    """Prefill, one chunk of `chunk` tokens, then single tokens: logits == model(prefix)."""
+    logits, cache = model.decode(seq[:, :prompt_len])
+    torch.testing.assert_close(logits, model(seq[:, :prompt_len]), rtol=0, atol=1e-10)
+    t = prompt_len
+    while t < seq.shape[1]:
+        m = chunk if t == prompt_len else 1
+        logits, cache = model.decode(seq[:, t:t + m], cache)
+        t += m
+        assert cache.length == t
+        torch.testing.assert_close(logits, model(seq[:, :t])[:, -m:], rtol=0, atol=1e-10)
+    return cache
+
+
+def test_decode_kinds_come_from_the_registry():
+    assert DECODE_KINDS == sorted(["ape", "rope", "bias", "translution", "alpha", "hybrid"])
+
+
+@pytest.mark.parametrize("kind", DECODE_KINDS)
+def test_decode_equals_full_forward(kind):
+    model = decoder(kind, block_size=8)
+    cache = assert_decode_matches(model, tokens(2, 8, seed=3), prompt_len=2)
+    assert len(cache.layers) == 2 and cache.batch_size == 2
+
+
+@pytest.mark.parametrize("kind", [k for k in DECODE_KINDS if k != "ape"])
+def test_clipped_decode_equals_full_forward_past_block_size(kind):
+    # offsets >= K = 2 share slot K; the prompt (7) already exceeds block_size (5)
+    model = decoder(kind, block_size=5, max_distance=2)
+    assert model.max_length is None
+    assert_decode_matches(model, tokens(2, 16, seed=4), prompt_len=3)
+    assert_decode_matches(model, tokens(1, 11, seed=5), prompt_len=7)
+
+
+def test_decode_capacity_is_bounded_by_what_the_model_reads():
+    """Fault 8 at the model level: a huge capacity hint preallocates at most the context."""
+    model = small("gpt_micro_translution", block_size=32, depth=1)
+    prompt = tokens(2, 3)
+    _, cache = model.decode(prompt, capacity=10**9)
+    assert cache.capacity() == 32
+    assert cache.nbytes() == 3 * (2 * 32 * 32) * 4    # x, far_k, far_v: (B, 32, 32) float32
+    _, default = model.decode(prompt)                 # default: the whole context
+    assert default.capacity() == 32 and default.nbytes() == cache.nbytes()
+    # a model that reads any length preallocates at most block_size rows, then grows
+    clipped = small("gpt_micro_rope", block_size=8, max_distance=2, depth=1)
+    _, cache = clipped.decode(prompt, capacity=10**9)
+    assert cache.capacity() == 8
+    for t in range(20):
+        _, cache = clipped.decode(tokens(2, 1, seed=t), cache)
+    assert cache.length == 23 and 23 <= cache.capacity() <= 46
+
+
+def test_decode_errors():
+    model = decoder("alpha")
+    _, cache = model.decode(tokens(2, 3))
+    with pytest.raises(ValueError, match=r"\[0, 50\)"):
+        model.decode(torch.tensor([[1], [50]]), cache)
+    with pytest.raises(ValueError, match="sequences"):
+        model.decode(tokens(3, 1), cache)
+    with pytest.raises(TypeError, match="DecodeCache"):
+        model.decode(tokens(2, 1), object())
+    with pytest.raises(ValueError, match="blocks"):
+        decoder("alpha", depth=1).decode(tokens(2, 1), cache)
+    with pytest.raises(ValueError, match="capacity"):
+        model.decode(tokens(2, 3), capacity=0)
+    model.decode(tokens(2, 3), cache)                  # reads 6 = block_size: fits
+    assert cache.length == 6
+    with pytest.raises(ValueError, match=r"length 7 exceeds block_size=6.*max_distance"):
+        model.decode(tokens(2, 1), cache)
+    ape = decoder("ape", max_distance=2)
+    _, cache = ape.decode(tokens(1, 6))
+    with pytest.raises(ValueError, match="absolute position embedding"):
+        ape.decode(tokens(1, 1), cache)
+    assert "length=6" in repr(cache)

@@ -97,8 +97,10 @@ def test_uneven_eval_shards_cover_each_sample_once():
 
 def test_argument_errors():
     ds = TensorDataset(torch.arange(4))
-    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+    with pytest.raises(ValueError, match="batch_size must be an int >= 1, got 0"):
         DatasetBatches(ds, 0)
+    with pytest.raises(TypeError, match="batch_size must be an int, got True"):
+        DatasetBatches(ds, True)
     with pytest.raises(ValueError, match="empty"):
         DatasetBatches(TensorDataset(torch.arange(0)), 2)
     with pytest.raises(ValueError, match="both rank and world_size"):

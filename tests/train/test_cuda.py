@@ -13,7 +13,8 @@ from translution.train import (ClassificationTask, DatasetBatches, LanguageModel
 
 from .helpers import NoisyDataset, TinyClassifier, TinyLM, mixup, token_array
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
 
 def _losses(model, task, train, cfg, val, out, stop_after=None):

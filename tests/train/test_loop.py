@@ -210,3 +210,37 @@ def test_fit_argument_errors():
     bad = load_config(None, ["train.max_steps=2", "train.best_metric=f1"])
     with pytest.raises(ValueError, match="'f1'.*best_mode"):
         fit(model, task, DatasetBatches(NoisyDataset(8), 4), bad)
+
+
+def test_time_budget_named_sets_and_eval_at_start(tmp_path):
+    import time
+    model, train, val, cfg = _cls_setup(**{"train.max_steps": 1000, "train.log_every": 1000,
+                                           "train.time_budget_s": 0.2,
+                                           "train.eval_at_start": "true"})
+    test = DatasetBatches(NoisyDataset(16, seed=7, noise=0.0), 8, shuffle=False)
+
+    def slow(event):                                   # part of the timed training step
+        if event["event"] == "step":
+            time.sleep(0.03)
+
+    summary = fit(model, ClassificationTask(), train, cfg, eval_sets={"val": val, "test": test},
+                  out_dir=tmp_path, callbacks=[slow])
+    steps = summary["steps"]
+    assert summary["budget_spent"] and not summary["stopped_early"] and 1 <= steps < 1000
+    assert summary["seconds"] >= 0.2
+    evals = read_metrics(tmp_path / "metrics.jsonl", "eval")
+    assert [(r["set"], r["step"]) for r in evals] == [("val", 0), ("test", 0), ("val", steps),
+                                                      ("test", steps)]
+    assert evals[0]["time"] == 0.0 and evals[-1]["samples"] == 16
+    assert summary["eval"] == {k: v for k, v in evals[2].items()
+                               if k not in ("event", "set", "step", "epoch", "time")}
+    assert set(summary["evals"]) == {"val", "test"}
+    assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl", "train")] == [steps]
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == steps
+    # the budget is spent: a resume trains no further step and evaluates nothing new
+    events = []
+    again = fit(model, ClassificationTask(), train, cfg, eval_sets={"val": val, "test": test},
+                out_dir=tmp_path, callbacks=[events.append])
+    assert again["steps"] == steps and events == [] and again["evals"] == summary["evals"]
+    with pytest.raises(ValueError, match="not both"):
+        fit(model, ClassificationTask(), train, cfg, val, eval_sets={"val": val})

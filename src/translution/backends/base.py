@@ -6,6 +6,10 @@
 * ``pair_mix(attn, xv, wv, layout, heads) -> (B, N, C')``:
   ``Σ_j attn[:, h, i, j] · (xv_j · wv[slot(i,j)])`` per head.
 
+Both take ``save_projections=False``: ``True`` asks the backend to keep the per-pair projections
+(q, k / v) for backward instead of recomputing them: faster, for ``B·P·C'`` more floats per
+projection (``P`` attended pairs). Backends that never recompute accept and ignore it.
+
 Each weight is a bank ``(slots, C, C')`` (relative), a plain matrix ``(C, C')`` (shared by all
 pairs) or ``None`` (identity: the input is used as it is).
 """
@@ -34,10 +38,12 @@ class Backend:
         """Why this backend cannot run these inputs (empty list: it can)."""
         return []
 
-    def pair_scores(self, xq, xk, wq, wk, layout: Layout, heads: int, scale: float) -> torch.Tensor:
+    def pair_scores(self, xq, xk, wq, wk, layout: Layout, heads: int, scale: float,
+                    save_projections: bool = False) -> torch.Tensor:
         raise NotImplementedError
 
-    def pair_mix(self, attn, xv, wv, layout: Layout, heads: int) -> torch.Tensor:
+    def pair_mix(self, attn, xv, wv, layout: Layout, heads: int,
+                 save_projections: bool = False) -> torch.Tensor:
         raise NotImplementedError
 
     def __repr__(self):

@@ -7,7 +7,13 @@ projection is an ordinary dense matrix product on a strided view of the input, a
 scores / weights of those pairs form a strided "diagonal" view of the ``(B, heads, N, N)`` score
 tensor. Nothing of size ``N×N×C×C'`` or ``B×N×N×C'`` is ever built: besides the inputs, the
 weights and one ``(B, heads, N, N)`` tensor, the working set is one group's ``(B, n_g, C')``
-temporaries. Backward recomputes each group's projections instead of storing them.
+temporaries. Backward recomputes each group's projections, unless ``save_projections`` keeps
+them (``3·B·P·C'`` more floats for ``P`` attended pairs).
+
+Memory layout (for speed on small groups, where element-wise passes cost as much as the GEMMs):
+inputs are used token-major ``(N, B, C)`` and projections channel-major ``(C', N, B)``; the
+GEMMs transpose for free, the per-head reductions then run over an outer axis, and a group's
+rows are ``|rect|·B`` long runs.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from ..layouts import Layout
-from .base import Backend, split_heads
+from .base import Backend
 
 @dataclass(frozen=True)
 class _Rows:
@@ -74,106 +80,163 @@ def _plan(layout: Layout) -> List[_Group]:
     return plan
 
 
-def _rows(t: torch.Tensor, rows: _Rows) -> torch.Tensor:
-    """Contiguous ``(B, N, F)`` → the view ``(B, *rows.sizes, F)``."""
-    b, n, f = t.shape
-    return t.as_strided((b, *rows.sizes, f), (n * f, *(s * f for s in rows.strides), 1),
-                        t.storage_offset() + rows.offset * f)
+def _tm_rows(x: torch.Tensor, rows: _Rows) -> torch.Tensor:
+    """Token-major ``(N, B, C)`` → the view ``(*rows.sizes, B, C)``."""
+    _, b, c = x.shape
+    return x.as_strided((*rows.sizes, b, c), (*(s * b * c for s in rows.strides), c, 1),
+                        x.storage_offset() + rows.offset * b * c)
+
+
+def _cm_rows(t: torch.Tensor, rows: _Rows) -> torch.Tensor:
+    """Channel-major ``(C', N, B)`` → the view ``(C', *rows.sizes, B)``."""
+    f, n, b = t.shape
+    return t.as_strided((f, *rows.sizes, b), (n * b, *(s * b for s in rows.strides), 1),
+                        t.storage_offset() + rows.offset * b)
 
 
 def _pairs(t: torch.Tensor, g: _Group) -> torch.Tensor:
-    """Contiguous ``(B, heads, N, N)`` → the group's pairs, a view ``(B, heads, *rect)``."""
+    """Contiguous ``(B, heads, N, N)`` → the group's pairs as the view ``(heads, *rect, B)``."""
     b, h, n, _ = t.shape
-    return t.as_strided((b, h, *g.rect), (h * n * n, n * n, *g.pair_strides),
+    return t.as_strided((h, *g.rect, b), (n * n, *g.pair_strides, h * n * n),
                         t.storage_offset() + g.pair_offset)
 
 
+def _per_head(t: torch.Tensor, heads: int) -> torch.Tensor:
+    """Channel-major ``(C', *rest)`` → ``(heads, C'/heads, *rest)`` (a view)."""
+    return t.unflatten(0, (heads, t.shape[0] // heads))
+
+
+def _token_major(x: torch.Tensor) -> torch.Tensor:
+    return x.transpose(0, 1).contiguous()                                # (N, B, C)
+
+
+def _fold(t: torch.Tensor) -> torch.Tensor:
+    """``(*sizes, B, F)`` → ``(M, F)``: a view when the rows are contiguous, else a copy."""
+    return t.flatten(0, -2)
+
+
 class _Side:
-    """One projection (input ``x`` and weight ``w``: bank, plain matrix, or ``None`` = identity)
-    with its gradient accumulators."""
+    """One projection of token-major input ``x`` ``(N, B, C)`` by ``w`` (bank, plain matrix, or
+    ``None`` = identity), with its gradient accumulators. Projections are channel-major."""
 
     def __init__(self, x: torch.Tensor, w: Optional[torch.Tensor]):
         self.x, self.w = x, w
         self.relative = w is not None and w.dim() == 3
-        if w is None:
-            self.full = x
-        elif not self.relative:
-            self.full = x @ w                                            # (B, N, C')
-        else:
+        n, b, c = x.shape
+        if self.relative:
             self.full = None
             self.mats = w.unbind(0)                   # per-slot (C, C') views, indexed cheaply
-        self.dtype = x.dtype if w is None else torch.promote_types(x.dtype, w.dtype)
+        elif w is None:
+            self.full = x.reshape(n * b, c).t().contiguous().view(c, n, b)
+        else:
+            self.full = torch.mm(w.t(), x.view(n * b, c).t()).view(w.shape[1], n, b)
 
     def project(self, rows: _Rows, slot: int) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """The projected tokens ``(B, *rows.sizes, C')`` and, for banks, the flattened input."""
+        """The projected tokens ``(C', *rows.sizes, B)`` and, for banks, the folded input."""
         if not self.relative:
-            return _rows(self.full, rows), None
-        xv = _rows(self.x, rows)
-        x_flat = xv.reshape(-1, xv.shape[-1])
-        return (x_flat @ self.mats[slot]).view(*xv.shape[:-1], -1), x_flat
+            return _cm_rows(self.full, rows), None
+        x_flat = _fold(_tm_rows(self.x, rows))                               # (M, C)
+        proj = torch.mm(self.mats[slot].t(), x_flat.t())                     # (C', M)
+        return proj.view(proj.shape[0], *rows.sizes, self.x.shape[1]), x_flat
 
     # -- backward ---------------------------------------------------------------------------
-    def start_grad(self, need_x: bool, need_w: bool):
+    def start_grad(self, need_x: bool, need_w: bool, dx: Optional[torch.Tensor] = None):
+        """Start accumulating; ``dx`` shares another side's input-gradient buffer."""
         self.need_x, self.need_w = need_x, need_w
-        self.dx = torch.zeros_like(self.x) if need_x else None
-        # banks accumulate per slot; a plain matrix gets its gradient in one GEMM at the end
+        if need_x and dx is None:
+            dx = torch.zeros_like(self.x)
+        self.dx = dx if need_x else None
         self.dw = torch.zeros_like(self.w) if (need_w and self.relative) else None
         self.dw_mats = self.dw.unbind(0) if self.dw is not None else None
-        self.dfull = (torch.zeros(*self.x.shape[:-1], self.full.shape[-1], dtype=self.full.dtype,
-                                  device=self.x.device)
+        self.dfull = (torch.zeros_like(self.full)
                       if not self.relative and (need_x or need_w) else None)
 
     def accumulate(self, rows: _Rows, slot: int, x_flat, dproj: torch.Tensor):
-        """Add the gradient of this group's projection ``dproj`` ``(B, *rows.sizes, C')``."""
+        """Add the gradient of this group's projection ``dproj`` ``(C', *rows.sizes, B)``."""
         if not self.relative:
             if self.dfull is not None:
-                _rows(self.dfull, rows).add_(dproj)
+                _cm_rows(self.dfull, rows).add_(dproj)
             return
-        d_flat = dproj.reshape(-1, dproj.shape[-1])
+        d_flat = dproj.flatten(1).t()                                        # (M, C')
         if self.dw is not None:
             self.dw_mats[slot].addmm_(x_flat.t(), d_flat)
         if self.dx is not None:
-            _rows(self.dx, rows).add_((d_flat @ self.mats[slot].t()).view(dproj.shape[:-1] + (-1,)))
+            target = _tm_rows(self.dx, rows)
+            if target.is_contiguous():
+                target.flatten(0, -2).addmm_(d_flat, self.mats[slot].t())
+            else:
+                target.add_((d_flat @ self.mats[slot].t()).view(target.shape))
 
     def finish_grad(self) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+        """``(dx, dw)``: ``dx`` token-major ``(N, B, C)``."""
         if self.dfull is not None:
+            n, b, c = self.x.shape
+            d_flat = self.dfull.flatten(1).t()                               # (N·B, C')
             if self.w is None:
-                self.dx = self.dfull if self.need_x else None
+                if self.need_x:
+                    self.dx.view(n * b, c).add_(d_flat)
             else:
                 if self.need_w:
-                    self.dw = self.x.reshape(-1, self.x.shape[-1]).t() @ self.dfull.reshape(
-                        -1, self.dfull.shape[-1])
+                    self.dw = self.x.view(n * b, c).t() @ d_flat
                 if self.need_x:
-                    self.dx = self.dfull @ self.w.t()
+                    self.dx.view(n * b, c).addmm_(d_flat, self.w.t())
         return self.dx, self.dw
+
+
+def _sides(xq: torch.Tensor, xk: torch.Tensor, wq, wk) -> Tuple[_Side, _Side, bool]:
+    """Both sides of the scores on token-major inputs; ``shared``: ``xq`` is ``xk``."""
+    shared = xq is xk
+    x = _token_major(xq)
+    return _Side(x, wq), _Side(x if shared else _token_major(xk), wk), shared
 
 
 def _score_dtype(t: torch.Tensor) -> torch.dtype:
     return torch.promote_types(t.dtype, torch.float32)
 
 
-def _new_pairs(layout: Layout, batch: int, heads: int, dtype, device) -> torch.Tensor:
-    n = layout.num_tokens
+def _finish_scores(scores: torch.Tensor, layout: Layout, scale: float) -> torch.Tensor:
+    """Scale the written pairs, then set the pairs a causal layout never writes to ``-inf``
+    (after scaling, so a scale <= 0 cannot turn the fill into NaN or +inf)."""
+    if scale != 1.0:
+        scores.mul_(scale)
     if layout.causal:
-        return torch.full((batch, heads, n, n), float("-inf"), dtype=dtype, device=device)
-    return torch.empty(batch, heads, n, n, dtype=dtype, device=device)  # every pair is written
+        n = layout.num_tokens
+        scores.masked_fill_(torch.ones(n, n, dtype=torch.bool, device=scores.device).triu_(1),
+                            float("-inf"))
+    return scores
+
+
+def _head_dot(a: torch.Tensor, b: torch.Tensor, heads: int, dtype) -> torch.Tensor:
+    """Per-head dot products of channel-major ``a``, ``b`` (broadcast) → ``(heads, *rest)``,
+    formed in ``dtype`` (at least float32, so fp16 products cannot overflow)."""
+    if a.dtype != dtype:
+        a, b = a.to(dtype), b.to(dtype)
+    return _per_head(a * b, heads).sum(1)
+
+
+def _weighted(t: torch.Tensor, w: torch.Tensor, heads: int, shape) -> torch.Tensor:
+    """``t`` ``(C', ...)`` times per-head weights ``w`` ``(heads, ...)``, summed to ``shape``."""
+    prod = _per_head(t, heads) * w.unsqueeze(1)
+    return prod.flatten(0, 1).sum_to_size(shape)
 
 
 class _PairScores(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, xq, xk, wq, wk, layout, heads, scale):
-        xq, xk = xq.contiguous(), xk.contiguous()
+    def forward(ctx, xq, xk, wq, wk, layout, heads, scale, save):
         ctx.save_for_backward(xq, xk, wq, wk)
         ctx.layout, ctx.heads, ctx.scale = layout, heads, scale
-        q_side, k_side = _Side(xq, wq), _Side(xk, wk)
-        dtype = _score_dtype(xq)
-        scores = _new_pairs(layout, xq.shape[0], heads, dtype, xq.device)
+        q_side, k_side, _ = _sides(xq, xk, wq, wk)
+        n, dtype = layout.num_tokens, _score_dtype(xq)
+        scores = torch.empty(xq.shape[0], heads, n, n, dtype=dtype, device=xq.device)
+        saved = []
         for g in _plan(layout):
             q, _ = q_side.project(g.q, g.slot_q)
             k, _ = k_side.project(g.k, g.slot_k)
-            s = torch.linalg.vecdot(split_heads(q, heads), split_heads(k, heads))  # (B, *rect, h)
-            _pairs(scores, g).copy_(s.movedim(-1, 1))
-        return scores.mul_(scale) if scale != 1.0 else scores
+            if save:
+                saved.append((q, k))
+            _pairs(scores, g).copy_(_head_dot(q, k, heads, dtype))
+        ctx.saved_projections = saved if save else None
+        return _finish_scores(scores, layout, scale)
 
     @staticmethod
     @once_differentiable
@@ -181,47 +244,55 @@ class _PairScores(torch.autograd.Function):
         xq, xk, wq, wk = ctx.saved_tensors
         layout, heads, scale = ctx.layout, ctx.heads, ctx.scale
         need = ctx.needs_input_grad
-        q_side, k_side = _Side(xq, wq), _Side(xk, wk)
+        q_side, k_side, shared = _sides(xq, xk, wq, wk)
         q_side.start_grad(need[0], need[2])
-        k_side.start_grad(need[1], need[3])
+        k_side.start_grad(need[1], need[3], q_side.dx if shared else None)
         dscores = (dscores * scale).to(xq.dtype).contiguous()
-        for g in _plan(layout):
-            q, xq_flat = q_side.project(g.q, g.slot_q)
-            k, xk_flat = k_side.project(g.k, g.slot_k)
-            q, k = split_heads(q, heads), split_heads(k, heads)
-            grad = _pairs(dscores, g).movedim(1, -1)[..., None]          # (B, *rect, h, 1)
+        saved = ctx.saved_projections
+        for i, g in enumerate(_plan(layout)):
+            if saved is None:
+                q, xq_flat = q_side.project(g.q, g.slot_q)
+                k, xk_flat = k_side.project(g.k, g.slot_k)
+            else:
+                (q, k), xq_flat, xk_flat = saved[i], _inputs(q_side, g.q), _inputs(k_side, g.k)
+            grad = _pairs(dscores, g).contiguous()                          # (heads, *rect, B)
             if need[0] or need[2]:
-                q_side.accumulate(g.q, g.slot_q, xq_flat,
-                                  (grad * k).sum_to_size(q.shape).flatten(-2))
+                q_side.accumulate(g.q, g.slot_q, xq_flat, _weighted(k, grad, heads, q.shape))
             if need[1] or need[3]:
-                k_side.accumulate(g.k, g.slot_k, xk_flat,
-                                  (grad * q).sum_to_size(k.shape).flatten(-2))
+                k_side.accumulate(g.k, g.slot_k, xk_flat, _weighted(q, grad, heads, k.shape))
+        ctx.saved_projections = None
         dxq, dwq = q_side.finish_grad()
         dxk, dwk = k_side.finish_grad()
-        return dxq, dxk, dwq, dwk, None, None, None
+        dxq = None if dxq is None else dxq.transpose(0, 1)
+        dxk = None if (dxk is None or shared) else dxk.transpose(0, 1)
+        return dxq, dxk, dwq, dwk, None, None, None, None
+
+
+def _inputs(side: _Side, rows: _Rows) -> Optional[torch.Tensor]:
+    """The folded input rows ``(M, C)`` a bank's gradient needs (``None`` for other sides)."""
+    return _fold(_tm_rows(side.x, rows)) if side.relative else None
 
 
 class _PairMix(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, attn, xv, wv, layout, heads):
-        attn, xv = attn.contiguous(), xv.contiguous()
+    def forward(ctx, attn, xv, wv, layout, heads, save):
+        attn = attn.contiguous()
         ctx.save_for_backward(attn, xv, wv)
         ctx.layout, ctx.heads = layout, heads
-        v_side = _Side(xv, wv)
+        v_side = _Side(_token_major(xv), wv)
+        dtype = xv.dtype if wv is None else torch.promote_types(xv.dtype, wv.dtype)
         width = xv.shape[-1] if wv is None else wv.shape[-1]
-        out = torch.zeros(xv.shape[0], layout.num_tokens, width, dtype=v_side.dtype,
-                          device=xv.device)
-        weights = attn.to(v_side.dtype)
+        out = torch.zeros(width, layout.num_tokens, xv.shape[0], dtype=dtype, device=xv.device)
+        weights = attn.to(dtype)
+        saved = []
         for g in _plan(layout):
             v, _ = v_side.project(g.k, g.slot_v)
-            a = _pairs(weights, g).movedim(1, -1)[..., None]               # (B, *rect, h, 1)
-            o = split_heads(_rows(out, g.q), heads)                        # (B, *q sizes, h, dh)
-            v = split_heads(v, heads)
-            if o.shape[:-1] == a.shape[:-1]:
-                o.addcmul_(a, v)
-            else:                                     # the class token queries every patch
-                o.add_((a * v).sum_to_size(o.shape))
-        return out
+            if save:
+                saved.append(v)
+            o = _cm_rows(out, g.q)                                          # (C', *q sizes, B)
+            o.add_(_weighted(v, _pairs(weights, g).contiguous(), heads, o.shape))
+        ctx.saved_projections = saved if save else None
+        return out.permute(2, 1, 0)                                          # (B, N, C')
 
     @staticmethod
     @once_differentiable
@@ -229,27 +300,33 @@ class _PairMix(torch.autograd.Function):
         attn, xv, wv = ctx.saved_tensors
         layout, heads = ctx.layout, ctx.heads
         need = ctx.needs_input_grad
-        v_side = _Side(xv, wv)
+        v_side = _Side(_token_major(xv), wv)
         v_side.start_grad(need[1], need[2])
-        dout = dout.to(v_side.dtype).contiguous()
-        weights = attn.to(v_side.dtype)
-        dattn = torch.zeros_like(attn) if need[0] else None
-        for g in _plan(layout):
-            v, xv_flat = v_side.project(g.k, g.slot_v)
-            v = split_heads(v, heads)
-            go = split_heads(_rows(dout, g.q), heads)
+        dtype = v_side.x.dtype if wv is None else torch.promote_types(xv.dtype, wv.dtype)
+        dout = dout.to(dtype).permute(2, 1, 0).contiguous()                 # (C', N, B)
+        weights = attn.to(dtype)
+        new = torch.zeros_like if layout.causal else torch.empty_like    # causal: j > i unwritten
+        dattn = new(attn) if need[0] else None
+        saved = ctx.saved_projections
+        for i, g in enumerate(_plan(layout)):
+            if saved is None:
+                v, xv_flat = v_side.project(g.k, g.slot_v)
+            else:
+                v, xv_flat = saved[i], _inputs(v_side, g.k)
+            go = _cm_rows(dout, g.q)                                        # (C', *q sizes, B)
             if dattn is not None:
-                _pairs(dattn, g).copy_(torch.linalg.vecdot(go, v).movedim(-1, 1))
+                _pairs(dattn, g).copy_(_head_dot(go, v, heads, _score_dtype(go)))
             if need[1] or need[2]:
-                a = _pairs(weights, g).movedim(1, -1)[..., None]
                 v_side.accumulate(g.k, g.slot_v, xv_flat,
-                                  (a * go).sum_to_size(v.shape).flatten(-2))
+                                  _weighted(go, _pairs(weights, g).contiguous(), heads, v.shape))
+        ctx.saved_projections = None
         dxv, dwv = v_side.finish_grad()
-        return dattn, dxv, dwv, None, None
+        return dattn, None if dxv is None else dxv.transpose(0, 1), dwv, None, None, None
 
 
 class GroupedBackend(Backend):
-    """Fast exact backend (the default): offset-grouped GEMMs, recompute in backward."""
+    """Fast exact backend (the default): offset-grouped GEMMs, recompute in backward unless
+    ``save_projections``."""
 
     name = "grouped"
 
@@ -258,8 +335,9 @@ class GroupedBackend(Backend):
             return [f"layout {type(layout).__name__} does not enumerate pair groups"]
         return []
 
-    def pair_scores(self, xq, xk, wq, wk, layout, heads, scale):
-        return _PairScores.apply(xq, xk, wq, wk, layout, heads, float(scale))
+    def pair_scores(self, xq, xk, wq, wk, layout, heads, scale, save_projections=False):
+        return _PairScores.apply(xq, xk, wq, wk, layout, heads, float(scale),
+                                 bool(save_projections))
 
-    def pair_mix(self, attn, xv, wv, layout, heads):
-        return _PairMix.apply(attn, xv, wv, layout, heads)
+    def pair_mix(self, attn, xv, wv, layout, heads, save_projections=False):
+        return _PairMix.apply(attn, xv, wv, layout, heads, bool(save_projections))

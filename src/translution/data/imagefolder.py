@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
+
+from ..utils import check_int
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -43,14 +45,6 @@ def _torchvision():
     return datasets, transforms, v2
 
 
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
-
-
 def build_transforms(train: bool, img_size: int = 224, resize: int = 256,
                      randaugment: Optional[Tuple[int, int]] = (2, 9),
                      mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
@@ -73,8 +67,8 @@ def build_transforms(train: bool, img_size: int = 224, resize: int = 256,
         TypeError, ValueError: For invalid sizes or RandAugment settings.
     """
     _, T, _ = _torchvision()
-    img_size = _positive_int("img_size", img_size)
-    resize = _positive_int("resize", resize)
+    img_size = check_int("img_size", img_size, 1)
+    resize = check_int("resize", resize, 1)
     if resize < img_size:
         raise ValueError(f"resize must be >= img_size, got resize={resize}, img_size={img_size}")
     norm = [T.ToTensor(), T.Normalize(mean=list(mean), std=list(std))]
@@ -85,9 +79,8 @@ def build_transforms(train: bool, img_size: int = 224, resize: int = 256,
         if len(randaugment) != 2:
             raise ValueError(f"randaugment must be (num_ops, magnitude), got {randaugment!r}")
         num_ops, magnitude = randaugment
-        num_ops = _positive_int("randaugment num_ops", num_ops)
-        if isinstance(magnitude, bool) or not isinstance(magnitude, int) or magnitude < 0:
-            raise ValueError(f"randaugment magnitude must be an int >= 0, got {magnitude!r}")
+        num_ops = check_int("randaugment num_ops", num_ops, 1)
+        magnitude = check_int("randaugment magnitude", magnitude, 0)
         steps.append(T.RandAugment(num_ops=num_ops, magnitude=magnitude))
     return T.Compose([*steps, *norm])
 
@@ -138,7 +131,7 @@ class MixUpCutMix:
 
     def __init__(self, num_classes: int, mixup_alpha: float = 0.8, cutmix_alpha: float = 1.0):
         _, _, v2 = _torchvision()
-        self.num_classes = _positive_int("num_classes", num_classes)
+        self.num_classes = check_int("num_classes", num_classes, 1)
         for name, a in (("mixup_alpha", mixup_alpha), ("cutmix_alpha", cutmix_alpha)):
             if isinstance(a, bool) or not isinstance(a, (int, float)):
                 raise TypeError(f"{name} must be a number, got {type(a).__name__}")

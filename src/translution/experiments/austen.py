@@ -11,14 +11,12 @@ are trained on random windows, **each for the same wall-clock training budget**:
 * full Translution (``gpt_*_translution``, by default narrower: it costs ``O(N²·C·C')``).
 
 Fairness. Every model gets ``budget_seconds`` of training time as measured by
-:func:`translution.train.fit` (forward, backward, optimiser step and batch sampling; evaluation,
-checkpoints and sampling are not counted). Before training, a few steps on a throw-away
-copy measure the step time, which plans the number of steps (the cosine schedule's length); the
-run then trains in chunks (``stop_after_steps``; the first one short, 5 % of the plan), evaluating
-between chunks, and re-plans the remaining steps from the measured rate so far, so the schedule
-ends when the budget is spent.
-Training also stops as soon as the budget is used. Validation loss is measured on a fixed set of
-evenly spaced validation windows, the same for every model.
+:func:`translution.train.fit` (``train.time_budget_s``: forward, backward, optimiser step and
+batch sampling; evaluation, checkpoints and sampling are not counted). Before training, a few
+steps on a throw-away copy measure the step time, which plans the number of steps (the cosine
+schedule's length); training stops at the planned step count or when the budget is spent,
+whichever comes first. Validation loss is measured by ``fit`` on a named evaluation set
+(``"val"``) of evenly spaced validation windows, the same for every model.
 
 Every model is a resumable run in ``OUT/runs/<kind>``: re-running the same command continues
 where it stopped, and a finished run is not retrained. Outputs in ``OUT``: ``report.md``,
@@ -32,11 +30,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import hashlib
 import json
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Tuple
@@ -45,8 +42,9 @@ import numpy as np
 import torch
 
 from ..train.config import Section, bounded, load_settings
+from ..utils import Stopwatch, atomic_write_json, atomic_write_text, sha256_bytes
 
-__all__ = ["AustenSettings", "QUICK", "FULL", "MODELS", "run", "build_model", "prepare_tokens",
+__all__ = ["AustenSettings", "QUICK", "FULL", "MODELS", "run", "model_section", "prepare_tokens",
            "report_markdown"]
 
 #: Report label → attention kind.
@@ -174,11 +172,7 @@ def _check_corpus(corpus) -> Tuple[List[str], List[str]]:
 
 
 def _corpus_id(train: Sequence[str], val: Sequence[str], tokenizer: str) -> str:
-    h = hashlib.sha256(f"{tokenizer}\0{len(train)}\0{len(val)}\0".encode())
-    for t in list(train) + ["\0val\0"] + list(val):
-        h.update(t.encode("utf-8"))
-        h.update(b"\0")
-    return h.hexdigest()[:16]
+    return sha256_bytes(json.dumps([tokenizer, list(train), list(val)]).encode())[:16]
 
 
 def prepare_tokens(settings: AustenSettings, corpus=None, data_dir: Optional[Path] = None,
@@ -245,37 +239,31 @@ def _val_batches(val: np.ndarray, s: AustenSettings, device) -> List[Tuple[torch
 # ----------------------------------------------------------------------------------------------
 # models and runs
 # ----------------------------------------------------------------------------------------------
-def _model_overrides(s: AustenSettings, kind: str, vocab_size: int) -> Dict:
+def model_section(s: AustenSettings, kind: str, vocab_size: int) -> Dict[str, Any]:
+    """The ``model`` config section of kind ``kind``: ``{"name": "gpt_<size>_<kind>", ...}``
+    (built by :func:`translution.recipes.build_model`)."""
     over = {k: getattr(s, k) for k in ("dim", "depth", "heads", "dim_head", "mlp_dim")
             if getattr(s, k) is not None}
     over.update(vocab_size=vocab_size, block_size=s.block_size, rank=s.rank)
     over.update(s.model_overrides.get(kind, {}))
-    return over
+    return {"name": f"gpt_{s.size}_{kind}", **over}
 
 
-def build_model(s: AustenSettings, kind: str, vocab_size: int) -> torch.nn.Module:
-    """The GPT ``gpt_<size>_<kind>`` of the experiment (seeded by ``s.seed``).
-
-    Raises:
-        ValueError: Unknown size/kind or an invalid override (from the registry).
-    """
-    from ..models import create_model
-    torch.manual_seed(s.seed)
-    return create_model(f"gpt_{s.size}_{kind}", **_model_overrides(s, kind, vocab_size))
-
-
-def _run_config(s: AustenSettings, name: str, planned: int, warmup: int, data_dir: Path):
-    from ..train import OptimConfig, RunConfig, ScheduleConfig, TrainConfig
-    return RunConfig(
-        model={"name": name},
-        data={"dataset": "text", "dir": str(data_dir), "block_size": s.block_size},
-        train=TrainConfig(max_steps=planned, batch_size=s.batch_size, seed=s.seed,
-                          log_every=s.log_every, eval_every=0, checkpoint_every=0,
-                          checkpoint_every_epochs=0, save_best=False, progress=False,
-                          device=s.device),
-        optim=OptimConfig(name="adamw", lr=s.lr, weight_decay=s.weight_decay, betas=(0.9, 0.99),
-                          grad_clip=s.grad_clip, decay_1d=False),
-        schedule=ScheduleConfig(name="cosine", warmup=warmup, min_lr=s.lr * s.min_lr_ratio))
+def _run_config(s: AustenSettings, model: Dict, plan: Dict, data_dir: Path):
+    from ..train import RunConfig
+    every = max(1, math.ceil(plan["planned_steps"] / s.eval_points))
+    return RunConfig.from_dict({
+        "model": model,
+        "data": {"dataset": "text", "dir": str(data_dir), "block_size": s.block_size},
+        "train": {"max_steps": plan["planned_steps"], "time_budget_s": s.budget_seconds,
+                  "batch_size": s.batch_size, "seed": s.seed, "log_every": s.log_every,
+                  "eval_every": every, "eval_at_start": True, "checkpoint_every": every,
+                  "checkpoint_every_epochs": 0, "save_best": False, "progress": False,
+                  "device": s.device},
+        "optim": {"name": "adamw", "lr": s.lr, "weight_decay": s.weight_decay,
+                  "betas": (0.9, 0.99), "grad_clip": s.grad_clip, "decay_1d": False},
+        "schedule": {"name": "cosine", "warmup": plan["warmup"], "min_lr": s.lr * s.min_lr_ratio},
+    })
 
 
 def _step_time(model, task, sample_fn, s: AustenSettings, device) -> float:
@@ -284,21 +272,19 @@ def _step_time(model, task, sample_fn, s: AustenSettings, device) -> float:
     probe = copy.deepcopy(model).to(device).train()
     opt = build_optimizer(probe, OptimConfig(name="adamw", lr=s.lr, decay_1d=False))
     g = torch.Generator().manual_seed(987654321)
-    times = []
+    watch = Stopwatch()
     with torch.random.fork_rng(devices=[]):
         for i in range(2 + s.calibration_steps):
             x, y = (t.to(device) for t in sample_fn(g, s.batch_size))
-            t0 = time.perf_counter()
-            loss, _ = task.loss(probe, (x, y))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(probe.parameters(), s.grad_clip)
-            opt.step()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            if i >= 2:
-                times.append(time.perf_counter() - t0)
-    return sum(times) / len(times)
+            with watch if i >= 2 else contextlib.nullcontext():
+                loss, _ = task.loss(probe, (x, y))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(probe.parameters(), s.grad_clip)
+                opt.step()
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+    return watch.seconds / s.calibration_steps
 
 
 def _device(s: AustenSettings) -> torch.device:
@@ -307,114 +293,67 @@ def _device(s: AustenSettings) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _read_jsonl(path: Path) -> List[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _write_jsonl(path: Path, records: List[dict]) -> None:
-    from ..data.text import atomic_write_bytes
-    atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in records).encode())
-
-
-def _fingerprint(s: AustenSettings, name: str, model, data_id: str) -> Dict:
-    return {"format": _RUN_FORMAT, "model": name, "config": model.config.to_dict(),
-            "data": data_id, "block_size": s.block_size, "batch_size": s.batch_size,
-            "budget_seconds": s.budget_seconds, "seed": s.seed, "lr": s.lr,
-            "min_lr_ratio": s.min_lr_ratio, "weight_decay": s.weight_decay,
-            "warmup_fraction": s.warmup_fraction, "grad_clip": s.grad_clip,
-            "val_windows": s.val_windows, "device": s.device}
-
-
-def _train_one(run_dir: Path, s: AustenSettings, label: str, kind: str, vocab_size: int,
-               data_id: str, data_dir: Path, train_tokens: np.ndarray, val_batches, tokenizer,
-               log: Callable[[str], None]) -> Dict:
-    """Train (or resume, or just load) one model; returns its result record."""
-    from ..data.text import atomic_write_json
-    from ..train import LanguageModelTask, WindowBatches, fit, load_checkpoint, token_windows
-
-    device = _device(s)
-    model = build_model(s, kind, vocab_size)
-    name = f"gpt_{s.size}_{kind}"
-    fp = _fingerprint(s, name, model, data_id)
-    result_path, plan_path = run_dir / "result.json", run_dir / "plan.json"
-    if plan_path.is_file():
-        plan = json.loads(plan_path.read_text())
-        if plan.get("fingerprint") != fp:
+def _plan(run_dir: Path, s: AustenSettings, model, section: Dict, data: Dict, log) -> Dict:
+    """The run's plan (``plan.json``): calibrated once, then reused; another plan's folder is
+    refused. Planned steps = budget / calibrated step time (the cosine schedule's length)."""
+    from ..train import LanguageModelTask
+    fingerprint = {"format": _RUN_FORMAT, "model": section, "data": data["corpus_id"],
+                   **{k: getattr(s, k) for k in ("block_size", "batch_size", "budget_seconds",
+                                                 "seed", "lr", "min_lr_ratio", "weight_decay",
+                                                 "warmup_fraction", "grad_clip", "val_windows",
+                                                 "eval_points", "device")}}
+    path = run_dir / "plan.json"
+    if path.is_file():
+        plan = json.loads(path.read_text())
+        if plan.get("fingerprint") != json.loads(json.dumps(fingerprint)):
             raise ValueError(f"{run_dir} holds a run with other settings (model, data, budget or "
                              f"recipe differ); use another output folder or delete {run_dir}")
-        if result_path.is_file():
-            result = json.loads(result_path.read_text())
-            log(f"{label}: finished earlier ({result['steps']} steps), not retrained")
-            return result
-    else:
-        plan = None
+        return plan
+    step_time = _step_time(model, LanguageModelTask(), data["sample_fn"], s, data["device"])
+    planned = max(1, int(s.budget_seconds / step_time))
+    plan = {"fingerprint": fingerprint, "calibrated_step_time": step_time,
+            "planned_steps": planned,
+            "warmup": min(int(s.warmup_fraction * planned), max(0, planned - 1))}
+    atomic_write_json(path, plan)
+    log(f"{section['name']}: {model.num_parameters():,} parameters, {1000 * step_time:.0f} "
+        f"ms/step measured → {planned} steps planned for {s.budget_seconds:g} s")
+    return plan
 
-    task = LanguageModelTask()
-    sample_fn = token_windows(train_tokens, s.block_size)
-    batches = WindowBatches(sample_fn, s.batch_size, _STEPS_PER_EPOCH, seed=s.seed)
-    n_params = model.num_parameters()
-    if plan is None:
-        step_time = _step_time(model, task, sample_fn, s, device)
-        planned = max(1, int(s.budget_seconds / step_time))
-        plan = {"fingerprint": fp, "calibrated_step_time": step_time, "initial_steps": planned,
-                "planned_steps": planned, "chunk": max(1, math.ceil(planned / s.eval_points)),
-                "warmup": min(int(s.warmup_fraction * planned), max(0, planned - 1))}
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(plan_path, plan)
-        log(f"{label} ({name}): {n_params:,} parameters, {1000 * step_time:.0f} ms/step "
-            f"measured → {planned} steps planned for {s.budget_seconds:g} s")
 
-    step, seconds = 0, 0.0
-    model.to(device)
-    if (run_dir / "last.pt").is_file():
-        ckpt = load_checkpoint(run_dir / "last.pt", model)
-        step, seconds = int(ckpt["step"]), float(ckpt["extra"].get("elapsed", 0.0))
-        log(f"{label}: resuming at step {step} ({seconds:.1f} s used)")
-    val_log = [r for r in _read_jsonl(run_dir / "val.jsonl") if r["step"] <= step]
+def _train_one(run_dir: Path, s: AustenSettings, label: str, kind: str, data: Dict,
+               log: Callable[[str], None]) -> Dict:
+    """Train (or resume, or just reload) one model; returns its result record."""
+    from ..recipes import build_model
+    from ..train import LanguageModelTask, WindowBatches, fit
+    section = model_section(s, kind, data["vocab_size"])
+    torch.manual_seed(s.seed)
+    model = build_model(section)
+    plan = _plan(run_dir, s, model, section, data, log)
 
-    def evaluate() -> None:
-        metrics = task.evaluate(model, val_batches)
-        val_log.append({"step": step, "seconds": round(seconds, 3),
-                        "tokens": step * s.batch_size * s.block_size, "loss": metrics["loss"]})
-        _write_jsonl(run_dir / "val.jsonl", val_log)
+    def progress(event: Dict) -> None:
+        if event["event"] == "checkpoint":
+            loss = summary_eval.get("loss", float("nan"))
+            log(f"  {label}: step {event['step']}/{plan['planned_steps']}, val loss {loss:.4f}")
+        elif event["event"] == "eval":
+            summary_eval.update(event)
 
-    if not val_log or val_log[-1]["step"] != step:
-        evaluate()
-    while step < plan["planned_steps"] and seconds < s.budget_seconds:
-        # the first chunk is short: it measures the real rate before the budget is committed
-        first = max(1, math.ceil(0.05 * plan["initial_steps"]))
-        chunk = min(first if step < first else plan["chunk"], plan["planned_steps"] - step)
-        config = _run_config(s, name, plan["planned_steps"], plan["warmup"], data_dir)
-        summary = fit(model, task, batches, config, out_dir=run_dir, device=device,
-                      stop_after_steps=chunk, tokenizer=tokenizer.to_meta())
-        step, seconds = summary["steps"], summary["seconds"]
-        evaluate()
-        # re-plan from the measured rate so the schedule ends when the budget is spent
-        if step < plan["planned_steps"] and seconds < s.budget_seconds:
-            rate = seconds / step
-            plan["planned_steps"] = max(step + 1, plan["warmup"] + 1,
-                                        step + int((s.budget_seconds - seconds) / rate))
-            atomic_write_json(plan_path, plan)
-        log(f"  {label}: step {step}/{plan['planned_steps']}, {seconds:.1f}/"
-            f"{s.budget_seconds:g} s, val loss {val_log[-1]['loss']:.4f}")
-
-    samples = _samples(model, tokenizer, s, device)
-    final = val_log[-1]
-    result = {
-        "kind": kind, "model": name, "config": model.config.to_dict(),
-        "val_loss": final["loss"], "val_ppl": math.exp(min(final["loss"], 700.0)),
-        "val_bits_per_token": final["loss"] / math.log(2),
-        "parameters": n_params, "steps": step, "planned_steps": plan["initial_steps"],
-        "seconds": round(seconds, 2),
-        "tokens": step * s.batch_size * s.block_size,
-        "tokens_per_s": step * s.batch_size * s.block_size / seconds if seconds else 0.0,
+    summary_eval: Dict = {}
+    batches = WindowBatches(data["sample_fn"], s.batch_size, _STEPS_PER_EPOCH, seed=s.seed)
+    summary = fit(model, LanguageModelTask(), batches, _run_config(s, section, plan, data["dir"]),
+                  eval_sets={"val": data["val_batches"]}, out_dir=run_dir, device=data["device"],
+                  callbacks=[progress], tokenizer=data["tokenizer"].to_meta())
+    steps, seconds, loss = summary["steps"], summary["seconds"], summary["eval"]["loss"]
+    tokens = steps * s.batch_size * s.block_size
+    samples = _samples(model, data["tokenizer"], s, data["device"])
+    return {
+        "kind": kind, "model": section["name"], "config": model.config.to_dict(),
+        "val_loss": loss, "val_ppl": math.exp(min(loss, 700.0)),
+        "val_bits_per_token": loss / math.log(2), "parameters": model.num_parameters(),
+        "steps": steps, "planned_steps": plan["planned_steps"], "seconds": round(seconds, 2),
+        "tokens": tokens, "tokens_per_s": tokens / seconds if seconds else 0.0,
         "calibrated_step_time": plan["calibrated_step_time"],
         "sample": samples[0] if samples else "", "samples": samples,
     }
-    atomic_write_json(result_path, result)
-    return result
 
 
 @torch.no_grad()
@@ -450,8 +389,8 @@ def run(out: Path, settings: AustenSettings = QUICK, corpus=None,
         tokens_per_s, seconds, steps, sample, ...}``.
 
     Raises:
-        ValueError: Invalid settings or corpus, a prompt the tokenizer cannot encode, a split
-            shorter than one window, or an output folder holding runs with other settings.
+        ValueError: Invalid corpus, a prompt the tokenizer cannot encode, a split shorter than
+            one window, or an output folder holding runs with other settings.
     """
     if not isinstance(settings, AustenSettings):
         raise TypeError(f"settings must be an AustenSettings, got {type(settings).__name__}")
@@ -464,10 +403,10 @@ def run(out: Path, settings: AustenSettings = QUICK, corpus=None,
         torch.set_num_threads(threads)
 
 
-def _run(out: Path, s: AustenSettings, corpus, log: Callable[[str], None]) -> Dict:
-    from ..data.text import TokenDataset, atomic_write_json
-
-    out.mkdir(parents=True, exist_ok=True)
+def _data(out: Path, s: AustenSettings, corpus, log: Callable[[str], None]) -> Dict:
+    """Token folder, tokenizer, training sampler and fixed validation batches."""
+    from ..data.text import TokenDataset
+    from ..train import token_windows
     data_dir, meta = prepare_tokens(s, corpus, None if corpus is None
                                     else out / "data" / s.tokenizer, log)
     train_ds, val_ds = TokenDataset(data_dir, "train"), TokenDataset(data_dir, "val")
@@ -481,73 +420,59 @@ def _run(out: Path, s: AustenSettings, corpus, log: Callable[[str], None]) -> Di
                          f"{s.block_size} needs more than that")
     device = _device(s)
     val_batches = _val_batches(val_ds.data, s, device)
-    vocab = int(meta["vocab_size"])
-    log(f"{s.tokenizer} tokens: {len(train_ds):,} train, {len(val_ds):,} validation, "
-        f"vocabulary {vocab}; {sum(len(b[0]) for b in val_batches)} fixed validation windows")
+    return {"dir": data_dir, "meta": meta, "tokenizer": tokenizer, "device": device,
+            "vocab_size": int(meta["vocab_size"]), "corpus_id": meta["corpus_id"],
+            "sample_fn": token_windows(train_ds.data, s.block_size),
+            "val_batches": val_batches, "tokens_train": len(train_ds),
+            "tokens_val": len(val_ds), "val_windows": sum(len(b[0]) for b in val_batches)}
 
+
+def _run(out: Path, s: AustenSettings, corpus, log: Callable[[str], None]) -> Dict:
+    out.mkdir(parents=True, exist_ok=True)
+    data = _data(out, s, corpus, log)
+    log(f"{s.tokenizer} tokens: {data['tokens_train']:,} train, {data['tokens_val']:,} "
+        f"validation, vocabulary {data['vocab_size']}; {data['val_windows']} fixed validation "
+        f"windows")
     results: Dict[str, Dict] = {}
     for label, kind in s.models.items():
-        results[label] = _train_one(out / "runs" / kind, s, label, kind, vocab,
-                                    meta["corpus_id"], data_dir, train_ds.data, val_batches, tokenizer,
-                                    log)
-        r = results[label]
+        r = results[label] = _train_one(out / "runs" / kind, s, label, kind, data, log)
         log(f"{label}: val loss {r['val_loss']:.4f} (ppl {r['val_ppl']:.2f}) after "
             f"{r['steps']} steps, {r['tokens_per_s']:.0f} tokens/s")
     atomic_write_json(out / "results.json", results)
     figures = _figures(out, s, results)
-    info = {"tokens_train": len(train_ds), "tokens_val": len(val_ds), "vocab_size": vocab,
-            "val_windows": sum(len(b[0]) for b in val_batches), "source": meta.get("source"),
-            "threads": torch.get_num_threads(), "device": str(device)}
-    (out / "report.md").write_text(report_markdown(results, s, figures, info))
+    info = {k: data[k] for k in ("tokens_train", "tokens_val", "vocab_size", "val_windows")}
+    info.update(source=data["meta"].get("source"), threads=torch.get_num_threads(),
+                device=str(data["device"]))
+    atomic_write_text(out / "report.md", report_markdown(results, s, figures, info))
     log(f"report: {out / 'report.md'}")
     return results
 
 
-def _curves(out: Path, s: AustenSettings, results: Dict):
+def _curves(out: Path, results: Dict):
     from ..train import read_metrics
     train, val, val_time = {}, {}, {}
     for label, r in results.items():
-        run_dir = out / "runs" / r["kind"]
-        path = run_dir / "metrics.jsonl"
-        records = read_metrics(path, "train") if path.is_file() else []
-        train[label] = [(rec["step"], rec["loss"]) for rec in records if "loss" in rec]
-        log_ = _read_jsonl(run_dir / "val.jsonl")
-        val[label] = [(rec["step"], rec["loss"]) for rec in log_]
-        val_time[label] = [(rec["seconds"], rec["loss"]) for rec in log_]
+        path = out / "runs" / r["kind"] / "metrics.jsonl"
+        records = read_metrics(path) if path.is_file() else []
+        train[label] = [(x["step"], x["loss"]) for x in records if x["event"] == "train"]
+        evals = [x for x in records if x["event"] == "eval" and x.get("set") == "val"]
+        val[label] = [(x["step"], x["loss"]) for x in evals]
+        val_time[label] = [(x["time"], x["loss"]) for x in evals]
     return train, val, val_time
 
 
 def _figures(out: Path, s: AustenSettings, results: Dict) -> List[str]:
     from .. import plots
-    train, val, val_time = _curves(out, s, results)
+    train, val, val_time = _curves(out, results)
     unit = "nats/char" if s.tokenizer == "char" else "nats/token"
     plots.training_curves(train, out / "curves_train.png", ylabel=f"training loss ({unit})",
                           title="training loss (mean over each logging window)")
     plots.training_curves(val, out / "curves_val.png", ylabel=f"validation loss ({unit})",
                           title="validation loss (fixed windows, the same for every model)")
-    _time_plot(val_time, out / "val_vs_time.png", f"validation loss ({unit})",
-               f"validation loss against training time (budget {s.budget_seconds:g} s each)")
+    plots.training_curves(val_time, out / "val_vs_time.png", ylabel=f"validation loss ({unit})",
+                          title=f"validation loss against training time (budget "
+                                f"{s.budget_seconds:g} s each)", xlabel="training time (s)")
     return ["curves_train.png", "curves_val.png", "val_vs_time.png"]
-
-
-def _time_plot(curves: Dict[str, list], path: Path, ylabel: str, title: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    for label, points in curves.items():
-        if points:
-            xs, ys = zip(*points)
-            ax.plot(xs, ys, marker=".", label=label, linewidth=1.2)
-    ax.set_xlabel("training time (s)")
-    ax.set_ylabel(ylabel)
-    ax.set_yscale("log")
-    ax.legend(fontsize=7)
-    ax.set_title(title, fontsize=10)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
 
 
 def report_markdown(results: Dict, s: AustenSettings, figures: List[str],
@@ -572,12 +497,11 @@ def report_markdown(results: Dict, s: AustenSettings, figures: List[str],
         f"**Equal budget:** every model trains for {s.budget_seconds:g} s of wall-clock "
         "training time (forward, backward, optimiser step and batch sampling, as timed by "
         "`fit`; evaluation, checkpoints and sampling excluded), one model after the "
-        "other on the same machine. The step count is planned from a timed calibration of "
-        f"{s.calibration_steps} steps on a copy of the model, then re-planned after a short first "
-        f"chunk (5 % of the plan) and at each of the {s.eval_points} evaluation points from the "
-        "rate measured so far, so the cosine schedule ends when the budget is spent; training "
-        "stops once the budget is used (a chunk may overrun it by a little). Timings on a "
-        "shared machine include any interference from other processes.", "",
+        "other on the same machine. The step count (the cosine schedule's length) is planned "
+        f"from a timed calibration of {s.calibration_steps} steps on a copy of the model; "
+        "training stops at the planned count or when the budget is spent, whichever comes "
+        f"first, with {s.eval_points} evaluations on the way. Timings on a shared machine "
+        "include any interference from other processes.", "",
         f"Validation: mean cross-entropy per {unit} on {info.get('val_windows', s.val_windows)} "
         f"fixed, evenly spaced windows of {s.block_size} tokens of {val_name} (the same for "
         "every model; each window scores all its positions, so early positions see short "

@@ -272,6 +272,21 @@ class Block(nn.Module):
         x = x + self.attn(self.norm1(x), shape=shape)
         return x + self.mlp(self.norm2(x))
 
+    def decode(self, x: torch.Tensor, cache=None, capacity: Optional[int] = None):
+        """Incremental forward on a causal sequence: the attention layer's ``decode`` step.
+
+        Args:
+            x: ``(B, m, dim)`` the next ``m`` positions. cache: the attention layer's cache from
+                the previous call (``None``: ``x`` starts the sequence). capacity: positions to
+                preallocate in a new cache.
+
+        Returns:
+            ``(out (B, m, dim), cache)``, ``out`` equal to ``self(prefix)[:, -m:]``.
+        """
+        y, cache = self.attn.decode(self.norm1(x), cache, capacity)
+        x = x + y
+        return x + self.mlp(self.norm2(x)), cache
+
 
 class TransformerModel(nn.Module):
     """Base class of the model families: holds ``config`` and counts parameters."""

@@ -14,17 +14,20 @@ forgot the mask). Embeddings use PyTorch's default ``N(0, 1)`` init, as the refe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import List, Optional, Union
 
 import torch
 from torch import nn
 
+from ..generation import generate as _generate
+from ..layers import AttentionCache
 from ..layouts import Sequence
+from ..utils import check_int
 from .blocks import (TransformerConfig, TransformerModel, _positive_int, _resolve_config,
                      register_sizes)
 from .registry import register_family
 
-__all__ = ["GPTConfig", "GPT"]
+__all__ = ["GPTConfig", "GPT", "DecodeCache"]
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,16 @@ class GPT(TransformerModel):
         self.norm = nn.LayerNorm(c.dim)
         self.head = nn.Linear(c.dim, c.vocab_size, bias=False)
 
+    def check_length(self, length: int, what: str = "sequence length") -> None:
+        """Raise a ``ValueError`` (naming the limit and the fix) when the model cannot read
+        ``length`` tokens; ``what`` names the quantity in the message."""
+        limit = self.max_length
+        if limit is not None and length > limit:
+            why = ("its learned absolute position embedding has block_size rows"
+                   if self.config.attention == "ape"
+                   else "build it with max_distance=K to run on longer inputs")
+            raise ValueError(f"{what} {length} exceeds block_size={limit} of this model ({why})")
+
     @property
     def max_length(self) -> Optional[int]:
         """Longest input the model accepts: ``block_size``, or ``None`` (any length) when
@@ -93,15 +106,9 @@ class GPT(TransformerModel):
             raise TypeError(f"tokens must be an integer tensor of token ids, got {tokens.dtype}")
         if tokens.dim() != 2:
             raise ValueError(f"tokens must have shape (batch, time), got {tuple(tokens.shape)}")
-        t, limit = tokens.shape[1], self.max_length
-        if t < 1:
+        if tokens.shape[1] < 1:
             raise ValueError("tokens must hold at least one position, got length 0")
-        if limit is not None and t > limit:
-            why = ("its learned absolute position embedding has block_size rows"
-                   if self.config.attention == "ape"
-                   else "build it with max_distance=K to run on longer inputs")
-            raise ValueError(f"sequence length {t} exceeds block_size={limit} of this model "
-                             f"({why})")
+        self.check_length(tokens.shape[1])
         if tokens.device.type == "cpu" and tokens.numel():   # no device sync elsewhere
             lo, hi = int(tokens.min()), int(tokens.max())
             if lo < 0 or hi >= self.config.vocab_size:
@@ -130,6 +137,60 @@ class GPT(TransformerModel):
         return self.head(self.forward_features(tokens))
 
     @torch.no_grad()
+    def decode(self, tokens: torch.Tensor, cache: Optional["DecodeCache"] = None,
+               capacity: Optional[int] = None):
+        """Cached forward for inference (no gradients): read the next positions and return the
+        next cache (each block's attention layer advances its own
+        :class:`~translution.layers.AttentionCache`).
+
+        Args:
+            tokens: ``(B, m)`` ids of the next ``m`` positions (the prompt when ``cache`` is
+                ``None``, then typically one token per call).
+            cache: the :class:`DecodeCache` of the previous call, or ``None``.
+            capacity: positions a new cache preallocates (default: :attr:`max_length`, or
+                ``m`` for a model that reads any length), capped at what the model reads at
+                once: :attr:`max_length`, or ``block_size`` for a model that reads any length
+                (its cache then grows by doubling as it reads).
+
+        Returns:
+            ``(logits (B, m, vocab_size), cache)``, equal to ``self(all tokens)[:, -m:]``; the
+            cache is advanced in place.
+
+        Raises:
+            ValueError: bad ids, a cache of another model or batch, or more tokens in all than
+                the model reads (:attr:`max_length`).
+        """
+        self._check_tokens(tokens)
+        b, m = tokens.shape
+        if cache is None:
+            limit = self.max_length
+            rows = (limit or m) if capacity is None else check_int("capacity", capacity, 1)
+            capacity = min(max(rows, m), max(m, limit or self.config.block_size))
+            caches: List[Optional[AttentionCache]] = [None] * len(self.blocks)
+        else:
+            if not isinstance(cache, DecodeCache):
+                raise TypeError(f"cache must be a DecodeCache from GPT.decode, "
+                                f"got {type(cache).__name__}")
+            if len(cache.layers) != len(self.blocks) or cache.batch_size != b:
+                raise ValueError(f"the cache holds {len(cache.layers)} layers and "
+                                 f"{cache.batch_size} sequences, the model has "
+                                 f"{len(self.blocks)} blocks and the tokens {b} sequences; use "
+                                 f"the model and batch the cache was built with")
+            self.check_length(cache.length + m, "decoding would make the sequence length")
+            caches = cache.layers
+        start = 0 if cache is None else cache.length
+        x = self.token_embed(tokens)
+        if self.pos_embed is not None:
+            x = x + self.pos_embed(torch.arange(start, start + m, device=tokens.device))
+        for i, block in enumerate(self.blocks):
+            x, caches[i] = block.decode(x, caches[i], capacity)
+        logits = self.head(self.norm(x))
+        if cache is None:
+            return logits, DecodeCache(caches, m, b)
+        cache.length += m
+        return logits, cache
+
+    @torch.no_grad()
     def generate(self, tokens: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
                  top_k: Optional[int] = None, generator: Optional[torch.Generator] = None,
                  use_cache: bool = True) -> torch.Tensor:
@@ -148,10 +209,33 @@ class GPT(TransformerModel):
         Returns:
             ``(B, T + max_new_tokens)``.
         """
-        from ..generation import generate
+        return _generate(self, tokens, max_new_tokens, temperature=temperature, top_k=top_k,
+                         use_cache=use_cache, generator=generator, sliding_window=True)
 
-        return generate(self, tokens, max_new_tokens, temperature=temperature, top_k=top_k,
-                        use_cache=use_cache, generator=generator, sliding_window=True)
+
+class DecodeCache:
+    """Decoding state of a :class:`GPT`, built and advanced by :meth:`GPT.decode`.
+
+    Attributes:
+        layers: one :class:`~translution.layers.AttentionCache` per block.
+        length: tokens read so far (the next token sits at this position).
+        batch_size: ``B``.
+    """
+
+    def __init__(self, layers: List[AttentionCache], length: int, batch_size: int):
+        self.layers, self.length, self.batch_size = layers, length, batch_size
+
+    def capacity(self) -> int:
+        """Positions the largest buffer holds without growing."""
+        return max(layer.capacity() for layer in self.layers)
+
+    def nbytes(self) -> int:
+        """Bytes allocated by the cache's tensors (capacity included)."""
+        return sum(layer.nbytes() for layer in self.layers)
+
+    def __repr__(self):
+        return (f"DecodeCache(layers={len(self.layers)}, length={self.length}, "
+                f"batch_size={self.batch_size}, nbytes={self.nbytes():,})")
 
 
 register_family("gpt", GPTConfig, GPT)

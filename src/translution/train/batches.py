@@ -28,6 +28,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, default_collate
 
+from ..utils import check_int
 from .rng import derive_seed, seeded_rng
 
 __all__ = ["BatchSource", "DatasetBatches", "WindowBatches", "token_windows"]
@@ -129,10 +130,8 @@ class DatasetBatches:
                  pin_memory: bool = False, even_shards: bool = True,
                  rank: int | None = None, world_size: int | None = None,
                  prefetch_factor: int | None = None, multiprocessing_context: Any = None) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        if num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        check_int("batch_size", batch_size, 1)
+        check_int("num_workers", num_workers, 0)
         if len(dataset) == 0:
             raise ValueError("dataset is empty; expected at least one sample")
         _resolve_rank(rank, world_size)
@@ -232,9 +231,8 @@ class WindowBatches:
                  world_size: int | None = None) -> None:
         if not callable(sample_fn):
             raise TypeError(f"sample_fn must be callable, got {type(sample_fn).__name__}")
-        for name, v in (("batch_size", batch_size), ("steps_per_epoch", steps_per_epoch)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        check_int("batch_size", batch_size, 1)
+        check_int("steps_per_epoch", steps_per_epoch, 1)
         _resolve_rank(rank, world_size)
         self.sample_fn, self.batch_size, self.steps_per_epoch = sample_fn, batch_size, steps_per_epoch
         self.seed, self.rank, self.world_size = int(seed), rank, world_size

@@ -25,15 +25,20 @@ tokenizer    tokenizer meta (:meth:`Tokenizer.to_meta`) of a language model, els
 
 Files written before ``model_config`` existed load with both set to ``None``.
 
-Files are written to a temporary name in the same directory, flushed, fsynced and moved into
-place with ``os.replace``, so a crash never leaves a half-written ``last.pt``. Loading uses
-``weights_only=True`` and checks the format, raising ``ValueError`` naming the file.
+Files are written with :func:`translution.utils.atomic_write` (temporary file, fsync,
+``os.replace``), so a crash never leaves a half-written ``last.pt``; with ``keep_previous`` the
+file being replaced becomes ``prev.pt``, the fallback of :func:`resume_checkpoint`. Loading
+checks the CRC-32 of every member of the zip archive ``torch.save`` writes (a flipped bit is
+refused, not loaded as a wrong weight), uses ``weights_only=True`` and checks the format,
+raising ``ValueError`` naming the file.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -41,11 +46,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..utils import atomic_write, remove_stale_temporaries
 from .distributed import unwrap_model
 from .rng import restore_rng_state
 
 __all__ = ["CHECKPOINT_FORMAT", "REQUIRED_KEYS", "save_checkpoint", "load_checkpoint",
-           "atomic_torch_save"]
+           "atomic_torch_save", "resume_checkpoint", "remove_run_temporaries"]
+
+log = logging.getLogger("translution.train")
 
 CHECKPOINT_FORMAT = "translution.train/1"
 REQUIRED_KEYS = ("format", "model", "optimizer", "scheduler", "rng", "step", "epoch",
@@ -53,20 +61,8 @@ REQUIRED_KEYS = ("format", "model", "optimizer", "scheduler", "rng", "step", "ep
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file, fsync, then ``os.replace`` onto ``path``."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return p
+    """``torch.save`` through :func:`translution.utils.atomic_write`."""
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def model_config(model: nn.Module) -> dict | None:
@@ -79,7 +75,8 @@ def save_checkpoint(path: str | os.PathLike, *, model: nn.Module,
                     optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None,
                     step: int = 0, epoch: int = 0, rng: list[dict] | None = None,
                     config: dict | None = None, best: dict | None = None,
-                    extra: dict | None = None, tokenizer: dict | None = None) -> Path:
+                    extra: dict | None = None, tokenizer: dict | None = None,
+                    keep_previous: bool = False) -> Path:
     """Write a checkpoint atomically.
 
     Args:
@@ -94,6 +91,7 @@ def save_checkpoint(path: str | os.PathLike, *, model: nn.Module,
         best: Best-metric bookkeeping.
         extra: Anything else ``weights_only`` loading accepts (tensors, plain containers).
         tokenizer: Tokenizer meta of a language model (``Tokenizer.to_meta()``).
+        keep_previous: Move an existing ``path`` to ``prev.pt`` in the same folder first.
 
     Returns:
         The path written.
@@ -112,7 +110,43 @@ def save_checkpoint(path: str | os.PathLike, *, model: nn.Module,
         "model_config": model_config(model),
         "tokenizer": tokenizer,
     }
+    path = Path(path)
+    if keep_previous and path.exists():
+        os.replace(path, path.with_name("prev.pt"))
     return atomic_torch_save(obj, path)
+
+
+def _check_archive(path: Path) -> None:
+    """Refuse a file that is no zip archive or whose members fail their CRC-32."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        raise ValueError(f"checkpoint file {str(path)!r} is corrupt or truncated (not a "
+                         f"complete torch.save archive: {e})") from e
+    if bad is not None:
+        raise ValueError(f"checkpoint file {str(path)!r} is damaged: its member {bad!r} fails "
+                         f"its CRC-32 check (the file changed after it was written); refusing "
+                         f"to load it")
+
+
+def _torch_load(path: Path, map_location: Any, weights_only: bool) -> Any:
+    try:
+        return torch.load(path, map_location=map_location, weights_only=weights_only)
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" not in str(e):
+            raise ValueError(f"checkpoint file {str(path)!r} is corrupt or truncated "
+                             f"({str(e).splitlines()[0]})") from e
+        names = sorted(set(re.findall(r"GLOBAL ([\w.]+)", str(e)))) or ["unknown objects"]
+        raise ValueError(f"checkpoint file {str(path)!r} holds objects that are not allowed "
+                         f"in a checkpoint ({', '.join(names)}); only tensors and plain "
+                         f"containers load, so this file was not written by "
+                         f"save_checkpoint and is refused") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError,
+            AttributeError, ImportError, IndexError) as e:
+        raise ValueError(f"checkpoint file {str(path)!r} is corrupt or truncated "
+                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+                         ) from e
 
 
 def _read(path: Path, map_location: Any, weights_only: bool) -> dict[str, Any]:
@@ -123,13 +157,8 @@ def _read(path: Path, map_location: Any, weights_only: bool) -> dict[str, Any]:
         raise ValueError(f"checkpoint path {str(path)!r} is not a file; expected {expected}")
     if path.stat().st_size == 0:
         raise ValueError(f"checkpoint file {str(path)!r} is empty; expected {expected}")
-    try:
-        obj = torch.load(path, map_location=map_location, weights_only=weights_only)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile,
-            ValueError, KeyError, AttributeError, ImportError, IndexError) as e:
-        raise ValueError(f"checkpoint file {str(path)!r} is corrupt or truncated "
-                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-                         f"expected {expected}") from e
+    _check_archive(path)
+    obj = _torch_load(path, map_location, weights_only)
     if not isinstance(obj, dict):
         raise ValueError(f"checkpoint file {str(path)!r} holds a {type(obj).__name__}; "
                          f"expected {expected}")
@@ -203,3 +232,39 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None,
         except (ValueError, KeyError, TypeError, RuntimeError) as e:
             raise ValueError(f"checkpoint file {str(p)!r} has invalid RNG state: {e}") from e
     return obj
+
+
+def remove_run_temporaries(out_dir: str | os.PathLike) -> int:
+    """Delete the temporaries that killed writers left in a run folder; returns how many."""
+    out = Path(out_dir)
+    names = ("last.pt", "best.pt", "prev.pt", "config.yaml", "metrics.jsonl")
+    return sum(remove_stale_temporaries(out / name) for name in names)
+
+
+def resume_checkpoint(out_dir: str | os.PathLike | None, explicit: str | os.PathLike | None,
+                      load: Any) -> tuple[Path, dict[str, Any]] | None:
+    """Load the checkpoint to resume from with ``load(path)``; ``None`` if there is none.
+
+    An ``explicit`` path is loaded as it is. Otherwise ``out_dir/last.pt`` is tried, and when it
+    is missing or damaged, ``out_dir/prev.pt`` (with a warning naming both).
+
+    Raises:
+        ValueError: The explicit file, or every candidate, is damaged (the first error).
+    """
+    if explicit is not None:
+        return Path(explicit), load(Path(explicit))
+    if out_dir is None:
+        return None
+    last, prev = Path(out_dir) / "last.pt", Path(out_dir) / "prev.pt"
+    if not last.exists() and not prev.exists():
+        return None
+    try:
+        return last, load(last)
+    except ValueError as e:
+        if not prev.exists():
+            raise
+        log.warning("%s; falling back to %s", e, prev)
+        try:
+            return prev, load(prev)
+        except ValueError:
+            raise e from None

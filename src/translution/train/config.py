@@ -68,16 +68,7 @@ def _join(where: str, key: Any) -> str:
 
 
 def _name(tp: Any) -> str:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is Literal:
-        return " | ".join(repr(a) for a in args)
-    if origin in (Union, types.UnionType):
-        return " | ".join(_name(a) for a in args)
-    if tp is _NONE:
-        return "None"
-    if origin is not None and args:
-        return f"{origin.__name__}[{', '.join(_name(a) for a in args)}]"
-    return getattr(tp, "__name__", str(tp))
+    return tp.__name__ if isinstance(tp, type) else str(tp).replace("typing.", "")
 
 
 def _fail(where: str, tp: Any, value: Any) -> TypeError:
@@ -427,7 +418,7 @@ class TrainConfig(Section):
             over resumes; ``None``: no limit.
         batch_size, eval_batch_size, num_workers: For the batch builders (per process).
         eval_every, eval_every_epochs: Evaluate every N steps / epochs (0: never); also at
-            the end.
+            the end, and at step 0 with ``eval_at_start``.
         log_every: Training record every N steps.
         checkpoint_every, checkpoint_every_epochs: ``last.pt`` every N steps / epochs (0:
             never); always at the end.
@@ -449,6 +440,7 @@ class TrainConfig(Section):
     num_workers: int = bounded(0, ge=0)
     eval_every: int = bounded(0, ge=0)
     eval_every_epochs: int = bounded(0, ge=0)
+    eval_at_start: bool = False
     log_every: int = bounded(50, ge=1)
     checkpoint_every: int = bounded(0, ge=0)
     checkpoint_every_epochs: int = bounded(1, ge=0)

@@ -1,17 +1,22 @@
-"""The training loop shared by classification and language modelling.
+"""The training loop shared by classification and language modelling: :class:`Trainer`, and
+:func:`fit` to build and run one.
 
-:func:`fit` is step-based: the global step ``s`` belongs to epoch ``s // steps_per_epoch`` and
-is batch ``s % steps_per_epoch`` of that epoch, so a run can stop and resume anywhere,
-mid-epoch included. Everything that decides the next step (weights, optimiser state, learning
-rate, random generators, the batch itself, even the logging accumulators) is either
-checkpointed or a pure function of the step, so on CPU a resumed run reproduces the per-step
-losses of an uninterrupted one bit for bit.
+Training is step-based: the global step ``s`` belongs to epoch ``s // steps_per_epoch`` and is
+batch ``s % steps_per_epoch`` of that epoch, so a run can stop and resume anywhere, mid-epoch
+included. Everything that decides the next step (weights, optimiser state, learning rate,
+random generators, the batch itself, even the logging accumulators) is either checkpointed or
+a pure function of the step, so on CPU a resumed run reproduces the per-step losses of an
+uninterrupted one bit for bit.
+
+A run ends after ``train.max_steps`` (or ``train.epochs``) steps or, with
+``train.time_budget_s``, once that much training time is spent (summed over resumes;
+evaluation and checkpoints are not counted). Evaluation runs on one or several named sets.
 
 Files written to ``out_dir`` (rank 0 only)::
 
     config.yaml     resolved RunConfig
-    metrics.jsonl   one JSON object per training-log / evaluation event
-    last.pt         latest checkpoint (atomic)
+    metrics.jsonl   one JSON object per training-log / evaluation event ("set": the eval set)
+    last.pt         latest checkpoint (atomic; the one before is kept as prev.pt)
     best.pt         checkpoint with the best evaluation metric so far
     metrics_*.csv   when train.csv is true
 """
@@ -24,17 +29,18 @@ import logging
 import math
 import os
 import sys
-import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..utils import Stopwatch
 from .batches import BatchSource
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import (load_checkpoint, remove_run_temporaries, resume_checkpoint,
+                         save_checkpoint)
 from .config import RunConfig, save_config
 from .distributed import (DistInfo, all_gather_objects, all_reduce_sums, barrier,
                           setup_distributed, unwrap_model, wrap_model)
@@ -44,7 +50,7 @@ from .rng import capture_rng_state, preserved_rng, seed_everything
 from .schedule import LRSchedule
 from .tasks import Task
 
-__all__ = ["fit", "to_device", "count_parameters"]
+__all__ = ["Trainer", "fit", "to_device", "count_parameters"]
 
 log = logging.getLogger("translution.train")
 
@@ -73,10 +79,9 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
 class _Window:
     """Sums of training values over the current logging window (kept on device)."""
 
-    def __init__(self) -> None:
+    def __init__(self, start: float = 0.0) -> None:
         self.sums: dict[str, torch.Tensor | float] = {}
-        self.count = 0
-        self.t0 = time.perf_counter()
+        self.count, self.start = 0, start
 
     def add(self, values: dict[str, Any]) -> None:
         for k, v in values.items():
@@ -125,12 +130,324 @@ def _improved(value: float, best: dict | None, mode: str) -> bool:
     return value < best["value"] if mode == "min" else value > best["value"]
 
 
+def _restore(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+             schedule: LRSchedule, rank: int, optim_name: str) -> dict[str, Any]:
+    """Load a checkpoint into the live objects, keeping the optimiser settings of the new config
+    (and saying which changed); refuse a checkpoint of another optimiser."""
+    fresh = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    fresh_base = list(schedule.base_lrs)
+    obj = load_checkpoint(path, model, optimizer, schedule, rank=rank, restore_rng=True)
+    saved = ((obj.get("config") or {}).get("optim") or {}).get("name")
+    if saved not in (None, optim_name) or any(
+            set(g) - {"params"} != set(f) for g, f in zip(optimizer.param_groups, fresh)):
+        raise ValueError(f"{path} was trained with optimiser {saved or 'another'!r}; this run "
+                         f"asks for {optim_name!r}. Resuming with another optimiser is not "
+                         f"supported: set optim.name={saved} or start afresh (--restart, "
+                         f"resume=False or another output folder)")
+    changes = {}
+    if schedule.base_lrs != fresh_base:
+        changes["lr"] = (schedule.base_lrs[0], fresh_base[0])
+        schedule.base_lrs = fresh_base
+    for group, new in zip(optimizer.param_groups, fresh):
+        for key, value in new.items():
+            if key != "lr" and group.get(key) != value:
+                if key != "initial_lr":
+                    changes.setdefault(key, (group.get(key), value))
+                group[key] = value
+    if changes:
+        log.warning("resuming %s with the new optimiser settings: %s", path, ", ".join(
+            f"optim.{k} {old!r} -> {new!r}" for k, (old, new) in changes.items()))
+    return obj
+
+
+class Trainer:
+    """One training run; :meth:`run` trains (resuming when asked) and returns a summary.
+
+    Arguments are those of :func:`fit`, with ``eval_sets`` a mapping name → batches
+    (``{None: batches}`` for a single unnamed set, whose records carry no ``"set"`` key).
+    """
+
+    def __init__(self, model: nn.Module, task: Task, train_batches: BatchSource,
+                 config: RunConfig, eval_sets: Mapping[str | None, Any], *,
+                 out_dir: str | os.PathLike | None, resume: bool | str | os.PathLike,
+                 callbacks: Sequence[Callback], device: str | torch.device | None,
+                 stop_after_steps: int | None, tokenizer: dict | None) -> None:
+        _check_arguments(config, train_batches, stop_after_steps)
+        tc = self.tc = config.train
+        self.info: DistInfo = setup_distributed(device=device if device is not None
+                                                else tc.device)
+        seed_everything(tc.seed + self.info.rank, deterministic=tc.deterministic)
+        self.task, self.train_batches, self.eval_sets = task, train_batches, dict(eval_sets)
+        self.steps_per_epoch = len(train_batches)
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"train_batches yields {self.steps_per_epoch} batches per epoch; "
+                             f"expected >= 1 (dataset smaller than one batch with drop_last?)")
+        self.total_steps = tc.max_steps or tc.epochs * self.steps_per_epoch
+        self.out = Path(out_dir) if out_dir is not None else \
+            (Path(tc.out_dir) if tc.out_dir else None)
+        self.writer = self.info.is_main and self.out is not None
+        if self.out is not None:
+            config = dataclasses.replace(config, train=dataclasses.replace(tc, out_dir=str(self.out)))
+        self.config, self.resume, self.callbacks = config, resume, callbacks
+        self.stop_after_steps, self.tokenizer = stop_after_steps, tokenizer
+        self.best_metric, self.best_mode = _resolve_best(task, tc.best_metric, tc.best_mode)
+        self._build_model(model)
+        self.step, self.run_steps, self.best, self.resumed_from = 0, 0, None, None
+        self.last_evals: dict[str | None, dict] = {}
+        self.last_eval_step, self.last_train = -1, None
+        self.stopped = self.budget_spent = False
+        self.base_elapsed, self.wall, self.paused = 0.0, Stopwatch(), Stopwatch()
+        self.window = _Window()
+
+    def _build_model(self, model: nn.Module) -> None:
+        dev, tc = self.info.device, self.tc
+        self.raw = model.to(dev)
+        self.optimizer = build_optimizer(self.raw, self.config.optim)
+        self.schedule = LRSchedule(self.optimizer, self.config.schedule, self.steps_per_epoch,
+                                   self.total_steps)
+        self.fwd: nn.Module = torch.compile(self.raw) if tc.compile else self.raw
+        self.train_model = wrap_model(self.fwd, self.info)
+        self.autocast = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) \
+            if tc.precision == "bf16" else contextlib.nullcontext
+
+    # ---- time and events --------------------------------------------------------------------
+    def elapsed(self) -> float:
+        """Training seconds so far (summed over resumes; evaluation and checkpoints excluded)."""
+        return self.base_elapsed + self.wall.seconds - self.paused.seconds
+
+    def _spent(self) -> bool:
+        return self.tc.time_budget_s is not None and self.elapsed() >= self.tc.time_budget_s
+
+    def emit(self, event: dict[str, Any]) -> None:
+        for cb in self.callbacks:
+            cb(event)
+
+    # ---- resume and outputs -----------------------------------------------------------------
+    def _resume(self) -> None:
+        if self.writer:
+            remove_run_temporaries(self.out)  # type: ignore[arg-type]
+        explicit = self.resume if isinstance(self.resume, (str, os.PathLike)) else None
+        found = resume_checkpoint(self.out if self.resume else None, explicit, lambda p: _restore(
+            p, self.raw, self.optimizer, self.schedule, self.info.rank, self.config.optim.name))
+        if found is None:
+            return
+        path, obj = found
+        self.step, self.best = int(obj["step"]), obj["best"]
+        extra = obj["extra"] or {}
+        self.base_elapsed = float(extra.get("elapsed", 0.0))
+        self.last_evals = extra.get("last_evals") or {None: extra.get("last_eval")}
+        self.last_eval_step = int(extra.get("last_eval_step", -1))
+        self.window.load(extra.get("window", {}), self.info.device)
+        saved_spe = extra.get("steps_per_epoch")
+        if saved_spe is not None and saved_spe != self.steps_per_epoch:
+            warnings.warn(f"{path}: saved with {saved_spe} steps per epoch, now "
+                          f"{self.steps_per_epoch}; epochs will not line up with the first run",
+                          stacklevel=3)
+        if self.best is not None and self.best.get("metric") != self.best_metric:
+            self.best = None  # a different metric now decides best.pt
+        self.resumed_from = self.step
+        log.info("resumed from %s at step %d", path, self.step)
+
+    def _open_outputs(self) -> None:
+        self.logger = MetricsLogger(self.out, enabled=self.writer, csv=self.tc.csv)
+        if self.writer:
+            self.out.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
+            save_config(self.config, self.out / "config.yaml")  # type: ignore[operator]
+            if self.resumed_from is None:
+                self.logger.reset()
+            else:
+                self.logger.truncate_after(self.step)
+        show = self.tc.progress and self.info.is_main and sys.stderr.isatty()
+        self.pbar = tqdm(total=self.total_steps, initial=self.step, disable=not show,
+                         dynamic_ncols=True, desc="train")
+
+    def checkpoint(self, kind: str) -> None:
+        """Write ``last.pt`` or ``best.pt`` (a collective under DDP: every rank calls it)."""
+        with self.paused:
+            rng = all_gather_objects(capture_rng_state())
+            if self.writer:
+                path = self.out / f"{kind}.pt"  # type: ignore[operator]
+                first = next(iter(self.last_evals.values()), None)
+                extra = {"steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps,
+                         "elapsed": self.elapsed(), "window": self.window.state(),
+                         "last_eval": first, "last_evals": self.last_evals,
+                         "last_eval_step": self.last_eval_step,
+                         "world_size": self.info.world_size}
+                save_checkpoint(path, model=self.raw, optimizer=self.optimizer,
+                                scheduler=self.schedule, keep_previous=kind == "last",
+                                step=self.step, epoch=self.step // self.steps_per_epoch,
+                                rng=rng, config=self.config.to_dict(), best=self.best,
+                                extra=extra, tokenizer=self.tokenizer)
+                self.emit({"event": "checkpoint", "kind": kind, "path": str(path),
+                           "step": self.step})
+            barrier()
+
+    # ---- evaluation and logging -------------------------------------------------------------
+    def evaluate(self) -> dict[str | None, dict[str, float]]:
+        """Evaluate every set, log one record per set, and keep ``best.pt`` (first set)."""
+        reduce = all_reduce_sums if self.info.distributed else None
+        with self.paused:
+            for name, batches in self.eval_sets.items():
+                # evaluation must not disturb the training random stream (exact resume)
+                with preserved_rng(), self.autocast():
+                    metrics = self.task.evaluate(self.fwd, (to_device(b, self.info.device)
+                                                            for b in _eval_iter(batches)), reduce)
+                self.last_evals[name] = dict(metrics)
+                named = {} if name is None else {"set": name}
+                record = self.logger.log({"event": "eval", **named, "step": self.step,
+                                          "epoch": round(self.step / self.steps_per_epoch, 6),
+                                          "time": round(self.elapsed(), 3), **metrics})
+                log.info("eval %s step %d: %s", name or "", self.step, metrics)
+                self.emit(record)
+        self.last_eval_step = self.step
+        self._update_best(next(iter(self.last_evals.values())))
+        return self.last_evals
+
+    def _update_best(self, metrics: dict[str, float]) -> None:
+        if self.best_metric not in metrics:
+            raise ValueError(f"best metric {self.best_metric!r} is not among the evaluation "
+                             f"metrics {sorted(metrics)}; set train.best_metric")
+        if _improved(metrics[self.best_metric], self.best, self.best_mode):
+            self.best = {"metric": self.best_metric, "mode": self.best_mode,
+                         "value": float(metrics[self.best_metric]), "step": self.step}
+            if self.tc.save_best and self.out is not None:
+                self.checkpoint("best")
+
+    def log_train(self, lr: float) -> None:
+        """Write the mean of the training values over the logging window."""
+        sums, count = self.window.floats(), self.window.count
+        if count == 0:
+            return
+        if self.info.distributed:
+            sums = {k: v / self.info.world_size for k, v in all_reduce_sums(sums).items()}
+        means = {k: v / count for k, v in sums.items()}
+        dt = max(self.elapsed() - self.window.start, 0.0) / count
+        self.last_train = self.logger.log({
+            "event": "train", "step": self.step,
+            "epoch": round(self.step / self.steps_per_epoch, 6), "lr": lr, **means,
+            "step_time": round(dt, 6), "time": round(self.elapsed(), 3)})
+        self.emit(self.last_train)
+        self.pbar.set_postfix(loss=f"{means.get('loss', float('nan')):.4f}", lr=f"{lr:.3g}")
+        self.window = _Window(self.elapsed())
+
+    # ---- training ---------------------------------------------------------------------------
+    def train_step(self, batch: Any) -> float:
+        """One optimiser step on ``batch``; returns the learning rate used."""
+        lr = self.schedule.update(self.step)[0]
+        self.train_model.train()
+        batch = to_device(batch, self.info.device)
+        with self.autocast():
+            loss, extras = self.task.loss(self.train_model, batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        values = {"loss": loss.detach(), **extras}
+        clip = self.config.optim.grad_clip
+        if clip:
+            values["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.raw.parameters(), clip)
+        self.optimizer.step()
+        self.step += 1
+        self.run_steps += 1
+        self.window.add(values)
+        self.pbar.update(1)
+        if self.callbacks:
+            self.emit({"event": "step", "step": self.step,
+                       "epoch": round(self.step / self.steps_per_epoch, 6),
+                       "loss": float(loss.detach()), "lr": lr})
+        return lr
+
+    def after_step(self, lr: float) -> bool:
+        """Log, evaluate and checkpoint as configured; ``True`` ends the current epoch pass."""
+        tc, step, spe = self.tc, self.step, self.steps_per_epoch
+        self.budget_spent = self._spent()
+        final = step >= self.total_steps or self.budget_spent
+        epoch_done, n_epochs = step % spe == 0, step // spe
+        self.stopped = self.stop_after_steps is not None and \
+            self.run_steps >= self.stop_after_steps
+        # no extra record when stopping early: the logging window is checkpointed and a
+        # resumed run logs exactly what an uninterrupted one would
+        if step % tc.log_every == 0 or final:
+            self.log_train(lr)
+        if self.eval_sets and (final or (tc.eval_every and step % tc.eval_every == 0) or (
+                epoch_done and tc.eval_every_epochs and n_epochs % tc.eval_every_epochs == 0)):
+            self.evaluate()
+        if self.out is not None and (final or self.stopped or (
+                tc.checkpoint_every and step % tc.checkpoint_every == 0) or (
+                epoch_done and tc.checkpoint_every_epochs
+                and n_epochs % tc.checkpoint_every_epochs == 0)):
+            self.checkpoint("last")
+        return final or self.stopped or epoch_done
+
+    def train_epoch(self) -> None:
+        """Train from the current step to the end of its epoch (or until the run stops)."""
+        epoch, offset = divmod(self.step, self.steps_per_epoch)
+        it = iter(self.train_batches.batches(epoch, offset))
+        got_any = False
+        try:
+            for batch in it:
+                got_any = True
+                if self.after_step(self.train_step(batch)):
+                    break
+        finally:
+            close = getattr(it, "close", None)
+            if callable(close):
+                close()
+        if not got_any:
+            raise ValueError(f"train_batches.batches({epoch}, start={offset}) yielded no batch "
+                             f"although len(train_batches) = {self.steps_per_epoch}")
+
+    def run(self) -> dict[str, Any]:
+        """Resume if asked, train to the end (steps or time budget), return :meth:`summary`."""
+        self._resume()
+        self._open_outputs()
+        self.budget_spent = self._spent()
+        self.window.start = self.elapsed()
+        try:
+            with self.wall:
+                if self.tc.eval_at_start and self.eval_sets and self.step == 0:
+                    self.evaluate()
+                while not (self.step >= self.total_steps or self.stopped or self.budget_spent):
+                    self.train_epoch()
+                if self.eval_sets and not self.stopped and self.last_eval_step != self.step:
+                    self.evaluate()  # e.g. resumed from a finished run never evaluated at the end
+        finally:
+            self.pbar.close()
+            self.logger.flush_csv()
+        return self.summary()
+
+    def summary(self) -> dict[str, Any]:
+        """``steps``, ``total_steps``, ``epochs``, ``seconds`` (training time), ``parameters``,
+        ``train`` (last record), ``eval`` (last metrics of the first set), ``evals`` (all
+        sets), ``best``, ``stopped_early``, ``budget_spent``, ``resumed_from_step``,
+        ``out_dir``, ``world_size``."""
+        return {
+            "steps": self.step, "total_steps": self.total_steps,
+            "epochs": self.step / self.steps_per_epoch, "seconds": self.elapsed(),
+            "parameters": count_parameters(self.raw), "train": self.last_train,
+            "eval": next(iter(self.last_evals.values()), None), "evals": dict(self.last_evals),
+            "best": self.best, "stopped_early": self.stopped and self.step < self.total_steps,
+            "budget_spent": self.budget_spent, "resumed_from_step": self.resumed_from,
+            "out_dir": None if self.out is None else str(self.out),
+            "world_size": self.info.world_size,
+        }
+
+
+def _check_arguments(config: Any, train_batches: Any, stop_after_steps: int | None) -> None:
+    if not isinstance(config, RunConfig):
+        raise TypeError(f"config must be a RunConfig, got {type(config).__name__}")
+    if not (hasattr(train_batches, "batches") and hasattr(train_batches, "__len__")):
+        raise TypeError(f"train_batches must have __len__ and batches(epoch, start), got "
+                        f"{type(train_batches).__name__}")
+    if stop_after_steps is not None and stop_after_steps < 1:
+        raise ValueError(f"stop_after_steps must be >= 1 or None, got {stop_after_steps}")
+
+
 def fit(model: nn.Module, task: Task, train_batches: BatchSource, config: RunConfig,
-        eval_batches: Any = None, *, out_dir: str | os.PathLike | None = None,
-        resume: bool | str | os.PathLike = True, callbacks: Sequence[Callback] = (),
-        device: str | torch.device | None = None,
+        eval_batches: Any = None, *, eval_sets: Mapping[str, Any] | None = None,
+        out_dir: str | os.PathLike | None = None, resume: bool | str | os.PathLike = True,
+        callbacks: Sequence[Callback] = (), device: str | torch.device | None = None,
         stop_after_steps: int | None = None, tokenizer: dict | None = None) -> dict[str, Any]:
-    """Train ``model`` on ``task`` for ``config.train.max_steps`` steps or ``epochs`` epochs.
+    """Train ``model`` on ``task`` for ``config.train.max_steps`` steps or ``epochs`` epochs, or
+    until ``config.train.time_budget_s`` seconds of training are spent.
 
     Args:
         model: The model, built (and seeded) by the caller. It is moved to the device; under
@@ -139,247 +456,42 @@ def fit(model: nn.Module, task: Task, train_batches: BatchSource, config: RunCon
         task: A :class:`~translution.train.tasks.Task` (loss and evaluation).
         train_batches: A :class:`~translution.train.batches.BatchSource` (``len`` = steps per
             epoch, ``batches(epoch, start)``).
-        config: The resolved run configuration (its ``train``, ``optim`` and ``schedule``
-            sections drive the loop; ``model``/``data`` are only recorded).
-        eval_batches: A batch source (its epoch 0 is used) or any re-iterable of batches;
-            ``None`` disables evaluation.
+        config: The resolved run configuration (``train``, ``optim`` and ``schedule`` drive
+            the loop; ``model``/``data`` are recorded).
+        eval_batches: One evaluation set: a batch source (its epoch 0) or any re-iterable of
+            batches; ``None`` disables evaluation.
+        eval_sets: Several named evaluation sets instead (``{"val": ..., "test": ...}``); each
+            evaluation logs one record per set with ``"set": name``; the first decides
+            ``best.pt`` and the summary's ``eval``.
         out_dir: Output directory; ``None`` uses ``config.train.out_dir``; if both are ``None``
             nothing is written (and nothing can be resumed).
-        resume: ``True`` resumes from ``out_dir/last.pt`` when it exists, a path resumes from
-            that file, ``False`` starts afresh (overwriting ``metrics.jsonl``).
+        resume: ``True`` resumes from ``out_dir/last.pt`` (or ``prev.pt`` when ``last.pt`` is
+            damaged) when it exists, a path resumes from that file, ``False`` starts afresh.
+            Changed optimiser settings (``lr``, ``weight_decay``...) are applied and logged;
+            another optimiser is refused before anything is written.
         callbacks: Functions called with event dicts: ``{"event": "step", "step", "epoch",
-            "loss", "lr"}`` after every optimiser step (this costs one device sync per step),
-            every ``"train"``/``"eval"`` record as logged, and ``{"event": "checkpoint",
-            "kind": "last"|"best", "path", "step"}``. An exception raised by a callback stops
-            training (the last checkpoint stays valid).
+            "loss", "lr"}`` after every optimiser step (one device sync per step), every
+            ``"train"``/``"eval"`` record as logged, and ``{"event": "checkpoint", "kind":
+            "last"|"best", "path", "step"}``. An exception raised by a callback stops training
+            (the last checkpoint stays valid).
         device: Device override (else ``config.train.device``, else CUDA when available).
         stop_after_steps: Stop after this many optimiser steps *in this call*, writing
-            ``last.pt`` (pre-emption, time budgets, tests).
+            ``last.pt`` (pre-emption, tests).
         tokenizer: Tokenizer meta stored in every checkpoint (language models), so that
             ``translution generate`` needs no data folder.
 
     Returns:
-        Summary dict: ``steps``, ``total_steps``, ``epochs`` (fractional), ``seconds``
-        (training time, summed over resumes), ``parameters``, ``train`` (last training
-        record), ``eval`` (last evaluation metrics or ``None``), ``best``, ``stopped_early``,
-        ``resumed_from_step``, ``out_dir``, ``world_size``.
+        The summary dict of :meth:`Trainer.summary`.
 
     Raises:
         TypeError: If ``config`` is not a RunConfig or ``train_batches`` is not a batch source.
-        ValueError: If the batch source is empty, a checkpoint is invalid, or the best metric
-            is unknown.
+        ValueError: If the batch source is empty, a checkpoint is invalid or of another
+            optimiser, or the best metric is unknown.
     """
-    if not isinstance(config, RunConfig):
-        raise TypeError(f"config must be a RunConfig, got {type(config).__name__}")
-    if not (hasattr(train_batches, "batches") and hasattr(train_batches, "__len__")):
-        raise TypeError(f"train_batches must have __len__ and batches(epoch, start), got "
-                        f"{type(train_batches).__name__}")
-    if stop_after_steps is not None and stop_after_steps < 1:
-        raise ValueError(f"stop_after_steps must be >= 1 or None, got {stop_after_steps}")
-    tc = config.train
-    info: DistInfo = setup_distributed(device=device if device is not None else tc.device)
-    dev = info.device
-    seed_everything(tc.seed + info.rank, deterministic=tc.deterministic)
-
-    steps_per_epoch = len(train_batches)
-    if steps_per_epoch < 1:
-        raise ValueError(f"train_batches yields {steps_per_epoch} batches per epoch; expected "
-                         f">= 1 (dataset smaller than one batch with drop_last?)")
-    total_steps = tc.max_steps if tc.max_steps is not None else tc.epochs * steps_per_epoch
-    out = Path(out_dir) if out_dir is not None else (Path(tc.out_dir) if tc.out_dir else None)
-    writer = info.is_main and out is not None
-    if out is not None:
-        config = dataclasses.replace(config, train=dataclasses.replace(tc, out_dir=str(out)))
-    best_metric, best_mode = _resolve_best(task, tc.best_metric, tc.best_mode)
-
-    raw = model.to(dev)
-    optimizer = build_optimizer(raw, config.optim)
-    schedule = LRSchedule(optimizer, config.schedule, steps_per_epoch, total_steps)
-    fwd: nn.Module = torch.compile(raw) if tc.compile else raw
-    train_model = wrap_model(fwd, info)
-    n_params = count_parameters(raw)
-    autocast = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) \
-        if tc.precision == "bf16" else contextlib.nullcontext
-    reduce = all_reduce_sums if info.distributed else None
-
-    # ---- resume -------------------------------------------------------------------------
-    step, best, base_elapsed, last_eval, last_eval_step = 0, None, 0.0, None, -1
-    window = _Window()
-    ckpt_path: Path | None = None
-    if isinstance(resume, (str, os.PathLike)):
-        ckpt_path = Path(resume)
-    elif resume and out is not None and (out / "last.pt").exists():
-        ckpt_path = out / "last.pt"
-    resumed_from = None
-    if ckpt_path is not None:
-        obj = load_checkpoint(ckpt_path, raw, optimizer, schedule, rank=info.rank,
-                              restore_rng=True, map_location="cpu")
-        step, best = int(obj["step"]), obj["best"]
-        extra = obj["extra"] or {}
-        base_elapsed = float(extra.get("elapsed", 0.0))
-        last_eval, last_eval_step = extra.get("last_eval"), int(extra.get("last_eval_step", -1))
-        window.load(extra.get("window", {}), dev)
-        saved_spe = extra.get("steps_per_epoch")
-        if saved_spe is not None and saved_spe != steps_per_epoch:
-            warnings.warn(f"{ckpt_path}: saved with {saved_spe} steps per epoch, now "
-                          f"{steps_per_epoch}; epochs will not line up with the first run",
-                          stacklevel=2)
-        if best is not None and best.get("metric") != best_metric:
-            best = None  # a different metric now decides best.pt
-        resumed_from = step
-        log.info("resumed from %s at step %d", ckpt_path, step)
-
-    logger = MetricsLogger(out, enabled=writer, csv=tc.csv)
-    if writer:
-        out.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
-        save_config(config, out / "config.yaml")  # type: ignore[operator]
-        if resumed_from is None:
-            logger.reset()
-        else:
-            logger.truncate_after(step)
-
-    t0 = time.perf_counter()
-
-    def elapsed() -> float:
-        return base_elapsed + time.perf_counter() - t0
-
-    def emit(event: dict[str, Any]) -> None:
-        for cb in callbacks:
-            cb(event)
-
-    def checkpoint(kind: str) -> None:
-        rng = all_gather_objects(capture_rng_state())  # collective: every rank calls it
-        if writer:
-            path = out / f"{kind}.pt"  # type: ignore[operator]
-            save_checkpoint(path, model=raw, optimizer=optimizer, scheduler=schedule,
-                            step=step, epoch=step // steps_per_epoch, rng=rng,
-                            config=config.to_dict(), best=best, tokenizer=tokenizer,
-                            extra={"steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
-                                   "elapsed": elapsed(), "window": window.state(),
-                                   "last_eval": last_eval, "last_eval_step": last_eval_step,
-                                   "world_size": info.world_size})
-            emit({"event": "checkpoint", "kind": kind, "path": str(path), "step": step})
-        barrier()
-
-    def evaluate() -> dict[str, float]:
-        nonlocal best, last_eval, last_eval_step
-        # evaluation must not disturb the training random stream (exact resume)
-        with preserved_rng(), autocast():
-            metrics = task.evaluate(fwd, (to_device(b, dev) for b in _eval_iter(eval_batches)),
-                                    reduce)
-        last_eval, last_eval_step = dict(metrics), step
-        record = logger.log({"event": "eval", "step": step,
-                             "epoch": round(step / steps_per_epoch, 6),
-                             "time": round(elapsed(), 3), **metrics})
-        log.info("eval step %d: %s", step, metrics)
-        emit(record)
-        if best_metric not in metrics:
-            raise ValueError(f"best metric {best_metric!r} is not among the evaluation "
-                             f"metrics {sorted(metrics)}; set train.best_metric")
-        if _improved(metrics[best_metric], best, best_mode):
-            best = {"metric": best_metric, "mode": best_mode,
-                    "value": float(metrics[best_metric]), "step": step}
-            if tc.save_best and out is not None:
-                checkpoint("best")
-        return metrics
-
-    last_train: dict[str, Any] | None = None
-
-    def log_train(lr: float) -> None:
-        nonlocal last_train, window
-        sums = window.floats()
-        count = window.count
-        if count == 0:
-            return
-        if info.distributed:
-            sums = {k: v / info.world_size for k, v in all_reduce_sums(sums).items()}
-        dt = (time.perf_counter() - window.t0) / count
-        means = {k: v / count for k, v in sums.items()}
-        last_train = logger.log({"event": "train", "step": step,
-                                 "epoch": round(step / steps_per_epoch, 6), "lr": lr, **means,
-                                 "step_time": round(dt, 6), "time": round(elapsed(), 3)})
-        emit(last_train)
-        pbar.set_postfix(loss=f"{means.get('loss', float('nan')):.4f}", lr=f"{lr:.3g}")
-        window = _Window()
-
-    show = tc.progress and info.is_main and sys.stderr.isatty()
-    pbar = tqdm(total=total_steps, initial=step, disable=not show, dynamic_ncols=True,
-                desc="train")
-    run_steps, stopped = 0, False
-    clip = config.optim.grad_clip
-    try:
-        while step < total_steps and not stopped:
-            epoch, offset = divmod(step, steps_per_epoch)
-            it: Iterator[Any] = iter(train_batches.batches(epoch, offset))
-            got_any = False
-            try:
-                for batch in it:
-                    got_any = True
-                    lr = schedule.update(step)[0]
-                    train_model.train()
-                    batch = to_device(batch, dev)
-                    with autocast():
-                        loss, extras = task.loss(train_model, batch)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    values = {"loss": loss.detach(), **extras}
-                    if clip:
-                        values["grad_norm"] = torch.nn.utils.clip_grad_norm_(raw.parameters(),
-                                                                             clip)
-                    optimizer.step()
-                    step += 1
-                    run_steps += 1
-                    window.add(values)
-                    pbar.update(1)
-                    if callbacks:
-                        emit({"event": "step", "step": step,
-                              "epoch": round(step / steps_per_epoch, 6),
-                              "loss": float(loss.detach()), "lr": lr})
-                    final = step >= total_steps
-                    epoch_done = step % steps_per_epoch == 0
-                    n_epochs = step // steps_per_epoch
-                    stopped = stop_after_steps is not None and run_steps >= stop_after_steps
-                    # no extra record when stopping early: the logging window is checkpointed
-                    # and a resumed run logs exactly what an uninterrupted one would
-                    if step % tc.log_every == 0 or final:
-                        log_train(lr)
-                    if eval_batches is not None and (
-                            final or (tc.eval_every and step % tc.eval_every == 0)
-                            or (epoch_done and tc.eval_every_epochs
-                                and n_epochs % tc.eval_every_epochs == 0)):
-                        evaluate()
-                    if out is not None and (
-                            final or stopped
-                            or (tc.checkpoint_every and step % tc.checkpoint_every == 0)
-                            or (epoch_done and tc.checkpoint_every_epochs
-                                and n_epochs % tc.checkpoint_every_epochs == 0)):
-                        checkpoint("last")
-                    if final or stopped or epoch_done:
-                        break
-            finally:
-                close = getattr(it, "close", None)
-                if callable(close):
-                    close()
-            if not got_any:
-                raise ValueError(f"train_batches.batches({epoch}, start={offset}) yielded no "
-                                 f"batch although len(train_batches) = {steps_per_epoch}")
-        if eval_batches is not None and not stopped and last_eval_step != step:
-            evaluate()  # e.g. resumed from a finished run that never evaluated at the end
-    finally:
-        pbar.close()
-        logger.flush_csv()
-
-    return {
-        "steps": step,
-        "total_steps": total_steps,
-        "epochs": step / steps_per_epoch,
-        "seconds": elapsed(),
-        "parameters": n_params,
-        "train": last_train,
-        "eval": last_eval,
-        "best": best,
-        "stopped_early": stopped and step < total_steps,
-        "resumed_from_step": resumed_from,
-        "out_dir": None if out is None else str(out),
-        "world_size": info.world_size,
-    }
+    if eval_batches is not None and eval_sets is not None:
+        raise ValueError("give eval_batches (one set) or eval_sets (named sets), not both")
+    sets = dict(eval_sets) if eval_sets is not None else \
+        ({} if eval_batches is None else {None: eval_batches})
+    return Trainer(model, task, train_batches, config, sets, out_dir=out_dir, resume=resume,
+                   callbacks=callbacks, device=device, stop_after_steps=stop_after_steps,
+                   tokenizer=tokenizer).run()

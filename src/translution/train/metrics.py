@@ -13,6 +13,7 @@ import csv
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -108,17 +109,26 @@ class MetricsLogger:
 def read_metrics(path: str | os.PathLike, event: str | None = None) -> list[dict[str, Any]]:
     """Read ``metrics.jsonl``, optionally keeping only one ``event`` kind.
 
+    A final line without its newline that is not valid JSON is a record torn by an
+    interrupted write (kill -9, a full disk); it is dropped with a warning.
+
     Raises:
-        ValueError: If a line is not valid JSON (the message names file and line).
+        ValueError: If any other line is not valid JSON (the message names file and line).
     """
     p = Path(path)
+    text = p.read_text()
+    lines = text.splitlines()
     out = []
-    for i, line in enumerate(p.read_text().splitlines(), 1):
+    for i, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             rec = json.loads(line)
         except json.JSONDecodeError as e:
+            if i == len(lines) and not text.endswith("\n"):
+                warnings.warn(f"{str(p)!r} line {i} is an incomplete record (an interrupted "
+                              f"write); dropped: {line[:80]!r}", stacklevel=2)
+                break
             raise ValueError(f"{str(p)!r} line {i} is not valid JSON: {e}") from e
         if event is None or rec.get("event") == event:
             out.append(rec)
