@@ -85,10 +85,12 @@ def test_dynamic_mnist_experiment_smoke(fake_mnist, tmp_path):
                                    batch_size=32, depth=1, heads=2, dim_head=8, mlp_dim=32)
     logs = []
     results = exp.run(tmp_path, settings, data_root=str(fake_mnist), log=logs.append)
-    assert set(results) == set(exp.MODELS)
+    assert set(results) == {arm["label"] for arm in exp.MODELS.values()} | {"sweep"}
     expected = {exp.setting_name(t, p) for t in settings.train_settings
                 for p in settings.test_placements}
-    for row in results.values():
+    for label, row in results.items():
+        if label == "sweep":
+            continue
         assert set(row) == expected
         assert all(0 <= v["accuracy"] <= 1 and v["parameters"] > 0 for v in row.values())
     saved = json.loads((tmp_path / "results.json").read_text())
@@ -100,10 +102,10 @@ def test_dynamic_mnist_experiment_smoke(fake_mnist, tmp_path):
         assert (tmp_path / name).stat().st_size > 1000
     # re-running resumes every finished run instead of training again
     steps = [json.loads(l)["step"] for l in
-             (tmp_path / "runs/static/translution/metrics.jsonl").read_text().splitlines()]
+             (tmp_path / "runs/static/translution/seed0/metrics.jsonl").read_text().splitlines()]
     exp.run(tmp_path, settings, data_root=str(fake_mnist), log=logs.append)
     again = [json.loads(l)["step"] for l in
-             (tmp_path / "runs/static/translution/metrics.jsonl").read_text().splitlines()]
+             (tmp_path / "runs/static/translution/seed0/metrics.jsonl").read_text().splitlines()]
     assert again == steps
 
 
