@@ -115,8 +115,9 @@ class DynamicMNISTSettings(Section):
     train_settings: List[TrainPlacement] = field(default_factory=lambda: ["static"])
     test_placements: List[TestPlacement] = field(
         default_factory=lambda: ["static", "patch", "pixel", "roll"])
-    models: Dict[str, Dict[str, Any]] = field(
-        default_factory=lambda: {k: dict(v) for k, v in MODELS.items()})
+    models: Dict[str, Dict[str, Any]] = field(default_factory=lambda: {
+        "ape": {**MODELS["ape"], "epochs": 5}, "bias": {**MODELS["bias"], "epochs": 5},
+        "translution": dict(MODELS["translution"]), "alpha": dict(MODELS["alpha"])})
     threads: Optional[int] = bounded(None, ge=1)
 
     def check(self) -> None:
