@@ -7,7 +7,8 @@ projection is an ordinary dense matrix product on a strided view of the input, a
 scores / weights of those pairs form a strided "diagonal" view of the ``(B, heads, N, N)`` score
 tensor. Nothing of size ``N×N×C×C'`` or ``B×N×N×C'`` is ever built: besides the inputs, the
 weights and one ``(B, heads, N, N)`` tensor, the working set is one group's ``(B, n_g, C')``
-temporaries. Backward recomputes each group's projections, unless ``save_projections`` keeps
+temporaries and, per projection, one crop of the input (and of its gradient) of at most
+``(B, N, C)``. Backward recomputes each group's projections, unless ``save_projections`` keeps
 them (``3·B·P·C'`` more floats for ``P`` attended pairs).
 
 Memory layout (for speed on small groups, where element-wise passes cost as much as the GEMMs):
