@@ -117,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
     op = bench_sub.add_parser("op", help="time and peak memory of one layer, forward+backward")
     op.add_argument("--quick", action="store_true", help="two small configurations only")
-    op.add_argument("--impl", action="append", choices=["paper", "fast", "alpha", "sdpa"],
+    op.add_argument("--impl", action="append",
+                    choices=["paper", "grouped", "batched", "alpha", "sdpa"],
                     help="implementations to run (repeatable; default all)")
     op.add_argument("--repeats", type=int, default=3, help="timed repeats (best is reported)")
     op.add_argument("--paper-memory-limit", type=float, default=14.0,

@@ -13,13 +13,15 @@ import torch
 
 from ..layouts import Layout
 from .base import Backend
+from .batched import BatchedBackend
 from .grouped import GroupedBackend
 from .reference import ReferenceBackend
 
-__all__ = ["Backend", "GroupedBackend", "ReferenceBackend", "BACKENDS", "PRIORITY",
+__all__ = ["Backend", "BatchedBackend", "GroupedBackend", "ReferenceBackend", "BACKENDS", "PRIORITY",
            "select_backend"]
 
-BACKENDS: Dict[str, Backend] = {"grouped": GroupedBackend(), "reference": ReferenceBackend()}
+BACKENDS: Dict[str, Backend] = {"batched": BatchedBackend(), "grouped": GroupedBackend(),
+                                "reference": ReferenceBackend()}
 PRIORITY: List[str] = ["grouped", "reference"]
 
 
