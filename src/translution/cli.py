@@ -69,6 +69,7 @@ def _train(args) -> int:
 
 
 def _eval(args) -> int:
+    import torch
     from . import recipes
     from .train import RunConfig, with_overrides
     model, cfg, _ = recipes.model_for_checkpoint(args.checkpoint)
@@ -76,7 +77,11 @@ def _eval(args) -> int:
         cfg = RunConfig.from_dict(with_overrides(cfg.to_dict(), args.overrides))
     task, _, eval_batches = recipes.build_task_and_batches(cfg, model)
     batches = eval_batches.batches(0) if hasattr(eval_batches, "batches") else eval_batches
-    print(json.dumps(task.evaluate(model, batches), indent=1))
+    device = next(model.parameters()).device
+    with torch.autocast(device.type, dtype=torch.bfloat16,     # as fit evaluated
+                        enabled=cfg.train.precision == "bf16"):
+        metrics = task.evaluate(model, batches)
+    print(json.dumps(metrics, indent=1))
     return 0
 
 

@@ -40,7 +40,7 @@ def _check_weight(name: str, w, x: torch.Tensor, layout: Layout, in_dim: int,
                   allow_bank: bool = True) -> None:
     if not isinstance(w, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(w).__name__}")
-    if w.dtype != x.dtype:
+    if _compute_dtype(w) != _compute_dtype(x):
         raise TypeError(f"{name} has dtype {w.dtype} but x has dtype {x.dtype}; they must match "
                         "(use torch.autocast for mixed precision)")
     if w.device != x.device:
@@ -61,14 +61,17 @@ def _resolve_layout(layout, x: torch.Tensor) -> Layout:
     return as_layout(layout).for_tokens(x.shape[1])
 
 
+def _compute_dtype(t: torch.Tensor) -> torch.dtype:
+    """The dtype ``t`` is used in: float32 becomes the autocast dtype when autocast is on for its
+    device (so a bf16 activation meets float32 weights as in ``nn.Linear``); others stay."""
+    if t.dtype == torch.float32 and torch.is_autocast_enabled(t.device.type):
+        return torch.get_autocast_dtype(t.device.type)
+    return t.dtype
+
+
 def _autocast(*tensors):
-    """Cast float32 tensors to the autocast dtype when autocast is on for their device."""
-    x = tensors[0]
-    device = x.device.type
-    if not torch.is_autocast_enabled(device) or x.dtype != torch.float32:
-        return tensors
-    dtype = torch.get_autocast_dtype(device)
-    return tuple(t if t is None else t.to(dtype) for t in tensors)
+    """Cast each tensor to :func:`_compute_dtype` (a no-op without autocast)."""
+    return tuple(t if t is None else t.to(_compute_dtype(t)) for t in tensors)
 
 
 def _plain_scores(q: torch.Tensor, k: torch.Tensor, layout: Layout, heads: int, scale: float,
