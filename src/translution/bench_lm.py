@@ -475,7 +475,8 @@ def _run_case(case: LMCase, isolate: bool, threads: Optional[int],
               timeout: Optional[float]) -> Dict:
     result: Dict = {}
     for phase in PHASES:
-        part = _measure_in_child(case, phase, threads, timeout) if isolate else measure(case, phase)
+        part = (_measure_in_child(case, phase, threads, timeout) if isolate
+                else measure(case, phase))
         if "error" in part:
             return part
         result.update(part)
