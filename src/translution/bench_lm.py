@@ -11,9 +11,9 @@ For a small GPT (default dim 128, depth 2, 2 heads × 64, vocabulary 256) built 
   phase (parameters, activations, gradients);
 * **cached generation** (:meth:`GPT.decode <translution.models.GPT.decode>`, batch 1): a random
   prompt fills the cache up to ``L − decode_tokens − 2`` positions (the prefill, timed on its
-  own), two warm-up tokens follow, then ``decode_tokens`` greedy tokens are timed one at a time,
-  so the context at the timed steps is ≈ ``L``; the cache's size (``DecodeCache.nbytes``) and the
-  peak memory during those steps.
+  own), two warm-up tokens follow, then ``decode_tokens`` greedy tokens are timed one at a time
+  (the median step is reported), so the context at the timed steps is ≈ ``L``; the cache's size
+  (``DecodeCache.nbytes``) and the peak memory during those steps.
 
 Memory is the peak resident set of the process above its level before the model was built (CPU,
 Linux ``VmHWM``) or ``torch.cuda.max_memory_allocated`` (CUDA). By default every (variant, L,
@@ -249,17 +249,18 @@ def _measure_decode(case: LMCase) -> Dict:
     for _ in range(_WARM_TOKENS):
         logits, cache = model.decode(token, cache)
         token = logits[:, -1:].argmax(-1)
-    memory.sync()
-    t0 = time.perf_counter()
+    times = []
     for _ in range(case.decode_tokens):
+        memory.sync()
+        t0 = time.perf_counter()
         logits, cache = model.decode(token, cache)
         token = logits[:, -1:].argmax(-1)
-    memory.sync()
-    seconds = time.perf_counter() - t0
+        memory.sync()
+        times.append(time.perf_counter() - t0)
+    seconds = statistics.median(times)
     return {"prefill_s": prefill_s, "prefill_tokens": prompt_len,
-            "prefill_peak_bytes": prefill_peak,
-            "decode_tokens_per_s": case.decode_tokens / seconds,
-            "decode_ms_per_token": 1e3 * seconds / case.decode_tokens,
+            "prefill_peak_bytes": prefill_peak, "decode_token_s": times,
+            "decode_tokens_per_s": 1 / seconds, "decode_ms_per_token": 1e3 * seconds,
             "decode_peak_bytes": memory.peak(base), "cache_bytes": cache.nbytes(),
             "context": cache.length}
 
@@ -373,21 +374,23 @@ def _growth_table(report: Dict) -> List[str]:
 
 _WHY = """\
 **Why.** *Bank size:* with `max_distance=K` a causal Translution layer holds K+1 slots per
-relative projection (3·(K+1)·C·C' parameters) and α-Translution K+1 matrices R×R: neither depends
+relative projection (3·(K+1)·C·C' parameters), α-Translution K+1 matrices R×R: neither depends
 on L, so the parameter count is flat and one model runs at any L. *Training:* every variant
-computes the causal B·heads·L² scores and their softmax, so time per token grows ∝ L (and memory
-∝ L²) once they dominate the L-independent projections and MLP. Translution's exact grouped
-backend also runs one projection GEMM per offset: L offsets with L−d rows each, and offsets
+computes the causal B·heads·L² scores and their softmax, so time per token grows ∝ L (memory
+∝ L²) once they outweigh the L-independent projections and MLP. Translution's exact grouped
+backend also runs one projection GEMM per offset (L offsets of L−d rows each), and the offsets
 beyond K re-project their rows with the shared slot-K weight, so its training time per token
-grows ∝ L·C·C' exactly as without clipping: clipping bounds the parameters, not the training
-FLOPs (one GEMM with the slot-K weights would make the far part cost what attention costs).
-*Cached decoding:* per new token RoPE scores and mixes its L cached keys and values, O(L·C').
-Translution-K projects the new token and its K nearest partners through the K+1 near slots,
-O(K·C·C') whatever L is; every partner further than K shares slot K, whose projection x_j·W[K]
-is cached once per position, so only the O(L·C') scores and mix grow with L, as in RoPE: the time
-per token stays flat while K·C·C' outweighs L·C' and then grows like RoPE's. α-K does the same
-at width R. The cache grows ∝ L for every variant (Translution keeps x_j and the far
-projections)."""
+grows ∝ L·C·C' from the start, as without clipping: clipping bounds the parameters, not the
+training FLOPs (projecting once with the slot-K weights and computing the far pairs as one
+masked attention would make the far part cost what RoPE's attention costs). α-Translution does
+the same at width R = heads·r. *Cached decoding:* per new token RoPE scores and mixes its L
+cached keys and values, O(L·C'). Translution-K projects the new token and its K nearest
+partners through the K+1 near slots, O(K·C·C') whatever L is; every partner further than K
+shares slot K, whose projection x_j·W[K] is cached once per position, so only the O(L·C')
+scores and mix grow with L, as in RoPE: the time per token stays flat while K·C·C' (and the
+fixed per-step overhead) outweighs L·C', then grows like RoPE's (unclipped it would be
+O(L·C·C')). The cache grows ∝ L for every variant (Translution keeps the inputs x_j and the far
+projections, RoPE the keys and values)."""
 
 
 def markdown(report: Dict) -> str:
@@ -405,7 +408,8 @@ def markdown(report: Dict) -> str:
         f"step), tokens/s = batch·L / median of {c['train_steps']} step(s) after a warm-up step "
         f"(¹: the warm-up step alone, slower than {c['slow_step_s']:g} s). Cached generation: "
         f"batch 1, the prompt fills the cache to L − {c['decode_tokens'] + _WARM_TOKENS}, then "
-        f"{_WARM_TOKENS} warm-up and {c['decode_tokens']} timed greedy tokens (context ≈ L). "
+        f"{_WARM_TOKENS} warm-up and {c['decode_tokens']} greedy tokens, each timed (median "
+        "reported; context ≈ L). "
         "Memory: peak above the process's level before the model was built "
         + ("(CUDA allocator)" if device == "CUDA" else "(resident set)")
         + "; decode peak = model + cache + one step. "
@@ -471,7 +475,8 @@ def _run_case(case: LMCase, isolate: bool, threads: Optional[int],
               timeout: Optional[float]) -> Dict:
     result: Dict = {}
     for phase in PHASES:
-        part = _measure_in_child(case, phase, threads, timeout) if isolate else measure(case, phase)
+        part = (_measure_in_child(case, phase, threads, timeout) if isolate
+                else measure(case, phase))
         if "error" in part:
             return part
         result.update(part)

@@ -80,22 +80,46 @@ def _tiles(layout: Layout, tile_rows: int) -> List[Tuple[torch.Tensor, torch.Ten
     return tiles
 
 
+def _split(sizes: List[int], row_cost: int, tile_cost: int,
+           budget: int) -> Tuple[float, List[int]]:
+    """Chunk boundaries for tiles of ``sizes`` (longest first), each chunk within ``budget``,
+    that minimise the estimated cost in rows: padded rows, plus a tile's slot matrix per tile,
+    plus a fixed cost per chunk (taken as a quarter budget of rows). Dynamic programming over
+    the sorted tiles; returns ``(cost, boundaries)``."""
+    overhead, per_tile = budget / 4 / row_cost, tile_cost / row_cost
+    count = len(sizes)
+    best = [0.0] + [float("inf")] * count
+    start = [0] * (count + 1)
+    for a in range(count):
+        longest = max(1, min(_MAX_TILES, budget // max(sizes[a] * row_cost, tile_cost, 1)))
+        for b in range(a + 1, min(count, a + longest) + 1):
+            cost = best[a] + overhead + (b - a) * (sizes[a] + per_tile)
+            if cost < best[b]:
+                best[b], start[b] = cost, a
+    bounds = [count]
+    while bounds[-1] > 0:
+        bounds.append(start[bounds[-1]])
+    return best[count], bounds[::-1]
+
+
+_MAX_TILES = 1024          # tiles per chunk (bounds the planning work)
+
+
 @functools.lru_cache(maxsize=64)
-def _plan(layout: Layout, tile_rows: int, row_cost: int, tile_cost: int,
+def _plan(layout: Layout, tile_rows: Optional[int], row_cost: int, tile_cost: int,
           budget: int) -> List[_Chunk]:
-    """Chunks of consecutive tiles, each within ``budget`` bytes: ``tiles · rows · row_cost``
-    and ``tiles · tile_cost`` (at least one tile per chunk)."""
+    """Chunks of tiles of at most ``tile_rows`` pairs (``None``: the cheapest of a few sizes),
+    each within ``budget`` bytes: ``tiles · rows · row_cost`` and ``tiles · tile_cost`` (at least
+    one tile per chunk)."""
     n = layout.num_tokens
-    tiles = _tiles(layout, tile_rows)
-    groups, current = [], []
-    for tile in tiles:
-        rows = len(current[0][0]) if current else len(tile[0])
-        if current and (len(current) + 1) * max(rows * row_cost, tile_cost) > budget:
-            groups.append(current)
-            current = []
-        current.append(tile)
-    if current:
-        groups.append(current)
+    candidates = [tile_rows] if tile_rows else sorted({n, 32, 16, 8})
+    options = []
+    for rows in candidates:
+        tiles = _tiles(layout, rows)
+        cost, bounds = _split([len(t[0]) for t in tiles], row_cost, tile_cost, budget)
+        options.append((cost, rows, tiles, bounds))
+    _, _, tiles, bounds = min(options, key=lambda o: o[:2])
+    groups = [tiles[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
     chunks = []
     for members in groups:
         rows = len(members[0][0])
@@ -238,13 +262,12 @@ class BatchedBackend(Backend):
         """The chunks for inputs of ``batch × c_in`` channels projected to ``c_out``: no chunk
         temporary (``rows·B·C`` gathered inputs or ``rows·B·C'`` projections, ``C×C'`` slot
         matrices per tile) exceeds :attr:`memory_budget` bytes, unless one tile alone does."""
-        tile_rows = self.tile_rows or layout.num_tokens
         itemsize = max(itemsize, 4)                    # scores are formed in float32 or wider
         row_cost = max(1, batch) * max(1, c_in, c_out) * itemsize
         tile_cost = max(1, c_in) * max(1, c_out) * itemsize
         budget = self.memory_budget or DEFAULT_MEMORY_BUDGET.get(device.type,
                                                                  OTHER_DEVICES_MEMORY_BUDGET)
-        return _on_device(_plan(layout, tile_rows, row_cost, tile_cost, budget), device)
+        return _on_device(_plan(layout, self.tile_rows, row_cost, tile_cost, budget), device)
 
     def pair_scores(self, xq, xk, wq, wk, layout, heads, scale, save_projections: bool = False):
         return _PairScores.apply(xq, xk, wq, wk, layout, heads, float(scale), self)

@@ -35,8 +35,9 @@ from ..layers import (PARAMETERIZATIONS, AlphaTranslution, SelfAttention, Transl
                       parse_relative)
 from ..layouts import Layout
 
-__all__ = ["ATTENTION_KINDS", "LAYER_KINDS", "RELATIVE_KINDS", "HYBRID_KINDS", "SIZES", "TransformerConfig",
-           "MLP", "Block", "TransformerModel", "make_attention", "block_kinds"]
+__all__ = ["ATTENTION_KINDS", "LAYER_KINDS", "RELATIVE_KINDS", "HYBRID_KINDS", "SIZES",
+           "TransformerConfig", "MLP", "Block", "TransformerModel", "make_attention",
+           "block_kinds"]
 
 #: Values of ``config.attention``.
 ATTENTION_KINDS = ("ape", "rope", "bias", "translution", "alpha", "lor_rope", "hybrid")
