@@ -7,7 +7,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from translution import AlphaTranslution, Translution
 from translution import functional as F
-from translution.backends import BACKENDS, BatchedBackend
+from translution.backends import BACKENDS, BatchedBackend, default_order, select_backend
 from translution.backends.batched import DEFAULT_MEMORY_BUDGET
 from translution.layouts import Grid, Sequence
 
@@ -216,3 +216,17 @@ def test_save_projections_is_accepted():
     a = s.softmax(-1)
     torch.testing.assert_close(backend.pair_mix(a, x, wv, layout, 2, save_projections=True),
                                backend.pair_mix(a, x, wv, layout, 2))
+
+
+@pytest.mark.parametrize("device, width, expected", [
+    ("cpu", 24, "batched"), ("cpu", 64, "batched"), ("cpu", 192, "grouped"),
+    ("meta", 192, "batched"), ("meta", 24, "batched")])
+def test_default_backend(device, width, expected):
+    """Batched on accelerators and for narrow banks on CPU; grouped for wide banks on CPU."""
+    layout = Grid(2, 2, cls_token=True)
+    x = torch.empty(1, layout.num_tokens, width, device=device)
+    bank = torch.empty(layout.num_slots, width, width, device=device)
+    assert default_order(layout, x, [bank, None, bank])[0] == expected
+    if device == "cpu":
+        assert select_backend(None, layout, x, [bank, bank, bank]).name == expected
+    assert select_backend("batched", layout, x, [bank, bank, bank]).name == "batched"
