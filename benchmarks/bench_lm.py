@@ -1,6 +1,7 @@
-"""Language-model throughput benchmark: same as ``translution bench lm``.
+"""Language-model cost across context lengths: same as ``translution bench lm``.
 
-    python benchmarks/bench_lm.py --out benchmarks/results/lm.md
+    python benchmarks/bench_lm.py --out benchmarks/results/lm.md     # full sweep, L = 256..4096
+    python benchmarks/bench_lm.py --quick                            # smoke run, seconds
 """
 import sys
 

@@ -7,7 +7,6 @@ import json
 import pytest
 import torch
 
-from translution import bench
 from translution.cli import main
 from translution.data.idx import write_idx
 
@@ -107,28 +106,6 @@ def test_dynamic_mnist_experiment_smoke(fake_mnist, tmp_path):
     again = [json.loads(l)["step"] for l in
              (tmp_path / "runs/static/translution/seed0/metrics.jsonl").read_text().splitlines()]
     assert again == steps
-
-
-def test_bench_op_runs_each_implementation_in_its_own_process():
-    case = bench.Case("grid:2,3:cls", dim=16, heads=2, dim_head=8, batch=2, rank=2)
-    report = bench.run_suite([case], repeats=1, progress=lambda _: None)
-    results = report["rows"][0]["results"]
-    assert set(results) == set(bench.IMPLS)
-    for impl, r in results.items():
-        assert r["seconds"] > 0 and r["peak_rss"] >= r["base_rss"] > 0, impl
-    table = bench.markdown(report)
-    assert "| 2×3+cls | 16 |" in table and "GFLOP/s" in table
-
-
-def test_paper_baseline_equals_translution():
-    """The benchmark's baseline computes the same function (it is only slower)."""
-    from translution import Translution
-    from translution.layouts import Grid
-    layout = Grid(2, 3, cls_token=True)
-    layer = Translution(8, layout, heads=2, dim_head=4).double()
-    x = torch.randn(2, 7, 8, dtype=torch.float64)
-    y = bench.paper_gathered_translution(x, layer.wq, layer.wk, layer.wv, layout, 2)
-    assert torch.allclose(layer.out(y), layer(x), atol=1e-12)
 
 
 def test_train_and_generate_text_from_the_command_line(tmp_path, capsys):

@@ -71,13 +71,8 @@ def test_image_run_learns_and_eval_reproduces_its_last_evaluation(squares, tmp_p
 
 @pytest.mark.parametrize("model, precision", [
     ("vit_micro_translution", "fp32"),
-    pytest.param("vit_micro_ape", "bf16", marks=pytest.mark.xfail(
-        strict=True, raises=AssertionError,
-        reason="`translution eval` ignores train.precision: fit evaluates under bf16 autocast, "
-        "cli._eval in float32 (fix in cli._eval)")),
-    pytest.param("vit_micro_translution", "bf16", marks=pytest.mark.xfail(
-        strict=True, reason="training fails: functional.translution checks dtypes before its "
-        "autocast cast, and casts only a float32 x: a bf16 x meets float32 weights")),
+    ("vit_micro_ape", "bf16"),                  # eval runs under the run's autocast too
+    ("vit_micro_translution", "bf16"),          # bf16 activations meet float32 banks
 ])
 def test_eval_reproduces_the_logged_evaluation(squares, tmp_path, capsys, model, precision):
     printed, logged = _train_then_eval(capsys, tmp_path / "run", [

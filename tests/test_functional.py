@@ -7,10 +7,11 @@ from hypothesis import given, settings, strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from translution import functional as F
+from translution.backends import BACKENDS
 from translution.layouts import Grid, Sequence
 
 SUBSETS = ["q", "k", "v", "qk", "qv", "kv", "qkv"]
-FAST = ["grouped"]
+FAST = sorted(name for name in BACKENDS if name != "reference")
 LAYOUTS = [
     Sequence(6), Sequence(6, causal=True), Sequence(1), Sequence(1, causal=True),
     Grid(3, 4), Grid(3, 4, cls_token=True), Grid(4, 3, cls_token=True), Grid(1, 1, cls_token=True),

@@ -25,20 +25,6 @@ SETTINGS = settings(max_examples=200, deadline=None, derandomize=True,
 ACCEPTED = (ValueError, TypeError)
 
 
-def known_bug(backend, op: str, batch: int, channels: int, layout, scale) -> bool:
-    """Open faults of the grouped backend (the default), fixed in backends/grouped.py by another
-    branch; :func:`test_known_grouped_faults` pins them. Delete this filter with the fix.
-
-    * issue 11 #7: an empty batch, or zero channels into a bank, crash it (RuntimeError).
-    * issue 11 #4: ``scale <= 0`` on a causal layout gives NaN.
-    """
-    if backend not in (None, "grouped"):
-        return False
-    causal = getattr(layout, "causal", False)
-    return (batch == 0 or (op == "translution" and channels == 0)
-            or (causal and scale is not None and scale <= 0))
-
-
 def mostly(valid, *invalid):
     """Draw one of ``valid`` about 6 times in 7, else one of ``invalid``."""
     valid = list(valid)
@@ -134,8 +120,6 @@ def test_public_op(build, op, relative, batch, extra_tokens, channels, heads, di
     except ACCEPTED:
         expected = None                  # invalid sizes: the real call must refuse them too
     for backend in [None, *sorted(BACKENDS)]:
-        if known_bug(backend, op, batch, channels, layout, scale):
-            continue
         try:
             got = _run_op(op, x, ws, extra, layout, heads, scale, backend)
         except ACCEPTED as e:
@@ -182,8 +166,6 @@ def test_layers(build, kind, relative, dim, heads, dim_head, rank, parameterizat
         expected = _reference_layer(layer, x)
     except ACCEPTED:
         expected = None
-    if known_bug(None, kind, batch, dim, layout, None):
-        return
     try:
         got = layer(x)
     except ACCEPTED as e:
@@ -222,11 +204,9 @@ def _known_fault_case(case):
     return lambda backend: F.translution(x, *ws, layout, heads=2, scale=scale, backend=backend)
 
 
-@pytest.mark.xfail(strict=True, raises=(RuntimeError, AssertionError), reason="issue 11 #7 (empty batch / zero channels crash) and #4 "
-                   "(causal scale <= 0 gives NaN) in backends/grouped.py, fixed on another "
-                   "branch: remove this mark and known_bug() with that fix")
 @pytest.mark.parametrize("case", ["empty batch", "empty batch alpha", "empty batch layer",
                                   "zero C", "scale <= 0", "scale <= 0 alpha"])
-def test_known_grouped_faults(case):
+def test_fixed_grouped_faults(case):
+    """issue 11 #7 (empty batch / zero channels) and #4 (causal scale <= 0 gave NaN)."""
     run = _known_fault_case(case)
     torch.testing.assert_close(run("grouped"), run("reference"))

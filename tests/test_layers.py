@@ -1,11 +1,13 @@
 """Layers: parameters, initialisation, conversion from self-attention, resizing, errors."""
 
+import copy
 import math
 
 import pytest
 import torch
 
 from translution import AlphaTranslution, SelfAttention, Translution
+from translution.backends import BACKENDS
 from translution.layouts import Grid, Sequence
 
 
@@ -249,3 +251,127 @@ def test_parameterization_is_validated():
             cls(8, Grid(2, 2), heads=2, dim_head=4, parameterization="shared")
     default = Translution(8, Grid(2, 2), heads=2, dim_head=4)
     assert default.parameterization == "independent" and default.wq.dim() == 3
+
+
+# -- α-Translution with RoPE on the standard q/k (position="rope"; the registry's "lor_rope") ---
+LOR_LAYOUTS = [Grid(3, 3, cls_token=True), Grid(2, 3), Grid(3, 3, cls_token=True, max_distance=1),
+               Sequence(6, causal=True), Sequence(9, causal=True, max_distance=2)]
+
+
+def _lor_rope(layout, relative="v", backend=None, seed=0):
+    """A float64 layer whose relative banks differ per slot (so a wrong slot shows)."""
+    torch.manual_seed(seed)
+    layer = AlphaTranslution(8, layout, heads=2, dim_head=4, rank=2, relative=relative,
+                             position="rope", backend=backend).double()
+    with torch.no_grad():
+        for name in relative:
+            getattr(layer, "m" + name).normal_()
+    return layer
+
+
+def _rotated(t, layout):
+    """RoPE of ``t (B, heads, N, dh)`` token by token at explicit coordinates: patch ``t`` of a
+    grid sits at ``divmod(t, W)``, sequence token ``t`` at ``t``; the class token is left as is."""
+    from translution.layers import rotary_embedding
+    skip = int(layout.cls_token)
+    rows = [t[..., :skip, :]]
+    for index in range(t.shape[-2] - skip):
+        coord = divmod(index, layout.shape[1]) if layout.ndim == 2 else (index,)
+        rows.append(rotary_embedding(t[..., skip + index:skip + index + 1, :],
+                                     torch.tensor([coord])))
+    return torch.cat(rows, dim=-2)
+
+
+@pytest.mark.parametrize("layout", LOR_LAYOUTS, ids=repr)
+def test_lor_rope_rotates_tokens_by_position_and_not_the_class_token(layout):
+    layer = _lor_rope(layout)
+    x = torch.randn(2, layout.num_tokens, 8, dtype=torch.float64)
+    q, k = ((x @ w).unflatten(-1, (2, 4)).transpose(1, 2) for w in (layer.wq, layer.wk))
+    scores = _rotated(q, layout) @ _rotated(k, layout).transpose(-1, -2) * 4 ** -0.5
+    if layout.causal:
+        scores = scores.masked_fill(~layout.allowed(), float("-inf"))
+    torch.testing.assert_close(layer.attention_weights(x), scores.softmax(-1), rtol=0, atol=1e-12)
+    plain = AlphaTranslution(8, layout, heads=2, dim_head=4, rank=2, relative="v").double()
+    plain.load_state_dict(layer.state_dict())
+    assert not torch.allclose(plain(x), layer(x))               # the rotation matters
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+@pytest.mark.parametrize("layout", [Grid(3, 3, cls_token=True), Sequence(6, causal=True)],
+                         ids=repr)
+def test_lor_rope_with_identity_value_branch_is_rope_attention(layout, backend):
+    """SPEC §8.5 for lor_rope: M tied to I, U = W, P = I → RoPE self-attention (the relative
+    value branch repeats the standard one), forward and gradients."""
+    torch.manual_seed(2)
+    rope = SelfAttention(8, layout, heads=2, dim_head=4, position="rope").double()
+    lor = AlphaTranslution(8, layout, heads=2, dim_head=4, rank=4, relative="v",
+                           position="rope", backend=backend).double()
+    eye = torch.eye(8, dtype=torch.float64)
+    with torch.no_grad():
+        for name in ("wq", "wk", "wv"):
+            getattr(lor, name).copy_(getattr(rope, name))
+        lor.out.load_state_dict(rope.out.state_dict())
+        lor.uv.copy_(rope.wv)
+        lor.p.copy_(eye)
+        lor.mv.copy_(eye.expand_as(lor.mv))
+    x = torch.randn(2, layout.num_tokens, 8, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(2, layout.num_tokens, 8, dtype=torch.float64)
+    y_rope, y_lor = rope(x), lor(x)
+    torch.testing.assert_close(y_lor, y_rope, rtol=0, atol=1e-12)
+    grads_rope = torch.autograd.grad((y_rope * g).sum(), [x, rope.wq, rope.wk])
+    grads_lor = torch.autograd.grad((y_lor * g).sum(), [x, lor.wq, lor.wk])
+    torch.testing.assert_close(grads_lor, grads_rope, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("relative", ["v", "qkv"])
+@pytest.mark.parametrize("layout", LOR_LAYOUTS, ids=repr)
+def test_lor_rope_is_exact_on_every_backend(layout, relative):
+    """Every backend equals the reference (literal per-pair) backend: output and all gradients."""
+    base = _lor_rope(layout, relative)
+    x = torch.randn(2, layout.num_tokens, 8, dtype=torch.float64)
+    g = torch.randn(2, layout.num_tokens, 8, dtype=torch.float64)
+    results = {}
+    for name in BACKENDS:
+        layer = copy.deepcopy(base)
+        layer.backend = name
+        xx = x.clone().requires_grad_()
+        y = layer(xx)
+        results[name] = [y, *torch.autograd.grad((y * g).sum(), [xx, *layer.parameters()])]
+    for name, got in results.items():
+        torch.testing.assert_close(got, results["reference"], rtol=1e-10, atol=1e-12,
+                                   msg=lambda m, name=name: f"backend {name}: {m}")
+
+
+@pytest.mark.parametrize("max_distance", [None, 2])
+@pytest.mark.parametrize("relative", ["v", "qkv"])
+def test_lor_rope_decode_equals_forward(relative, max_distance):
+    # clipped: offsets >= 2 share slot 2, and the sequence (11) outgrows the layout (5)
+    length = 5 if max_distance is None else 11
+    layer = _lor_rope(Sequence(5, causal=True, max_distance=max_distance), relative)
+    x = torch.randn(2, length, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    y, cache = layer.decode(x[:, :2], capacity=3)
+    torch.testing.assert_close(y, layer(x[:, :2]), rtol=0, atol=1e-12)
+    y, cache = layer.decode(x[:, 2:4], cache)                  # two positions at once
+    torch.testing.assert_close(y, layer(x[:, :4])[:, -2:], rtol=0, atol=1e-12)
+    for t in range(4, length):
+        y, cache = layer.decode(x[:, t:t + 1], cache)
+        torch.testing.assert_close(y, layer(x[:, :t + 1])[:, -1:], rtol=0, atol=1e-12)
+    assert cache.length == length
+
+
+def test_lor_rope_options_and_errors():
+    from translution import functional
+    layer = AlphaTranslution(8, Grid(2, 2, cls_token=True), heads=2, dim_head=4, relative="v",
+                             position="rope", rope_base=100.0)
+    assert layer.position == "rope" and layer.rope_base == 100.0
+    assert "position='rope'" in repr(layer)
+    assert AlphaTranslution(8, Grid(2, 2), heads=2, dim_head=4).position is None
+    with pytest.raises(ValueError, match="position must be None or 'rope', got 'bias'"):
+        AlphaTranslution(8, Grid(2, 2), heads=2, dim_head=4, position="bias")
+    with pytest.raises(ValueError, match="needs dim_head >= 4.*got 2"):
+        AlphaTranslution(8, Grid(2, 2), heads=2, dim_head=2, position="rope")
+    x = torch.randn(1, 4, 8)
+    w = torch.randn(8, 8)
+    with pytest.raises(TypeError, match="rotary must be None or a callable, got int"):
+        functional.alpha_translution(x, w, w, w, Grid(2, 2), heads=2, uv=w, p=w,
+                                     mv=torch.randn(9, 8, 8), rotary=3)

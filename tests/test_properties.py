@@ -9,7 +9,7 @@ from translution import functional as F
 from translution.backends import BACKENDS
 from translution.layouts import Grid, Sequence
 
-BACKEND_NAMES = ["reference", "grouped"]
+BACKEND_NAMES = sorted(BACKENDS)
 
 
 def _sdpa(x, wq, wk, wv, heads, causal):

@@ -1,15 +1,17 @@
-"""Operation benchmark: forward+backward time and peak memory of one attention layer.
+"""Operation benchmark: forward+backward time, peak memory and dispatched ops of one layer.
 
 Compares, side by side and one configuration per process (so peak memory is the process's own):
 
 * ``paper``: the gathered-weight algorithm of the paper's code (every pair's weight gathered into
   an ``N×N×C×C'`` tensor and broadcast against the batch) — kept here as the baseline only;
-* ``fast``: :class:`translution.Translution` on the default (grouped) backend;
-* ``alpha``: :class:`translution.AlphaTranslution` (rank ``r``);
+* ``grouped`` / ``batched``: :class:`translution.Translution` on that backend;
+* ``alpha``: :class:`translution.AlphaTranslution` (rank ``r``) on the default backend;
 * ``sdpa``: standard attention (:class:`translution.SelfAttention`, ``scaled_dot_product_attention``).
 
-Also measures the machine's dense fp32 matmul rate, so the fast path's projection throughput can be
-reported as a fraction of it. Used by ``translution bench op`` and ``benchmarks/bench_op.py``.
+Also measures the machine's dense fp32 matmul rate (so Translution's projection throughput can be
+reported as a share of it), the ops one layer call dispatches (a ``TorchDispatchMode`` count) and
+α's FLOP ratio ``F`` to attention (``FlopCounterMode``, forward). Used by ``translution bench op``
+and ``benchmarks/bench_op.py``.
 """
 
 from __future__ import annotations
@@ -23,16 +25,18 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
-IMPLS = ("paper", "fast", "alpha", "sdpa")
+IMPLS = ("paper", "grouped", "batched", "alpha", "sdpa")
+TRANSLUTION_IMPLS = ("grouped", "batched")        # Translution on that backend
 
 
 @dataclass
 class Case:
-    """One benchmark configuration."""
+    """One benchmark configuration (``name``: an optional title, e.g. "MNIST main job")."""
 
     layout: str                 # "grid:H,W:cls" or "causal:L"
     dim: int
@@ -40,6 +44,7 @@ class Case:
     dim_head: int = 64
     batch: int = 8
     rank: int = 8
+    name: str = ""
 
     def build_layout(self):
         from .layouts import Grid, Sequence
@@ -53,17 +58,18 @@ class Case:
     @property
     def label(self) -> str:
         kind, size, *opt = self.layout.split(":")
-        if kind == "grid":
-            return size.replace(",", "×") + ("+cls" if opt else "")
-        return f"causal L={size}"
+        shape = (size.replace(",", "×") + ("+cls" if opt else "") if kind == "grid"
+                 else f"causal L={size}")
+        return f"{self.name}: {shape}" if self.name else shape
 
 
 def paper_gathered_translution(x, wq, wk, wv, layout, heads):
-    """The paper code's algorithm (benchmark baseline only): gather ``W[slot(i, j)]`` for every
-    pair and broadcast-multiply, materialising ``B×N×N×C×C'`` products and ``B×N×N×C'`` pairs."""
+    """The paper code's algorithm (benchmark baseline only): gather ``W[slot]`` for every pair and
+    broadcast-multiply, materialising ``B×N×N×C×C'`` products and ``B×N×N×C'`` pairs. Keys use
+    the layout's key slots (``slot(j, i)``; ``slot(i, j)`` on causal layouts), as Translution."""
     index = layout.slot_index()
     q = (x[:, :, None, None, :] @ wq[index]).squeeze(-2)                  # (B, N, N, C')
-    k = (x[:, None, :, None, :] @ wk[index.t()]).squeeze(-2)
+    k = (x[:, None, :, None, :] @ wk[layout.key_slot_index()]).squeeze(-2)
     v = (x[:, None, :, None, :] @ wv[index]).squeeze(-2)
     b, n = x.shape[:2]
     a = (q * k).view(b, n, n, heads, -1).sum(-1) * (q.shape[-1] // heads) ** -0.5
@@ -137,22 +143,67 @@ def _peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
+class OpCounter(TorchDispatchMode):
+    """Counts the ops dispatched while it is active (views and in-place ops included)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops += 1
+        return func(*args, **(kwargs or {}))
+
+
+def count_ops(fn: Callable[[], object]) -> int:
+    """Ops dispatched by one call of ``fn`` (call it once before: caches fill on first use)."""
+    with OpCounter() as counter:
+        fn()
+    return counter.ops
+
+
+def build_layer(case: Case, impl: str):
+    """The layer that ``impl`` times (the paper's algorithm uses a Translution layer's weights)."""
+    from .layers import AlphaTranslution, SelfAttention, Translution
+    layout = case.build_layout()
+    if impl == "sdpa":
+        return SelfAttention(case.dim, layout, case.heads, case.dim_head)
+    if impl.startswith("alpha"):
+        backend = impl.partition(":")[2] or None
+        return AlphaTranslution(case.dim, layout, case.heads, case.dim_head, rank=case.rank,
+                                backend=backend)
+    backend = impl if impl in TRANSLUTION_IMPLS else None
+    return Translution(case.dim, layout, case.heads, case.dim_head, backend=backend)
+
+
+def flop_ratio(case: Case) -> float:
+    """``F``: forward FLOPs of α-Translution (exact ``grouped`` backend) over standard attention
+    (its attention core counted through the math SDPA path), by ``FlopCounterMode``."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+    torch.manual_seed(0)
+    x = torch.randn(case.batch, case.build_layout().num_tokens, case.dim)
+    flops = {}
+    for impl in ("alpha:grouped", "sdpa"):
+        layer = build_layer(case, impl)
+        with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), \
+                FlopCounterMode(display=False) as counter:
+            layer(x)
+        flops[impl] = counter.get_total_flops()
+    return flops["alpha:grouped"] / flops["sdpa"]
+
+
 def run_one(case: Case, impl: str, repeats: int = 3, warmup: int = 1) -> Dict:
     """Time forward+backward of one layer in this process.
 
     Returns seconds (best of ``repeats``), ``peak_rss`` (peak resident bytes of the process while
-    the layer is built and run) and ``base_rss`` (resident bytes just before: torch itself)."""
-    from .layers import AlphaTranslution, SelfAttention, Translution
+    the layer is built and run), ``base_rss`` (resident bytes just before: torch itself) and
+    ``ops`` (ops one forward+backward dispatches)."""
     torch.manual_seed(0)
     layout = case.build_layout()
     torch.randn(64, 64) @ torch.randn(64, 64)          # load the BLAS before the baseline
     base_rss = _reset_peak_rss()
-    if impl == "sdpa":
-        layer = SelfAttention(case.dim, layout, case.heads, case.dim_head)
-    elif impl == "alpha":
-        layer = AlphaTranslution(case.dim, layout, case.heads, case.dim_head, rank=case.rank)
-    else:
-        layer = Translution(case.dim, layout, case.heads, case.dim_head)
+    layer = build_layer(case, impl)
     x = torch.randn(case.batch, layout.num_tokens, case.dim, requires_grad=True)
 
     def step():
@@ -170,8 +221,9 @@ def run_one(case: Case, impl: str, repeats: int = 3, warmup: int = 1) -> Dict:
         t = time.perf_counter()
         step()
         times.append(time.perf_counter() - t)
-    return {"seconds": min(times), "times": times, "peak_rss": _peak_rss_bytes(),
-            "base_rss": base_rss}
+    peak = _peak_rss_bytes()
+    return {"seconds": min(times), "times": times, "peak_rss": peak, "base_rss": base_rss,
+            "ops": count_ops(step)}
 
 
 def measure(case: Case, impl: str, repeats: int = 3, memory_limit: float = 14e9,
@@ -195,9 +247,11 @@ def default_cases(quick: bool = False) -> List[Case]:
     """The issue's configurations (``quick``: two small ones for a smoke run)."""
     if quick:
         return [Case("grid:4,4:cls", 192, 3), Case("causal:64", 128, 2)]
+    jobs = [Case("grid:6,6:cls", 64, 4, dim_head=16, batch=128, name="MNIST main job"),
+            Case("grid:4,4:cls", 192, 3, batch=64, name="paper's grid")]
     grids = [Case(f"grid:{s},{s}:cls", 192, 3) for s in (4, 7, 8, 14)]
     seqs = [Case(f"causal:{n}", dim, dim // 64) for dim in (128, 384) for n in (64, 128, 256)]
-    return grids + seqs
+    return jobs + grids + seqs
 
 
 def machine_description(threads: Optional[int] = None) -> str:
@@ -233,20 +287,32 @@ def run_suite(cases: List[Case], impls=IMPLS, repeats: int = 3, memory_limit: fl
     rows = []
     for case in cases:
         row = {"case": asdict(case), "label": case.label, "results": {}}
+        if "alpha" in impls and case.rank > 0:
+            row["alpha_flop_ratio"] = flop_ratio(case)
         for impl in impls:
             if impl == "alpha" and case.rank <= 0:
                 continue
             result = measure(case, impl, repeats, memory_limit)
-            if "seconds" in result:
-                flops = useful_projection_flops(case, impl) if impl in ("fast", "alpha") else None
-                result["projection_gflops"] = flops / result["seconds"] / 1e9 if flops else None
+            if "seconds" in result and impl in TRANSLUTION_IMPLS + ("alpha",):
+                flops = useful_projection_flops(case, impl)
+                result["projection_gflops"] = flops / result["seconds"] / 1e9
             row["results"][impl] = result
-            progress(f"{case.label:>16} dim {case.dim:>3} {impl:>5}: " + (
-                f"{result['seconds']:.3f} s, peak {result['peak_rss'] / 1e9:.2f} GB"
-                if "seconds" in result else result["skipped"]))
+            progress(f"{case.label:>30} dim {case.dim:>3} {impl:>7}: " + (
+                f"{result['seconds']:.3f} s, peak {result['peak_rss'] / 1e9:.2f} GB, "
+                f"{result['ops']} ops" if "seconds" in result else result["skipped"]))
         rows.append(row)
     return {"machine": machine_description(), "commit": git_commit(), "matmul_gflops": rate,
             "rows": rows}
+
+
+def _cell(r: Dict, memory: bool = True) -> str:
+    if "seconds" not in r:
+        return r.get("skipped", "—")
+    return f"{r['seconds']:.3f} s" + (f", {r['peak_rss'] / 1e9:.2f} GB" if memory else "")
+
+
+def _ratio(a: Dict, b: Dict, fmt: str = "{:.1f}×") -> str:
+    return fmt.format(a["seconds"] / b["seconds"]) if "seconds" in a and "seconds" in b else "—"
 
 
 def markdown(report: Dict) -> str:
@@ -254,31 +320,35 @@ def markdown(report: Dict) -> str:
     rate = report["matmul_gflops"]
     lines = [f"Machine: {report['machine']}; commit `{report['commit']}`; dense fp32 matmul "
              f"{rate:.0f} GFLOP/s.", "",
-             "| config | dim | paper's algorithm | fast (ours) | speed-up | memory ↓ | fast proj. "
-             "GFLOP/s (% of matmul) | α (r=8) | α / sdpa | sdpa |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-
-    def cell(r):
-        return (f"{r['seconds']:.3f} s, {r['peak_rss'] / 1e9:.2f} GB" if "seconds" in r
-                else r.get("skipped", "—"))
-
+             "| config | batch | dim (heads × dim_head) | attention | α (r=8) | α / attention "
+             "(F; bound max(4, 1.5·F)) | Translution, grouped | Translution, batched | "
+             "Translution, % of matmul rate (grouped / batched) | paper's algorithm | "
+             "paper / best Translution | ops per layer call (attention / α / grouped / "
+             "batched) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in report["rows"]:
-        res = row["results"]
-        paper, fast = res.get("paper", {}), res.get("fast", {})
-        alpha, sdpa = res.get("alpha", {}), res.get("sdpa", {})
-        speed = mem = "—"
-        if "seconds" in paper and "seconds" in fast:
-            speed = f"{paper['seconds'] / fast['seconds']:.0f}×"
-            mem = (f"{(paper['peak_rss'] - paper['base_rss']) / max(1, fast['peak_rss'] - fast['base_rss']):.0f}×")
-        proj = (f"{fast['projection_gflops']:.0f} ({100 * fast['projection_gflops'] / rate:.0f} %)"
-                if fast.get("projection_gflops") else "—")
-        ratio = (f"{alpha['seconds'] / sdpa['seconds']:.1f}×"
-                 if "seconds" in alpha and "seconds" in sdpa else "—")
-        lines.append(f"| {row['label']} | {row['case']['dim']} | {cell(paper)} | {cell(fast)} | "
-                     f"{speed} | {mem} | {proj} | {cell(alpha)} | {ratio} | {cell(sdpa)} |")
-    lines += ["", "Memory ratio compares peak RSS above the process's RSS after importing torch. "
-              "Projection GFLOP/s counts the relative projections' useful work "
-              "(forward + two backward GEMMs, 3 × 2·B·P·C·C' each; recomputation not counted)."]
+        res, case = row["results"], row["case"]
+        get = lambda impl: res.get(impl, {})
+        ratio = _ratio(get("alpha"), get("sdpa"))
+        f = row.get("alpha_flop_ratio")
+        if f is not None:
+            ratio += f" (F = {f:.2f}; {max(4.0, 1.5 * f):.1f}×)"
+        share = " / ".join(f"{100 * get(i)['projection_gflops'] / rate:.0f} %"
+                           if get(i).get("projection_gflops") else "—" for i in TRANSLUTION_IMPLS)
+        timed = [get(i) for i in TRANSLUTION_IMPLS if "seconds" in get(i)]
+        best = min(timed, key=lambda r: r["seconds"]) if timed else {}
+        ops = " / ".join(str(get(i).get("ops", "—")) for i in ("sdpa", "alpha") + TRANSLUTION_IMPLS)
+        lines.append(
+            f"| {row['label']} | {case['batch']} | {case['dim']} ({case['heads']} × "
+            f"{case['dim_head']}) | {_cell(get('sdpa'), False)} | {_cell(get('alpha'), False)} | "
+            f"{ratio} | {_cell(get('grouped'))} | {_cell(get('batched'))} | {share} | "
+            f"{_cell(get('paper'))} | {_ratio(get('paper'), best, '{:.0f}×')} | {ops} |")
+    lines += ["", "Times: forward + backward of one layer (the attention operation and its output "
+              "`Linear`), best of the repeats; memory: the process's peak RSS. F: α-Translution's "
+              "forward FLOPs over standard attention's (`FlopCounterMode`). % of matmul rate: the "
+              "relative projections' useful work (forward + two backward GEMMs, 3 × 2·B·P·C·C' "
+              "each; recomputation not counted) per second, over the dense matmul rate. Ops: "
+              "dispatched by one forward + backward (`TorchDispatchMode` count)."]
     return "\n".join(lines)
 
 

@@ -71,6 +71,7 @@ def _train(args) -> int:
 
 
 def _eval(args) -> int:
+    import torch
     from . import recipes
     from .train import RunConfig, with_overrides
     model, cfg, _ = recipes.model_for_checkpoint(args.checkpoint)
@@ -78,7 +79,11 @@ def _eval(args) -> int:
         cfg = RunConfig.from_dict(with_overrides(cfg.to_dict(), args.overrides))
     task, _, eval_batches = recipes.build_task_and_batches(cfg, model)
     batches = eval_batches.batches(0) if hasattr(eval_batches, "batches") else eval_batches
-    print(json.dumps(task.evaluate(model, batches), indent=1))
+    device = next(model.parameters()).device
+    with torch.autocast(device.type, dtype=torch.bfloat16,     # as fit evaluated
+                        enabled=cfg.train.precision == "bf16"):
+        metrics = task.evaluate(model, batches)
+    print(json.dumps(metrics, indent=1))
     return 0
 
 
@@ -119,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
     op = bench_sub.add_parser("op", help="time and peak memory of one layer, forward+backward")
     op.add_argument("--quick", action="store_true", help="two small configurations only")
-    op.add_argument("--impl", action="append", choices=["paper", "fast", "alpha", "sdpa"],
+    op.add_argument("--impl", action="append",
+                    choices=["paper", "grouped", "batched", "alpha", "sdpa"],
                     help="implementations to run (repeatable; default all)")
     op.add_argument("--repeats", type=int, default=3, help="timed repeats (best is reported)")
     op.add_argument("--paper-memory-limit", type=float, default=14.0,

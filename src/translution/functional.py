@@ -14,7 +14,7 @@ The default backend computes exactly this without building any of those pair ten
 
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 import torch
 
@@ -40,7 +40,7 @@ def _check_weight(name: str, w, x: torch.Tensor, layout: Layout, in_dim: int,
                   allow_bank: bool = True) -> None:
     if not isinstance(w, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(w).__name__}")
-    if w.dtype != x.dtype:
+    if _compute_dtype(w) != _compute_dtype(x):
         raise TypeError(f"{name} has dtype {w.dtype} but x has dtype {x.dtype}; they must match "
                         "(use torch.autocast for mixed precision)")
     if w.device != x.device:
@@ -61,22 +61,29 @@ def _resolve_layout(layout, x: torch.Tensor) -> Layout:
     return as_layout(layout).for_tokens(x.shape[1])
 
 
+def _compute_dtype(t: torch.Tensor) -> torch.dtype:
+    """The dtype ``t`` is used in: float32 becomes the autocast dtype when autocast is on for its
+    device (so a bf16 activation meets float32 weights as in ``nn.Linear``); others stay."""
+    if t.dtype == torch.float32 and torch.is_autocast_enabled(t.device.type):
+        return torch.get_autocast_dtype(t.device.type)
+    return t.dtype
+
+
 def _autocast(*tensors):
-    """Cast float32 tensors to the autocast dtype when autocast is on for their device."""
-    x = tensors[0]
-    device = x.device.type
-    if not torch.is_autocast_enabled(device) or x.dtype != torch.float32:
-        return tensors
-    dtype = torch.get_autocast_dtype(device)
-    return tuple(t if t is None else t.to(dtype) for t in tensors)
+    """Cast each tensor to :func:`_compute_dtype` (a no-op without autocast)."""
+    return tuple(t if t is None else t.to(_compute_dtype(t)) for t in tensors)
 
 
-def _plain_scores(q: torch.Tensor, k: torch.Tensor, layout: Layout, heads: int, scale: float):
+def _plain_scores(q: torch.Tensor, k: torch.Tensor, layout: Layout, heads: int, scale: float,
+                  rotary: Optional[Callable] = None):
     """Ordinary attention logits ``(B, heads, N, N)``, formed in float32 or wider (fp16 products
-    overflow once |x| reaches about 1e3), masked if causal."""
+    overflow once |x| reaches about 1e3), masked if causal; ``rotary`` (if given) maps the
+    per-head ``q`` and ``k`` ``(B, heads, N, dh)`` first."""
     dtype = torch.promote_types(q.dtype, torch.float32)
     q = split_heads(q.to(dtype), heads).transpose(1, 2)          # (B, heads, N, dh)
     k = split_heads(k.to(dtype), heads).transpose(1, 2)
+    if rotary is not None:
+        q, k = rotary(q), rotary(k)
     scores = (q @ k.transpose(-1, -2)) * scale
     allowed = layout.allowed()
     if allowed is not None:
@@ -170,7 +177,8 @@ def alpha_translution(x: torch.Tensor, wq: torch.Tensor, wk: torch.Tensor, wv: t
                       mk: Optional[torch.Tensor] = None, mv: Optional[torch.Tensor] = None,
                       p: Optional[torch.Tensor] = None, scale: Optional[float] = None,
                       backend: BackendArg = None, return_attention: bool = False,
-                      save_projections: bool = False):
+                      save_projections: bool = False,
+                      rotary: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
     """α-Translution (SPEC §3): self-attention plus a low-rank relative branch, without the
     output projection.
 
@@ -185,6 +193,9 @@ def alpha_translution(x: torch.Tensor, wq: torch.Tensor, wk: torch.Tensor, wv: t
             :func:`translution` (``scale``
             defaults to ``dim_head ** -0.5`` with ``dim_head = C'/heads``; the relative heads
             have width ``R/heads``).
+        rotary: optional map applied to the standard branch's queries and keys, each split into
+            heads ``(B, heads, N, dh)``, before the logits (e.g. rotary position embedding; the
+            relative branch is not rotated).
 
     Returns:
         ``(B, N, C')``: ``Σ_j α_ij v_j`` or ``(Σ_j α_ij v_j + P Σ_j α_ij ṽ_ij) / 2``; with
@@ -222,17 +233,19 @@ def alpha_translution(x: torch.Tensor, wq: torch.Tensor, wk: torch.Tensor, wv: t
         _check_weight("p", p, x, layout, rank, allow_bank=False)
         if p.shape[1] != inner:
             raise ValueError(f"p must have shape ({rank}, {inner}), got {tuple(p.shape)}")
+    if rotary is not None and not callable(rotary):
+        raise TypeError(f"rotary must be None or a callable, got {type(rotary).__name__}")
     scale = (inner // heads) ** -0.5 if scale is None else float(scale)
     impl = select_backend(backend, layout, x, [mq, mk, mv])
     save = _save_option(save_projections)
     x, wq, wk, wv, uq, uk, uv, mq, mk, mv, p = _autocast(x, wq, wk, wv, uq, uk, uv, mq, mk, mv, p)
     with _no_autocast(x.device):
         if rel_qk:
-            scores = _plain_scores(x @ wq, x @ wk, layout, heads, scale / 2)
+            scores = _plain_scores(x @ wq, x @ wk, layout, heads, scale / 2, rotary)
             scores = scores + impl.pair_scores(x @ uq, x @ uk, mq, mk, layout, heads, scale / 2,
                                                **save)
         else:
-            scores = _plain_scores(x @ wq, x @ wk, layout, heads, scale)
+            scores = _plain_scores(x @ wq, x @ wk, layout, heads, scale, rotary)
         attn = torch.softmax(scores, dim=-1)
         out = _plain_mix(attn, x @ wv, heads)
         if rel_v:

@@ -14,6 +14,7 @@ With ``parameterization="residual"`` a relative bank ``w`` is stored as a shared
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional, Sequence as SequenceT
 
@@ -119,6 +120,12 @@ class _AttentionBase(nn.Module):
 
     def extra_repr(self):
         return f"dim={self.dim}, layout={self.layout!r}, heads={self.heads}, dim_head={self.dim_head}"
+
+    def _rope_rows(self, t: torch.Tensor, start: int) -> torch.Tensor:
+        """RoPE of rows ``t (B, m, C')`` at sequence positions ``start, …, start + m − 1``."""
+        pos = torch.arange(start, start + t.shape[1], device=t.device)[:, None]
+        t = t.unflatten(-1, (self.heads, self.dim_head)).transpose(1, 2)
+        return rotary_embedding(t, pos, self.rope_base).transpose(1, 2).flatten(-2)
 
     def decode(self, x: torch.Tensor, cache: Optional["AttentionCache"] = None,
                capacity: Optional[int] = None):
@@ -272,6 +279,12 @@ class AlphaTranslution(_AttentionBase):
             Linear-style, plus ``m*_delta (slots, R, R)``, zero at the start); see
             :class:`Translution`.
         save_projections: as :class:`Translution`.
+        position: ``None`` or ``"rope"``: rotary embedding (:func:`rotary_embedding`, 1-D on
+            sequences, axial 2-D / N-d on grids, the class token unrotated) of the standard
+            branch's ``q_i`` and ``k_j`` before the logits; the low-rank branch is not rotated.
+            With ``relative="v"`` this is the authors' latest ViT variant
+            (``lor_rope_translution``: RoPE logits, relative values).
+        rope_base: rotary frequency base.
 
     Parameters: ``wq/wk/wv (C, C')``; ``uq, uk (C, R)`` if q or k is relative; ``uv (C, R)`` and
     ``p (R, C')`` if v is; banks ``mq/mk/mv (slots, R, R)`` for the relative ones; ``out``.
@@ -279,12 +292,18 @@ class AlphaTranslution(_AttentionBase):
 
     def __init__(self, dim: int, layout: Layout, heads: int = 8, dim_head: int = 64,
                  rank: int = 8, relative: str = "qkv", backend=None,
-                 parameterization: str = "independent",
-                 save_projections: bool = False):
+                 parameterization: str = "independent", position: Optional[str] = None,
+                 rope_base: float = 10000.0, save_projections: bool = False):
         super().__init__(dim, as_layout(layout), heads, dim_head)
         self.save_projections = save_projections
         if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
             raise ValueError(f"rank must be a positive int, got {rank!r}")
+        if position not in (None, "rope"):
+            raise ValueError(f"position must be None or 'rope', got {position!r}")
+        if position == "rope" and dim_head < 2 * self.layout.ndim:
+            raise ValueError(f"position='rope' on a {self.layout.ndim}-d layout needs dim_head >= "
+                             f"{2 * self.layout.ndim} (one rotated pair per axis), got {dim_head}")
+        self.position, self.rope_base = position, rope_base
         self.relative = "".join(p for p in "qkv" if p in parse_relative(relative))
         self.rank, self.backend = rank, backend
         self.parameterization = _check_parameterization(parameterization)
@@ -306,18 +325,25 @@ class AlphaTranslution(_AttentionBase):
         extra = {name: getattr(self, name) for name in ("uq", "uk", "uv", "p")
                  if hasattr(self, name)}
         extra.update({"m" + name: getattr(self, "m" + name) for name in self.relative})
-        return functional.alpha_translution(x, self.wq, self.wk, self.wv,
-                                            _layout_for(self.layout, shape), heads=self.heads,
-                                            backend=self.backend,
+        layout = _layout_for(self.layout, shape)
+        if self.position == "rope":
+            layout = layout.for_tokens(x.shape[1])
+            extra["rotary"] = functools.partial(
+                rotary_embedding, positions=layout.positions.to(x.device), base=self.rope_base,
+                skip=int(layout.cls_token))
+        return functional.alpha_translution(x, self.wq, self.wk, self.wv, layout,
+                                            heads=self.heads, backend=self.backend,
                                             return_attention=return_attention,
                                             save_projections=self.save_projections, **extra)
 
     def extra_repr(self):
         return (super().extra_repr() + f", rank={self.rank}, relative={self.relative!r}"
-                + f", parameterization={self.parameterization!r}")
+                + f", parameterization={self.parameterization!r}"
+                + (f", position={self.position!r}" if self.position else ""))
 
     def _new_cache(self, x: torch.Tensor, capacity: Optional[int]) -> "AttentionCache":
-        rows = {"k": x @ self.wk, "v": x @ self.wv}
+        k = x @ self.wk
+        rows = {"k": self._rope_rows(k, 0) if self.position == "rope" else k, "v": x @ self.wv}
         if "q" in self.relative or "k" in self.relative:
             rows["ku"] = x @ self.uk
         if "v" in self.relative:
@@ -332,9 +358,12 @@ class AlphaTranslution(_AttentionBase):
         heads, rel = self.heads, self.relative
         n, nf = _near_far(self.layout, cache.length + 1)
         scale = self.dim_head ** -0.5
-        cache.append("k", h @ self.wk)
+        q, k = (h @ self.wq)[:, None], (h @ self.wk)[:, None]               # (B, 1, C')
+        if self.position == "rope":
+            q, k = self._rope_rows(q, cache.length), self._rope_rows(k, cache.length)
+        cache.append("k", k)
         cache.append("v", h @ self.wv)
-        s_near, s_far = _split(_head_dot((h @ self.wq)[:, None], cache["k"], heads), nf)
+        s_near, s_far = _split(_head_dot(q, cache["k"], heads), nf)
         if "ku" in cache:                                          # q or k relative
             cache.append("ku", h @ self.uk)
             if "q" in rel:
@@ -448,12 +477,6 @@ class SelfAttention(_AttentionBase):
             return (attn.to(v.dtype) @ v).transpose(1, 2).flatten(-2), attn
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
         return y.transpose(1, 2).flatten(-2)
-
-    def _rope_rows(self, t: torch.Tensor, start: int) -> torch.Tensor:
-        """RoPE of rows ``t (B, m, C')`` at sequence positions ``start, …, start + m − 1``."""
-        pos = torch.arange(start, start + t.shape[1], device=t.device)[:, None]
-        t = t.unflatten(-1, (self.heads, self.dim_head)).transpose(1, 2)
-        return rotary_embedding(t, pos, self.rope_base).transpose(1, 2).flatten(-2)
 
     def _new_cache(self, x: torch.Tensor, capacity: Optional[int]) -> "AttentionCache":
         k = x @ self.wk

@@ -10,7 +10,7 @@ from translution.models import GPT, GPTConfig, create_model, list_models
 # Tiny overrides: every entry, `large` included, is built small.
 SMALL = dict(dim=32, depth=2, heads=2, dim_head=16, mlp_dim=64, vocab_size=50, block_size=8)
 GPT_MODELS = list_models("gpt_*")
-KINDS = ["ape", "rope", "bias", "translution", "alpha", "hybrid"]
+KINDS = ["ape", "rope", "bias", "translution", "alpha", "lor_rope", "hybrid"]
 
 
 def small(name, **overrides):
@@ -23,7 +23,7 @@ def tokens(*shape, seed=0):
 
 
 def test_every_gpt_is_covered():
-    assert len(GPT_MODELS) == 36
+    assert len(GPT_MODELS) == 42
 
 
 @pytest.mark.parametrize("name", GPT_MODELS)
@@ -56,12 +56,13 @@ def test_causal(kind):
     assert_causal(model)
 
 
-@pytest.mark.parametrize("hybrid_kind", ["translution", "alpha"])
+@pytest.mark.parametrize("hybrid_kind", ["translution", "alpha", "lor_rope"])
 def test_hybrid_self_attention_blocks_are_causal(hybrid_kind):
     """Regression: the reference hybrid GPT built its self-attention blocks without the mask."""
     model = small("gpt_micro_hybrid", depth=3, hybrid_blocks=1, hybrid_kind=hybrid_kind).double()
     attns = [b.attn for b in model.blocks]
-    assert type(attns[0]) is {"translution": Translution, "alpha": AlphaTranslution}[hybrid_kind]
+    assert type(attns[0]) is {"translution": Translution, "alpha": AlphaTranslution,
+                              "lor_rope": AlphaTranslution}[hybrid_kind]
     for attn in attns[1:]:
         assert type(attn) is SelfAttention and attn.position == "rope"
         assert attn.layout.causal
@@ -107,7 +108,7 @@ def test_length_limit(kind):
         assert clipped(tokens(2, 13)).shape == (2, 13, 50)
 
 
-@pytest.mark.parametrize("kind", ["bias", "translution", "alpha"])
+@pytest.mark.parametrize("kind", ["bias", "translution", "alpha", "lor_rope"])
 def test_max_distance_at_full_extent_equals_unclipped(kind):
     model = small(f"gpt_micro_{kind}").double()
     clipped = small(f"gpt_micro_{kind}", max_distance=7).double()
@@ -151,7 +152,7 @@ def test_constructor_with_config():
 
 
 # -- cached decoding (GPT.decode: each block's attention layer owns its cache) ----------------
-DECODE_KINDS = sorted({name.rsplit("_", 1)[1] for name in list_models("gpt_micro_*")})
+DECODE_KINDS = sorted(name[len("gpt_micro_"):] for name in list_models("gpt_micro_*"))
 
 
 def decoder(kind, block_size=6, max_distance=None, **overrides):
@@ -184,7 +185,7 @@ def assert_decode_matches(model, seq, prompt_len, chunk=3):
 
 
 def test_decode_kinds_come_from_the_registry():
-    assert DECODE_KINDS == sorted(["ape", "rope", "bias", "translution", "alpha", "hybrid"])
+    assert DECODE_KINDS == sorted(KINDS)
 
 
 @pytest.mark.parametrize("kind", DECODE_KINDS)

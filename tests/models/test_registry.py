@@ -10,7 +10,7 @@ from translution.models import (GPT, SIZES, GPTConfig, ViTConfig, VisionTransfor
                                 model_from_config, register_model)
 from translution.models import registry
 
-KINDS = ("ape", "rope", "bias", "translution", "alpha", "hybrid")
+KINDS = ("ape", "rope", "bias", "translution", "alpha", "lor_rope", "hybrid")
 VIT_SIZES = ("micro", "mnist", "tiny", "mini", "small", "base", "large")
 GPT_SIZES = ("micro", "tiny", "mini", "small", "base", "large")
 SMALL = dict(dim=32, depth=2, heads=2, dim_head=16, mlp_dim=64)
@@ -180,3 +180,22 @@ def test_num_parameters():
 def test_sizes_table():
     assert SIZES["micro"] == dict(dim=32, depth=2, heads=2, dim_head=16)
     assert SIZES["mnist"]["mlp_dim"] == 128
+
+
+@pytest.mark.parametrize("family", ["vit", "gpt"])
+def test_lor_rope_kind_is_value_relative_alpha_with_rope(family):
+    """The authors' lor_rope: α-Translution, only v relative, RoPE on q/k; the config's
+    ``relative`` does not apply; rank, parameterization and rope_base do."""
+    model = create_model(f"{family}_micro_lor_rope", relative="qk", rank=4,
+                         parameterization="residual", rope_base=100.0)
+    for block in model.blocks:
+        attn = block.attn
+        assert (attn.relative, attn.position, attn.rank, attn.rope_base) == ("v", "rope", 4, 100.0)
+        assert attn.parameterization == "residual" and hasattr(attn, "mv_delta")
+    assert model.pos_embed is None
+    alpha = create_model(f"{family}_micro_alpha", relative="v", rank=4,
+                         parameterization="residual")
+    assert model.num_parameters() == alpha.num_parameters()       # RoPE adds no parameter
+    hybrid = create_model(f"{family}_micro_hybrid", hybrid_kind="lor_rope", hybrid_blocks=1)
+    assert hybrid.config.layer_kinds == ["lor_rope", "rope"]
+    assert hybrid.blocks[0].attn.position == "rope" and hybrid.blocks[0].attn.relative == "v"

@@ -12,6 +12,7 @@ from translution.models import (PatchEmbedding, ViTConfig, VisionTransformer, cr
 SMALL = dict(dim=32, depth=2, heads=2, dim_head=16, mlp_dim=64, image_size=16, patch_size=4,
              in_channels=3, num_classes=7)
 VIT_MODELS = list_models("vit_*")
+KINDS = ["ape", "rope", "bias", "translution", "alpha", "lor_rope", "hybrid"]
 LAYER_TYPES = {"translution": Translution, "alpha": AlphaTranslution}
 
 
@@ -21,7 +22,7 @@ def small(name, **overrides):
 
 
 def test_every_vit_is_covered():
-    assert len(VIT_MODELS) == 42
+    assert len(VIT_MODELS) == 49
 
 
 @pytest.mark.parametrize("name", VIT_MODELS)
@@ -36,13 +37,16 @@ def test_forward_and_backward(name):
         assert torch.isfinite(p.grad).all(), f"{name}: non-finite gradient for {pname}"
 
 
-@pytest.mark.parametrize("kind", ["ape", "rope", "bias", "translution", "alpha", "hybrid"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_layers_match_kind(kind):
     model = small(f"vit_micro_{kind}", depth=3)
     attns = [b.attn for b in model.blocks]
     assert (model.pos_embed is not None) == (kind == "ape")
     if kind in LAYER_TYPES:
         assert all(type(a) is LAYER_TYPES[kind] for a in attns)
+    elif kind == "lor_rope":
+        assert all(type(a) is AlphaTranslution and a.relative == "v" and a.position == "rope"
+                   for a in attns)
     elif kind == "hybrid":
         assert type(attns[0]) is Translution
         assert all(type(a) is SelfAttention and a.position == "rope" for a in attns[1:])
@@ -63,14 +67,14 @@ def test_translution_options_reach_layers():
     assert type(alpha) is AlphaTranslution and alpha.rank == 4
 
 
-@pytest.mark.parametrize("kind", ["ape", "rope", "bias", "translution", "alpha", "hybrid"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_smaller_and_rectangular_images(kind):
     model = small(f"vit_micro_{kind}")
     for size in [(8, 12), (4, 4), (16, 8)]:
         assert model(torch.randn(2, 3, *size)).shape == (2, 7)
 
 
-@pytest.mark.parametrize("kind", ["ape", "rope", "bias", "translution", "alpha", "hybrid"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_larger_images(kind):
     model = small(f"vit_micro_{kind}")
     images = torch.randn(2, 3, 24, 20)
@@ -83,7 +87,7 @@ def test_larger_images(kind):
     assert clipped(images).shape == (2, 7)
 
 
-@pytest.mark.parametrize("kind", ["bias", "translution", "alpha"])
+@pytest.mark.parametrize("kind", ["bias", "translution", "alpha", "lor_rope"])
 def test_max_distance_at_full_extent_equals_unclipped(kind):
     torch.manual_seed(1)
     model = small(f"vit_micro_{kind}").double()

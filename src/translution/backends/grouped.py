@@ -7,7 +7,8 @@ projection is an ordinary dense matrix product on a strided view of the input, a
 scores / weights of those pairs form a strided "diagonal" view of the ``(B, heads, N, N)`` score
 tensor. Nothing of size ``N×N×C×C'`` or ``B×N×N×C'`` is ever built: besides the inputs, the
 weights and one ``(B, heads, N, N)`` tensor, the working set is one group's ``(B, n_g, C')``
-temporaries. Backward recomputes each group's projections, unless ``save_projections`` keeps
+temporaries and, per projection, one crop of the input (and of its gradient) of at most
+``(B, N, C)``. Backward recomputes each group's projections, unless ``save_projections`` keeps
 them (``3·B·P·C'`` more floats for ``P`` attended pairs).
 
 Memory layout (for speed on small groups, where element-wise passes cost as much as the GEMMs):
@@ -30,12 +31,13 @@ from .base import Backend
 
 @dataclass(frozen=True)
 class _Rows:
-    """A set of tokens as a strided view of a contiguous ``(B, N, F)`` tensor: ``sizes`` per
-    axis, ``strides`` in tokens, first token ``offset``."""
+    """A set of tokens: ``sizes`` per axis, ``strides`` in tokens, first token ``offset``; for a
+    box of a grid with two or more axes also ``box``, its ``(start, size)`` per grid axis."""
 
     sizes: Tuple[int, ...]
     strides: Tuple[int, ...]
     offset: int
+    box: Optional[Tuple[Tuple[int, int], ...]] = None
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,9 @@ class _Group:
 
 @functools.lru_cache(maxsize=256)
 def _plan(layout: Layout) -> List[_Group]:
-    """Every pair group of ``layout`` with its strided geometry (see :class:`_Group`)."""
+    """Every pair group of ``layout`` with its strided geometry (see :class:`_Group`); grid
+    groups are ordered by their offset on the trailing axes, so groups whose boxes share those
+    axes' ranges come one after another (see :class:`_Crops`)."""
     n, start = layout.num_tokens, int(layout.cls_token)
     axis = [1] * layout.ndim                      # token stride of each grid axis (row-major)
     for a in range(layout.ndim - 2, -1, -1):
@@ -67,7 +71,9 @@ def _plan(layout: Layout) -> List[_Group]:
             rect = tuple(s - abs(d) for d, s in zip(g.offset, layout.shape))
             q0 = start + sum(max(0, d) * st for d, st in zip(g.offset, axis))
             k0 = start + sum(max(0, -d) * st for d, st in zip(g.offset, axis))
-            q, k = _Rows(rect, tuple(axis), q0), _Rows(rect, tuple(axis), k0)
+            boxes = [tuple((max(0, sign * d), s) for d, s in zip(g.offset, rect))
+                     if layout.ndim > 1 else None for sign in (1, -1)]
+            q, k = (_Rows(rect, tuple(axis), r0, box) for r0, box in zip((q0, k0), boxes))
             pair = (tuple(st * (n + 1) for st in axis), q0 * n + k0)
         else:
             cls, grid = _Rows((1,), (1,), 0), _Rows((patches,), (1,), start)
@@ -77,7 +83,7 @@ def _plan(layout: Layout) -> List[_Group]:
                 "cls_key": (grid, cls, (patches,), ((n,), start * n)),
             }[g.kind]
         plan.append(_Group(g.slot_q, g.slot_k, g.slot_v, q, k, rect, *pair))
-    return plan
+    return sorted(plan, key=lambda g: (g.q.box is None, g.q.box and g.q.box[1:]))
 
 
 def _tm_rows(x: torch.Tensor, rows: _Rows) -> torch.Tensor:
@@ -115,12 +121,50 @@ def _fold(t: torch.Tensor) -> torch.Tensor:
     return t.flatten(0, -2)
 
 
+class _Crops:
+    """Contiguous copies of a token-major input ``(N, B, C)`` restricted to a box's ranges on the
+    trailing grid axes (one at a time: the plan visits each such range in one run), so a box is a
+    contiguous slab of rows; with ``grad``, a gradient accumulator per crop, added back to
+    ``dx`` when the run ends. Saves one gather per group and projection, and the scatter of its
+    input gradient."""
+
+    def __init__(self, x: torch.Tensor, layout: Layout):
+        self.x, self.start, self.shape = x, int(layout.cls_token), layout.shape
+        self.key, self.crop, self.dcrop, self.dx = None, None, None, None
+
+    def _grid(self, t: torch.Tensor) -> torch.Tensor:
+        return t[self.start:].view(*self.shape, *t.shape[1:])           # (*shape, B, C)
+
+    def _region(self, t: torch.Tensor, key) -> torch.Tensor:
+        grid = self._grid(t)
+        for axis, (first, size) in enumerate(key, start=1):
+            grid = grid.narrow(axis, first, size)
+        return grid
+
+    def slab(self, box) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """``(M, C)`` input rows of ``box`` and, when accumulating, their gradient rows."""
+        key = box[1:]
+        if key != self.key:
+            self.flush()
+            self.key, self.crop = key, self._region(self.x, key).contiguous()
+            self.dcrop = torch.zeros_like(self.crop) if self.dx is not None else None
+        first, size = box[0]
+        rows = lambda t: None if t is None else t.narrow(0, first, size).flatten(0, -2)
+        return rows(self.crop), rows(self.dcrop)
+
+    def flush(self):
+        if self.dcrop is not None:
+            self._region(self.dx, self.key).add_(self.dcrop)
+        self.key, self.crop, self.dcrop = None, None, None
+
+
 class _Side:
     """One projection of token-major input ``x`` ``(N, B, C)`` by ``w`` (bank, plain matrix, or
     ``None`` = identity), with its gradient accumulators. Projections are channel-major."""
 
-    def __init__(self, x: torch.Tensor, w: Optional[torch.Tensor]):
+    def __init__(self, x: torch.Tensor, w: Optional[torch.Tensor], layout: Layout):
         self.x, self.w = x, w
+        self.crops = _Crops(x, layout)
         self.relative = w is not None and w.dim() == 3
         n, b, c = x.shape
         if self.relative:
@@ -135,9 +179,13 @@ class _Side:
         """The projected tokens ``(C', *rows.sizes, B)`` and, for banks, the folded input."""
         if not self.relative:
             return _cm_rows(self.full, rows), None
-        x_flat = _fold(_tm_rows(self.x, rows))                               # (M, C)
+        x_flat = self.inputs(rows)                                           # (M, C)
         proj = torch.mm(self.mats[slot].t(), x_flat.t())                     # (C', M)
         return proj.view(proj.shape[0], *rows.sizes, self.x.shape[1]), x_flat
+
+    def inputs(self, rows: _Rows) -> torch.Tensor:
+        """The input rows ``(M, C)`` (a view of a crop for grid boxes, else folded)."""
+        return _fold(_tm_rows(self.x, rows)) if rows.box is None else self.crops.slab(rows.box)[0]
 
     # -- backward ---------------------------------------------------------------------------
     def start_grad(self, need_x: bool, need_w: bool, dx: Optional[torch.Tensor] = None):
@@ -146,6 +194,7 @@ class _Side:
         if need_x and dx is None:
             dx = torch.zeros_like(self.x)
         self.dx = dx if need_x else None
+        self.crops.dx = self.dx if self.relative else None
         self.dw = torch.zeros_like(self.w) if (need_w and self.relative) else None
         self.dw_mats = self.dw.unbind(0) if self.dw is not None else None
         self.dfull = (torch.zeros_like(self.full)
@@ -161,7 +210,8 @@ class _Side:
         if self.dw is not None:
             self.dw_mats[slot].addmm_(x_flat.t(), d_flat)
         if self.dx is not None:
-            target = _tm_rows(self.dx, rows)
+            target = (_tm_rows(self.dx, rows) if rows.box is None
+                      else self.crops.slab(rows.box)[1])
             if target.is_contiguous():
                 target.flatten(0, -2).addmm_(d_flat, self.mats[slot].t())
             else:
@@ -169,6 +219,7 @@ class _Side:
 
     def finish_grad(self) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
         """``(dx, dw)``: ``dx`` token-major ``(N, B, C)``."""
+        self.crops.flush()
         if self.dfull is not None:
             n, b, c = self.x.shape
             d_flat = self.dfull.flatten(1).t()                               # (N·B, C')
@@ -183,11 +234,11 @@ class _Side:
         return self.dx, self.dw
 
 
-def _sides(xq: torch.Tensor, xk: torch.Tensor, wq, wk) -> Tuple[_Side, _Side, bool]:
+def _sides(xq: torch.Tensor, xk: torch.Tensor, wq, wk, layout) -> Tuple[_Side, _Side, bool]:
     """Both sides of the scores on token-major inputs; ``shared``: ``xq`` is ``xk``."""
     shared = xq is xk
     x = _token_major(xq)
-    return _Side(x, wq), _Side(x if shared else _token_major(xk), wk), shared
+    return _Side(x, wq, layout), _Side(x if shared else _token_major(xk), wk, layout), shared
 
 
 def _score_dtype(t: torch.Tensor) -> torch.dtype:
@@ -225,7 +276,7 @@ class _PairScores(torch.autograd.Function):
     def forward(ctx, xq, xk, wq, wk, layout, heads, scale, save):
         ctx.save_for_backward(xq, xk, wq, wk)
         ctx.layout, ctx.heads, ctx.scale = layout, heads, scale
-        q_side, k_side, _ = _sides(xq, xk, wq, wk)
+        q_side, k_side, _ = _sides(xq, xk, wq, wk, layout)
         n, dtype = layout.num_tokens, _score_dtype(xq)
         scores = torch.empty(xq.shape[0], heads, n, n, dtype=dtype, device=xq.device)
         saved = []
@@ -244,7 +295,7 @@ class _PairScores(torch.autograd.Function):
         xq, xk, wq, wk = ctx.saved_tensors
         layout, heads, scale = ctx.layout, ctx.heads, ctx.scale
         need = ctx.needs_input_grad
-        q_side, k_side, shared = _sides(xq, xk, wq, wk)
+        q_side, k_side, shared = _sides(xq, xk, wq, wk, layout)
         q_side.start_grad(need[0], need[2])
         k_side.start_grad(need[1], need[3], q_side.dx if shared else None)
         dscores = (dscores * scale).to(xq.dtype).contiguous()
@@ -270,7 +321,7 @@ class _PairScores(torch.autograd.Function):
 
 def _inputs(side: _Side, rows: _Rows) -> Optional[torch.Tensor]:
     """The folded input rows ``(M, C)`` a bank's gradient needs (``None`` for other sides)."""
-    return _fold(_tm_rows(side.x, rows)) if side.relative else None
+    return side.inputs(rows) if side.relative else None
 
 
 class _PairMix(torch.autograd.Function):
@@ -279,7 +330,7 @@ class _PairMix(torch.autograd.Function):
         attn = attn.contiguous()
         ctx.save_for_backward(attn, xv, wv)
         ctx.layout, ctx.heads = layout, heads
-        v_side = _Side(_token_major(xv), wv)
+        v_side = _Side(_token_major(xv), wv, layout)
         dtype = xv.dtype if wv is None else torch.promote_types(xv.dtype, wv.dtype)
         width = xv.shape[-1] if wv is None else wv.shape[-1]
         out = torch.zeros(width, layout.num_tokens, xv.shape[0], dtype=dtype, device=xv.device)
@@ -290,7 +341,11 @@ class _PairMix(torch.autograd.Function):
             if save:
                 saved.append(v)
             o = _cm_rows(out, g.q)                                          # (C', *q sizes, B)
-            o.add_(_weighted(v, _pairs(weights, g).contiguous(), heads, o.shape))
+            a = _pairs(weights, g).contiguous()                             # (heads, *rect, B)
+            if o.shape == v.shape:                                          # one fused pass
+                _per_head(o, heads).addcmul_(_per_head(v, heads), a.unsqueeze(1))
+            else:                                     # the class token queries every patch
+                o.add_(_weighted(v, a, heads, o.shape))
         ctx.saved_projections = saved if save else None
         return out.permute(2, 1, 0)                                          # (B, N, C')
 
@@ -300,7 +355,7 @@ class _PairMix(torch.autograd.Function):
         attn, xv, wv = ctx.saved_tensors
         layout, heads = ctx.layout, ctx.heads
         need = ctx.needs_input_grad
-        v_side = _Side(_token_major(xv), wv)
+        v_side = _Side(_token_major(xv), wv, layout)
         v_side.start_grad(need[1], need[2])
         dtype = v_side.x.dtype if wv is None else torch.promote_types(xv.dtype, wv.dtype)
         dout = dout.to(dtype).permute(2, 1, 0).contiguous()                 # (C', N, B)

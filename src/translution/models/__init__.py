@@ -9,8 +9,8 @@ Public API::
 
 Registered names are ``vit_{size}_{kind}`` (sizes micro, mnist, tiny, mini, small, base, large)
 and ``gpt_{size}_{kind}`` (sizes micro, tiny, mini, small, base, large), kinds ``ape``, ``rope``,
-``bias``, ``translution``, ``alpha``, ``hybrid``. Every model has ``.config`` (its dataclass;
-``config.to_dict()`` for checkpoints, :func:`model_from_config` to rebuild) and
+``bias``, ``translution``, ``alpha``, ``lor_rope``, ``hybrid``. Every model has ``.config`` (its
+dataclass; ``config.to_dict()`` for checkpoints, :func:`model_from_config` to rebuild) and
 ``num_parameters()``.
 """
 

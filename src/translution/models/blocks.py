@@ -12,8 +12,13 @@ Attention kinds (``config.attention``, SPEC §5):
                  ``parameterization``).
 ``"alpha"``      :class:`~translution.AlphaTranslution` (options ``rank``, ``relative``,
                  ``parameterization``).
-``"hybrid"``     the first ``hybrid_blocks`` blocks use ``hybrid_kind`` (``"translution"`` or
-                 ``"alpha"``), the rest ``"rope"`` self-attention (causal in GPT).
+``"lor_rope"``   the authors' latest variant (their ``lor_rope_translution``): α-Translution
+                 with only the value path relative (``relative="v"``, whatever the config's
+                 ``relative``) and RoPE on the standard queries and keys (2-D on ViT grids, the
+                 class token unrotated; 1-D on GPT); options ``rank``, ``parameterization``.
+``"hybrid"``     the first ``hybrid_blocks`` blocks use ``hybrid_kind`` (``"translution"``,
+                 ``"alpha"`` or ``"lor_rope"``), the rest ``"rope"`` self-attention (causal in
+                 GPT).
 =============== ===========================================================================
 """
 
@@ -30,15 +35,18 @@ from ..layers import (PARAMETERIZATIONS, AlphaTranslution, SelfAttention, Transl
                       parse_relative)
 from ..layouts import Layout
 
-__all__ = ["ATTENTION_KINDS", "LAYER_KINDS", "RELATIVE_KINDS", "SIZES", "TransformerConfig",
-           "MLP", "Block", "TransformerModel", "make_attention", "block_kinds"]
+__all__ = ["ATTENTION_KINDS", "LAYER_KINDS", "RELATIVE_KINDS", "HYBRID_KINDS", "SIZES",
+           "TransformerConfig", "MLP", "Block", "TransformerModel", "make_attention",
+           "block_kinds"]
 
 #: Values of ``config.attention``.
-ATTENTION_KINDS = ("ape", "rope", "bias", "translution", "alpha", "hybrid")
+ATTENTION_KINDS = ("ape", "rope", "bias", "translution", "alpha", "lor_rope", "hybrid")
 #: Per-block attention kinds accepted by :func:`make_attention`.
-LAYER_KINDS = ("ape", "rope", "bias", "translution", "alpha")
+LAYER_KINDS = ("ape", "rope", "bias", "translution", "alpha", "lor_rope")
 #: Layer kinds holding a per-slot table, hence tied to the layout's size (unless clipped).
-RELATIVE_KINDS = ("bias", "translution", "alpha")
+RELATIVE_KINDS = ("bias", "translution", "alpha", "lor_rope")
+#: Relative kinds a hybrid model may use in its leading blocks.
+HYBRID_KINDS = ("translution", "alpha", "lor_rope")
 
 #: Model sizes (SPEC §5 and §6). ``micro`` is for tests; ``mnist`` is the SPEC §6 MNIST model.
 SIZES: Dict[str, Dict[str, int]] = {
@@ -71,14 +79,16 @@ class TransformerConfig:
         mlp_dim: MLP hidden width; ``None`` means ``mlp_ratio·dim``.
         mlp_ratio: MLP expansion when ``mlp_dim`` is ``None`` (4 in the paper).
         attention: one of :data:`ATTENTION_KINDS`.
-        relative: relative subset of Translution / α-Translution (non-empty subset of ``"qkv"``).
+        relative: relative subset of Translution / α-Translution (non-empty subset of ``"qkv"``;
+            ``"lor_rope"`` layers always use ``"v"``).
         init: Translution bank init, ``"reference"`` or ``"tied"``.
         parameterization: Translution / α bank storage, ``"independent"`` (one free matrix per
             slot) or ``"residual"`` (a shared matrix plus a per-slot residual starting at zero).
         rank: α-Translution per-head relative width ``r``.
         hybrid_blocks: ``attention="hybrid"`` only: how many leading blocks are Translution (or
             α); ``None`` means ``max(1, depth // 2)``.
-        hybrid_kind: ``"translution"`` or ``"alpha"``, the relative kind of a hybrid model.
+        hybrid_kind: ``"translution"``, ``"alpha"`` or ``"lor_rope"``, the relative kind of a
+            hybrid model.
         max_distance: clip relative offsets to ``[−K, K]`` per axis (SPEC §2): banks stop depending
             on the input size, so the model runs on any image size / sequence length.
         rope_base: RoPE frequency base.
@@ -121,8 +131,8 @@ class TransformerConfig:
         if self.parameterization not in PARAMETERIZATIONS:
             raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, "
                              f"got {self.parameterization!r}")
-        if self.hybrid_kind not in ("translution", "alpha"):
-            raise ValueError(f"hybrid_kind must be 'translution' or 'alpha', "
+        if self.hybrid_kind not in HYBRID_KINDS:
+            raise ValueError(f"hybrid_kind must be one of {HYBRID_KINDS}, "
                              f"got {self.hybrid_kind!r}")
         if self.hybrid_blocks is not None:
             if self.attention != "hybrid":
@@ -210,7 +220,8 @@ def make_attention(kind: str, dim: int, layout: Optional[Layout], heads: int, di
         dim, heads, dim_head: layer sizes.
         layout: the tokens' layout. ``"ape"`` may take ``None`` (unmasked attention without
             position); a causal layout makes every kind causal.
-        relative, init: Translution options; ``relative`` and ``rank`` also configure α.
+        relative, init: Translution options; ``relative`` and ``rank`` also configure α
+            (``"lor_rope"``: ``rank`` only, its relative subset is ``"v"``).
         rope_base: RoPE base. backend: Translution backend.
         parameterization: bank storage of Translution and α (see :data:`PARAMETERIZATIONS`).
 
@@ -227,6 +238,10 @@ def make_attention(kind: str, dim: int, layout: Optional[Layout], heads: int, di
     if kind == "alpha":
         return AlphaTranslution(dim, layout, heads, dim_head, rank=rank, relative=relative,
                                 backend=backend, parameterization=parameterization)
+    if kind == "lor_rope":
+        return AlphaTranslution(dim, layout, heads, dim_head, rank=rank, relative="v",
+                                backend=backend, parameterization=parameterization,
+                                position="rope", rope_base=rope_base)
     if kind == "hybrid":
         raise ValueError("'hybrid' is a model-level kind; expand it per block with block_kinds()")
     raise ValueError(f"attention kind must be one of {LAYER_KINDS}, got {kind!r}")

@@ -4,7 +4,8 @@ Token embedding, pre-norm causal blocks (every attention layer, the self-attenti
 hybrid included, is built on ``Sequence(block_size, causal=True, max_distance=...)``), a final
 LayerNorm and an untied, bias-free LM head. Only ``attention="ape"`` adds a learned absolute
 position embedding; ``"rope"`` rotates queries and keys by their 1-D position; Translution models
-encode position by their banks alone.
+encode position by their banks alone (``"lor_rope"``: by its value bank and 1-D RoPE on the
+standard queries and keys).
 
 Differences from the reference code (on purpose): a single final LayerNorm (the reference GPT
 applies two in a row), and the hybrid's self-attention blocks are causal (the reference hybrid

@@ -65,7 +65,8 @@ class ViTConfig(TransformerConfig):
         circular: relative layers wrap offsets around the patch grid (a torus, SPEC §2): with
             Translution, α or bias attention the logits are then invariant to circular shifts
             of the image by whole patches. Runs only on its own grid; excludes ``max_distance``
-            and ``symmetric``. RoPE layers (also those of a hybrid) ignore both options.
+            and ``symmetric``. RoPE layers (also those of a hybrid) ignore both options; in
+            ``"lor_rope"`` layers they apply to the value bank, not to the rotary q/k.
     """
 
     image_size: IntPair = 224

@@ -1,0 +1,367 @@
+"""Batched backend: pairs grouped by slot, a few batched GEMMs per call (for GPUs and α).
+
+Every attended pair ``(i, j)`` uses the slots ``(slot(i,j), key slot)`` of
+:meth:`~translution.layouts.Layout.slot_index` and :meth:`~translution.layouts.Layout.key_slot_index`
+(the value uses ``slot(i,j)``). Pairs sharing both slots form a *group*; groups are cut into
+*tiles* of at most ``tile_rows`` pairs, tiles are sorted by size and packed into *chunks*, and
+each chunk is computed by a fixed handful of ops whatever its number of tiles:
+
+* gather the chunk's query / key token rows with one ``index_select`` (a static index tensor,
+  cached per layout and device) and the tiles' slot matrices with another;
+* one ``bmm`` per projection: ``(tiles, rows·B, C) @ (tiles, C, C')``;
+* per-head dot products (scores) or weighted rows (mix), written back with ``index_copy_`` /
+  ``index_add_``.
+
+Tiles shorter than their chunk's longest are padded with an extra all-zero token (index ``N``),
+whose projections are zero; its scores go to a scratch pair (flat index ``N²``). The number of
+chunks, hence of ops, depends on the memory budget, not on the number of slots. Nothing of size
+``N×N×C×C'`` or ``B×N×N×C'`` is built: besides inputs, weights and ``(B, heads, N, N)`` score
+tensors, the working set is one chunk's temporaries (about ``memory_budget`` bytes). Backward
+recomputes the projections chunk by chunk. The slot map is read only through the layout's index
+maps, so any layout (clipped, symmetric, causal, class token, circular) runs unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from ..layouts import Layout
+from .base import Backend
+
+#: Default bound on one chunk temporary, in bytes, per device type: cache-sized chunks are
+#: fastest on CPUs; on GPUs large chunks mean few kernel launches.
+DEFAULT_MEMORY_BUDGET = {"cpu": 512 << 10, "cuda": 64 << 20}
+OTHER_DEVICES_MEMORY_BUDGET = 64 << 20
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """Tiles of equal padded length ``rows``; index tensors have ``tiles·rows`` entries."""
+
+    tiles: int
+    rows: int
+    q_tok: torch.Tensor       # query token of each row (N = padding)
+    k_tok: torch.Tensor       # key token of each row (N = padding)
+    pair: torch.Tensor        # flat pair index i·N + j (N² = padding scratch)
+    slot_q: torch.Tensor      # (tiles,) slot of the query and value projections
+    slot_k: torch.Tensor      # (tiles,) slot of the key projection
+
+    def to(self, device: torch.device) -> "_Chunk":
+        return _Chunk(self.tiles, self.rows, *(t.to(device) for t in (
+            self.q_tok, self.k_tok, self.pair, self.slot_q, self.slot_k)))
+
+
+@functools.lru_cache(maxsize=64)
+def _tiles(layout: Layout, tile_rows: int) -> List[Tuple[torch.Tensor, torch.Tensor, int, int]]:
+    """Attended pairs cut into tiles of at most ``tile_rows`` pairs sharing both slots, longest
+    first: ``(query tokens, key tokens, slot_q, slot_k)`` per tile."""
+    n = layout.num_tokens
+    slot_q, slot_k = layout.slot_index(), layout.key_slot_index()
+    allowed = layout.allowed()
+    i, j = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+    if allowed is not None:
+        i, j, slot_q, slot_k = i[allowed], j[allowed], slot_q[allowed], slot_k[allowed]
+    i, j, slot_q, slot_k = i.flatten(), j.flatten(), slot_q.flatten(), slot_k.flatten()
+    order = torch.argsort(slot_q * layout.num_slots + slot_k, stable=True)
+    i, j, slot_q, slot_k = i[order], j[order], slot_q[order], slot_k[order]
+    _, counts = torch.unique_consecutive(slot_q * layout.num_slots + slot_k, return_counts=True)
+    tiles, start = [], 0
+    for count in counts.tolist():
+        for lo in range(start, start + count, tile_rows):
+            hi = min(lo + tile_rows, start + count)
+            tiles.append((i[lo:hi], j[lo:hi], int(slot_q[lo]), int(slot_k[lo])))
+        start += count
+    tiles.sort(key=lambda t: -len(t[0]))
+    return tiles
+
+
+def _split(sizes: List[int], row_cost: int, tile_cost: int,
+           budget: int) -> Tuple[float, List[int]]:
+    """Chunk boundaries for tiles of ``sizes`` (longest first), each chunk within ``budget``,
+    that minimise the estimated cost in rows: padded rows, plus a tile's slot matrix per tile,
+    plus a fixed cost per chunk (taken as a quarter budget of rows). Dynamic programming over
+    the sorted tiles; returns ``(cost, boundaries)``."""
+    overhead, per_tile = budget / 4 / row_cost, tile_cost / row_cost
+    count = len(sizes)
+    best = [0.0] + [float("inf")] * count
+    start = [0] * (count + 1)
+    for a in range(count):
+        longest = max(1, min(_MAX_TILES, budget // max(sizes[a] * row_cost, tile_cost, 1)))
+        for b in range(a + 1, min(count, a + longest) + 1):
+            cost = best[a] + overhead + (b - a) * (sizes[a] + per_tile)
+            if cost < best[b]:
+                best[b], start[b] = cost, a
+    bounds = [count]
+    while bounds[-1] > 0:
+        bounds.append(start[bounds[-1]])
+    return best[count], bounds[::-1]
+
+
+_MAX_TILES = 1024          # tiles per chunk (bounds the planning work)
+
+
+@functools.lru_cache(maxsize=64)
+def _plan(layout: Layout, tile_rows: Optional[int], row_cost: int, tile_cost: int,
+          budget: int) -> List[_Chunk]:
+    """Chunks of tiles of at most ``tile_rows`` pairs (``None``: the cheapest of a few sizes),
+    each within ``budget`` bytes: ``tiles · rows · row_cost`` and ``tiles · tile_cost`` (at least
+    one tile per chunk)."""
+    n = layout.num_tokens
+    candidates = [tile_rows] if tile_rows else sorted({n, 32, 16, 8})
+    options = []
+    for rows in candidates:
+        tiles = _tiles(layout, rows)
+        cost, bounds = _split([len(t[0]) for t in tiles], row_cost, tile_cost, budget)
+        options.append((cost, rows, tiles, bounds))
+    _, _, tiles, bounds = min(options, key=lambda o: o[:2])
+    groups = [tiles[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    chunks = []
+    for members in groups:
+        rows = len(members[0][0])
+        q_tok = torch.full((len(members), rows), n, dtype=torch.long)
+        k_tok = torch.full_like(q_tok, n)
+        for t, (qi, kj, _, _) in enumerate(members):
+            q_tok[t, :len(qi)], k_tok[t, :len(kj)] = qi, kj
+        pad = q_tok == n
+        pair = (q_tok * n + k_tok).masked_fill_(pad, n * n)
+        chunks.append(_Chunk(len(members), rows, q_tok.flatten(), k_tok.flatten(), pair.flatten(),
+                             torch.tensor([m[2] for m in members]),
+                             torch.tensor([m[3] for m in members])))
+    return chunks
+
+
+_DEVICE_PLANS: Dict[Tuple[int, torch.device], List[_Chunk]] = {}
+
+
+def _on_device(plan: List[_Chunk], device: torch.device) -> List[_Chunk]:
+    """The plan's index tensors on ``device`` (cached; CPU plans are returned as they are)."""
+    if device.type == "cpu":
+        return plan
+    key = (id(plan), device)
+    if key not in _DEVICE_PLANS:
+        _DEVICE_PLANS[key] = [c.to(device) for c in plan]
+    return _DEVICE_PLANS[key]
+
+
+def _token_major(x: torch.Tensor) -> torch.Tensor:
+    """``(B, N, F) -> (N+1, B, F)`` with an all-zero padding token last."""
+    b, n, f = x.shape
+    out = x.new_zeros(n + 1, b, f)
+    out[:n] = x.transpose(0, 1)
+    return out
+
+
+def _pair_major(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``(B, heads, N, N) -> (N²+1, B, heads)`` with an all-zero scratch pair last."""
+    b, h, n, _ = t.shape
+    out = torch.empty(n * n + 1, b, h, dtype=dtype, device=t.device)
+    out[:n * n].view(n, n, b, h).copy_(t.permute(2, 3, 0, 1))
+    out[n * n].zero_()
+    return out
+
+
+def _from_pair_major(t: torch.Tensor, n: int) -> torch.Tensor:
+    """``(N²+1, B, heads) -> (B, heads, N, N)`` (contiguous)."""
+    b, h = t.shape[1:]
+    out = torch.empty(b, h, n, n, dtype=t.dtype, device=t.device)
+    out.permute(2, 3, 0, 1).copy_(t[:n * n].view(n, n, b, h))
+    return out
+
+
+class _Side:
+    """One projection: its input as token-major rows ``(N+1, B, ·)`` and its weight (a bank,
+    a plain matrix or ``None`` = identity), with gradient accumulators."""
+
+    def __init__(self, x: torch.Tensor, w: Optional[torch.Tensor]):
+        self.x, self.w = x, w
+        self.relative = w is not None and w.dim() == 3
+        x_t = _token_major(x)                                          # (N+1, B, C)
+        self.rows = x_t if (w is None or self.relative) else x_t @ w   # plain: (N+1, B, C')
+        self.width = self.rows.shape[-1] if not self.relative else w.shape[-1]
+
+    def project(self, tokens: torch.Tensor, slots: torch.Tensor, tiles: int):
+        """Rows of ``tokens`` projected, ``(tiles, rows·B, C')``, and for banks the gathered
+        inputs ``(tiles, rows·B, C)`` and slot matrices ``(tiles, C, C')``."""
+        gathered = self.rows.index_select(0, tokens)                  # (tiles·rows, B, F)
+        flat = gathered.view(tiles, gathered.shape[0] // tiles * gathered.shape[1], gathered.shape[2])
+        if not self.relative:
+            return flat, None, None
+        mats = self.w.index_select(0, slots)
+        return torch.bmm(flat, mats), flat, mats
+
+    def start_grad(self, need_x: bool, need_w: bool):
+        self.need_x, self.need_w = need_x, need_w
+        self.d_rows = (torch.zeros_like(self.rows) if need_x or (need_w and not self.relative)
+                       else None)
+        self.dw = torch.zeros_like(self.w) if (need_w and self.relative) else None
+
+    def accumulate(self, tokens: torch.Tensor, slots: torch.Tensor, x_rows, mats,
+                   dproj: torch.Tensor):
+        """Add ``dproj`` ``(tiles, rows·B, C')``, the gradient of :meth:`project`'s output
+        (``x_rows``, ``mats``: what :meth:`project` gathered)."""
+        if not self.relative:
+            if self.d_rows is not None:
+                self.d_rows.index_add_(0, tokens, dproj.reshape(len(tokens), *self.d_rows.shape[1:]))
+            return
+        if self.dw is not None:
+            self.dw.index_add_(0, slots, torch.bmm(x_rows.transpose(1, 2), dproj))
+        if self.d_rows is not None:
+            dx = torch.bmm(dproj, mats.transpose(1, 2))
+            self.d_rows.index_add_(0, tokens, dx.view(len(tokens), *self.d_rows.shape[1:]))
+
+    def finish_grad(self) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+        dx, dw = None, self.dw
+        if self.d_rows is not None:
+            d = self.d_rows[:-1].transpose(0, 1)                       # (B, N, F)
+            if self.relative or self.w is None:
+                dx = d.contiguous() if self.need_x else None
+            else:
+                if self.need_w:
+                    dw = self.x.reshape(-1, self.x.shape[-1]).t() @ d.reshape(-1, d.shape[-1])
+                if self.need_x:
+                    dx = d @ self.w.t()
+        return dx, dw
+
+
+def _heads(t: torch.Tensor, c: _Chunk, batch: int, heads: int) -> torch.Tensor:
+    """A chunk's ``(tiles, rows·B, C')`` or ``(tiles·rows, B, C')`` as
+    ``(tiles·rows, B, heads, C'/heads)``."""
+    return t.view(c.tiles * c.rows, batch, heads, t.shape[-1] // heads)
+
+
+class BatchedBackend(Backend):
+    """Exact backend with a slot-independent number of ops: tiles of pairs sharing their slots,
+    chunked batched GEMMs, recompute in backward (the default on CUDA).
+
+    Args:
+        memory_budget: bytes one chunk temporary may take (bounds the working set); ``None``:
+            :data:`DEFAULT_MEMORY_BUDGET` for the inputs' device type.
+        tile_rows: most pairs per tile (``None``: a group is one tile).
+    """
+
+    name = "batched"
+
+    def __init__(self, memory_budget: Optional[int] = None, tile_rows: Optional[int] = None):
+        if memory_budget is not None and (isinstance(memory_budget, bool)
+                                          or not isinstance(memory_budget, int)
+                                          or memory_budget < 1):
+            raise ValueError(f"memory_budget must be None or a positive number of bytes, "
+                             f"got {memory_budget!r}")
+        if tile_rows is not None and (isinstance(tile_rows, bool) or not isinstance(tile_rows, int)
+                                      or tile_rows < 1):
+            raise ValueError(f"tile_rows must be None or a positive int, got {tile_rows!r}")
+        self.memory_budget, self.tile_rows = memory_budget, tile_rows
+
+    def plan(self, layout: Layout, batch: int, c_in: int, c_out: int, itemsize: int,
+             device: torch.device) -> List[_Chunk]:
+        """The chunks for inputs of ``batch × c_in`` channels projected to ``c_out``: no chunk
+        temporary (``rows·B·C`` gathered inputs or ``rows·B·C'`` projections, ``C×C'`` slot
+        matrices per tile) exceeds :attr:`memory_budget` bytes, unless one tile alone does."""
+        itemsize = max(itemsize, 4)                    # scores are formed in float32 or wider
+        row_cost = max(1, batch) * max(1, c_in, c_out) * itemsize
+        tile_cost = max(1, c_in) * max(1, c_out) * itemsize
+        budget = self.memory_budget or DEFAULT_MEMORY_BUDGET.get(device.type,
+                                                                 OTHER_DEVICES_MEMORY_BUDGET)
+        return _on_device(_plan(layout, self.tile_rows, row_cost, tile_cost, budget), device)
+
+    def pair_scores(self, xq, xk, wq, wk, layout, heads, scale, save_projections: bool = False):
+        return _PairScores.apply(xq, xk, wq, wk, layout, heads, float(scale), self)
+
+    def pair_mix(self, attn, xv, wv, layout, heads, save_projections: bool = False):
+        return _PairMix.apply(attn, xv, wv, layout, heads, self)
+
+
+def _widths(x: torch.Tensor, *weights) -> Tuple[int, int]:
+    c_out = max([x.shape[-1]] + [w.shape[-1] for w in weights if w is not None])
+    return x.shape[-1], c_out
+
+
+class _PairScores(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, xq, xk, wq, wk, layout, heads, scale, backend):
+        ctx.save_for_backward(xq, xk, wq, wk)
+        ctx.layout, ctx.heads, ctx.scale, ctx.backend = layout, heads, scale, backend
+        b, n = xq.shape[:2]
+        q_side, k_side = _Side(xq, wq), _Side(xk, wk)
+        dtype = torch.promote_types(q_side.rows.dtype, torch.float32)
+        fill = float("-inf") if layout.causal else 0.0
+        scores = torch.full((n * n + 1, b, heads), fill, dtype=dtype, device=xq.device)
+        for c in backend.plan(layout, b, *_widths(xq, wq, wk), xq.element_size(), xq.device):
+            q, _, _ = q_side.project(c.q_tok, c.slot_q, c.tiles)
+            k, _, _ = k_side.project(c.k_tok, c.slot_k, c.tiles)
+            s = torch.linalg.vecdot(_heads(q, c, b, heads).to(dtype), _heads(k, c, b, heads).to(dtype))
+            scores.index_copy_(0, c.pair, s.mul_(scale) if scale != 1.0 else s)
+        return _from_pair_major(scores, n)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dscores):
+        xq, xk, wq, wk = ctx.saved_tensors
+        layout, heads, scale, backend = ctx.layout, ctx.heads, ctx.scale, ctx.backend
+        need = ctx.needs_input_grad
+        b, n = xq.shape[:2]
+        q_side, k_side = _Side(xq, wq), _Side(xk, wk)
+        q_side.start_grad(need[0], need[2])
+        k_side.start_grad(need[1], need[3])
+        dpairs = _pair_major(dscores, q_side.rows.dtype)
+        if scale != 1.0:
+            dpairs.mul_(scale)
+        for c in backend.plan(layout, b, *_widths(xq, wq, wk), xq.element_size(), xq.device):
+            q, xq_rows, mq = q_side.project(c.q_tok, c.slot_q, c.tiles)
+            k, xk_rows, mk = k_side.project(c.k_tok, c.slot_k, c.tiles)
+            g = dpairs.index_select(0, c.pair)[..., None]               # (tiles·rows, B, h, 1)
+            if need[0] or need[2]:
+                q_side.accumulate(c.q_tok, c.slot_q, xq_rows, mq,
+                                  (g * _heads(k, c, b, heads)).view(k.shape))
+            if need[1] or need[3]:
+                k_side.accumulate(c.k_tok, c.slot_k, xk_rows, mk,
+                                  (g * _heads(q, c, b, heads)).view(q.shape))
+        dxq, dwq = q_side.finish_grad()
+        dxk, dwk = k_side.finish_grad()
+        return dxq, dxk, dwq, dwk, None, None, None, None
+
+
+class _PairMix(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, attn, xv, wv, layout, heads, backend):
+        ctx.save_for_backward(attn, xv, wv)
+        ctx.layout, ctx.heads, ctx.backend = layout, heads, backend
+        b, n = xv.shape[:2]
+        v_side = _Side(xv, wv)
+        weights = _pair_major(attn, v_side.rows.dtype)
+        out = torch.zeros(n + 1, b, v_side.width, dtype=v_side.rows.dtype, device=xv.device)
+        for c in backend.plan(layout, b, *_widths(xv, wv), xv.element_size(), xv.device):
+            v, _, _ = v_side.project(c.k_tok, c.slot_q, c.tiles)
+            a = weights.index_select(0, c.pair)[..., None]               # (tiles·rows, B, h, 1)
+            out.index_add_(0, c.q_tok, (a * _heads(v, c, b, heads)).flatten(-2))
+        return out[:n].transpose(0, 1).contiguous()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dout):
+        attn, xv, wv = ctx.saved_tensors
+        layout, heads, backend = ctx.layout, ctx.heads, ctx.backend
+        need = ctx.needs_input_grad
+        b, n = xv.shape[:2]
+        v_side = _Side(xv, wv)
+        v_side.start_grad(need[1], need[2])
+        dout_t = _token_major(dout.to(v_side.rows.dtype))              # (N+1, B, C')
+        weights = _pair_major(attn, v_side.rows.dtype) if need[1] or need[2] else None
+        dattn = (torch.zeros(n * n + 1, b, heads, dtype=attn.dtype, device=attn.device)
+                 if need[0] else None)
+        for c in backend.plan(layout, b, *_widths(xv, wv), xv.element_size(), xv.device):
+            v, xv_rows, mv = v_side.project(c.k_tok, c.slot_q, c.tiles)
+            go = _heads(dout_t.index_select(0, c.q_tok), c, b, heads)         # (tiles·rows, B, h, dh)
+            if dattn is not None:
+                dattn.index_copy_(0, c.pair, torch.linalg.vecdot(go, _heads(v, c, b, heads)).to(attn.dtype))
+            if weights is not None:
+                a = weights.index_select(0, c.pair)[..., None]
+                v_side.accumulate(c.k_tok, c.slot_q, xv_rows, mv, (a * go).view(v.shape))
+        dxv, dwv = v_side.finish_grad()
+        dattn = None if dattn is None else _from_pair_major(dattn, n)
+        return dattn, dxv, dwv, None, None, None
