@@ -93,7 +93,7 @@ class DynamicMNISTSettings(Section):
     train_size: Optional[int] = bounded(None, ge=1)
     test_size: Optional[int] = bounded(2000, ge=1)
     sweep_size: int = bounded(500, ge=0)
-    epochs: int = bounded(1, ge=1)
+    epochs: int = bounded(2, ge=1)
     batch_size: int = bounded(64, ge=1)
     eval_batch_size: int = bounded(500, ge=1)
     dim: int = bounded(32, ge=1)
@@ -116,7 +116,7 @@ class DynamicMNISTSettings(Section):
     test_placements: List[TestPlacement] = field(
         default_factory=lambda: ["static", "patch", "pixel", "roll"])
     models: Dict[str, Dict[str, Any]] = field(default_factory=lambda: {
-        "ape": {**MODELS["ape"], "epochs": 5}, "bias": {**MODELS["bias"], "epochs": 5},
+        "ape": dict(MODELS["ape"]), "bias": {**MODELS["bias"], "epochs": 5},
         "translution": dict(MODELS["translution"]), "alpha": dict(MODELS["alpha"])})
     threads: Optional[int] = bounded(None, ge=1)
 
@@ -384,24 +384,29 @@ def run(out: Path, settings: DynamicMNISTSettings = QUICK, data_root: Optional[s
         data = _Data(s, data_root)
         records: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
         models: Dict[str, Dict[str, torch.nn.Module]] = {}
-        for setting in s.train_settings:
-            for run_id in s.models:
-                for k in range(s.seeds):
-                    with Stopwatch() as arm_watch:
-                        record, model = _train_one(out, s, data, setting, run_id, k, log)
-                    records.setdefault((setting, run_id), []).append(record)
-                    if k == 0:
-                        models.setdefault(setting, {})[run_id] = model
-                    log(f"    arm time {arm_watch.seconds:.0f} s (total {wall.seconds:.0f} s)")
-                    results = aggregate(s, records)
-                    atomic_write_json(out / "results.json", results)
-                    atomic_write_text(out / "report.md", report_markdown(
-                        results, s, [], wall.seconds, records))
+        for setting, k, run_id in _schedule(s):
+            with Stopwatch() as arm_watch:
+                record, model = _train_one(out, s, data, setting, run_id, k, log)
+            records.setdefault((setting, run_id), []).append(record)
+            if k == 0:
+                models.setdefault(setting, {})[run_id] = model
+            log(f"    arm time {arm_watch.seconds:.0f} s (total {wall.seconds:.0f} s)")
+            results = aggregate(s, records)
+            atomic_write_json(out / "results.json", results)
+            atomic_write_text(out / "report.md", report_markdown(
+                results, s, [], wall.seconds, records))
         figures = _figures(out, s, results, records, models, data)
     atomic_write_text(out / "report.md", report_markdown(results, s, figures, wall.seconds,
                                                          records))
     log(f"report: {out / 'report.md'} ({wall.seconds / 60:.1f} min)")
     return results
+
+
+def _schedule(s: DynamicMNISTSettings) -> List[Tuple[str, int, str]]:
+    """(train setting, seed index, run id) in running order: a whole seed of every arm before
+    the next seed, so a partial run already holds a complete table."""
+    return [(setting, k, run_id) for setting in s.train_settings for k in range(s.seeds)
+            for run_id in s.models]
 
 
 def _stats(values: List[float]) -> Dict[str, Any]:
