@@ -569,6 +569,7 @@ def report_markdown(results: Dict, s: DynamicMNISTSettings, figures: List[str],
     for setting_label, per_model in results.get("sweep", {}).items():
         lines += [""] + _sweep_table(setting_label, per_model, s)
     lines += [""] + _checks(main, s)
+    lines += [""] + _findings(main, results.get("sweep", {}), s)
     lines += [""] + [f"![{f}]({f})" for f in figures]
     return "\n".join(lines) + "\n"
 
@@ -615,4 +616,41 @@ def _checks(main: Dict[str, Any], s: DynamicMNISTSettings) -> List[str]:
             same = static == row[roll]["seeds"]
             lines.append(f"- {arm['label']}: rolled digits keep the static accuracy exactly in "
                          f"every seed: {'yes' if same else 'NO'}")
+    return lines
+
+
+def _findings(main: Dict[str, Any], sweep: Dict[str, Any], s: DynamicMNISTSettings
+              ) -> List[str]:
+    """Rankings and gaps computed from the tables (a gap counts as clear when it exceeds twice
+    the larger seed std of the two models)."""
+    lines = ["Findings (computed from the tables above):", ""]
+    for setting in s.train_settings:
+        for placement in s.test_placements:
+            key = setting_name(setting, placement)
+            ranked = sorted(((row[key], label) for label, row in main.items() if key in row),
+                            key=lambda pair: -pair[0]["accuracy"])
+            if placement == "static" or len(ranked) < 2:
+                continue
+            (a, first), (b, second) = ranked[0], ranked[1]
+            gap = a["accuracy"] - b["accuracy"]
+            clear = gap > 2 * max(a["accuracy_std"], b["accuracy_std"]) and len(a["seeds"]) > 1
+            lines.append(f"- {key}: " + " > ".join(f"{label} {_cell(stat)}"
+                                                    for stat, label in ranked)
+                         + f"; the lead of {first} over {second} is {100 * gap:.1f} points "
+                         + ("(clear)" if clear else "(within the seed spread or one seed)"))
+    one_patch = {f"{dr},{dc}": direction_of(dr, dc) for dr, dc in
+                 ((-s.patch, 0), (s.patch, 0), (0, -s.patch), (0, s.patch))}
+    for setting_label, per_model in sweep.items():
+        for label, stats in per_model.items():
+            at = {name: stats[k] for k, name in one_patch.items() if k in stats}
+            if len(at) < 2:
+                continue
+            hi = max(at, key=lambda n: at[n]["accuracy"])
+            lo = min(at, key=lambda n: at[n]["accuracy"])
+            spread = max(at[hi]["accuracy_std"], at[lo]["accuracy_std"])
+            gap = at[hi]["accuracy"] - at[lo]["accuracy"]
+            lines.append(f"- {setting_label}, {label}: one-patch shifts {lo} {_cell(at[lo])} "
+                         f"vs {hi} {_cell(at[hi])}: asymmetry {100 * gap:.1f} points "
+                         + ("(beyond the seed spread)" if gap > 2 * spread and
+                            len(at[hi]["seeds"]) > 1 else "(within the seed spread or one seed)"))
     return lines
