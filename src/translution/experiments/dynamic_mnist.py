@@ -86,6 +86,7 @@ class DynamicMNISTSettings(Section):
         models: Run id → ``{"label", "kind", optional "canvas" and "epochs" (else the
             settings'), ViT config overrides}``.
         threads: ``torch.set_num_threads`` for the run (``None``: torch's default).
+        device: Training and evaluation device (``None``: CUDA when available).
     """
 
     canvas: int = bounded(42, ge=DIGIT)
@@ -119,6 +120,7 @@ class DynamicMNISTSettings(Section):
         "ape": dict(MODELS["ape"]), "bias": {**MODELS["bias"], "epochs": 5},
         "translution": dict(MODELS["translution"]), "alpha": dict(MODELS["alpha"])})
     threads: Optional[int] = bounded(None, ge=1)
+    device: Optional[str] = "cpu"
 
     def check(self) -> None:
         if not self.train_settings or not self.test_placements:
@@ -209,7 +211,7 @@ def _run_config(s: DynamicMNISTSettings, run_id: str, train_setting: str, seed: 
               "test_size": s.test_size, "test_placement": "static", "test_seed": s.test_seed},
         train=TrainConfig(epochs=s.arm_epochs(run_id), batch_size=s.batch_size, seed=seed,
                           log_every=10, eval_every=0, checkpoint_every=100, save_best=False,
-                          progress=False, device="cpu"),
+                          progress=False, device=s.device),
         optim=OptimConfig(name=s.optimizer, lr=s.lr, weight_decay=s.weight_decay,
                           grad_clip=s.grad_clip),
         schedule=sched)
@@ -254,10 +256,11 @@ class _Data:
 def accuracy(model: torch.nn.Module, dataset, batch_size: int = 500) -> float:
     """Top-1 accuracy (fraction) of ``model`` on a :class:`DynamicMNIST` set."""
     model.eval()
+    device = next(model.parameters()).device
     correct = 0
     for start in range(0, len(dataset), batch_size):
         x, y = dataset.get_batch(torch.arange(start, min(start + batch_size, len(dataset))))
-        correct += int((model(x).argmax(-1) == y).sum())
+        correct += int((model(x.to(device)).argmax(-1).cpu() == y).sum())
     return correct / max(1, len(dataset))
 
 
@@ -338,8 +341,8 @@ def _train_one(out: Path, s: DynamicMNISTSettings, data: _Data, setting: str, ru
     bar, callback = _progress(total, f"{setting} {run_id} seed {k}")
     try:
         summary = fit(model, ClassificationTask(topk=(1,)), batches,
-                      _run_config(s, run_id, setting, seed), out_dir=run_dir, device="cpu",
-                      callbacks=[callback])
+                      _run_config(s, run_id, setting, seed), out_dir=run_dir,
+                      device=s.device, callbacks=[callback])
     finally:
         bar.close()
     with Stopwatch() as watch:
@@ -349,6 +352,7 @@ def _train_one(out: Path, s: DynamicMNISTSettings, data: _Data, setting: str, ru
               "eval_seconds": round(watch.seconds, 1), "loss_curve": _loss_curve(run_dir),
               "eval_key": _eval_key(s)}
     atomic_write_json(done, record)
+    model.cpu()
     log(f"    {summary['seconds']:.0f} s training, {watch.seconds:.0f} s evaluation; "
         + ", ".join(f"{PLACEMENT_NAMES[p]} {100 * a:.2f} %"
                     for p, a in evaluation["accuracy"].items()))
