@@ -1,40 +1,26 @@
-"""Language modelling on Jane Austen with causal Translution: equal training time, equal steps
-over seeds, and evaluation beyond the trained context.
+"""Language modelling on Jane Austen: causal Translution against self-attention at equal training
+time, at equal steps over seeds, and beyond the trained context.
 
-The six novels (:func:`translution.data.austen.austen_corpus`) are tokenized once (character
-level by default, GPT-2 BPE with ``tokenizer="gpt2"``) into a cached token folder
-(``$TRANSLUTION_DATA/austen-char``); one novel (persuasion) is held out for validation. Four GPTs
-are compared:
+The novels are tokenized once (``char`` or ``gpt2``) into a cached token folder; one novel
+(persuasion) is held out. Models (``models``): self-attention with a learned absolute position
+embedding (APE) or RoPE, α-Translution and Translution (narrower by default: it costs
+``O(N²·C·C')``). All but APE have ``max_distance=K`` (default ``block_size − 1``: the plain causal
+bank at the trained context, longer offsets sharing the last slot), so they read any length.
 
-* self-attention + learned absolute position embedding (``gpt_*_ape``, the GPT-2 baseline);
-* self-attention + RoPE (``gpt_*_rope``);
-* α-Translution (``gpt_*_alpha``);
-* full Translution (``gpt_*_translution``, by default narrower: it costs ``O(N²·C·C')``).
+Protocols (``protocols``), each model a resumable :func:`translution.train.fit` run in
+``OUT/runs``: ``"time"`` (``time/<kind>``) trains every model for ``budget_seconds``
+(``train.time_budget_s``; a timed calibration plans the cosine schedule's length); ``"steps"``
+(``steps/<kind>/seed<s>``, the paper's protocol) trains every model ``steps`` steps for ``seeds``
+seeds, then evaluates it at every length of ``eval_lengths`` (APE: n/a beyond ``block_size``).
+Every length scores the same validation tokens: ``val_chunks`` evenly spaced stretches as long as
+the longest length, cut into windows of that length (at ``block_size``: the training-time
+validation set).
 
-Every model except APE is built with ``max_distance=K`` (default ``block_size − 1``: at the
-trained context the bank is the plain causal one; longer offsets share the last slot), so it
-reads any length. Two protocols (``protocols``), each model a resumable run under ``OUT/runs``:
-
-* ``"time"`` (``runs/time/<kind>``): each model trains for ``budget_seconds`` of training time as
-  measured by :func:`translution.train.fit` (``train.time_budget_s``); a timed calibration plans
-  the step count (the cosine schedule's length); seed ``seed``.
-* ``"steps"`` (``runs/steps/<kind>/seed<s>``, the paper's protocol): each model trains ``steps``
-  steps (the same tokens), for ``seeds`` seeds; the trained models are then evaluated at every
-  length of ``eval_lengths``. APE cannot read beyond ``block_size`` and is reported n/a there.
-
-Validation scores ``val_chunks`` evenly spaced stretches of the held-out novel, each as long as
-the longest evaluation length: every length (the training-time validation at ``block_size``
-included) scores exactly these tokens, in consecutive windows of that length.
-
-Outputs in ``OUT``: ``report.md``; ``results.json`` (label → the equal-time record ``{val_loss,
-val_ppl, parameters, tokens_per_s, seconds, steps, sample, ...}``, plus ``equal_steps``
-``{perplexity, perplexity_std, seeds, parameters, seconds, ...}`` and ``length`` ``{L:
-{perplexity, perplexity_std, seeds}}``; written after every seed); ``curves_*.png``,
-``val_vs_time.png`` and ``length.png``.
-
-Example:
-    >>> from translution.experiments import austen
-    >>> results = austen.run(Path("runs/austen"), austen.QUICK)   # doctest: +SKIP
+Outputs: ``report.md``, figures, ``results.json`` (rewritten after every run): label → the
+equal-time record (``val_loss``, ``val_ppl``, ``parameters``, ``tokens_per_s``, ``seconds``,
+``sample``, ...), ``equal_steps`` (``perplexity`` mean, ``perplexity_std``, ``seeds``: per-seed
+perplexities, ``parameters``, ``seconds``) and ``length`` (``{L: {perplexity, perplexity_std,
+seeds}}``, or ``perplexity`` ``None`` and a ``note``).
 """
 
 from __future__ import annotations
@@ -72,46 +58,33 @@ Kind = Literal["ape", "rope", "bias", "translution", "alpha", "hybrid"]
 
 @dataclass
 class AustenSettings(Section):
-    """Protocols and model sizes; the presets are ``configs/austen_quick.yaml`` (:data:`QUICK`,
-    also the defaults) and ``configs/austen_full.yaml`` (:data:`FULL`).
+    """Protocols and sizes; presets ``configs/austen_quick.yaml`` (:data:`QUICK`, also the
+    defaults) and ``configs/austen_full.yaml`` (:data:`FULL`).
 
     Attributes:
-        tokenizer: ``"char"`` (vocabulary = characters of the training novels) or ``"gpt2"``
-            (GPT-2 BPE through tiktoken, 50,257 ids).
+        tokenizer: ``"char"`` (the training novels' characters) or ``"gpt2"`` (BPE, tiktoken).
         val_novel: Novel held out for validation.
-        block_size: Context length ``L`` the models train on (the same for every model).
-        batch_size: Windows per optimiser step.
+        block_size, batch_size: Training context ``L`` and windows per step.
         size: Registry size of ``gpt_<size>_<kind>``; ``dim``/``depth``/``heads``/``dim_head``/
-            ``mlp_dim`` override its fields when not ``None``.
-        rank: α-Translution per-head relative width.
-        max_distance: ``K`` of every model but APE (offsets beyond ``K`` share a slot, so any
-            length runs); ``None``: ``block_size − 1``.
-        model_overrides: Extra :class:`~translution.models.GPTConfig` fields per kind (e.g. a
-            narrower full Translution, whose cost grows as ``N²·C·C'``).
+            ``mlp_dim`` override its fields when not ``None``. rank: α-Translution rank.
+        max_distance: ``K`` of every model but APE (``None``: ``block_size − 1``).
+        model_overrides: Extra ``GPTConfig`` fields per kind (e.g. a narrower Translution).
         models: Report label → attention kind.
-        protocols: ``"time"`` (equal training time) and/or ``"steps"`` (equal steps, seeds,
-            length generalisation).
-        budget_seconds: Training time per model in the equal-time protocol (as measured by
-            ``fit``). calibration_steps: timed steps (after two warm-up steps) that plan its
-            step count.
-        steps: Optimiser steps per model and seed in the equal-steps protocol.
-        seeds: Seeds of the equal-steps protocol: ``seed, seed + 1, …``.
+        protocols: ``"time"`` and/or ``"steps"`` (see the module docstring).
+        budget_seconds: Equal-time training seconds per model, planned from
+            ``calibration_steps`` timed steps (after two warm-up steps).
+        steps, seeds: Equal-steps steps per model and seed; seeds ``seed, seed + 1, …``.
         eval_lengths: Evaluation lengths of the equal-steps models.
         eval_points: Validation evaluations during training (besides the one at step 0).
-        val_chunks: Evenly spaced stretches of the held-out novel, each as long as the longest
-            of ``block_size`` and ``eval_lengths``, scored at every length.
-        eval_batch_size: Windows of ``block_size`` tokens per evaluation batch (fewer windows
-            per batch at longer lengths: the same tokens).
-        lr, min_lr_ratio, weight_decay, warmup_fraction, grad_clip: AdamW with linear warm-up
-            (a fraction of the planned steps) and cosine decay to ``lr·min_lr_ratio``.
-        log_every: Steps per training-loss record.
-        seed: Seed of weights and training windows (equal time; the first equal-steps seed).
-        prompt: Prompt of the generated samples (equal-time models).
-        samples: Samples per model. sample_tokens: tokens per sample.
-        temperature: Sampling temperature (0: greedy). top_k: sample among the k likeliest.
-        sample_seed: Seed of the sampling generator.
-        device: ``"cpu"``, ``"cuda"``, or ``None`` (CUDA when available).
-        threads: ``torch.set_num_threads`` for the run (``None``: leave torch's default).
+        val_chunks: Validation stretches, each as long as the longest evaluation length.
+        eval_batch_size: Windows of ``block_size`` per evaluation batch (as many tokens at
+            longer lengths).
+        lr, min_lr_ratio, weight_decay, warmup_fraction, grad_clip: AdamW, linear warm-up over
+            a fraction of the steps, cosine decay to ``lr·min_lr_ratio``.
+        log_every: Steps per training-loss record. seed: Equal-time (and first) seed.
+        prompt, samples, sample_tokens, temperature, top_k, sample_seed: Samples of the
+            equal-time models (temperature 0: greedy).
+        device: ``"cpu"``, ``"cuda"`` or ``None`` (CUDA when available). threads: torch threads.
     """
 
     tokenizer: Literal["char", "gpt2"] = "char"
@@ -165,13 +138,13 @@ class AustenSettings(Section):
                              f"got {self.protocols}")
         kinds = list(self.models.values())
         if len(set(kinds)) != len(kinds):
-            raise ValueError(f"each kind may appear once in models (runs live in runs/<kind>), "
+            raise ValueError(f"each kind may appear once in models (one run folder per kind), "
                              f"got {kinds}")
-        for kind, over in self.model_overrides.items():
-            for key in ("block_size", "vocab_size", "attention", "max_distance"):
-                if key in over:
-                    raise ValueError(f"model_overrides.{kind} may not set {key!r} (the same "
-                                     f"for every model / fixed by the kind)")
+        fixed = [f"{kind}.{key}" for kind, over in self.model_overrides.items() for key in over
+                 if key in ("block_size", "vocab_size", "attention", "max_distance")]
+        if fixed:
+            raise ValueError(f"model_overrides may not set {fixed} (the same for every model / "
+                             f"fixed by the kind)")
 
     @property
     def span(self) -> int:
@@ -179,54 +152,29 @@ class AustenSettings(Section):
         return max([self.block_size, *self.eval_lengths])
 
 
-#: About 12 minutes of equal-time training (150 s per model) plus 1000 steps per model and seed
-#: on 2 CPU cores: context 128, dim 128, depth 3, 2 heads × 64 (full Translution: dim 64,
-#: 2 heads × 32), batch 16, evaluated at 128 … 1024 tokens.
+#: 2 CPU cores: context 128, dim 128, depth 3, 2 heads × 64 (Translution: dim 64, heads of 32),
+#: batch 16; 150 s per model at equal time, 1000 steps per model and seed, lengths 128 … 1024.
 QUICK = load_settings(AustenSettings, "austen_quick")
-#: GPT-tiny (dim 192, depth 6, 3 heads × 64; full Translution with heads of 32), context 256,
-#: batch 32, 30 minutes per model; meant for an accelerator (``device: null`` picks CUDA).
+#: GPT-tiny, context 256, batch 32; 30 min per model, 5000 steps; for an accelerator.
 FULL = load_settings(AustenSettings, "austen_full")
 
 
-# ----------------------------------------------------------------------------------------------
-# data
-# ----------------------------------------------------------------------------------------------
 def _check_corpus(corpus) -> Tuple[List[str], List[str]]:
-    if not isinstance(corpus, (tuple, list)) or len(corpus) != 2:
-        raise ValueError("corpus must be a pair (train_texts, val_texts) of lists of str, got "
-                         f"{type(corpus).__name__}")
-    out = []
-    for name, texts in zip(("train_texts", "val_texts"), corpus):
-        if isinstance(texts, str) or not isinstance(texts, (list, tuple)) or not texts \
-                or not all(isinstance(t, str) for t in texts):
-            raise ValueError(f"corpus {name} must be a non-empty list of str")
-        out.append(list(texts))
-    return out[0], out[1]
-
-
-def _corpus_id(train: Sequence[str], val: Sequence[str], tokenizer: str) -> str:
-    return sha256_bytes(json.dumps([tokenizer, list(train), list(val)]).encode())[:16]
+    if not (isinstance(corpus, (tuple, list)) and len(corpus) == 2 and all(
+            isinstance(t, (tuple, list)) and t and all(isinstance(x, str) for x in t)
+            for t in corpus)):
+        raise ValueError("corpus must be a pair (train_texts, val_texts) of non-empty lists of "
+                         f"str, got {type(corpus).__name__}")
+    return list(corpus[0]), list(corpus[1])
 
 
 def prepare_tokens(settings: AustenSettings, corpus=None, data_dir: Optional[Path] = None,
                    log: Callable[[str], None] = print) -> Tuple[Path, dict]:
-    """Tokenize the corpus once into a token folder (``train.bin``, ``val.bin``, ``meta.json``).
-
-    Args:
-        settings: Uses ``tokenizer`` and ``val_novel``.
-        corpus: ``(train_texts, val_texts)`` instead of the Austen novels.
-        data_dir: Token folder; default ``$TRANSLUTION_DATA/austen-<tokenizer>`` (with
-            ``-val-<novel>`` for another held-out novel).
-        log: Progress messages.
-
-    Returns:
-        ``(folder, meta)``; an existing folder made from the same texts is reused.
-
-    Raises:
-        ValueError: A malformed ``corpus`` or an unknown novel.
-    """
+    """Tokenize the novels (``settings.tokenizer``, ``val_novel`` held out), or ``corpus``
+    ``(train_texts, val_texts)``, once into ``data_dir`` (default
+    ``$TRANSLUTION_DATA/austen-<tokenizer>[-val-<novel>]``); returns ``(folder, meta)``, reusing
+    a folder made from the same texts. Raises ValueError for a malformed corpus."""
     from ..data.text import TokenDataset, default_cache_root, prepare_corpus, read_meta
-
     if corpus is None:
         from ..data.austen import austen_corpus
         log(f"reading the Austen novels (validation: {settings.val_novel}) ...")
@@ -240,7 +188,7 @@ def prepare_tokens(settings: AustenSettings, corpus=None, data_dir: Optional[Pat
         source = "custom corpus"
         if data_dir is None:
             raise ValueError("prepare_tokens needs data_dir when a custom corpus is given")
-    cid = _corpus_id(train, val, settings.tokenizer)
+    cid = sha256_bytes(json.dumps([settings.tokenizer, train, val]).encode())[:16]
     data_dir = Path(data_dir)
     try:
         meta = read_meta(data_dir)
@@ -276,9 +224,6 @@ def _length_batches(val: np.ndarray, s: AustenSettings, device) -> Dict[int, Lis
     return out
 
 
-# ----------------------------------------------------------------------------------------------
-# models and runs
-# ----------------------------------------------------------------------------------------------
 def model_section(s: AustenSettings, kind: str, vocab_size: int) -> Dict[str, Any]:
     """The ``model`` config section of kind ``kind``: ``{"name": "gpt_<size>_<kind>", ...}``
     (built by :func:`translution.recipes.build_model`)."""
@@ -315,27 +260,20 @@ def _step_time(model, section: Dict, data: Dict, s: AustenSettings) -> float:
     import copy
     from ..train import LanguageModelTask, WindowBatches, fit
     records: List[Dict] = []
-    n = 2 + s.calibration_steps
-    cfg = _run_config(s, section, data, 987654321, n, 0, None, log_every=1, eval_at_start=False)
+    n, seed = 2 + s.calibration_steps, 987654321
+    cfg = _run_config(s, section, data, seed, n, 0, None, log_every=1, eval_at_start=False)
     with torch.random.fork_rng(devices=[]):
-        fit(copy.deepcopy(model), LanguageModelTask(),
-            WindowBatches(data["sample_fn"], s.batch_size, n, seed=987654321), cfg,
-            out_dir=None, resume=False, device=data["device"], callbacks=[records.append])
+        fit(copy.deepcopy(model), LanguageModelTask(), WindowBatches(
+            data["sample_fn"], s.batch_size, n, seed=seed), cfg, out_dir=None, resume=False,
+            device=data["device"], callbacks=[records.append])
     return float(np.mean([r["step_time"] for r in records
                           if r["event"] == "train" and r["step"] > 2]))
 
 
-def _device(s: AustenSettings) -> torch.device:
-    if s.device is not None:
-        return torch.device(s.device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def _plan(run_dir: Path, s: AustenSettings, model, section: Dict, data: Dict, seed: int,
           steps: Optional[int], log) -> Dict:
-    """The run's plan (``plan.json``): ``steps`` steps, or (``None``, equal time) as many as a
-    timed calibration fits into the budget; made once, then reused. A folder holding another
-    plan is refused."""
+    """The run's plan (``plan.json``), made once: ``steps`` steps, or (``None``) as many as the
+    calibrated step time fits into the time budget. A folder of another plan is refused."""
     fingerprint = {"format": _RUN_FORMAT, "model": section, "data": data["corpus_id"],
                    "seed": seed, "steps": steps, **{k: getattr(s, k) for k in _RECIPE},
                    "budget_seconds": s.budget_seconds if steps is None else None}
@@ -346,13 +284,13 @@ def _plan(run_dir: Path, s: AustenSettings, model, section: Dict, data: Dict, se
             raise ValueError(f"{run_dir} holds a run with other settings (model, data, budget or "
                              f"recipe differ); use another output folder or delete {run_dir}")
         return plan
-    step_time = _step_time(model, section, data, s) if steps is None else None
+    step_time = None if steps else _step_time(model, section, data, s)
     planned = steps or max(1, int(s.budget_seconds / step_time))
     plan = {"fingerprint": fingerprint, "calibrated_step_time": step_time,
             "planned_steps": planned,
             "warmup": min(int(s.warmup_fraction * planned), max(0, planned - 1))}
     atomic_write_json(path, plan)
-    if step_time is not None:
+    if step_time:
         log(f"{section['name']}: {model.num_parameters():,} parameters, {1000 * step_time:.0f} "
             f"ms/step measured → {planned} steps planned for {s.budget_seconds:g} s")
     return plan
@@ -360,8 +298,8 @@ def _plan(run_dir: Path, s: AustenSettings, model, section: Dict, data: Dict, se
 
 def _train_one(run_dir: Path, s: AustenSettings, label: str, kind: str, data: Dict,
                log: Callable[[str], None], seed: int, steps: Optional[int] = None):
-    """Train (or resume, or just reload) one model for ``steps`` steps (``None``: the equal
-    time budget); returns ``(record, trained model)``."""
+    """Train (or resume, or just reload) one model for ``steps`` steps (``None``: the time
+    budget); returns ``(record, trained model)``."""
     from ..recipes import build_model
     from ..train import LanguageModelTask, WindowBatches, fit
     section = model_section(s, kind, data["vocab_size"])
@@ -374,25 +312,21 @@ def _train_one(run_dir: Path, s: AustenSettings, label: str, kind: str, data: Di
         if event["event"] == "checkpoint":
             log(f"  {label}: step {event['step']}/{plan['planned_steps']}, val loss "
                 f"{last.get('loss', float('nan')):.4f}")
-        elif event["event"] == "eval":
-            last.update(event)
+        last.update(event if event["event"] == "eval" else {})
 
     cfg = _run_config(s, section, data, seed, plan["planned_steps"], plan["warmup"],
-                      s.budget_seconds if steps is None else None)
-    summary = fit(model, LanguageModelTask(), WindowBatches(
+                      None if steps else s.budget_seconds)
+    out = fit(model, LanguageModelTask(), WindowBatches(
         data["sample_fn"], s.batch_size, _STEPS_PER_EPOCH, seed=seed), cfg,
         eval_sets={"val": data["val"][s.block_size]}, out_dir=run_dir, device=data["device"],
         callbacks=[progress], tokenizer=data["tokenizer"].to_meta())
-    steps, seconds, loss = summary["steps"], summary["seconds"], summary["eval"]["loss"]
-    tokens = steps * s.batch_size * s.block_size
-    return {
-        "kind": kind, "model": section["name"], "config": model.config.to_dict(),
-        "val_loss": loss, "val_ppl": math.exp(min(loss, 700.0)),
-        "val_bits_per_token": loss / math.log(2), "parameters": model.num_parameters(),
-        "steps": steps, "planned_steps": plan["planned_steps"], "seconds": round(seconds, 2),
-        "tokens": tokens, "tokens_per_s": tokens / seconds if seconds else 0.0,
-        "calibrated_step_time": plan["calibrated_step_time"],
-    }, model
+    tokens, loss = out["steps"] * s.batch_size * s.block_size, out["eval"]["loss"]
+    return {"kind": kind, "model": section["name"], "config": model.config.to_dict(),
+            "val_loss": loss, "val_ppl": math.exp(min(loss, 700.0)),
+            "parameters": model.num_parameters(), "steps": out["steps"],
+            "planned_steps": plan["planned_steps"], "seconds": round(out["seconds"], 2),
+            "tokens": tokens, "tokens_per_s": tokens / max(out["seconds"], 1e-9),
+            "calibrated_step_time": plan["calibrated_step_time"]}, model
 
 
 def _length_losses(run_dir: Path, model, data: Dict, s: AustenSettings) -> Dict[str, Any]:
@@ -400,14 +334,12 @@ def _length_losses(run_dir: Path, model, data: Dict, s: AustenSettings) -> Dict[
     the length it reads); cached in ``lengths.json`` next to the run."""
     from ..train import LanguageModelTask
     path = run_dir / "lengths.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    limit = model.max_length
-    losses = {str(n): None if limit is not None and n > limit else
-              LanguageModelTask().evaluate(model, data["val"][n])["loss"]
-              for n in s.eval_lengths}
-    atomic_write_json(path, losses)
-    return losses
+    if not path.is_file():
+        limit = model.max_length
+        atomic_write_json(path, {str(n): None if limit is not None and n > limit else
+                                 LanguageModelTask().evaluate(model, data["val"][n])["loss"]
+                                 for n in s.eval_lengths})
+    return json.loads(path.read_text())
 
 
 @torch.no_grad()
@@ -416,32 +348,17 @@ def _samples(model, tokenizer, s: AustenSettings, device) -> List[str]:
     if s.sample_tokens == 0:
         return [s.prompt] * s.samples
     prompt = torch.as_tensor(tokenizer.encode(s.prompt), dtype=torch.long, device=device)
-    prompt = prompt[None].expand(s.samples, -1).contiguous()
     g = torch.Generator(device=device).manual_seed(s.sample_seed)
-    model.eval()
-    out = generate(model, prompt, s.sample_tokens, temperature=s.temperature, top_k=s.top_k,
-                   use_cache=True, generator=g, sliding_window=True)
+    out = generate(model.eval(), prompt[None].expand(s.samples, -1).contiguous(),
+                   s.sample_tokens, temperature=s.temperature, top_k=s.top_k, use_cache=True,
+                   generator=g, sliding_window=True)
     return [tokenizer.decode(row.tolist()) for row in out.cpu()]
 
 
-# ----------------------------------------------------------------------------------------------
-# the experiment
-# ----------------------------------------------------------------------------------------------
 def run(out: Path, settings: AustenSettings = QUICK, corpus=None,
         log: Callable[[str], None] = print) -> Dict:
-    """Run (or resume) the whole experiment and write the report.
-
-    Args:
-        out: Output folder (``runs/...`` per model, ``results.json``, ``report.md``, PNGs).
-        settings: :data:`QUICK`, :data:`FULL` or any :class:`AustenSettings`.
-        corpus: ``(train_texts, val_texts)`` to use instead of the Austen novels (tests); its
-            tokens go to ``out/data``.
-        log: Progress messages.
-
-    Returns:
-        The ``results.json`` dict: report label → ``{val_loss, val_ppl, parameters,
-        tokens_per_s, seconds, steps, sample, ...}`` (equal time), ``equal_steps`` and
-        ``length`` (equal steps).
+    """Run (or resume) the protocols of ``settings`` into folder ``out`` (on ``corpus``
+    ``(train_texts, val_texts)`` instead of the novels when given) and return ``results.json``.
 
     Raises:
         ValueError: Invalid corpus, a prompt the tokenizer cannot encode, a split shorter than
@@ -473,13 +390,13 @@ def _data(out: Path, s: AustenSettings, corpus, log: Callable[[str], None]) -> D
     if len(train_ds) <= s.block_size:
         raise ValueError(f"the training split has {len(train_ds)} tokens; block_size "
                          f"{s.block_size} needs more than that")
-    device = _device(s)
+    device = torch.device(s.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     val = _length_batches(val_ds.data, s, device)
     return {"dir": data_dir, "meta": meta, "tokenizer": tokenizer, "device": device,
             "vocab_size": int(meta["vocab_size"]), "corpus_id": meta["corpus_id"],
             "sample_fn": token_windows(train_ds.data, s.block_size), "val": val,
             "tokens_train": len(train_ds), "tokens_val": len(val_ds),
-            "val_tokens": sum(len(b[0]) for b in val[s.block_size]) * s.block_size}
+            "val_tokens": sum(b[0].numel() for b in val[s.block_size])}
 
 
 def _run(out: Path, s: AustenSettings, corpus, log: Callable[[str], None]) -> Dict:
@@ -489,16 +406,19 @@ def _run(out: Path, s: AustenSettings, corpus, log: Callable[[str], None]) -> Di
         f"validation, vocabulary {data['vocab_size']}; {data['val_tokens']:,} validation "
         f"tokens scored at every length")
     results: Dict[str, Dict] = {label: {} for label in s.models}
-    if "time" in s.protocols:
-        for label, kind in s.models.items():
-            r, model = _train_one(out / "runs" / "time" / kind, s, label, kind, data, log, s.seed)
-            r["samples"] = _samples(model, data["tokenizer"], s, data["device"])
-            results[label].update(r, sample=r["samples"][0] if r["samples"] else "")
-            log(f"{label}: val loss {r['val_loss']:.4f} (ppl {r['val_ppl']:.2f}) after "
-                f"{r['steps']} steps, {r['tokens_per_s']:.0f} tokens/s")
+    for label, kind in s.models.items() if "time" in s.protocols else ():
+        r, model = _train_one(out / "runs" / "time" / kind, s, label, kind, data, log, s.seed)
+        r["samples"] = _samples(model, data["tokenizer"], s, data["device"])
+        results[label].update(r, sample=r["samples"][0])
+        log(f"{label}: val loss {r['val_loss']:.4f} (ppl {r['val_ppl']:.2f}) after "
+            f"{r['steps']} steps, {r['tokens_per_s']:.0f} tokens/s")
         atomic_write_json(out / "results.json", results)
-    if "steps" in s.protocols:
-        _equal_steps(out, s, data, results, log)
+    runs: Dict[str, List[Dict]] = {label: [] for label in s.models}
+    for seed in range(s.seed, s.seed + s.seeds) if "steps" in s.protocols else ():
+        for label, kind in s.models.items():
+            runs[label].append(_steps_run(out, s, label, kind, data, seed, log))
+            results[label].update(_steps_summary(runs[label], s))
+        atomic_write_json(out / "results.json", results)
     figures = _figures(out, s, results)
     info = {k: data[k] for k in ("tokens_train", "tokens_val", "vocab_size", "val_tokens")}
     info.update(source=data["meta"].get("source"), threads=torch.get_num_threads(),
@@ -508,44 +428,42 @@ def _run(out: Path, s: AustenSettings, corpus, log: Callable[[str], None]) -> Di
     return results
 
 
-def _equal_steps(out: Path, s: AustenSettings, data: Dict, results: Dict, log) -> None:
-    """Train every model ``steps`` steps per seed (seed by seed, ``results.json`` rewritten
-    after each) and evaluate it at every length; adds ``equal_steps`` and ``length``."""
-    runs: Dict[str, List[Dict]] = {label: [] for label in s.models}
-    for seed in range(s.seed, s.seed + s.seeds):
-        for label, kind in s.models.items():
-            run_dir = out / "runs" / "steps" / kind / f"seed{seed}"
-            r, model = _train_one(run_dir, s, label, kind, data, log, seed, s.steps)
-            r["length"] = _length_losses(run_dir, model, data, s)
-            runs[label].append(r)
-            log(f"{label}, seed {seed}: val ppl {r['val_ppl']:.2f} after {r['steps']} steps; "
-                "at lengths " + ", ".join(f"{n}: {'n/a' if v is None else f'{math.exp(v):.2f}'}"
-                                          for n, v in r["length"].items()))
-        for label, rs in runs.items():
-            ppl, std = _mean_std([r["val_ppl"] for r in rs])
-            results[label]["equal_steps"] = {
-                "perplexity": ppl, "perplexity_std": std, "seeds": [r["val_ppl"] for r in rs],
-                "seed_values": list(range(s.seed, s.seed + len(rs))),
-                "loss": _mean_std([r["val_loss"] for r in rs])[0],
-                "parameters": rs[0]["parameters"], "steps": rs[0]["steps"],
-                "tokens": rs[0]["tokens"], "seconds": _mean_std([r["seconds"] for r in rs])[0]}
-            results[label]["length"] = {n: _length_entry([r["length"][n] for r in rs], s)
-                                        for n in rs[0]["length"]}
-        atomic_write_json(out / "results.json", results)
+def _steps_run(out: Path, s: AustenSettings, label: str, kind: str, data: Dict, seed: int,
+               log) -> Dict:
+    """Train one model ``steps`` steps with ``seed`` (or reload it) and evaluate it at every
+    length; its record with ``length`` ``{L: loss or None}``."""
+    run_dir = out / "runs" / "steps" / kind / f"seed{seed}"
+    r, model = _train_one(run_dir, s, label, kind, data, log, seed, s.steps)
+    r["length"] = _length_losses(run_dir, model, data, s)
+    log(f"{label}, seed {seed}: val ppl {r['val_ppl']:.2f} after {r['steps']} steps; by "
+        "length " + ", ".join(f"{n}: {'n/a' if v is None else f'{math.exp(v):.2f}'}"
+                              for n, v in r["length"].items()))
+    return r
+
+
+def _steps_summary(rs: List[Dict], s: AustenSettings) -> Dict[str, Dict]:
+    """``equal_steps`` and ``length`` of one model from its runs, one per seed."""
+    ppl = [r["val_ppl"] for r in rs]
+    mean, std = _mean_std(ppl)
+    length = {}
+    for n in rs[0]["length"]:
+        losses = [r["length"][n] for r in rs]
+        if any(v is None for v in losses):
+            length[n] = {"perplexity": None, "perplexity_std": None, "seeds": [],
+                         "note": f"absolute positions only up to {s.block_size}"}
+        else:
+            seeds = [math.exp(min(v, 700.0)) for v in losses]
+            length[n] = dict(zip(("perplexity", "perplexity_std"), _mean_std(seeds)), seeds=seeds)
+    return {"equal_steps": {"perplexity": mean, "perplexity_std": std, "seeds": ppl,
+                            "parameters": rs[0]["parameters"], "steps": rs[0]["steps"],
+                            "tokens": rs[0]["tokens"],
+                            "seconds": _mean_std([r["seconds"] for r in rs])[0]},
+            "length": length}
 
 
 def _mean_std(values: Sequence[float]) -> Tuple[float, Optional[float]]:
     """Mean and sample standard deviation (``None`` for a single value)."""
     return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else None
-
-
-def _length_entry(losses: List[Optional[float]], s: AustenSettings) -> Dict[str, Any]:
-    if any(v is None for v in losses):
-        return {"perplexity": None, "perplexity_std": None, "seeds": [],
-                "note": f"absolute positions only up to {s.block_size}"}
-    ppl = [math.exp(min(v, 700.0)) for v in losses]
-    mean, std = _mean_std(ppl)
-    return {"perplexity": mean, "perplexity_std": std, "seeds": ppl}
 
 
 def _curves(out: Path, s: AustenSettings, where: str):
@@ -564,99 +482,87 @@ def _curves(out: Path, s: AustenSettings, where: str):
 
 def _figures(out: Path, s: AustenSettings, results: Dict) -> List[str]:
     from .. import plots
-    unit = "nats/char" if s.tokenizer == "char" else "nats/token"
-    figures = []
+    loss = f"loss ({'nats/char' if s.tokenizer == 'char' else 'nats/token'})"
+    specs = []
     if "time" in s.protocols:
         train, val, val_time = _curves(out, s, "time/{kind}")
-        plots.training_curves(train, out / "curves_train.png", ylabel=f"training loss ({unit})",
-                              title="equal time: training loss (mean over each logging window)")
-        plots.training_curves(val, out / "curves_val.png", ylabel=f"validation loss ({unit})",
-                              title="equal time: validation loss (the same tokens for every model)")
-        plots.training_curves(val_time, out / "val_vs_time.png",
-                              ylabel=f"validation loss ({unit})", xlabel="training time (s)",
-                              title=f"validation loss against training time (budget "
-                                    f"{s.budget_seconds:g} s each)")
-        figures += ["curves_train.png", "curves_val.png", "val_vs_time.png"]
+        specs += [("curves_train.png", train, "step", "training " + loss,
+                   "equal time: training loss (mean over each logging window)"),
+                  ("curves_val.png", val, "step", "validation " + loss,
+                   "equal time: validation loss"),
+                  ("val_vs_time.png", val_time, "training time (s)", "validation " + loss,
+                   f"validation loss against training time (budget {s.budget_seconds:g} s)")]
     if "steps" in s.protocols:
-        val = _curves(out, s, f"steps/{{kind}}/seed{s.seed}")[1]
-        plots.training_curves(val, out / "curves_val_steps.png", ylabel=f"validation loss ({unit})",
-                              title=f"equal steps: validation loss (seed {s.seed})")
-        spread = {label: {int(n): e["seeds"] for n, e in r["length"].items() if e["seeds"]}
-                  for label, r in results.items()}
-        plots.spread_lines(spread, out / "length.png", xlabel="evaluation length (tokens)",
-                           ylabel="validation perplexity", title=f"trained with context "
-                           f"{s.block_size}: perplexity against evaluation length")
-        figures += ["curves_val_steps.png", "length.png"]
-    return figures
+        specs.append(("curves_val_steps.png", _curves(out, s, f"steps/{{kind}}/seed{s.seed}")[1],
+                      "step", "validation " + loss, f"equal steps: validation loss, seed {s.seed}"))
+    for name, curves, xlabel, ylabel, title in specs:
+        plots.training_curves(curves, out / name, ylabel=ylabel, title=title, xlabel=xlabel)
+    if "steps" not in s.protocols:
+        return [spec[0] for spec in specs]
+    plots.spread_lines({label: {int(n): e["seeds"] for n, e in r["length"].items()}
+                        for label, r in results.items()}, out / "length.png",
+                       "evaluation length (tokens)", "validation perplexity",
+                       f"trained with context {s.block_size}: perplexity by evaluation length")
+    return [spec[0] for spec in specs] + ["length.png"]
 
 
 def _pm(mean: Optional[float], std: Optional[float]) -> str:
-    return "—" if mean is None else f"{mean:.2f}" + ("" if std is None else f" ± {std:.2f}")
+    return f"{mean:.2f}" + ("" if std is None else f" ± {std:.2f}")
 
 
-def _time_section(results: Dict, s: AustenSettings) -> List[str]:
-    char = s.tokenizer == "char"
-    lines = [
-        "## Equal training time", "",
-        f"Every model trains for {s.budget_seconds:g} s of wall-clock training time (forward, "
-        "backward, optimiser step and batch sampling, as timed by `fit`; evaluation, "
-        "checkpoints and sampling excluded), one model after the other on the same machine, "
-        f"seed {s.seed}. The step count (the cosine schedule's length) is planned from a timed "
-        f"calibration of {s.calibration_steps} steps on a copy of the model; training stops at "
-        "the planned count or when the budget is spent, whichever comes first. Timings on a "
-        "shared machine include any interference from other processes.", "",
-        f"| model | name | dim / depth / heads × dim_head | parameters | steps | tokens seen | "
-        f"train s | tokens/s | val loss (nats/{'char' if char else 'token'}) | "
-        f"{'bits/char' if char else 'bits/token'} | val ppl |",
-        "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for label, r in results.items():
-        c = r["config"]
-        lines.append(
-            f"| {label} | `{r['model']}` | {c['dim']} / {c['depth']} / {c['heads']} × "
-            f"{c['dim_head']} | {r['parameters']:,} | {r['steps']} | {r['tokens']:,} | "
-            f"{r['seconds']:.0f} | {r['tokens_per_s']:,.0f} | {r['val_loss']:.4f} | "
-            f"{r['val_bits_per_token']:.3f} | {r['val_ppl']:.2f} |")
-    return lines + [""]
-
-
-def _steps_section(results: Dict, s: AustenSettings) -> List[str]:
-    seeds = f"{s.seeds} seed{'s' if s.seeds > 1 else ''} ({s.seed} … {s.seed + s.seeds - 1})"
-    lines = [
+def _tables(results: Dict, s: AustenSettings) -> List[str]:
+    """The equal-time, equal-steps and length sections of the protocols run."""
+    lines = []
+    if "time" in s.protocols:
+        lines += [
+            "## Equal training time", "",
+            f"Every model trains for {s.budget_seconds:g} s of training time (forward, backward, "
+            "optimiser step and batch sampling, as timed by `fit`), one after the other, seed "
+            f"{s.seed}; a timed calibration of {s.calibration_steps} steps plans the step count "
+            "(the cosine schedule's length). Timings on a shared machine include interference.",
+            "", "| model | name | dim / depth / heads × dim_head | parameters | steps | tokens "
+            "seen | train s | tokens/s | val loss | val ppl |", "|" + "---|" * 10]
+        lines += [f"| {label} | `{r['model']}` | {r['config']['dim']} / {r['config']['depth']} / "
+                  f"{r['config']['heads']} × {r['config']['dim_head']} | {r['parameters']:,} | "
+                  f"{r['steps']} | {r['tokens']:,} | {r['seconds']:.0f} | "
+                  f"{r['tokens_per_s']:,.0f} | {r['val_loss']:.4f} | {r['val_ppl']:.2f} |"
+                  for label, r in results.items()] + [""]
+    if "steps" not in s.protocols:
+        return lines
+    k = s.block_size - 1 if s.max_distance is None else s.max_distance
+    lines += [
         "## Equal steps (the paper's protocol)", "",
         f"Every model trains {s.steps} steps of {s.batch_size} × {s.block_size} tokens "
-        f"({s.steps * s.batch_size * s.block_size:,} tokens), for {seeds}: weights and "
-        "training windows follow the seed. Validation perplexity: mean ± sample standard "
-        "deviation over the seeds.", "",
+        f"({s.steps * s.batch_size * s.block_size:,} tokens) per seed, seeds {s.seed} … "
+        f"{s.seed + s.seeds - 1} (weights and training windows). Validation perplexity: mean ± "
+        "sample standard deviation over the seeds.", "",
         "| model | parameters | tokens seen | train s per seed | val ppl | per seed |",
         "|---|---|---|---|---|---|"]
-    for label, r in results.items():
-        e = r["equal_steps"]
-        lines.append(f"| {label} | {e['parameters']:,} | {e['tokens']:,} | {e['seconds']:.0f} | "
-                     f"{_pm(e['perplexity'], e['perplexity_std'])} | "
-                     f"{', '.join(f'{p:.2f}' for p in e['seeds'])} |")
-    lengths = [str(n) for n in s.eval_lengths]
-    k = s.block_size - 1 if s.max_distance is None else s.max_distance
+    lines += [f"| {label} | {e['parameters']:,} | {e['tokens']:,} | {e['seconds']:.0f} | "
+              f"{_pm(e['perplexity'], e['perplexity_std'])} | "
+              f"{', '.join(f'{p:.2f}' for p in e['seeds'])} |"
+              for label, e in ((label, r["equal_steps"]) for label, r in results.items())]
     lines += [
         "", "## Length generalisation", "",
         f"The equal-steps models (trained with context {s.block_size}) read windows of each "
         f"length; every length scores the same {s.val_chunks} stretches of {s.span} validation "
-        f"tokens. Translution, α-Translution and RoPE run at any length (max_distance K = {k}: "
-        "offsets beyond K share one slot; RoPE has no slots); the absolute position "
-        "embedding has only block_size rows. Perplexity, mean ± std over the seeds.", "",
-        "| model | " + " | ".join(f"L = {n}" for n in lengths) + " |",
-        "|---|" + "---|" * len(lengths)]
-    for label, r in results.items():
-        cells = [_pm(e["perplexity"], e["perplexity_std"]) if e["perplexity"] is not None
-                 else f"n/a: {e['note']}" for e in (r["length"][n] for n in lengths)]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        f"tokens. All but APE run at any length (max_distance K = {k}: offsets beyond K share "
+        "a slot; RoPE has no slots); APE has block_size positions. Perplexity, mean ± std over "
+        "the seeds.", "",
+        "| model | " + " | ".join(f"L = {n}" for n in s.eval_lengths) + " |",
+        "|" + "---|" * (1 + len(s.eval_lengths))]
+    lines += [f"| {label} | " + " | ".join(
+        f"n/a: {e['note']}" if e["perplexity"] is None else _pm(e["perplexity"],
+                                                                  e["perplexity_std"])
+        for e in (r["length"][str(n)] for n in s.eval_lengths)) + " |"
+        for label, r in results.items()]
     return lines + [""]
 
 
 def report_markdown(results: Dict, s: AustenSettings, figures: List[str],
                     info: Optional[Dict] = None) -> str:
-    """The report: setup, the equal-time, equal-steps and length tables, samples and figures."""
+    """The report: setup, the tables of the protocols run, samples and figures."""
     info = info or {}
-    unit = "character" if s.tokenizer == "char" else "BPE token"
     austen = str(info.get("source", "austen")).startswith("austen")
     held = f"held-out novel: {s.val_novel}" if austen else "validation texts given by the caller"
     lines = [
@@ -666,20 +572,17 @@ def report_markdown(results: Dict, s: AustenSettings, figures: List[str],
         f"and {info.get('tokens_val', 0):,} validation tokens ({held}). "
         f"Context {s.block_size}, batch {s.batch_size} random windows, AdamW lr {s.lr:g} "
         f"(β 0.9/0.99, weight decay {s.weight_decay:g} on matrices), warm-up "
-        f"{100 * s.warmup_fraction:g} % of the planned steps, cosine to {s.min_lr_ratio:g}·lr, "
+        f"{100 * s.warmup_fraction:g} % of the steps, cosine to {s.min_lr_ratio:g}·lr, "
         f"gradient clip {s.grad_clip:g}, {s.eval_points} evaluations. Device: "
         f"{info.get('device', s.device)}, torch threads: {info.get('threads', '?')}.", "",
-        f"Validation: mean cross-entropy per {unit} on {info.get('val_tokens', '?'):,} tokens "
-        f"({s.val_chunks} evenly spaced stretches, cut into windows of {s.block_size}; each "
-        "window scores all its positions, so early positions see short contexts).", ""]
-    if "time" in s.protocols:
-        lines += _time_section(results, s)
-    if "steps" in s.protocols:
-        lines += _steps_section(results, s)
+        f"Validation: mean cross-entropy (nats per "
+        f"{'character' if s.tokenizer == 'char' else 'BPE token'}) on "
+        f"{info.get('val_tokens', 0):,} tokens: {s.val_chunks} evenly spaced stretches cut into "
+        f"windows of {s.block_size}; a window scores all its positions, the early ones with "
+        "short contexts.", ""] + _tables(results, s)
     notes = [f"`{kind}` uses " + ", ".join(f"{k}={v}" for k, v in over.items()) + "."
              for kind, over in s.model_overrides.items() if kind in s.models.values() and over]
-    if "alpha" in s.models.values():
-        notes.append(f"α-Translution rank r = {s.rank}.")
+    notes += [f"α-Translution rank r = {s.rank}."] if "alpha" in s.models.values() else []
     lines += ["Notes: " + " ".join(notes), ""] if notes else []
     if "time" in s.protocols:
         temp = "greedy" if s.temperature == 0 else f"temperature {s.temperature:g}"
@@ -690,7 +593,6 @@ def report_markdown(results: Dict, s: AustenSettings, figures: List[str],
                   ""]
         for label, r in results.items():
             lines += [f"**{label}**", ""]
-            for text in r.get("samples", [r.get("sample", "")]):
+            for text in r["samples"]:
                 lines += ["```text", text.replace("```", "ʼʼʼ"), "```", ""]
-    lines += ["## Figures", ""] + [f"![{f}]({f})" for f in figures]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + ["## Figures", ""] + [f"![{f}]({f})" for f in figures]) + "\n"
