@@ -41,6 +41,8 @@ def _experiment_dynamic_mnist(args) -> int:
 
 def _experiment_austen(args) -> int:
     from .experiments import austen
+    if args.seeds is not None:
+        args.set = (args.set or []) + [f"seeds={args.seeds}"]
     austen.run(Path(args.out), _settings(args, austen))
     return 0
 
@@ -179,9 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
     dyn.set_defaults(func=_experiment_dynamic_mnist)
     aus = exp_sub.add_parser(
         "austen", help="GPT with self-attention (abs. pos. / RoPE), α-Translution and "
-        "Translution on the Jane Austen novels, equal CPU time each (~12 min quick)")
+        "Translution on the Jane Austen novels: equal CPU time, equal steps over seeds, and "
+        "evaluation beyond the trained context")
     aus.add_argument("--out", default="runs/austen", help="run folder (resumes if present)")
     aus.add_argument("--full", action="store_true", help="GPT-tiny sizes, 30 min per model")
+    aus.add_argument("--seeds", type=int, metavar="N", help="equal-steps seeds (default 1)")
     aus.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="override a setting, e.g. --set budget_seconds=60 (repeatable)")
     aus.set_defaults(func=_experiment_austen)
