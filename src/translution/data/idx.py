@@ -72,5 +72,5 @@ def write_idx(path: PathLike, tensor: torch.Tensor) -> Path:
     data = (bytes([0, 0, 0x08, tensor.dim()]) + struct.pack(f">{tensor.dim()}I", *tensor.shape)
             + tensor.detach().cpu().contiguous().numpy().tobytes())
     if str(path).endswith(".gz"):
-        data = gzip.compress(data, mtime=0)
+        data = gzip.compress(data, compresslevel=6, mtime=0)
     return atomic_write_bytes(path, data)
