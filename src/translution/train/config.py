@@ -180,13 +180,13 @@ def settings_from_dict(cls: type[T], values: Mapping[str, Any] | None, where: st
     """
     if isinstance(values, cls):
         return values
-    where = where or getattr(cls, "where", "")
-    if not isinstance(values or {}, Mapping):
+    where, values = where or getattr(cls, "where", ""), {} if values is None else values
+    if not isinstance(values, Mapping):
         raise TypeError(f"{where or cls.__name__}: expected a mapping, got "
                         f"{type(values).__name__} {values!r}")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
     hints, kwargs = typing.get_type_hints(cls), {}
-    for key, value in (values or {}).items():
+    for key, value in values.items():
         if key not in fields:
             raise unknown_key(where, key, list(fields))
         kwargs[key] = _checked(fields[key], hints[key], value, _join(where, key))
