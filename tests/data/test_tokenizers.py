@@ -20,16 +20,6 @@ from translution.data.fetch import DataUnavailableError, prime_tiktoken_cache
 from translution.data.tokenizers import CharTokenizer, GPT2Tokenizer, tokenizer_from_meta
 
 
-def small_encoding(name: str = "tiny") -> tiktoken.Encoding:
-    ranks = {bytes([i]): i for i in range(256)}
-    for m in (b"th", b"he", b"the", b" t", b" the", b"in", b"an", b"er"):
-        ranks[m] = len(ranks)
-    return tiktoken.Encoding(
-        name=name, pat_str=openai_public.r50k_pat_str, mergeable_ranks=ranks,
-        special_tokens={"<|endoftext|>": len(ranks)},
-    )
-
-
 # ---------------------------------------------------------------------------------- characters
 def test_char_vocab_sorted_and_roundtrip():
     tok = CharTokenizer.from_texts(["hello world", "abc"])
@@ -89,8 +79,8 @@ def test_char_meta_roundtrip():
 
 
 # ---------------------------------------------------------------------------------- tiktoken BPE
-def test_gpt2_wrapper_on_small_encoding():
-    enc = small_encoding()
+def test_gpt2_wrapper_on_small_encoding(tiny_encoding):
+    enc = tiny_encoding
     tok = GPT2Tokenizer(enc)
     assert tok.vocab_size == 265 and tok.eot_token == 264
     assert not tok.is_standard_gpt2
