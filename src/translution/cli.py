@@ -54,7 +54,7 @@ def _bench_lm(args) -> int:                    # reached only through main()'s d
 def _train(args) -> int:
     import torch
     from . import recipes
-    from .train import fit, load_config
+    from .train import cleanup_distributed, fit, load_config
     cfg = load_config(args.config, args.overrides)
     if not cfg.model:
         raise ValueError("model.name is not set; expected a registered model (see "
@@ -64,6 +64,7 @@ def _train(args) -> int:
     out = cfg.train.out_dir or f"runs/{cfg.model['name']}"
     summary = fit(model, task, train_batches, cfg, eval_batches, out_dir=out,
                   resume=not args.restart, tokenizer=recipes.tokenizer_meta(cfg))
+    cleanup_distributed()                     # every rank, after a successful run (torchrun)
     print(json.dumps({k: summary[k] for k in ("steps", "seconds", "parameters", "eval", "best")
                       if k in summary}, indent=1, default=str))
     print(f"checkpoints and metrics in {out}")
