@@ -230,3 +230,21 @@ def test_default_backend(device, width, expected):
     if device == "cpu":
         assert select_backend(None, layout, x, [bank, bank, bank]).name == expected
     assert select_backend("batched", layout, x, [bank, bank, bank]).name == "batched"
+
+
+@pytest.mark.parametrize("backend", ["grouped", "batched"])
+@pytest.mark.parametrize("layer_class", [Translution, AlphaTranslution])
+def test_torch_compile_matches_eager(layer_class, backend):
+    """A layer under ``torch.compile`` (``aot_eager``: CPU-only test) gives eager's output and
+    gradients."""
+    torch.manual_seed(0)
+    layer = layer_class(16, Grid(3, 3, cls_token=True), heads=2, dim_head=8, backend=backend)
+    x = torch.randn(2, 10, 16, requires_grad=True)
+    params = [x, *layer.parameters()]
+    expected = [layer(x), *torch.autograd.grad(layer(x).sum(), params)]
+    torch._dynamo.reset()
+    compiled = torch.compile(layer, backend="aot_eager")
+    y = compiled(x)
+    actual = [y, *torch.autograd.grad(y.sum(), params)]
+    for e, a in zip(expected, actual):
+        torch.testing.assert_close(a, e)
