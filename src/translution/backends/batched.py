@@ -35,7 +35,7 @@ from .base import Backend
 
 #: Default bound on one chunk temporary, in bytes, per device type: cache-sized chunks are
 #: fastest on CPUs; on GPUs large chunks mean few kernel launches.
-DEFAULT_MEMORY_BUDGET = {"cpu": 512 << 10, "cuda": 64 << 20}
+DEFAULT_MEMORY_BUDGET = {"cpu": 512 << 10, "cuda": 256 << 20}
 OTHER_DEVICES_MEMORY_BUDGET = 64 << 20
 
 
@@ -270,9 +270,12 @@ class BatchedBackend(Backend):
         return _on_device(_plan(layout, self.tile_rows, row_cost, tile_cost, budget), device)
 
     def pair_scores(self, xq, xk, wq, wk, layout, heads, scale, save_projections: bool = False):
+        """See :mod:`translution.backends.base`. ``save_projections`` is accepted for the common
+        interface; this backend always recomputes the projections in backward."""
         return _PairScores.apply(xq, xk, wq, wk, layout, heads, float(scale), self)
 
     def pair_mix(self, attn, xv, wv, layout, heads, save_projections: bool = False):
+        """See :mod:`translution.backends.base` (``save_projections`` as in :meth:`pair_scores`)."""
         return _PairMix.apply(attn, xv, wv, layout, heads, self)
 
 
