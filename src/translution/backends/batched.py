@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -57,21 +57,30 @@ class _Chunk:
 
 
 @functools.lru_cache(maxsize=64)
-def _tiles(layout: Layout, tile_rows: int) -> List[Tuple[torch.Tensor, torch.Tensor, int, int]]:
-    """Attended pairs cut into tiles of at most ``tile_rows`` pairs sharing both slots, longest
-    first: ``(query tokens, key tokens, slot_q, slot_k)`` per tile."""
+def _groups(layout: Layout) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                     List[int]]:
+    """Attended pairs sorted by their slots ``(slot_q, slot_k)``: query and key tokens, the two
+    slots per pair, and the size of each run of equal slots (a group)."""
     n = layout.num_tokens
     slot_q, slot_k = layout.slot_index(), layout.key_slot_index()
     allowed = layout.allowed()
     i, j = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
     if allowed is not None:
         i, j, slot_q, slot_k = i[allowed], j[allowed], slot_q[allowed], slot_k[allowed]
-    i, j, slot_q, slot_k = i.flatten(), j.flatten(), slot_q.flatten(), slot_k.flatten()
-    order = torch.argsort(slot_q * layout.num_slots + slot_k, stable=True)
-    i, j, slot_q, slot_k = i[order], j[order], slot_q[order], slot_k[order]
-    _, counts = torch.unique_consecutive(slot_q * layout.num_slots + slot_k, return_counts=True)
+    key = (slot_q * layout.num_slots + slot_k).flatten()
+    order = torch.argsort(key, stable=True)
+    _, counts = torch.unique_consecutive(key[order], return_counts=True)
+    return (i.flatten()[order], j.flatten()[order], slot_q.flatten()[order],
+            slot_k.flatten()[order], counts.tolist())
+
+
+@functools.lru_cache(maxsize=64)
+def _tiles(layout: Layout, tile_rows: int) -> List[Tuple[torch.Tensor, torch.Tensor, int, int]]:
+    """Groups cut into tiles of at most ``tile_rows`` pairs, longest first:
+    ``(query tokens, key tokens, slot_q, slot_k)`` per tile."""
+    i, j, slot_q, slot_k, counts = _groups(layout)
     tiles, start = [], 0
-    for count in counts.tolist():
+    for count in counts:
         for lo in range(start, start + count, tile_rows):
             hi = min(lo + tile_rows, start + count)
             tiles.append((i[lo:hi], j[lo:hi], int(slot_q[lo]), int(slot_k[lo])))
@@ -88,21 +97,26 @@ def _split(sizes: List[int], row_cost: int, tile_cost: int,
     the sorted tiles; returns ``(cost, boundaries)``."""
     overhead, per_tile = budget / 4 / row_cost, tile_cost / row_cost
     count = len(sizes)
-    best = [0.0] + [float("inf")] * count
-    start = [0] * (count + 1)
-    for a in range(count):
+    best = torch.full((count + 1,), float("inf"), dtype=torch.float64)
+    best[0] = 0.0
+    start = torch.zeros(count + 1, dtype=torch.long)
+    steps = torch.arange(1, count + 1, dtype=torch.float64)
+    for a in range(count):                   # best[a] is final: relax every chunk [a, b)
         longest = max(1, min(_MAX_TILES, budget // max(sizes[a] * row_cost, tile_cost, 1)))
-        for b in range(a + 1, min(count, a + longest) + 1):
-            cost = best[a] + overhead + (b - a) * (sizes[a] + per_tile)
-            if cost < best[b]:
-                best[b], start[b] = cost, a
+        hi = min(count, a + longest)
+        cost = best[a] + overhead + steps[:hi - a] * (sizes[a] + per_tile)
+        better = cost < best[a + 1:hi + 1]
+        best[a + 1:hi + 1][better] = cost[better]
+        start[a + 1:hi + 1][better] = a
+    start = start.tolist()
     bounds = [count]
     while bounds[-1] > 0:
         bounds.append(start[bounds[-1]])
-    return best[count], bounds[::-1]
+    return float(best[count]), bounds[::-1]
 
 
 _MAX_TILES = 1024          # tiles per chunk (bounds the planning work)
+_MAX_SPLIT_TILES = 4096    # groups are cut into smaller tiles only while there are at most this many
 
 
 @functools.lru_cache(maxsize=64)
@@ -112,7 +126,9 @@ def _plan(layout: Layout, tile_rows: Optional[int], row_cost: int, tile_cost: in
     each within ``budget`` bytes: ``tiles · rows · row_cost`` and ``tiles · tile_cost`` (at least
     one tile per chunk)."""
     n = layout.num_tokens
-    candidates = [tile_rows] if tile_rows else sorted({n, 32, 16, 8})
+    counts = _groups(layout)[4]
+    candidates = [tile_rows] if tile_rows else [n] + [        # split only small layouts' groups
+        r for r in (32, 16, 8) if r < n and sum(-(-c // r) for c in counts) <= _MAX_SPLIT_TILES]
     options = []
     for rows in candidates:
         tiles = _tiles(layout, rows)
@@ -135,17 +151,11 @@ def _plan(layout: Layout, tile_rows: Optional[int], row_cost: int, tile_cost: in
     return chunks
 
 
-_DEVICE_PLANS: Dict[Tuple[int, torch.device], List[_Chunk]] = {}
-
-
-def _on_device(plan: List[_Chunk], device: torch.device) -> List[_Chunk]:
-    """The plan's index tensors on ``device`` (cached; CPU plans are returned as they are)."""
-    if device.type == "cpu":
-        return plan
-    key = (id(plan), device)
-    if key not in _DEVICE_PLANS:
-        _DEVICE_PLANS[key] = [c.to(device) for c in plan]
-    return _DEVICE_PLANS[key]
+@functools.lru_cache(maxsize=64)
+def _device_plan(device: torch.device, *key) -> List[_Chunk]:
+    """:func:`_plan` ``(*key)`` with its index tensors on ``device`` (cached per device)."""
+    plan = _plan(*key)
+    return plan if device.type == "cpu" else [c.to(device) for c in plan]
 
 
 def _token_major(x: torch.Tensor) -> torch.Tensor:
@@ -267,7 +277,7 @@ class BatchedBackend(Backend):
         tile_cost = max(1, c_in) * max(1, c_out) * itemsize
         budget = self.memory_budget or DEFAULT_MEMORY_BUDGET.get(device.type,
                                                                  OTHER_DEVICES_MEMORY_BUDGET)
-        return _on_device(_plan(layout, self.tile_rows, row_cost, tile_cost, budget), device)
+        return _device_plan(device, layout, self.tile_rows, row_cost, tile_cost, budget)
 
     def pair_scores(self, xq, xk, wq, wk, layout, heads, scale, save_projections: bool = False):
         """See :mod:`translution.backends.base`. ``save_projections`` is accepted for the common
