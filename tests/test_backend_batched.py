@@ -40,7 +40,7 @@ def _assert_same(expected, actual):
         torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-10)
 
 
-def _weights(layout, relative, c, inner, g, batch_dims=()):
+def _weights(layout, relative, c, inner, g):
     return [(torch.randn(*((layout.num_slots,) if n in relative else ()), c, inner,
                          dtype=torch.float64, generator=g) / c ** 0.5).requires_grad_()
             for n in "qkv"]
@@ -115,7 +115,8 @@ def test_empty_inputs_give_empty_results(shape):
 
     def fn(x, wq, wk, wv, attn, backend):
         impl = BACKENDS[backend]
-        return impl.pair_scores(x, x, wq, wk, layout, 2, 1.0), impl.pair_mix(attn, x, wv, layout, 2)
+        return (impl.pair_scores(x, x, wq, wk, layout, 2, 1.0),
+                impl.pair_mix(attn, x, wv, layout, 2))
 
     results = []
     for backend in ("reference", "batched"):
@@ -188,13 +189,15 @@ def test_working_set_is_bounded_by_the_memory_budget():
     x = torch.randn(b, layout.num_tokens, c, requires_grad=True)
     ws = [torch.randn(layout.num_slots, c, inner, requires_grad=True) for _ in range(3)]
     n = layout.num_tokens
-    full = 4 * max(b * heads * (n * n + 1), layout.num_slots * c * inner, b * (n + 1) * max(c, inner))
+    full = 4 * max(b * heads * (n * n + 1), layout.num_slots * c * inner,
+                   b * (n + 1) * max(c, inner))
     budget = 4 << 10
     with _OpCounter() as mode:
         F.translution(x, *ws, layout, heads=heads, backend=BatchedBackend(budget)).sum().backward()
     assert mode.largest <= max(full, budget)
     with _OpCounter() as loose:
-        F.translution(x, *ws, layout, heads=heads, backend=BatchedBackend(1 << 30)).sum().backward()
+        loose_backend = BatchedBackend(1 << 30)
+        F.translution(x, *ws, layout, heads=heads, backend=loose_backend).sum().backward()
     assert loose.largest > max(full, budget)     # the budget is what bounds the chunks
 
 

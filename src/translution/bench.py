@@ -6,7 +6,8 @@ Compares, side by side and one configuration per process (so peak memory is the 
   an ``N×N×C×C'`` tensor and broadcast against the batch) — kept here as the baseline only;
 * ``grouped`` / ``batched``: :class:`translution.Translution` on that backend;
 * ``alpha``: :class:`translution.AlphaTranslution` (rank ``r``) on the default backend;
-* ``sdpa``: standard attention (:class:`translution.SelfAttention`, ``scaled_dot_product_attention``).
+* ``sdpa``: standard attention (:class:`translution.SelfAttention`,
+  ``scaled_dot_product_attention``).
 
 Also measures the machine's dense fp32 matmul rate (so Translution's projection throughput can be
 reported as a share of it), the ops one layer call dispatches (a ``TorchDispatchMode`` count) and
@@ -343,7 +344,8 @@ def markdown(report: Dict) -> str:
                            if get(i).get("projection_gflops") else "—" for i in TRANSLUTION_IMPLS)
         timed = [get(i) for i in TRANSLUTION_IMPLS if "seconds" in get(i)]
         best = min(timed, key=lambda r: r["seconds"]) if timed else {}
-        ops = " / ".join(str(get(i).get("ops", "—")) for i in ("sdpa", "alpha") + TRANSLUTION_IMPLS)
+        ops = " / ".join(str(get(i).get("ops", "—"))
+                         for i in ("sdpa", "alpha") + TRANSLUTION_IMPLS)
         lines.append(
             f"| {row['label']} | {case['batch']} | {case['dim']} ({case['heads']} × "
             f"{case['dim_head']}) | {_cell(get('sdpa'), False)} | {_cell(get('alpha'), False)} | "

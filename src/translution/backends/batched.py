@@ -1,7 +1,8 @@
 """Batched backend: pairs grouped by slot, a few batched GEMMs per call (for GPUs and α).
 
 Every attended pair ``(i, j)`` uses the slots ``(slot(i,j), key slot)`` of
-:meth:`~translution.layouts.Layout.slot_index` and :meth:`~translution.layouts.Layout.key_slot_index`
+:meth:`~translution.layouts.Layout.slot_index` and
+:meth:`~translution.layouts.Layout.key_slot_index`
 (the value uses ``slot(i,j)``). Pairs sharing both slots form a *group*; groups are cut into
 *tiles* of at most ``tile_rows`` pairs, tiles are sorted by size and packed into *chunks*, and
 each chunk is computed by a fixed handful of ops whatever its number of tiles:
@@ -116,7 +117,7 @@ def _split(sizes: List[int], row_cost: int, tile_cost: int,
 
 
 _MAX_TILES = 1024          # tiles per chunk (bounds the planning work)
-_MAX_SPLIT_TILES = 4096    # groups are cut into smaller tiles only while there are at most this many
+_MAX_SPLIT_TILES = 4096    # groups are cut into smaller tiles only up to this many tiles
 
 
 @functools.lru_cache(maxsize=64)
@@ -198,7 +199,8 @@ class _Side:
         """Rows of ``tokens`` projected, ``(tiles, rows·B, C')``, and for banks the gathered
         inputs ``(tiles, rows·B, C)`` and slot matrices ``(tiles, C, C')``."""
         gathered = self.rows.index_select(0, tokens)                  # (tiles·rows, B, F)
-        flat = gathered.view(tiles, gathered.shape[0] // tiles * gathered.shape[1], gathered.shape[2])
+        rows, batch, width = gathered.shape
+        flat = gathered.view(tiles, rows // tiles * batch, width)
         if not self.relative:
             return flat, None, None
         mats = self.w.index_select(0, slots)
@@ -216,7 +218,8 @@ class _Side:
         (``x_rows``, ``mats``: what :meth:`project` gathered)."""
         if not self.relative:
             if self.d_rows is not None:
-                self.d_rows.index_add_(0, tokens, dproj.reshape(len(tokens), *self.d_rows.shape[1:]))
+                self.d_rows.index_add_(0, tokens,
+                                       dproj.reshape(len(tokens), *self.d_rows.shape[1:]))
             return
         if self.dw is not None:
             self.dw.index_add_(0, slots, torch.bmm(x_rows.transpose(1, 2), dproj))
@@ -285,7 +288,8 @@ class BatchedBackend(Backend):
         return _PairScores.apply(xq, xk, wq, wk, layout, heads, float(scale), self)
 
     def pair_mix(self, attn, xv, wv, layout, heads, save_projections: bool = False):
-        """See :mod:`translution.backends.base` (``save_projections`` as in :meth:`pair_scores`)."""
+        """See :mod:`translution.backends.base` (``save_projections``: as in
+        :meth:`pair_scores`)."""
         return _PairMix.apply(attn, xv, wv, layout, heads, self)
 
 
@@ -307,7 +311,7 @@ class _PairScores(torch.autograd.Function):
         for c in backend.plan(layout, b, *_widths(xq, wq, wk), xq.element_size(), xq.device):
             q, _, _ = q_side.project(c.q_tok, c.slot_q, c.tiles)
             k, _, _ = k_side.project(c.k_tok, c.slot_k, c.tiles)
-            s = torch.linalg.vecdot(_heads(q, c, b, heads).to(dtype), _heads(k, c, b, heads).to(dtype))
+            s = _heads(q, c, b, heads).to(dtype).mul_(_heads(k, c, b, heads)).sum(-1)
             scores.index_copy_(0, c.pair, s.mul_(scale) if scale != 1.0 else s)
         return _from_pair_major(scores, n)
 
@@ -328,12 +332,12 @@ class _PairScores(torch.autograd.Function):
             q, xq_rows, mq = q_side.project(c.q_tok, c.slot_q, c.tiles)
             k, xk_rows, mk = k_side.project(c.k_tok, c.slot_k, c.tiles)
             g = dpairs.index_select(0, c.pair)[..., None]               # (tiles·rows, B, h, 1)
-            if need[0] or need[2]:
-                q_side.accumulate(c.q_tok, c.slot_q, xq_rows, mq,
-                                  (g * _heads(k, c, b, heads)).view(k.shape))
-            if need[1] or need[3]:
-                k_side.accumulate(c.k_tok, c.slot_k, xk_rows, mk,
-                                  (g * _heads(q, c, b, heads)).view(q.shape))
+            if need[0] or need[2]:                # dq = g·k, formed in k's buffer
+                _heads(k, c, b, heads).mul_(g)
+                q_side.accumulate(c.q_tok, c.slot_q, xq_rows, mq, k)
+            if need[1] or need[3]:                # dk = g·q, in q's buffer
+                k_side.accumulate(c.k_tok, c.slot_k, xk_rows, mk, _heads(q, c, b, heads).mul_(g)
+                                  .view(q.shape))
         dxq, dwq = q_side.finish_grad()
         dxk, dwk = k_side.finish_grad()
         return dxq, dxk, dwq, dwk, None, None, None, None
@@ -351,7 +355,7 @@ class _PairMix(torch.autograd.Function):
         for c in backend.plan(layout, b, *_widths(xv, wv), xv.element_size(), xv.device):
             v, _, _ = v_side.project(c.k_tok, c.slot_q, c.tiles)
             a = weights.index_select(0, c.pair)[..., None]               # (tiles·rows, B, h, 1)
-            out.index_add_(0, c.q_tok, (a * _heads(v, c, b, heads)).flatten(-2))
+            out.index_add_(0, c.q_tok, _heads(v, c, b, heads).mul_(a).flatten(-2))
         return out[:n].transpose(0, 1).contiguous()
 
     @staticmethod
@@ -369,12 +373,13 @@ class _PairMix(torch.autograd.Function):
                  if need[0] else None)
         for c in backend.plan(layout, b, *_widths(xv, wv), xv.element_size(), xv.device):
             v, xv_rows, mv = v_side.project(c.k_tok, c.slot_q, c.tiles)
-            go = _heads(dout_t.index_select(0, c.q_tok), c, b, heads)         # (tiles·rows, B, h, dh)
+            go = _heads(dout_t.index_select(0, c.q_tok), c, b, heads)  # (tiles·rows, B, h, dh)
             if dattn is not None:
-                dattn.index_copy_(0, c.pair, torch.linalg.vecdot(go, _heads(v, c, b, heads)).to(attn.dtype))
+                da = _heads(v, c, b, heads).mul_(go).sum(-1)            # v is not used after
+                dattn.index_copy_(0, c.pair, da.to(attn.dtype))
             if weights is not None:
                 a = weights.index_select(0, c.pair)[..., None]
-                v_side.accumulate(c.k_tok, c.slot_q, xv_rows, mv, (a * go).view(v.shape))
+                v_side.accumulate(c.k_tok, c.slot_q, xv_rows, mv, go.mul_(a).view(v.shape))
         dxv, dwv = v_side.finish_grad()
         dattn = None if dattn is None else _from_pair_major(dattn, n)
         return dattn, dxv, dwv, None, None, None
