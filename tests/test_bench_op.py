@@ -4,7 +4,8 @@ tiny suite runs every implementation in its own process and reports the issue's 
 import pytest
 import torch
 
-from translution import Translution, bench
+from translution import Translution
+from translution.bench import op as bench
 from translution.layouts import Grid, Sequence
 
 

@@ -10,7 +10,7 @@ from typing import List, Optional
 
 
 def _bench_op(args) -> int:
-    from . import bench
+    from .bench import op as bench
     cases = bench.default_cases(quick=args.quick)
     impls = tuple(args.impl) if args.impl else bench.IMPLS
     report = bench.run_suite(cases, impls=impls, repeats=args.repeats,
@@ -204,7 +204,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     rest = argv[1:] if argv[:1] == ["--debug"] else argv
     if rest[:2] == ["bench", "lm"]:                 # its own parser (translution bench lm -h)
-        from . import bench_lm
+        from .bench import lm as bench_lm
         return bench_lm.main(rest[2:])
     args = build_parser().parse_args(argv)
     try:

@@ -49,7 +49,7 @@ class Case:
     name: str = ""
 
     def build_layout(self):
-        from .layouts import Grid, Sequence
+        from ..layouts import Grid, Sequence
         kind, size, *opt = self.layout.split(":")
         if kind == "grid":
             return Grid(*map(int, size.split(",")), cls_token="cls" in opt)
@@ -166,7 +166,7 @@ def count_ops(fn: Callable[[], object]) -> int:
 
 def build_layer(case: Case, impl: str):
     """The layer that ``impl`` times (the paper's algorithm uses a Translution layer's weights)."""
-    from .layers import AlphaTranslution, SelfAttention, Translution
+    from ..layers import AlphaTranslution, SelfAttention, Translution
     layout = case.build_layout()
     if impl == "sdpa":
         return SelfAttention(case.dim, layout, case.heads, case.dim_head)
@@ -238,7 +238,7 @@ def measure(case: Case, impl: str, repeats: int = 3, memory_limit: float = 14e9,
     if impl == "paper" and paper_memory_estimate(case) > memory_limit:
         return {"skipped": f"needs ≈{paper_memory_estimate(case) / 1e9:.0f} GB"}
     payload = json.dumps({"case": asdict(case), "impl": impl, "repeats": repeats})
-    cmd = [sys.executable, "-m", "translution.bench", payload]
+    cmd = [sys.executable, "-m", "translution.bench.op", payload]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
