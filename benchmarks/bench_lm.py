@@ -5,7 +5,7 @@
 """
 import sys
 
-from translution.bench_lm import main
+from translution.bench.lm import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -40,7 +40,7 @@ def _assert_same(expected, actual):
         torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-10)
 
 
-def _weights(layout, relative, c, inner, g, batch_dims=()):
+def _weights(layout, relative, c, inner, g):
     return [(torch.randn(*((layout.num_slots,) if n in relative else ()), c, inner,
                          dtype=torch.float64, generator=g) / c ** 0.5).requires_grad_()
             for n in "qkv"]
@@ -115,7 +115,8 @@ def test_empty_inputs_give_empty_results(shape):
 
     def fn(x, wq, wk, wv, attn, backend):
         impl = BACKENDS[backend]
-        return impl.pair_scores(x, x, wq, wk, layout, 2, 1.0), impl.pair_mix(attn, x, wv, layout, 2)
+        return (impl.pair_scores(x, x, wq, wk, layout, 2, 1.0),
+                impl.pair_mix(attn, x, wv, layout, 2))
 
     results = []
     for backend in ("reference", "batched"):
@@ -165,17 +166,18 @@ def _count(layer, x):
 
 def test_ops_per_layer_call_do_not_grow_with_slots():
     """One forward+backward of a Translution layer at 14×14+cls (732 slots) in at most 300 ops
-    with the GPU budget; the grouped backend needs tens of thousands."""
+    with the GPU budget, as many as at 4×4+cls (52 slots); grouped needs one loop per offset."""
     torch.manual_seed(0)
-    layout = Grid(14, 14, cls_token=True)
-    x = torch.randn(2, layout.num_tokens, 32, requires_grad=True)
     gpu_like = BatchedBackend(memory_budget=DEFAULT_MEMORY_BUDGET["cuda"])
-    layer = Translution(32, layout, heads=2, dim_head=16, backend=gpu_like)
-    assert _count(layer, x).ops <= 300
-    small = Translution(32, Grid(4, 4, cls_token=True), heads=2, dim_head=16, backend=gpu_like)
-    grouped = Translution(32, Grid(4, 4, cls_token=True), heads=2, dim_head=16, backend="grouped")
-    x = torch.randn(2, 17, 32, requires_grad=True)
-    assert _count(small, x).ops < _count(grouped, x).ops / 4
+    counts = {}
+    for side, backend in ((14, gpu_like), (4, gpu_like), (4, "grouped")):
+        layout = Grid(side, side, cls_token=True)
+        x = torch.randn(2, layout.num_tokens, 32, requires_grad=True)
+        layer = Translution(32, layout, heads=2, dim_head=16, backend=backend)
+        counts[side, backend] = _count(layer, x).ops
+    assert counts[14, gpu_like] <= 300
+    assert counts[14, gpu_like] == counts[4, gpu_like]
+    assert counts[4, gpu_like] < counts[4, "grouped"] / 4
 
 
 def test_working_set_is_bounded_by_the_memory_budget():
@@ -187,13 +189,15 @@ def test_working_set_is_bounded_by_the_memory_budget():
     x = torch.randn(b, layout.num_tokens, c, requires_grad=True)
     ws = [torch.randn(layout.num_slots, c, inner, requires_grad=True) for _ in range(3)]
     n = layout.num_tokens
-    full = 4 * max(b * heads * (n * n + 1), layout.num_slots * c * inner, b * (n + 1) * max(c, inner))
+    full = 4 * max(b * heads * (n * n + 1), layout.num_slots * c * inner,
+                   b * (n + 1) * max(c, inner))
     budget = 4 << 10
     with _OpCounter() as mode:
         F.translution(x, *ws, layout, heads=heads, backend=BatchedBackend(budget)).sum().backward()
     assert mode.largest <= max(full, budget)
     with _OpCounter() as loose:
-        F.translution(x, *ws, layout, heads=heads, backend=BatchedBackend(1 << 30)).sum().backward()
+        loose_backend = BatchedBackend(1 << 30)
+        F.translution(x, *ws, layout, heads=heads, backend=loose_backend).sum().backward()
     assert loose.largest > max(full, budget)     # the budget is what bounds the chunks
 
 
@@ -230,3 +234,21 @@ def test_default_backend(device, width, expected):
     if device == "cpu":
         assert select_backend(None, layout, x, [bank, bank, bank]).name == expected
     assert select_backend("batched", layout, x, [bank, bank, bank]).name == "batched"
+
+
+@pytest.mark.parametrize("backend", ["grouped", "batched"])
+@pytest.mark.parametrize("layer_class", [Translution, AlphaTranslution])
+def test_torch_compile_matches_eager(layer_class, backend):
+    """A layer under ``torch.compile`` (``aot_eager``: CPU-only test) gives eager's output and
+    gradients."""
+    torch.manual_seed(0)
+    layer = layer_class(16, Grid(3, 3, cls_token=True), heads=2, dim_head=8, backend=backend)
+    x = torch.randn(2, 10, 16, requires_grad=True)
+    params = [x, *layer.parameters()]
+    expected = [layer(x), *torch.autograd.grad(layer(x).sum(), params)]
+    torch._dynamo.reset()
+    compiled = torch.compile(layer, backend="aot_eager")
+    y = compiled(x)
+    actual = [y, *torch.autograd.grad(y.sum(), params)]
+    for e, a in zip(expected, actual):
+        torch.testing.assert_close(a, e)

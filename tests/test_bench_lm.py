@@ -1,4 +1,4 @@
-"""translution.bench_lm: the quick preset end to end, the growth analysis, argument errors
+"""translution.bench.lm: the quick preset end to end, the growth analysis, argument errors
 (no timing assertions)."""
 
 import dataclasses
@@ -10,7 +10,7 @@ import torch
 
 @pytest.fixture(scope="module")
 def bench_lm():
-    from translution import bench_lm
+    from translution.bench import lm as bench_lm
     return bench_lm
 
 

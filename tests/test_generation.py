@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from translution import AlphaTranslution, SelfAttention, Translution
-from translution.generation import decode_throughput, generate, sample_next, top_k_filter
+from translution.generation import generate, sample_next, top_k_filter
 from translution.layers import AttentionCache
 from translution.layouts import Grid, Sequence
 from translution.models import create_model
@@ -267,9 +267,3 @@ def test_length_limit_errors():
     with pytest.raises(ValueError, match=r"block_size=6.*absolute position embedding"):
         generate(ape, prompt, 5)
 
-
-def test_decode_throughput_runs():
-    model = build("translution", block_size=12)
-    for use_cache in (True, False):
-        rate = decode_throughput(model, prompt_len=4, new_tokens=3, use_cache=use_cache)
-        assert rate > 0

@@ -10,7 +10,7 @@ from typing import List, Optional
 
 
 def _bench_op(args) -> int:
-    from . import bench
+    from .bench import op as bench
     cases = bench.default_cases(quick=args.quick)
     impls = tuple(args.impl) if args.impl else bench.IMPLS
     report = bench.run_suite(cases, impls=impls, repeats=args.repeats,
@@ -43,6 +43,8 @@ def _experiment_dynamic_mnist(args) -> int:
 
 def _experiment_austen(args) -> int:
     from .experiments import austen
+    if args.seeds is not None:
+        args.set = (args.set or []) + [f"seeds={args.seeds}"]
     austen.run(Path(args.out), _settings(args, austen))
     return 0
 
@@ -54,7 +56,7 @@ def _bench_lm(args) -> int:                    # reached only through main()'s d
 def _train(args) -> int:
     import torch
     from . import recipes
-    from .train import fit, load_config
+    from .train import cleanup_distributed, fit, load_config
     cfg = load_config(args.config, args.overrides)
     if not cfg.model:
         raise ValueError("model.name is not set; expected a registered model (see "
@@ -64,6 +66,7 @@ def _train(args) -> int:
     out = cfg.train.out_dir or f"runs/{cfg.model['name']}"
     summary = fit(model, task, train_batches, cfg, eval_batches, out_dir=out,
                   resume=not args.restart, tokenizer=recipes.tokenizer_meta(cfg))
+    cleanup_distributed()                     # every rank, after a successful run (torchrun)
     print(json.dumps({k: summary[k] for k in ("steps", "seconds", "parameters", "eval", "best")
                       if k in summary}, indent=1, default=str))
     print(f"checkpoints and metrics in {out}")
@@ -185,9 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     dyn.set_defaults(func=_experiment_dynamic_mnist)
     aus = exp_sub.add_parser(
         "austen", help="GPT with self-attention (abs. pos. / RoPE), α-Translution and "
-        "Translution on the Jane Austen novels, equal CPU time each (~12 min quick)")
+        "Translution on the Jane Austen novels: equal CPU time, equal steps over seeds, and "
+        "evaluation beyond the trained context")
     aus.add_argument("--out", default="runs/austen", help="run folder (resumes if present)")
     aus.add_argument("--full", action="store_true", help="GPT-tiny sizes, 30 min per model")
+    aus.add_argument("--seeds", type=int, metavar="N", help="equal-steps seeds (default 1)")
     aus.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="override a setting, e.g. --set budget_seconds=60 (repeatable)")
     aus.set_defaults(func=_experiment_austen)
@@ -205,7 +210,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     rest = argv[1:] if argv[:1] == ["--debug"] else argv
     if rest[:2] == ["bench", "lm"]:                 # its own parser (translution bench lm -h)
-        from . import bench_lm
+        from .bench import lm as bench_lm
         return bench_lm.main(rest[2:])
     args = build_parser().parse_args(argv)
     try:

@@ -40,11 +40,11 @@ def _check_weight(name: str, w, x: torch.Tensor, layout: Layout, in_dim: int,
                   allow_bank: bool = True) -> None:
     if not isinstance(w, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(w).__name__}")
+    if w.device != x.device:
+        raise ValueError(f"{name} is on {w.device} but x is on {x.device}")
     if _compute_dtype(w) != _compute_dtype(x):
         raise TypeError(f"{name} has dtype {w.dtype} but x has dtype {x.dtype}; they must match "
                         "(use torch.autocast for mixed precision)")
-    if w.device != x.device:
-        raise ValueError(f"{name} is on {w.device} but x is on {x.device}")
     if w.dim() == 3 and allow_bank:
         if w.shape[0] != layout.num_slots or w.shape[1] != in_dim:
             raise ValueError(f"{name} bank must have shape ({layout.num_slots}, {in_dim}, C') for "
@@ -64,7 +64,8 @@ def _resolve_layout(layout, x: torch.Tensor) -> Layout:
 def _compute_dtype(t: torch.Tensor) -> torch.dtype:
     """The dtype ``t`` is used in: float32 becomes the autocast dtype when autocast is on for its
     device (so a bf16 activation meets float32 weights as in ``nn.Linear``); others stay."""
-    if t.dtype == torch.float32 and torch.is_autocast_enabled(t.device.type):
+    if t.dtype == torch.float32 and t.device.type in ("cpu", "cuda", "xpu", "mps", "hpu") \
+            and torch.is_autocast_enabled(t.device.type):
         return torch.get_autocast_dtype(t.device.type)
     return t.dtype
 

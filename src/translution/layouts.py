@@ -125,7 +125,7 @@ class Layout:
             return self.radii[0] + 1
         if self.circular:
             return math.prod(self.extent)
-        full = math.prod(2 * r + 1 for r in self.radii)
+        full = math.prod([2 * r + 1 for r in self.radii])
         return (full + 1) // 2 if self.symmetric else full
 
     @property
@@ -160,7 +160,7 @@ class Layout:
         for axis, radius in enumerate(self.radii):
             slot = slot * (2 * radius + 1) + delta[..., axis].clamp(-radius, radius) + radius
         if self.symmetric:
-            centre = (math.prod(2 * r + 1 for r in self.radii) - 1) // 2
+            centre = (math.prod([2 * r + 1 for r in self.radii]) - 1) // 2
             slot = (slot - centre).abs()
         return slot
 

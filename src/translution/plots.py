@@ -239,3 +239,35 @@ def attention_maps(models: Mapping[str, torch.nn.Module], images: torch.Tensor, 
         ax.set_yticks([])
     fig.suptitle(title or "class-token attention, last block (mean over heads)", fontsize=9)
     return _save(fig, path)
+
+
+def spread_lines(series: Mapping[str, Mapping[float, Sequence[float]]], path, xlabel: str,
+                 ylabel: str, title: str = "") -> Path:
+    """One line per label through the mean over repeats (seeds) at each ``x``, with a band from
+    the smallest to the largest repeat; ``x`` on a log2 axis.
+
+    Args:
+        series: ``{label: {x: [value per repeat]}}``; an ``x`` a label lacks is left out of its
+            line (a label with a single ``x`` is one marker).
+        path: PNG to write.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ticks = sorted({x for points in series.values() for x, values in points.items() if values})
+    for label, points in series.items():
+        xs = [x for x in ticks if len(points.get(x, ()))]
+        if not xs:
+            continue
+        runs = [torch.tensor(points[x], dtype=torch.float64) for x in xs]
+        line, = ax.plot(xs, [float(r.mean()) for r in runs], marker="o", label=label,
+                        linewidth=1.2)
+        ax.fill_between(xs, [float(r.min()) for r in runs], [float(r.max()) for r in runs],
+                        color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ticks, [f"{x:g}" for x in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=10)
+    return _save(fig, path)

@@ -31,3 +31,15 @@ def _make_deb(path, files):
 @pytest.fixture
 def make_deb():
     return _make_deb
+
+
+@pytest.fixture
+def tiny_encoding():
+    """A 265-id byte-level BPE encoding with a few merges and an end-of-text id (264)."""
+    tiktoken = pytest.importorskip("tiktoken")
+    from tiktoken_ext import openai_public
+    ranks = {bytes([i]): i for i in range(256)}
+    for m in (b"th", b"he", b"the", b" t", b" the", b"in", b"an", b"er"):
+        ranks[m] = len(ranks)
+    return tiktoken.Encoding(name="tiny", pat_str=openai_public.r50k_pat_str,
+                             mergeable_ranks=ranks, special_tokens={"<|endoftext|>": len(ranks)})

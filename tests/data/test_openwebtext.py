@@ -22,13 +22,9 @@ from translution.data.fetch import prime_tiktoken_cache
 from translution.data.tokenizers import GPT2Tokenizer
 
 
-def small_tokenizer() -> GPT2Tokenizer:
-    ranks = {bytes([i]): i for i in range(256)}
-    for m in (b"th", b"he", b"the", b" t", b" the", b"in", b"an", b"er"):
-        ranks[m] = len(ranks)
-    enc = tiktoken.Encoding(name="tiny", pat_str=openai_public.r50k_pat_str,
-                            mergeable_ranks=ranks, special_tokens={"<|endoftext|>": len(ranks)})
-    return GPT2Tokenizer(enc)
+@pytest.fixture
+def tok(tiny_encoding):
+    return GPT2Tokenizer(tiny_encoding)
 
 
 def make_docs(n: int, seed: int = 0) -> list[str]:
@@ -62,15 +58,13 @@ def test_split_indices_errors():
         split_indices(10.0)
 
 
-def test_tokenize_documents_appends_eot():
-    tok = small_tokenizer()
+def test_tokenize_documents_appends_eot(tok):
     ids = tokenize_documents(["the", "", " then"], tok)
     assert ids.tolist() == [258, 264, 264, 260, 110, 264]
     assert tokenize_documents([], tok).shape == (0,)
 
 
-def test_prepare_tiny_corpus(tmp_path):
-    tok = small_tokenizer()
+def test_prepare_tiny_corpus(tmp_path, tok):
     docs = make_docs(3001)
     meta = prepare_openwebtext(tmp_path, documents=docs, tokenizer=tok, batch_docs=64,
                                progress=False)
@@ -91,8 +85,7 @@ def test_prepare_tiny_corpus(tmp_path):
     assert len(TokenDataset(tmp_path, "train")) == meta["splits"]["train"]["tokens"]
 
 
-def test_prepare_accepts_iterables_callables_and_hf_like_datasets(tmp_path):
-    tok = small_tokenizer()
+def test_prepare_accepts_iterables_callables_and_hf_like_datasets(tmp_path, tok):
     docs = make_docs(2100, seed=3)
     ref = prepare_openwebtext(tmp_path / "list", documents=docs, tokenizer=tok, progress=False)
 
@@ -122,8 +115,7 @@ def test_prepare_accepts_iterables_callables_and_hf_like_datasets(tmp_path):
         assert other["splits"] == ref["splits"]  # identical files (same sha256)
 
 
-def test_prepare_errors(tmp_path, monkeypatch):
-    tok = small_tokenizer()
+def test_prepare_errors(tmp_path, monkeypatch, tok):
     with pytest.raises(TypeError, match="document .* must be str, got int"):
         prepare_openwebtext(tmp_path, documents=["a", 5, "b"] * 10, tokenizer=tok,
                             progress=False)

@@ -7,9 +7,7 @@ import os
 
 import numpy as np
 import pytest
-import tiktoken
 import torch
-from tiktoken_ext import openai_public
 
 from translution.data import text as text_mod
 from translution.data.text import (
@@ -23,14 +21,6 @@ from translution.data.tokenizers import CharTokenizer, GPT2Tokenizer
 
 TRAIN = ["It is a truth universally acknowledged,", "that a single man in possession"]
 VAL = ["of a good fortune, must be in want of a wife."]
-
-
-def small_encoding() -> tiktoken.Encoding:
-    ranks = {bytes([i]): i for i in range(256)}
-    for m in (b"th", b"he", b"the", b" t", b" the", b"in", b"an", b"er"):
-        ranks[m] = len(ranks)
-    return tiktoken.Encoding(name="tiny", pat_str=openai_public.r50k_pat_str,
-                             mergeable_ranks=ranks, special_tokens={"<|endoftext|>": len(ranks)})
 
 
 @pytest.fixture
@@ -88,8 +78,8 @@ def test_prepare_argument_errors(tmp_path):
         prepare_corpus(TRAIN, VAL, tmp_path, "char", append_eot=True, char_vocab_from="all")
 
 
-def test_prepare_bpe_appends_eot_per_document(tmp_path):
-    tok = GPT2Tokenizer(small_encoding())
+def test_prepare_bpe_appends_eot_per_document(tmp_path, tiny_encoding):
+    tok = GPT2Tokenizer(tiny_encoding)
     meta = prepare_corpus(TRAIN, VAL, tmp_path, tok)
     ids = np.fromfile(tmp_path / "train.bin", dtype="<u2")
     expected = []
@@ -191,12 +181,12 @@ def test_write_tokens_checks_and_leaves_nothing_on_error(tmp_path):
     assert np.fromfile(tmp_path / "x.bin", dtype="<u2").tolist() == [1, 2]
 
 
-def test_text_errors_are_value_errors(tmp_path, char_corpus):
+def test_text_errors_are_value_errors(tmp_path, char_corpus, tiny_encoding):
     """Issue 11: a lone surrogate and non-UTF-8 bytes reached the user as Unicode*Error."""
     with pytest.raises(ValueError, match=r"texts_train\[1\] has a lone surrogate .* position 2"):
         prepare_corpus(["ok", "ab\ud800c"], VAL, tmp_path / "c", "char")
     with pytest.raises(ValueError, match="lone surrogate"):
-        prepare_corpus(TRAIN, ["\udc00"], tmp_path / "c", GPT2Tokenizer(small_encoding()))
+        prepare_corpus(TRAIN, ["\udc00"], tmp_path / "c", GPT2Tokenizer(tiny_encoding))
     out, _ = char_corpus
     meta = (out / "meta.json").read_bytes()
     (out / "meta.json").write_bytes(meta[:10] + b"\xfe" + meta[10:])

@@ -25,6 +25,7 @@ OVERRIDES = ["train.epochs=2", "train.log_every=3", "train.eval_every=5",
 
 SCRIPT = """
 import json, sys
+from pathlib import Path
 import torch
 sys.path.insert(0, {helpers_dir!r})
 from helpers import NoisyDataset, TinyClassifier
@@ -63,6 +64,9 @@ for name, dropout in (("plain", 0.0), ("dropout", 0.5)):
 with open(f"{{out}}/summary_rank{{info.rank}}.json", "w") as f:
     json.dump(result, f)
 cleanup_distributed()
+tasks = Path("/proc/self/task")                           # Linux: name every live thread
+threads = [(t / "comm").read_text().strip() for t in tasks.iterdir()] if tasks.is_dir() else []
+(Path(out) / f"threads_rank{{info.rank}}.json").write_text(json.dumps(threads))
 """
 
 
@@ -120,6 +124,11 @@ def test_two_process_ddp_resumes_exactly_and_matches_single_process(tmp_path):
         assert [r["step"] for r in records if r["event"] == "eval"] == [5, 10, 12]
         assert sorted(p.name for p in (out / name).glob("*.pt")
                       if not p.name.startswith("weights")) == ["best.pt", "last.pt", "prev.pt"]
+    # teardown released the process group: no Gloo thread is left for the interpreter's exit
+    # (a group still alive there is destroyed in its teardown, which aborted 5 of 36 exits)
+    for r in range(2):
+        threads = json.loads((out / f"threads_rank{r}.json").read_text())
+        assert not [t for t in threads if "gloo" in t], threads
     # the ranks draw different dropout masks (their losses on the same step differ)
     drop = [s["dropout"]["losses"] for s in summaries]
     assert drop[0] != drop[1]

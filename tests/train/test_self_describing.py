@@ -72,10 +72,10 @@ def test_austen_checkpoint_generates_without_its_data(tmp_path, capsys):
     s = dataclasses.replace(
         austen.QUICK, block_size=12, batch_size=4, dim=16, depth=1, heads=2, dim_head=8,
         model_overrides={}, models={"alpha": "alpha"}, budget_seconds=0.5,
-        calibration_steps=1, eval_points=1, val_windows=6, eval_batch_size=3, samples=1,
-        sample_tokens=15, temperature=0.0, log_every=5, threads=1)
+        calibration_steps=1, eval_points=1, val_chunks=6, eval_lengths=[12], eval_batch_size=3,
+        samples=1, sample_tokens=15, temperature=0.0, log_every=5, threads=1, protocols=["time"])
     results = austen.run(tmp_path / "out", s, corpus=corpus, log=lambda m: None)
-    ckpt = tmp_path / "out" / "runs" / "alpha" / "last.pt"
+    ckpt = tmp_path / "out" / "runs" / "time" / "alpha" / "last.pt"
     assert load_checkpoint(ckpt)["tokenizer"]["kind"] == "char"
     capsys.readouterr()
     assert main(["eval", "--checkpoint", str(ckpt)]) == 0

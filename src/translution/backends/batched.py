@@ -1,7 +1,8 @@
 """Batched backend: pairs grouped by slot, a few batched GEMMs per call (for GPUs and α).
 
 Every attended pair ``(i, j)`` uses the slots ``(slot(i,j), key slot)`` of
-:meth:`~translution.layouts.Layout.slot_index` and :meth:`~translution.layouts.Layout.key_slot_index`
+:meth:`~translution.layouts.Layout.slot_index` and
+:meth:`~translution.layouts.Layout.key_slot_index`
 (the value uses ``slot(i,j)``). Pairs sharing both slots form a *group*; groups are cut into
 *tiles* of at most ``tile_rows`` pairs, tiles are sorted by size and packed into *chunks*, and
 each chunk is computed by a fixed handful of ops whatever its number of tiles:
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -35,7 +36,7 @@ from .base import Backend
 
 #: Default bound on one chunk temporary, in bytes, per device type: cache-sized chunks are
 #: fastest on CPUs; on GPUs large chunks mean few kernel launches.
-DEFAULT_MEMORY_BUDGET = {"cpu": 512 << 10, "cuda": 64 << 20}
+DEFAULT_MEMORY_BUDGET = {"cpu": 512 << 10, "cuda": 256 << 20}
 OTHER_DEVICES_MEMORY_BUDGET = 64 << 20
 
 
@@ -57,21 +58,30 @@ class _Chunk:
 
 
 @functools.lru_cache(maxsize=64)
-def _tiles(layout: Layout, tile_rows: int) -> List[Tuple[torch.Tensor, torch.Tensor, int, int]]:
-    """Attended pairs cut into tiles of at most ``tile_rows`` pairs sharing both slots, longest
-    first: ``(query tokens, key tokens, slot_q, slot_k)`` per tile."""
+def _groups(layout: Layout) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                     List[int]]:
+    """Attended pairs sorted by their slots ``(slot_q, slot_k)``: query and key tokens, the two
+    slots per pair, and the size of each run of equal slots (a group)."""
     n = layout.num_tokens
     slot_q, slot_k = layout.slot_index(), layout.key_slot_index()
     allowed = layout.allowed()
     i, j = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
     if allowed is not None:
         i, j, slot_q, slot_k = i[allowed], j[allowed], slot_q[allowed], slot_k[allowed]
-    i, j, slot_q, slot_k = i.flatten(), j.flatten(), slot_q.flatten(), slot_k.flatten()
-    order = torch.argsort(slot_q * layout.num_slots + slot_k, stable=True)
-    i, j, slot_q, slot_k = i[order], j[order], slot_q[order], slot_k[order]
-    _, counts = torch.unique_consecutive(slot_q * layout.num_slots + slot_k, return_counts=True)
+    key = (slot_q * layout.num_slots + slot_k).flatten()
+    order = torch.argsort(key, stable=True)
+    _, counts = torch.unique_consecutive(key[order], return_counts=True)
+    return (i.flatten()[order], j.flatten()[order], slot_q.flatten()[order],
+            slot_k.flatten()[order], counts.tolist())
+
+
+@functools.lru_cache(maxsize=64)
+def _tiles(layout: Layout, tile_rows: int) -> List[Tuple[torch.Tensor, torch.Tensor, int, int]]:
+    """Groups cut into tiles of at most ``tile_rows`` pairs, longest first:
+    ``(query tokens, key tokens, slot_q, slot_k)`` per tile."""
+    i, j, slot_q, slot_k, counts = _groups(layout)
     tiles, start = [], 0
-    for count in counts.tolist():
+    for count in counts:
         for lo in range(start, start + count, tile_rows):
             hi = min(lo + tile_rows, start + count)
             tiles.append((i[lo:hi], j[lo:hi], int(slot_q[lo]), int(slot_k[lo])))
@@ -88,21 +98,26 @@ def _split(sizes: List[int], row_cost: int, tile_cost: int,
     the sorted tiles; returns ``(cost, boundaries)``."""
     overhead, per_tile = budget / 4 / row_cost, tile_cost / row_cost
     count = len(sizes)
-    best = [0.0] + [float("inf")] * count
-    start = [0] * (count + 1)
-    for a in range(count):
+    best = torch.full((count + 1,), float("inf"), dtype=torch.float64)
+    best[0] = 0.0
+    start = torch.zeros(count + 1, dtype=torch.long)
+    steps = torch.arange(1, count + 1, dtype=torch.float64)
+    for a in range(count):                   # best[a] is final: relax every chunk [a, b)
         longest = max(1, min(_MAX_TILES, budget // max(sizes[a] * row_cost, tile_cost, 1)))
-        for b in range(a + 1, min(count, a + longest) + 1):
-            cost = best[a] + overhead + (b - a) * (sizes[a] + per_tile)
-            if cost < best[b]:
-                best[b], start[b] = cost, a
+        hi = min(count, a + longest)
+        cost = best[a] + overhead + steps[:hi - a] * (sizes[a] + per_tile)
+        better = cost < best[a + 1:hi + 1]
+        best[a + 1:hi + 1][better] = cost[better]
+        start[a + 1:hi + 1][better] = a
+    start = start.tolist()
     bounds = [count]
     while bounds[-1] > 0:
         bounds.append(start[bounds[-1]])
-    return best[count], bounds[::-1]
+    return float(best[count]), bounds[::-1]
 
 
 _MAX_TILES = 1024          # tiles per chunk (bounds the planning work)
+_MAX_SPLIT_TILES = 4096    # groups are cut into smaller tiles only up to this many tiles
 
 
 @functools.lru_cache(maxsize=64)
@@ -112,7 +127,9 @@ def _plan(layout: Layout, tile_rows: Optional[int], row_cost: int, tile_cost: in
     each within ``budget`` bytes: ``tiles · rows · row_cost`` and ``tiles · tile_cost`` (at least
     one tile per chunk)."""
     n = layout.num_tokens
-    candidates = [tile_rows] if tile_rows else sorted({n, 32, 16, 8})
+    counts = _groups(layout)[4]
+    candidates = [tile_rows] if tile_rows else [n] + [        # split only small layouts' groups
+        r for r in (32, 16, 8) if r < n and sum(-(-c // r) for c in counts) <= _MAX_SPLIT_TILES]
     options = []
     for rows in candidates:
         tiles = _tiles(layout, rows)
@@ -135,17 +152,11 @@ def _plan(layout: Layout, tile_rows: Optional[int], row_cost: int, tile_cost: in
     return chunks
 
 
-_DEVICE_PLANS: Dict[Tuple[int, torch.device], List[_Chunk]] = {}
-
-
-def _on_device(plan: List[_Chunk], device: torch.device) -> List[_Chunk]:
-    """The plan's index tensors on ``device`` (cached; CPU plans are returned as they are)."""
-    if device.type == "cpu":
-        return plan
-    key = (id(plan), device)
-    if key not in _DEVICE_PLANS:
-        _DEVICE_PLANS[key] = [c.to(device) for c in plan]
-    return _DEVICE_PLANS[key]
+@functools.lru_cache(maxsize=64)
+def _device_plan(device: torch.device, *key) -> List[_Chunk]:
+    """:func:`_plan` ``(*key)`` with its index tensors on ``device`` (cached per device)."""
+    plan = _plan(*key)
+    return plan if device.type == "cpu" else [c.to(device) for c in plan]
 
 
 def _token_major(x: torch.Tensor) -> torch.Tensor:
@@ -188,7 +199,8 @@ class _Side:
         """Rows of ``tokens`` projected, ``(tiles, rows·B, C')``, and for banks the gathered
         inputs ``(tiles, rows·B, C)`` and slot matrices ``(tiles, C, C')``."""
         gathered = self.rows.index_select(0, tokens)                  # (tiles·rows, B, F)
-        flat = gathered.view(tiles, gathered.shape[0] // tiles * gathered.shape[1], gathered.shape[2])
+        rows, batch, width = gathered.shape
+        flat = gathered.view(tiles, rows // tiles * batch, width)
         if not self.relative:
             return flat, None, None
         mats = self.w.index_select(0, slots)
@@ -206,7 +218,8 @@ class _Side:
         (``x_rows``, ``mats``: what :meth:`project` gathered)."""
         if not self.relative:
             if self.d_rows is not None:
-                self.d_rows.index_add_(0, tokens, dproj.reshape(len(tokens), *self.d_rows.shape[1:]))
+                self.d_rows.index_add_(0, tokens,
+                                       dproj.reshape(len(tokens), *self.d_rows.shape[1:]))
             return
         if self.dw is not None:
             self.dw.index_add_(0, slots, torch.bmm(x_rows.transpose(1, 2), dproj))
@@ -267,12 +280,16 @@ class BatchedBackend(Backend):
         tile_cost = max(1, c_in) * max(1, c_out) * itemsize
         budget = self.memory_budget or DEFAULT_MEMORY_BUDGET.get(device.type,
                                                                  OTHER_DEVICES_MEMORY_BUDGET)
-        return _on_device(_plan(layout, self.tile_rows, row_cost, tile_cost, budget), device)
+        return _device_plan(device, layout, self.tile_rows, row_cost, tile_cost, budget)
 
     def pair_scores(self, xq, xk, wq, wk, layout, heads, scale, save_projections: bool = False):
+        """See :mod:`translution.backends.base`. ``save_projections`` is accepted for the common
+        interface; this backend always recomputes the projections in backward."""
         return _PairScores.apply(xq, xk, wq, wk, layout, heads, float(scale), self)
 
     def pair_mix(self, attn, xv, wv, layout, heads, save_projections: bool = False):
+        """See :mod:`translution.backends.base` (``save_projections``: as in
+        :meth:`pair_scores`)."""
         return _PairMix.apply(attn, xv, wv, layout, heads, self)
 
 
@@ -294,7 +311,7 @@ class _PairScores(torch.autograd.Function):
         for c in backend.plan(layout, b, *_widths(xq, wq, wk), xq.element_size(), xq.device):
             q, _, _ = q_side.project(c.q_tok, c.slot_q, c.tiles)
             k, _, _ = k_side.project(c.k_tok, c.slot_k, c.tiles)
-            s = torch.linalg.vecdot(_heads(q, c, b, heads).to(dtype), _heads(k, c, b, heads).to(dtype))
+            s = _heads(q, c, b, heads).to(dtype).mul_(_heads(k, c, b, heads)).sum(-1)
             scores.index_copy_(0, c.pair, s.mul_(scale) if scale != 1.0 else s)
         return _from_pair_major(scores, n)
 
@@ -315,12 +332,12 @@ class _PairScores(torch.autograd.Function):
             q, xq_rows, mq = q_side.project(c.q_tok, c.slot_q, c.tiles)
             k, xk_rows, mk = k_side.project(c.k_tok, c.slot_k, c.tiles)
             g = dpairs.index_select(0, c.pair)[..., None]               # (tiles·rows, B, h, 1)
-            if need[0] or need[2]:
-                q_side.accumulate(c.q_tok, c.slot_q, xq_rows, mq,
-                                  (g * _heads(k, c, b, heads)).view(k.shape))
-            if need[1] or need[3]:
-                k_side.accumulate(c.k_tok, c.slot_k, xk_rows, mk,
-                                  (g * _heads(q, c, b, heads)).view(q.shape))
+            if need[0] or need[2]:                # dq = g·k, formed in k's buffer
+                _heads(k, c, b, heads).mul_(g)
+                q_side.accumulate(c.q_tok, c.slot_q, xq_rows, mq, k)
+            if need[1] or need[3]:                # dk = g·q, in q's buffer
+                k_side.accumulate(c.k_tok, c.slot_k, xk_rows, mk, _heads(q, c, b, heads).mul_(g)
+                                  .view(q.shape))
         dxq, dwq = q_side.finish_grad()
         dxk, dwk = k_side.finish_grad()
         return dxq, dxk, dwq, dwk, None, None, None, None
@@ -338,7 +355,7 @@ class _PairMix(torch.autograd.Function):
         for c in backend.plan(layout, b, *_widths(xv, wv), xv.element_size(), xv.device):
             v, _, _ = v_side.project(c.k_tok, c.slot_q, c.tiles)
             a = weights.index_select(0, c.pair)[..., None]               # (tiles·rows, B, h, 1)
-            out.index_add_(0, c.q_tok, (a * _heads(v, c, b, heads)).flatten(-2))
+            out.index_add_(0, c.q_tok, _heads(v, c, b, heads).mul_(a).flatten(-2))
         return out[:n].transpose(0, 1).contiguous()
 
     @staticmethod
@@ -356,12 +373,13 @@ class _PairMix(torch.autograd.Function):
                  if need[0] else None)
         for c in backend.plan(layout, b, *_widths(xv, wv), xv.element_size(), xv.device):
             v, xv_rows, mv = v_side.project(c.k_tok, c.slot_q, c.tiles)
-            go = _heads(dout_t.index_select(0, c.q_tok), c, b, heads)         # (tiles·rows, B, h, dh)
+            go = _heads(dout_t.index_select(0, c.q_tok), c, b, heads)  # (tiles·rows, B, h, dh)
             if dattn is not None:
-                dattn.index_copy_(0, c.pair, torch.linalg.vecdot(go, _heads(v, c, b, heads)).to(attn.dtype))
+                da = _heads(v, c, b, heads).mul_(go).sum(-1)            # v is not used after
+                dattn.index_copy_(0, c.pair, da.to(attn.dtype))
             if weights is not None:
                 a = weights.index_select(0, c.pair)[..., None]
-                v_side.accumulate(c.k_tok, c.slot_q, xv_rows, mv, (a * go).view(v.shape))
+                v_side.accumulate(c.k_tok, c.slot_q, xv_rows, mv, go.mul_(a).view(v.shape))
         dxv, dwv = v_side.finish_grad()
         dattn = None if dattn is None else _from_pair_major(dattn, n)
         return dattn, dxv, dwv, None, None, None

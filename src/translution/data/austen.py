@@ -1,20 +1,13 @@
 """Jane Austen's six novels from the Debian package ``r-cran-janeaustenr`` (no R needed).
 
-The package stores the novels in an R lazy-load database ``Rdata.{rdx,rdb}``: ``.rdx`` is a
-gzip-compressed R serialization of a list whose ``variables`` entry maps each novel to an
-``(offset, length)`` pair in ``.rdb``; each ``.rdb`` record is a 4-byte big-endian length and a
-zlib stream holding the serialized character vector (one element per line). The ``rdata``
-package (the ``text`` extra) parses the serializations.
-
-Text convention: a novel is its lines joined with ``"\\n"`` (NA lines empty, no trailing
-newline); characters are code points. :data:`AUSTEN_CHARS` gives each novel's size (emma 883,027,
-prideprejudice 684,767; 4,025,022 in all). DATA.md's figures count a newline after every line
-(emma 883,028, prideprejudice 684,768) and, in all, the six novels joined by a blank line
-(4,025,032, what :func:`~translution.data.text.prepare_corpus` writes for the char tokenizer).
-
-:func:`read_austen` parses the package once (fetched by :mod:`.fetch`) into a cache of UTF-8
-``<novel>.txt`` files with a ``manifest.json`` (sizes and SHA-256). A cache whose files do not
-match the manifest or the known sizes is rebuilt.
+The package stores them in an R lazy-load database ``Rdata.{rdx,rdb}``: ``.rdx`` maps each novel
+to an ``(offset, length)`` record of ``.rdb``, a 4-byte big-endian length and a zlib stream of
+the serialized character vector (one element per line); ``rdata`` parses the serializations.
+A novel is its lines joined with ``"\\n"`` (NA lines empty, no trailing newline); sizes are in
+:data:`AUSTEN_CHARS` (4,025,022 characters in all; DATA.md's figures count a newline after every
+line, and 4,025,032 for the six joined by a blank line). :func:`read_austen` parses the package
+once into a cache of UTF-8 ``<novel>.txt`` files with a ``manifest.json`` (sizes, SHA-256); a
+cache that does not match it or the known sizes is rebuilt.
 """
 from __future__ import annotations
 
@@ -26,7 +19,7 @@ import zlib
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from ..utils import atomic_write_bytes, atomic_write_json, sha256_bytes
+from ..utils import atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
 from .fetch import AUSTEN_DEB, AUSTEN_RDATA_DIR, apt_download, default_cache_dir, extract_deb, \
     verified
 
@@ -71,8 +64,7 @@ def read_lazyload_db(data_dir: PathLike, name: str = "Rdata") -> Dict[str, Any]:
         raise ValueError(f"{rdx}: expected a list with a 'variables' entry")
     blob, out = rdb.read_bytes(), {}
     for obj, (offset, length) in variables.items():
-        record = blob[int(offset):int(offset) + int(length)]
-        where = f"{rdb}:{obj}"
+        record, where = blob[int(offset):int(offset) + int(length)], f"{rdb}:{obj}"
         if len(record) != length or len(record) < 5:
             raise ValueError(f"{where}: expected {length} bytes at offset {offset}, found "
                              f"{len(record)}")
@@ -88,7 +80,7 @@ def read_lazyload_db(data_dir: PathLike, name: str = "Rdata") -> Dict[str, Any]:
 
 
 def _novels_from(data_dir: Path) -> Dict[str, str]:
-    """The six texts from an unpacked package's data folder, checked against the known sizes."""
+    """The six texts of an unpacked package's data folder, checked against the known sizes."""
     objects = read_lazyload_db(data_dir)
     if any(n not in objects for n in AUSTEN_NOVELS):
         raise ValueError(f"{data_dir}: expected novels {list(AUSTEN_NOVELS)}, found "
@@ -102,32 +94,24 @@ def _novels_from(data_dir: Path) -> Dict[str, str]:
 
 
 def _cache_ok(cache: Path, verify: bool) -> bool:
-    """Whether the cache is complete: manifest, known sizes, file sizes (and digests)."""
+    """Whether the cache matches its manifest and the known sizes (and digests)."""
     try:
         novels = json.loads((cache / "manifest.json").read_text(encoding="utf-8"))["novels"]
-        for name in AUSTEN_NOVELS:
-            info, path = novels[name], cache / f"{name}.txt"
-            if info["chars"] != AUSTEN_CHARS[name] or path.stat().st_size != info["bytes"]:
-                return False
-            if verify and sha256_bytes(path.read_bytes()) != info["sha256"]:
-                return False
+        return all(novels[n]["chars"] == AUSTEN_CHARS[n]
+                   and (cache / f"{n}.txt").stat().st_size == novels[n]["bytes"]
+                   and (not verify or sha256_file(cache / f"{n}.txt") == novels[n]["sha256"])
+                   for n in AUSTEN_NOVELS)
     except (OSError, ValueError, KeyError, TypeError):
         return False
-    return True
 
 
 def fetch_austen(cache_dir: Optional[PathLike] = None, *, deb_path: Optional[PathLike] = None,
                  extracted_dir: Optional[PathLike] = None, force: bool = False,
                  verify: bool = True) -> Path:
-    """Make sure the six novels are cached as text files; returns the cache folder.
-
-    Source, when the cache is incomplete or wrong (or ``force``): ``extracted_dir`` (an unpacked
-    package, or its ``…/janeaustenr/data`` folder), ``deb_path`` (the ``.deb``, whose SHA-256 must
-    be the pinned one), else ``apt-get download`` (:func:`~translution.data.fetch.apt_download`).
-
-    Args:
-        cache_dir: Cache folder (default ``<cache>/austen``).
-        verify: Check the cached files' SHA-256 too, not only their sizes.
+    """The cache folder of the six novels as text files (default ``<cache>/austen``), filled
+    when incomplete or wrong (or ``force``) from ``extracted_dir`` (an unpacked package or its
+    ``…/janeaustenr/data``), ``deb_path`` (the pinned ``.deb``), else ``apt-get download``.
+    ``verify`` checks the cached files' SHA-256, not only their sizes.
 
     Raises:
         DataUnavailableError: apt-get is missing or fails.
@@ -158,8 +142,8 @@ def fetch_austen(cache_dir: Optional[PathLike] = None, *, deb_path: Optional[Pat
 
 def read_austen(cache_dir: Optional[PathLike] = None, *, novels: Optional[Sequence[str]] = None,
                 **fetch_kwargs: Any) -> Dict[str, str]:
-    """``{novel: text}`` (all six, or ``novels``, in :data:`AUSTEN_NOVELS` order), from the cache
-    that :func:`fetch_austen` (given ``fetch_kwargs``) fills on first use.
+    """``{novel: text}`` of all six (or ``novels``) in :data:`AUSTEN_NOVELS` order, from the
+    cache of :func:`fetch_austen` (given ``fetch_kwargs``).
 
     Raises:
         ValueError: An unknown novel, or a cached file that is not UTF-8.
@@ -168,8 +152,7 @@ def read_austen(cache_dir: Optional[PathLike] = None, *, novels: Optional[Sequen
     unknown = [n for n in names if n not in AUSTEN_NOVELS]
     if unknown:
         raise ValueError(f"expected novels from {list(AUSTEN_NOVELS)}, found {unknown}")
-    cache = fetch_austen(cache_dir, **fetch_kwargs)
-    out = {}
+    cache, out = fetch_austen(cache_dir, **fetch_kwargs), {}
     for name in names:
         path = cache / f"{name}.txt"
         try:
@@ -183,9 +166,8 @@ def read_austen(cache_dir: Optional[PathLike] = None, *, novels: Optional[Sequen
 def austen_corpus(val_novel: Union[str, Sequence[str]] = "persuasion",
                   cache_dir: Optional[PathLike] = None, **fetch_kwargs: Any
                   ) -> Tuple[List[str], List[str]]:
-    """Train/validation split by novel: ``(train_texts, val_texts)`` with ``val_novel`` (one name
-    or several) held out, in :data:`AUSTEN_NOVELS` order, ready for
-    :func:`~translution.data.text.prepare_corpus`.
+    """``(train_texts, val_texts)``: the novels with ``val_novel`` (one or several) held out,
+    in :data:`AUSTEN_NOVELS` order, for :func:`~translution.data.text.prepare_corpus`.
 
     Raises:
         ValueError: An unknown novel, or none or all of them held out.

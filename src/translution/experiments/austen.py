@@ -1,37 +1,30 @@
-"""Language modelling on Jane Austen with causal Translution, at an equal training-time budget.
+"""Language modelling on Jane Austen: causal Translution against self-attention at equal training
+time, at equal steps over seeds, and beyond the trained context.
 
-The six novels (:func:`translution.data.austen.austen_corpus`) are tokenized once (character
-level by default, GPT-2 BPE with ``tokenizer="gpt2"``) into a cached token folder
-(``$TRANSLUTION_DATA/austen-char``); one novel (persuasion) is held out for validation. Four GPTs
-are trained on random windows, **each for the same wall-clock training budget**:
+The novels are tokenized once (``char`` or ``gpt2``) into a cached token folder; one novel
+(persuasion) is held out. Models (``models``): self-attention with a learned absolute position
+embedding (APE) or RoPE, α-Translution and Translution (narrower by default: it costs
+``O(N²·C·C')``). All but APE have ``max_distance=K`` (default ``block_size − 1``: the plain causal
+bank at the trained context, longer offsets sharing the last slot), so they read any length.
 
-* self-attention + learned absolute position embedding (``gpt_*_ape``, the GPT-2 baseline);
-* self-attention + RoPE (``gpt_*_rope``);
-* α-Translution (``gpt_*_alpha``);
-* full Translution (``gpt_*_translution``, by default narrower: it costs ``O(N²·C·C')``).
+Protocols (``protocols``), each model a resumable :func:`translution.train.fit` run in
+``OUT/runs``: ``"time"`` (``time/<kind>``) trains every model for ``budget_seconds``
+(``train.time_budget_s``; a timed calibration plans the cosine schedule's length); ``"steps"``
+(``steps/<kind>/seed<s>``, the paper's protocol) trains every model ``steps`` steps for ``seeds``
+seeds, then evaluates it at every length of ``eval_lengths`` (APE: n/a beyond ``block_size``).
+Every length scores the same validation tokens: ``val_chunks`` evenly spaced stretches as long as
+the longest length, cut into windows of that length (at ``block_size``: the training-time
+validation set).
 
-Fairness. Every model gets ``budget_seconds`` of training time as measured by
-:func:`translution.train.fit` (``train.time_budget_s``: forward, backward, optimiser step and
-batch sampling; evaluation, checkpoints and sampling are not counted). Before training, a few
-steps on a throw-away copy measure the step time, which plans the number of steps (the cosine
-schedule's length); training stops at the planned step count or when the budget is spent,
-whichever comes first. Validation loss is measured by ``fit`` on a named evaluation set
-(``"val"``) of evenly spaced validation windows, the same for every model.
-
-Every model is a resumable run in ``OUT/runs/<kind>``: re-running the same command continues
-where it stopped, and a finished run is not retrained. Outputs in ``OUT``: ``report.md``,
-``results.json`` (``model → {val_loss, val_ppl, parameters, tokens_per_s, seconds, steps,
-sample, ...}``), ``curves_train.png``, ``curves_val.png`` and ``val_vs_time.png``.
-
-Example:
-    >>> from translution.experiments import austen
-    >>> results = austen.run(Path("runs/austen"), austen.QUICK)   # doctest: +SKIP
+Outputs: ``report.md``, figures, ``results.json`` (rewritten after every run): label → the
+equal-time record (``val_loss``, ``val_ppl``, ``parameters``, ``tokens_per_s``, ``seconds``,
+``sample``, ...), ``equal_steps`` (``perplexity`` mean, ``perplexity_std``, ``seeds``: per-seed
+perplexities, ``parameters``, ``seconds``) and ``length`` (``{L: {perplexity, perplexity_std,
+seeds}}``, or ``perplexity`` ``None`` and a ``note``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import json
 import math
 from dataclasses import dataclass, field
@@ -42,7 +35,7 @@ import numpy as np
 import torch
 
 from ..train.config import Section, bounded, load_settings
-from ..utils import Stopwatch, atomic_write_json, atomic_write_text, sha256_bytes
+from ..utils import atomic_write_json, atomic_write_text, sha256_bytes
 
 __all__ = ["AustenSettings", "QUICK", "FULL", "MODELS", "run", "model_section", "prepare_tokens",
            "report_markdown"]
@@ -56,44 +49,42 @@ MODELS = {
 }
 
 _STEPS_PER_EPOCH = 1_000_000   # "epochs" are meaningless for random windows: one long epoch
-_RUN_FORMAT = 1
-
+_RUN_FORMAT = 2
+_RECIPE = ("block_size", "batch_size", "lr", "min_lr_ratio", "weight_decay", "warmup_fraction",
+           "grad_clip", "val_chunks", "eval_lengths", "eval_points", "device")
 
 Kind = Literal["ape", "rope", "bias", "translution", "alpha", "hybrid"]
 
 
 @dataclass
 class AustenSettings(Section):
-    """Protocol and model sizes; the presets are ``configs/austen_quick.yaml`` (:data:`QUICK`,
-    also the defaults) and ``configs/austen_full.yaml`` (:data:`FULL`).
+    """Protocols and sizes; presets ``configs/austen_quick.yaml`` (:data:`QUICK`, also the
+    defaults) and ``configs/austen_full.yaml`` (:data:`FULL`).
 
     Attributes:
-        tokenizer: ``"char"`` (vocabulary = characters of the training novels) or ``"gpt2"``
-            (GPT-2 BPE through tiktoken, 50,257 ids).
+        tokenizer: ``"char"`` (the training novels' characters) or ``"gpt2"`` (BPE, tiktoken).
         val_novel: Novel held out for validation.
-        block_size: Context length ``L`` (the same for every model).
-        batch_size: Windows per optimiser step.
+        block_size, batch_size: Training context ``L`` and windows per step.
         size: Registry size of ``gpt_<size>_<kind>``; ``dim``/``depth``/``heads``/``dim_head``/
-            ``mlp_dim`` override its fields when not ``None``.
-        rank: α-Translution per-head relative width.
-        model_overrides: Extra :class:`~translution.models.GPTConfig` fields per kind (e.g. a
-            narrower full Translution, whose cost grows as ``N²·C·C'``).
+            ``mlp_dim`` override its fields when not ``None``. rank: α-Translution rank.
+        max_distance: ``K`` of every model but APE (``None``: ``block_size − 1``).
+        model_overrides: Extra ``GPTConfig`` fields per kind (e.g. a narrower Translution).
         models: Report label → attention kind.
-        budget_seconds: Training time per model (wall clock, as measured by ``fit``).
-        calibration_steps: Timed steps (after two warm-up steps) that plan the step count.
+        protocols: ``"time"`` and/or ``"steps"`` (see the module docstring).
+        budget_seconds: Equal-time training seconds per model, planned from
+            ``calibration_steps`` timed steps (after two warm-up steps).
+        steps, seeds: Equal-steps steps per model and seed; seeds ``seed, seed + 1, …``.
+        eval_lengths: Evaluation lengths of the equal-steps models.
         eval_points: Validation evaluations during training (besides the one at step 0).
-        val_windows: Fixed validation windows (evenly spaced over the held-out novel).
-        eval_batch_size: Windows per evaluation batch.
-        lr, min_lr_ratio, weight_decay, warmup_fraction, grad_clip: AdamW with linear warm-up
-            (a fraction of the planned steps) and cosine decay to ``lr·min_lr_ratio``.
-        log_every: Steps per training-loss record.
-        seed: Seed of weights and training windows (the same for every model).
-        prompt: Prompt of the generated samples.
-        samples: Samples per model. sample_tokens: tokens per sample.
-        temperature: Sampling temperature (0: greedy). top_k: sample among the k likeliest.
-        sample_seed: Seed of the sampling generator.
-        device: ``"cpu"``, ``"cuda"``, or ``None`` (CUDA when available).
-        threads: ``torch.set_num_threads`` for the run (``None``: leave torch's default).
+        val_chunks: Validation stretches, each as long as the longest evaluation length.
+        eval_batch_size: Windows of ``block_size`` per evaluation batch (as many tokens at
+            longer lengths).
+        lr, min_lr_ratio, weight_decay, warmup_fraction, grad_clip: AdamW, linear warm-up over
+            a fraction of the steps, cosine decay to ``lr·min_lr_ratio``.
+        log_every: Steps per training-loss record. seed: Equal-time (and first) seed.
+        prompt, samples, sample_tokens, temperature, top_k, sample_seed: Samples of the
+            equal-time models (temperature 0: greedy).
+        device: ``"cpu"``, ``"cuda"`` or ``None`` (CUDA when available). threads: torch threads.
     """
 
     tokenizer: Literal["char", "gpt2"] = "char"
@@ -107,13 +98,19 @@ class AustenSettings(Section):
     dim_head: Optional[int] = bounded(64, ge=1)
     mlp_dim: Optional[int] = bounded(None, ge=1)
     rank: int = bounded(8, ge=1)
+    max_distance: Optional[int] = bounded(None, ge=0)
     model_overrides: Dict[Kind, Dict[str, Any]] = field(
         default_factory=lambda: {"translution": {"dim": 64, "dim_head": 32}})
     models: Dict[str, Kind] = field(default_factory=lambda: dict(MODELS))
+    protocols: List[Literal["time", "steps"]] = field(default_factory=lambda: ["time", "steps"])
     budget_seconds: float = bounded(150.0, gt=0)
     calibration_steps: int = bounded(3, ge=1)
+    steps: int = bounded(1000, ge=1)
+    seeds: int = bounded(1, ge=1)
+    eval_lengths: List[int] = field(default_factory=lambda: [128, 256, 512, 1024],
+                                    metadata={"bounds": {"ge": 1}})
     eval_points: int = bounded(6, ge=1)
-    val_windows: int = bounded(64, ge=1)
+    val_chunks: int = bounded(8, ge=1)
     eval_batch_size: int = bounded(32, ge=1)
     lr: float = bounded(2e-3, gt=0)
     min_lr_ratio: float = bounded(0.1, ge=0, le=1)
@@ -136,64 +133,48 @@ class AustenSettings(Section):
             raise ValueError("prompt must be a non-empty string")
         if not self.models:
             raise ValueError("models must name at least one attention kind (label: kind)")
+        if not self.protocols or len(set(self.protocols)) != len(self.protocols):
+            raise ValueError(f"protocols must name 'time' and/or 'steps' once each, "
+                             f"got {self.protocols}")
         kinds = list(self.models.values())
         if len(set(kinds)) != len(kinds):
-            raise ValueError(f"each kind may appear once in models (runs live in runs/<kind>), "
+            raise ValueError(f"each kind may appear once in models (one run folder per kind), "
                              f"got {kinds}")
-        for kind, over in self.model_overrides.items():
-            for key in ("block_size", "vocab_size", "attention"):
-                if key in over:
-                    raise ValueError(f"model_overrides.{kind} may not set {key!r} (the same "
-                                     f"for every model / fixed by the kind)")
+        fixed = [f"{kind}.{key}" for kind, over in self.model_overrides.items() for key in over
+                 if key in ("block_size", "vocab_size", "attention", "max_distance")]
+        if fixed:
+            raise ValueError(f"model_overrides may not set {fixed} (the same for every model / "
+                             f"fixed by the kind)")
+
+    @property
+    def span(self) -> int:
+        """Tokens of one validation stretch: the longest evaluation length."""
+        return max([self.block_size, *self.eval_lengths])
 
 
-#: About 12 minutes on 2 CPU cores: context 128, dim 128, depth 3, 2 heads × 64 (full
-#: Translution: dim 64, 2 heads × 32), batch 16, 150 s of training per model.
+#: 2 CPU cores: context 128, dim 128, depth 3, 2 heads × 64 (Translution: dim 64, heads of 32),
+#: batch 16; 150 s per model at equal time, 1000 steps per model and seed, lengths 128 … 1024.
 QUICK = load_settings(AustenSettings, "austen_quick")
-#: GPT-tiny (dim 192, depth 6, 3 heads × 64; full Translution with heads of 32), context 256,
-#: batch 32, 30 minutes per model; meant for an accelerator (``device: null`` picks CUDA).
+#: GPT-tiny, context 256, batch 32; 30 min per model, 5000 steps; for an accelerator.
 FULL = load_settings(AustenSettings, "austen_full")
 
 
-# ----------------------------------------------------------------------------------------------
-# data
-# ----------------------------------------------------------------------------------------------
 def _check_corpus(corpus) -> Tuple[List[str], List[str]]:
-    if not isinstance(corpus, (tuple, list)) or len(corpus) != 2:
-        raise ValueError("corpus must be a pair (train_texts, val_texts) of lists of str, got "
-                         f"{type(corpus).__name__}")
-    out = []
-    for name, texts in zip(("train_texts", "val_texts"), corpus):
-        if isinstance(texts, str) or not isinstance(texts, (list, tuple)) or not texts \
-                or not all(isinstance(t, str) for t in texts):
-            raise ValueError(f"corpus {name} must be a non-empty list of str")
-        out.append(list(texts))
-    return out[0], out[1]
-
-
-def _corpus_id(train: Sequence[str], val: Sequence[str], tokenizer: str) -> str:
-    return sha256_bytes(json.dumps([tokenizer, list(train), list(val)]).encode())[:16]
+    if not (isinstance(corpus, (tuple, list)) and len(corpus) == 2 and all(
+            isinstance(t, (tuple, list)) and t and all(isinstance(x, str) for x in t)
+            for t in corpus)):
+        raise ValueError("corpus must be a pair (train_texts, val_texts) of non-empty lists of "
+                         f"str, got {type(corpus).__name__}")
+    return list(corpus[0]), list(corpus[1])
 
 
 def prepare_tokens(settings: AustenSettings, corpus=None, data_dir: Optional[Path] = None,
                    log: Callable[[str], None] = print) -> Tuple[Path, dict]:
-    """Tokenize the corpus once into a token folder (``train.bin``, ``val.bin``, ``meta.json``).
-
-    Args:
-        settings: Uses ``tokenizer`` and ``val_novel``.
-        corpus: ``(train_texts, val_texts)`` instead of the Austen novels.
-        data_dir: Token folder; default ``$TRANSLUTION_DATA/austen-<tokenizer>`` (with
-            ``-val-<novel>`` for another held-out novel).
-        log: Progress messages.
-
-    Returns:
-        ``(folder, meta)``; an existing folder made from the same texts is reused.
-
-    Raises:
-        ValueError: A malformed ``corpus`` or an unknown novel.
-    """
+    """Tokenize the novels (``settings.tokenizer``, ``val_novel`` held out), or ``corpus``
+    ``(train_texts, val_texts)``, once into ``data_dir`` (default
+    ``$TRANSLUTION_DATA/austen-<tokenizer>[-val-<novel>]``); returns ``(folder, meta)``, reusing
+    a folder made from the same texts. Raises ValueError for a malformed corpus."""
     from ..data.text import TokenDataset, default_cache_root, prepare_corpus, read_meta
-
     if corpus is None:
         from ..data.austen import austen_corpus
         log(f"reading the Austen novels (validation: {settings.val_novel}) ...")
@@ -207,7 +188,7 @@ def prepare_tokens(settings: AustenSettings, corpus=None, data_dir: Optional[Pat
         source = "custom corpus"
         if data_dir is None:
             raise ValueError("prepare_tokens needs data_dir when a custom corpus is given")
-    cid = _corpus_id(train, val, settings.tokenizer)
+    cid = sha256_bytes(json.dumps([settings.tokenizer, train, val]).encode())[:16]
     data_dir = Path(data_dir)
     try:
         meta = read_meta(data_dir)
@@ -223,85 +204,79 @@ def prepare_tokens(settings: AustenSettings, corpus=None, data_dir: Optional[Pat
     return data_dir, meta
 
 
-def _val_batches(val: np.ndarray, s: AustenSettings, device) -> List[Tuple[torch.Tensor, ...]]:
-    """``val_windows`` evenly spaced windows of the validation split, in fixed batches."""
-    n = len(val) - s.block_size - 1
+def _length_batches(val: np.ndarray, s: AustenSettings, device) -> Dict[int, List[Tuple]]:
+    """Length ``L`` → batches ``(x, y)`` of ``(W, L)`` windows: ``val_chunks`` evenly spaced
+    stretches of :attr:`~AustenSettings.span` tokens, each cut into consecutive windows of
+    ``L`` (the same scored tokens at every length that divides the span)."""
+    n = len(val) - s.span - 1
     if n < 0:
-        raise ValueError(f"the validation split has {len(val)} tokens; block_size "
-                         f"{s.block_size} needs at least {s.block_size + 1}")
-    starts = np.unique(np.linspace(0, n, s.val_windows).round().astype(np.int64))
-    idx = starts[:, None] + np.arange(s.block_size + 1)[None, :]
-    w = torch.from_numpy(np.asarray(val[idx]).astype(np.int64))            # (W, L+1)
-    return [(w[i:i + s.eval_batch_size, :-1].to(device), w[i:i + s.eval_batch_size, 1:].to(device))
-            for i in range(0, len(w), s.eval_batch_size)]
+        raise ValueError(f"the validation split has {len(val)} tokens; evaluation length "
+                         f"{s.span} needs at least {s.span + 1}")
+    starts = np.unique(np.linspace(0, n, s.val_chunks).round().astype(np.int64))
+    out = {}
+    for length in sorted({s.block_size, *s.eval_lengths}):
+        first = (starts[:, None] + length * np.arange(s.span // length)[None, :]).ravel()
+        w = torch.from_numpy(np.asarray(val[first[:, None] + np.arange(length + 1)])
+                             .astype(np.int64))                         # (W, L+1)
+        per = max(1, s.eval_batch_size * s.block_size // length)
+        out[length] = [(w[i:i + per, :-1].to(device), w[i:i + per, 1:].to(device))
+                       for i in range(0, len(w), per)]
+    return out
 
 
-# ----------------------------------------------------------------------------------------------
-# models and runs
-# ----------------------------------------------------------------------------------------------
 def model_section(s: AustenSettings, kind: str, vocab_size: int) -> Dict[str, Any]:
     """The ``model`` config section of kind ``kind``: ``{"name": "gpt_<size>_<kind>", ...}``
     (built by :func:`translution.recipes.build_model`)."""
     over = {k: getattr(s, k) for k in ("dim", "depth", "heads", "dim_head", "mlp_dim")
             if getattr(s, k) is not None}
     over.update(vocab_size=vocab_size, block_size=s.block_size, rank=s.rank)
+    if kind != "ape":
+        over["max_distance"] = s.block_size - 1 if s.max_distance is None else s.max_distance
     over.update(s.model_overrides.get(kind, {}))
     return {"name": f"gpt_{s.size}_{kind}", **over}
 
 
-def _run_config(s: AustenSettings, model: Dict, plan: Dict, data_dir: Path):
+def _run_config(s: AustenSettings, section: Dict, data: Dict, seed: int, steps: int,
+                warmup: int, budget: Optional[float], **train):
     from ..train import RunConfig
-    every = max(1, math.ceil(plan["planned_steps"] / s.eval_points))
+    every = max(1, math.ceil(steps / s.eval_points))
     return RunConfig.from_dict({
-        "model": model,
-        "data": {"dataset": "text", "dir": str(data_dir), "block_size": s.block_size},
-        "train": {"max_steps": plan["planned_steps"], "time_budget_s": s.budget_seconds,
-                  "batch_size": s.batch_size, "seed": s.seed, "log_every": s.log_every,
-                  "eval_every": every, "eval_at_start": True, "checkpoint_every": every,
+        "model": section,
+        "data": {"dataset": "text", "dir": str(data["dir"]), "block_size": s.block_size},
+        "train": {"max_steps": steps, "time_budget_s": budget, "batch_size": s.batch_size,
+                  "seed": seed, "log_every": s.log_every, "eval_every": every,
+                  "eval_at_start": True, "checkpoint_every": every,
                   "checkpoint_every_epochs": 0, "save_best": False, "progress": False,
-                  "device": s.device},
+                  "device": s.device, **train},
         "optim": {"name": "adamw", "lr": s.lr, "weight_decay": s.weight_decay,
                   "betas": (0.9, 0.99), "grad_clip": s.grad_clip, "decay_1d": False},
-        "schedule": {"name": "cosine", "warmup": plan["warmup"], "min_lr": s.lr * s.min_lr_ratio},
+        "schedule": {"name": "cosine", "warmup": warmup, "min_lr": s.lr * s.min_lr_ratio},
     })
 
 
-def _step_time(model, task, sample_fn, s: AustenSettings, device) -> float:
-    """Seconds per training step of a throw-away copy (two warm-up steps, then the mean)."""
-    from ..train import OptimConfig, build_optimizer
-    probe = copy.deepcopy(model).to(device).train()
-    opt = build_optimizer(probe, OptimConfig(name="adamw", lr=s.lr, decay_1d=False))
-    g = torch.Generator().manual_seed(987654321)
-    watch = Stopwatch()
+def _step_time(model, section: Dict, data: Dict, s: AustenSettings) -> float:
+    """Seconds per training step (batch sampling included) of a throw-away copy trained by
+    ``fit``: two warm-up steps, then the mean of ``calibration_steps`` timed ones."""
+    import copy
+    from ..train import LanguageModelTask, WindowBatches, fit
+    records: List[Dict] = []
+    n, seed = 2 + s.calibration_steps, 987654321
+    cfg = _run_config(s, section, data, seed, n, 0, None, log_every=1, eval_at_start=False)
     with torch.random.fork_rng(devices=[]):
-        for i in range(2 + s.calibration_steps):
-            x, y = (t.to(device) for t in sample_fn(g, s.batch_size))
-            with watch if i >= 2 else contextlib.nullcontext():
-                loss, _ = task.loss(probe, (x, y))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(probe.parameters(), s.grad_clip)
-                opt.step()
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-    return watch.seconds / s.calibration_steps
+        fit(copy.deepcopy(model), LanguageModelTask(), WindowBatches(
+            data["sample_fn"], s.batch_size, n, seed=seed), cfg, out_dir=None, resume=False,
+            device=data["device"], callbacks=[records.append])
+    return float(np.mean([r["step_time"] for r in records
+                          if r["event"] == "train" and r["step"] > 2]))
 
 
-def _device(s: AustenSettings) -> torch.device:
-    if s.device is not None:
-        return torch.device(s.device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _plan(run_dir: Path, s: AustenSettings, model, section: Dict, data: Dict, log) -> Dict:
-    """The run's plan (``plan.json``): calibrated once, then reused; another plan's folder is
-    refused. Planned steps = budget / calibrated step time (the cosine schedule's length)."""
-    from ..train import LanguageModelTask
+def _plan(run_dir: Path, s: AustenSettings, model, section: Dict, data: Dict, seed: int,
+          steps: Optional[int], log) -> Dict:
+    """The run's plan (``plan.json``), made once: ``steps`` steps, or (``None``) as many as the
+    calibrated step time fits into the time budget. A folder of another plan is refused."""
     fingerprint = {"format": _RUN_FORMAT, "model": section, "data": data["corpus_id"],
-                   **{k: getattr(s, k) for k in ("block_size", "batch_size", "budget_seconds",
-                                                 "seed", "lr", "min_lr_ratio", "weight_decay",
-                                                 "warmup_fraction", "grad_clip", "val_windows",
-                                                 "eval_points", "device")}}
+                   "seed": seed, "steps": steps, **{k: getattr(s, k) for k in _RECIPE},
+                   "budget_seconds": s.budget_seconds if steps is None else None}
     path = run_dir / "plan.json"
     if path.is_file():
         plan = json.loads(path.read_text())
@@ -309,51 +284,62 @@ def _plan(run_dir: Path, s: AustenSettings, model, section: Dict, data: Dict, lo
             raise ValueError(f"{run_dir} holds a run with other settings (model, data, budget or "
                              f"recipe differ); use another output folder or delete {run_dir}")
         return plan
-    step_time = _step_time(model, LanguageModelTask(), data["sample_fn"], s, data["device"])
-    planned = max(1, int(s.budget_seconds / step_time))
+    step_time = None if steps else _step_time(model, section, data, s)
+    planned = steps or max(1, int(s.budget_seconds / step_time))
     plan = {"fingerprint": fingerprint, "calibrated_step_time": step_time,
             "planned_steps": planned,
             "warmup": min(int(s.warmup_fraction * planned), max(0, planned - 1))}
     atomic_write_json(path, plan)
-    log(f"{section['name']}: {model.num_parameters():,} parameters, {1000 * step_time:.0f} "
-        f"ms/step measured → {planned} steps planned for {s.budget_seconds:g} s")
+    if step_time:
+        log(f"{section['name']}: {model.num_parameters():,} parameters, {1000 * step_time:.0f} "
+            f"ms/step measured → {planned} steps planned for {s.budget_seconds:g} s")
     return plan
 
 
 def _train_one(run_dir: Path, s: AustenSettings, label: str, kind: str, data: Dict,
-               log: Callable[[str], None]) -> Dict:
-    """Train (or resume, or just reload) one model; returns its result record."""
+               log: Callable[[str], None], seed: int, steps: Optional[int] = None):
+    """Train (or resume, or just reload) one model for ``steps`` steps (``None``: the time
+    budget); returns ``(record, trained model)``."""
     from ..recipes import build_model
     from ..train import LanguageModelTask, WindowBatches, fit
     section = model_section(s, kind, data["vocab_size"])
-    torch.manual_seed(s.seed)
+    torch.manual_seed(seed)
     model = build_model(section)
-    plan = _plan(run_dir, s, model, section, data, log)
+    plan = _plan(run_dir, s, model, section, data, seed, steps, log)
+    last: Dict = {}
 
     def progress(event: Dict) -> None:
         if event["event"] == "checkpoint":
-            loss = summary_eval.get("loss", float("nan"))
-            log(f"  {label}: step {event['step']}/{plan['planned_steps']}, val loss {loss:.4f}")
-        elif event["event"] == "eval":
-            summary_eval.update(event)
+            log(f"  {label}: step {event['step']}/{plan['planned_steps']}, val loss "
+                f"{last.get('loss', float('nan')):.4f}")
+        last.update(event if event["event"] == "eval" else {})
 
-    summary_eval: Dict = {}
-    batches = WindowBatches(data["sample_fn"], s.batch_size, _STEPS_PER_EPOCH, seed=s.seed)
-    summary = fit(model, LanguageModelTask(), batches, _run_config(s, section, plan, data["dir"]),
-                  eval_sets={"val": data["val_batches"]}, out_dir=run_dir, device=data["device"],
-                  callbacks=[progress], tokenizer=data["tokenizer"].to_meta())
-    steps, seconds, loss = summary["steps"], summary["seconds"], summary["eval"]["loss"]
-    tokens = steps * s.batch_size * s.block_size
-    samples = _samples(model, data["tokenizer"], s, data["device"])
-    return {
-        "kind": kind, "model": section["name"], "config": model.config.to_dict(),
-        "val_loss": loss, "val_ppl": math.exp(min(loss, 700.0)),
-        "val_bits_per_token": loss / math.log(2), "parameters": model.num_parameters(),
-        "steps": steps, "planned_steps": plan["planned_steps"], "seconds": round(seconds, 2),
-        "tokens": tokens, "tokens_per_s": tokens / seconds if seconds else 0.0,
-        "calibrated_step_time": plan["calibrated_step_time"],
-        "sample": samples[0] if samples else "", "samples": samples,
-    }
+    cfg = _run_config(s, section, data, seed, plan["planned_steps"], plan["warmup"],
+                      None if steps else s.budget_seconds)
+    out = fit(model, LanguageModelTask(), WindowBatches(
+        data["sample_fn"], s.batch_size, _STEPS_PER_EPOCH, seed=seed), cfg,
+        eval_sets={"val": data["val"][s.block_size]}, out_dir=run_dir, device=data["device"],
+        callbacks=[progress], tokenizer=data["tokenizer"].to_meta())
+    tokens, loss = out["steps"] * s.batch_size * s.block_size, out["eval"]["loss"]
+    return {"kind": kind, "model": section["name"], "config": model.config.to_dict(),
+            "val_loss": loss, "val_ppl": math.exp(min(loss, 700.0)),
+            "parameters": model.num_parameters(), "steps": out["steps"],
+            "planned_steps": plan["planned_steps"], "seconds": round(out["seconds"], 2),
+            "tokens": tokens, "tokens_per_s": tokens / max(out["seconds"], 1e-9),
+            "calibrated_step_time": plan["calibrated_step_time"]}, model
+
+
+def _length_losses(run_dir: Path, model, data: Dict, s: AustenSettings) -> Dict[str, Any]:
+    """``{L: validation loss}`` of the trained model at every evaluation length (``None`` past
+    the length it reads); cached in ``lengths.json`` next to the run."""
+    from ..train import LanguageModelTask
+    path = run_dir / "lengths.json"
+    if not path.is_file():
+        limit = model.max_length
+        atomic_write_json(path, {str(n): None if limit is not None and n > limit else
+                                 LanguageModelTask().evaluate(model, data["val"][n])["loss"]
+                                 for n in s.eval_lengths})
+    return json.loads(path.read_text())
 
 
 @torch.no_grad()
@@ -362,31 +348,17 @@ def _samples(model, tokenizer, s: AustenSettings, device) -> List[str]:
     if s.sample_tokens == 0:
         return [s.prompt] * s.samples
     prompt = torch.as_tensor(tokenizer.encode(s.prompt), dtype=torch.long, device=device)
-    prompt = prompt[None].expand(s.samples, -1).contiguous()
     g = torch.Generator(device=device).manual_seed(s.sample_seed)
-    model.eval()
-    out = generate(model, prompt, s.sample_tokens, temperature=s.temperature, top_k=s.top_k,
-                   use_cache=True, generator=g, sliding_window=True)
+    out = generate(model.eval(), prompt[None].expand(s.samples, -1).contiguous(),
+                   s.sample_tokens, temperature=s.temperature, top_k=s.top_k, use_cache=True,
+                   generator=g, sliding_window=True)
     return [tokenizer.decode(row.tolist()) for row in out.cpu()]
 
 
-# ----------------------------------------------------------------------------------------------
-# the experiment
-# ----------------------------------------------------------------------------------------------
 def run(out: Path, settings: AustenSettings = QUICK, corpus=None,
         log: Callable[[str], None] = print) -> Dict:
-    """Run (or resume) the whole experiment and write the report.
-
-    Args:
-        out: Output folder (``runs/<kind>`` per model, ``results.json``, ``report.md``, PNGs).
-        settings: :data:`QUICK`, :data:`FULL` or any :class:`AustenSettings`.
-        corpus: ``(train_texts, val_texts)`` to use instead of the Austen novels (tests); its
-            tokens go to ``out/data``.
-        log: Progress messages.
-
-    Returns:
-        The ``results.json`` dict: report label → ``{val_loss, val_ppl, parameters,
-        tokens_per_s, seconds, steps, sample, ...}``.
+    """Run (or resume) the protocols of ``settings`` into folder ``out`` (on ``corpus``
+    ``(train_texts, val_texts)`` instead of the novels when given) and return ``results.json``.
 
     Raises:
         ValueError: Invalid corpus, a prompt the tokenizer cannot encode, a split shorter than
@@ -404,7 +376,7 @@ def run(out: Path, settings: AustenSettings = QUICK, corpus=None,
 
 
 def _data(out: Path, s: AustenSettings, corpus, log: Callable[[str], None]) -> Dict:
-    """Token folder, tokenizer, training sampler and fixed validation batches."""
+    """Token folder, tokenizer, training sampler and fixed validation batches per length."""
     from ..data.text import TokenDataset
     from ..train import token_windows
     data_dir, meta = prepare_tokens(s, corpus, None if corpus is None
@@ -418,29 +390,37 @@ def _data(out: Path, s: AustenSettings, corpus, log: Callable[[str], None]) -> D
     if len(train_ds) <= s.block_size:
         raise ValueError(f"the training split has {len(train_ds)} tokens; block_size "
                          f"{s.block_size} needs more than that")
-    device = _device(s)
-    val_batches = _val_batches(val_ds.data, s, device)
+    device = torch.device(s.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    val = _length_batches(val_ds.data, s, device)
     return {"dir": data_dir, "meta": meta, "tokenizer": tokenizer, "device": device,
             "vocab_size": int(meta["vocab_size"]), "corpus_id": meta["corpus_id"],
-            "sample_fn": token_windows(train_ds.data, s.block_size),
-            "val_batches": val_batches, "tokens_train": len(train_ds),
-            "tokens_val": len(val_ds), "val_windows": sum(len(b[0]) for b in val_batches)}
+            "sample_fn": token_windows(train_ds.data, s.block_size), "val": val,
+            "tokens_train": len(train_ds), "tokens_val": len(val_ds),
+            "val_tokens": sum(b[0].numel() for b in val[s.block_size])}
 
 
 def _run(out: Path, s: AustenSettings, corpus, log: Callable[[str], None]) -> Dict:
     out.mkdir(parents=True, exist_ok=True)
     data = _data(out, s, corpus, log)
     log(f"{s.tokenizer} tokens: {data['tokens_train']:,} train, {data['tokens_val']:,} "
-        f"validation, vocabulary {data['vocab_size']}; {data['val_windows']} fixed validation "
-        f"windows")
-    results: Dict[str, Dict] = {}
-    for label, kind in s.models.items():
-        r = results[label] = _train_one(out / "runs" / kind, s, label, kind, data, log)
+        f"validation, vocabulary {data['vocab_size']}; {data['val_tokens']:,} validation "
+        f"tokens scored at every length")
+    results: Dict[str, Dict] = {label: {} for label in s.models}
+    for label, kind in s.models.items() if "time" in s.protocols else ():
+        r, model = _train_one(out / "runs" / "time" / kind, s, label, kind, data, log, s.seed)
+        r["samples"] = _samples(model, data["tokenizer"], s, data["device"])
+        results[label].update(r, sample=r["samples"][0])
         log(f"{label}: val loss {r['val_loss']:.4f} (ppl {r['val_ppl']:.2f}) after "
             f"{r['steps']} steps, {r['tokens_per_s']:.0f} tokens/s")
-    atomic_write_json(out / "results.json", results)
+        atomic_write_json(out / "results.json", results)
+    runs: Dict[str, List[Dict]] = {label: [] for label in s.models}
+    for seed in range(s.seed, s.seed + s.seeds) if "steps" in s.protocols else ():
+        for label, kind in s.models.items():
+            runs[label].append(_steps_run(out, s, label, kind, data, seed, log))
+            results[label].update(_steps_summary(runs[label], s))
+        atomic_write_json(out / "results.json", results)
     figures = _figures(out, s, results)
-    info = {k: data[k] for k in ("tokens_train", "tokens_val", "vocab_size", "val_windows")}
+    info = {k: data[k] for k in ("tokens_train", "tokens_val", "vocab_size", "val_tokens")}
     info.update(source=data["meta"].get("source"), threads=torch.get_num_threads(),
                 device=str(data["device"]))
     atomic_write_text(out / "report.md", report_markdown(results, s, figures, info))
@@ -448,11 +428,50 @@ def _run(out: Path, s: AustenSettings, corpus, log: Callable[[str], None]) -> Di
     return results
 
 
-def _curves(out: Path, results: Dict):
+def _steps_run(out: Path, s: AustenSettings, label: str, kind: str, data: Dict, seed: int,
+               log) -> Dict:
+    """Train one model ``steps`` steps with ``seed`` (or reload it) and evaluate it at every
+    length; its record with ``length`` ``{L: loss or None}``."""
+    run_dir = out / "runs" / "steps" / kind / f"seed{seed}"
+    r, model = _train_one(run_dir, s, label, kind, data, log, seed, s.steps)
+    r["length"] = _length_losses(run_dir, model, data, s)
+    log(f"{label}, seed {seed}: val ppl {r['val_ppl']:.2f} after {r['steps']} steps; by "
+        "length " + ", ".join(f"{n}: {'n/a' if v is None else f'{math.exp(v):.2f}'}"
+                              for n, v in r["length"].items()))
+    return r
+
+
+def _steps_summary(rs: List[Dict], s: AustenSettings) -> Dict[str, Dict]:
+    """``equal_steps`` and ``length`` of one model from its runs, one per seed."""
+    ppl = [r["val_ppl"] for r in rs]
+    mean, std = _mean_std(ppl)
+    length = {}
+    for n in rs[0]["length"]:
+        losses = [r["length"][n] for r in rs]
+        if any(v is None for v in losses):
+            length[n] = {"perplexity": None, "perplexity_std": None, "seeds": [],
+                         "note": f"absolute positions only up to {s.block_size}"}
+        else:
+            seeds = [math.exp(min(v, 700.0)) for v in losses]
+            length[n] = dict(zip(("perplexity", "perplexity_std"), _mean_std(seeds)), seeds=seeds)
+    return {"equal_steps": {"perplexity": mean, "perplexity_std": std, "seeds": ppl,
+                            "parameters": rs[0]["parameters"], "steps": rs[0]["steps"],
+                            "tokens": rs[0]["tokens"],
+                            "seconds": _mean_std([r["seconds"] for r in rs])[0]},
+            "length": length}
+
+
+def _mean_std(values: Sequence[float]) -> Tuple[float, Optional[float]]:
+    """Mean and sample standard deviation (``None`` for a single value)."""
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else None
+
+
+def _curves(out: Path, s: AustenSettings, where: str):
+    """Training loss by step, validation loss by step and by time of the runs ``where``."""
     from ..train import read_metrics
     train, val, val_time = {}, {}, {}
-    for label, r in results.items():
-        path = out / "runs" / r["kind"] / "metrics.jsonl"
+    for label, kind in s.models.items():
+        path = out / "runs" / where.format(kind=kind) / "metrics.jsonl"
         records = read_metrics(path) if path.is_file() else []
         train[label] = [(x["step"], x["loss"]) for x in records if x["event"] == "train"]
         evals = [x for x in records if x["event"] == "eval" and x.get("set") == "val"]
@@ -463,27 +482,89 @@ def _curves(out: Path, results: Dict):
 
 def _figures(out: Path, s: AustenSettings, results: Dict) -> List[str]:
     from .. import plots
-    train, val, val_time = _curves(out, results)
-    unit = "nats/char" if s.tokenizer == "char" else "nats/token"
-    plots.training_curves(train, out / "curves_train.png", ylabel=f"training loss ({unit})",
-                          title="training loss (mean over each logging window)")
-    plots.training_curves(val, out / "curves_val.png", ylabel=f"validation loss ({unit})",
-                          title="validation loss (fixed windows, the same for every model)")
-    plots.training_curves(val_time, out / "val_vs_time.png", ylabel=f"validation loss ({unit})",
-                          title=f"validation loss against training time (budget "
-                                f"{s.budget_seconds:g} s each)", xlabel="training time (s)")
-    return ["curves_train.png", "curves_val.png", "val_vs_time.png"]
+    loss = f"loss ({'nats/char' if s.tokenizer == 'char' else 'nats/token'})"
+    specs = []
+    if "time" in s.protocols:
+        train, val, val_time = _curves(out, s, "time/{kind}")
+        specs += [("curves_train.png", train, "step", "training " + loss,
+                   "equal time: training loss (mean over each logging window)"),
+                  ("curves_val.png", val, "step", "validation " + loss,
+                   "equal time: validation loss"),
+                  ("val_vs_time.png", val_time, "training time (s)", "validation " + loss,
+                   f"validation loss against training time (budget {s.budget_seconds:g} s)")]
+    if "steps" in s.protocols:
+        specs.append(("curves_val_steps.png", _curves(out, s, f"steps/{{kind}}/seed{s.seed}")[1],
+                      "step", "validation " + loss, f"equal steps: validation loss, seed {s.seed}"))
+    for name, curves, xlabel, ylabel, title in specs:
+        plots.training_curves(curves, out / name, ylabel=ylabel, title=title, xlabel=xlabel)
+    if "steps" not in s.protocols:
+        return [spec[0] for spec in specs]
+    plots.spread_lines({label: {int(n): e["seeds"] for n, e in r["length"].items()}
+                        for label, r in results.items()}, out / "length.png",
+                       "evaluation length (tokens)", "validation perplexity",
+                       f"trained with context {s.block_size}: perplexity by evaluation length")
+    return [spec[0] for spec in specs] + ["length.png"]
+
+
+def _pm(mean: Optional[float], std: Optional[float]) -> str:
+    return f"{mean:.2f}" + ("" if std is None else f" ± {std:.2f}")
+
+
+def _tables(results: Dict, s: AustenSettings) -> List[str]:
+    """The equal-time, equal-steps and length sections of the protocols run."""
+    lines = []
+    if "time" in s.protocols:
+        lines += [
+            "## Equal training time", "",
+            f"Every model trains for {s.budget_seconds:g} s of training time (forward, backward, "
+            "optimiser step and batch sampling, as timed by `fit`), one after the other, seed "
+            f"{s.seed}; a timed calibration of {s.calibration_steps} steps plans the step count "
+            "(the cosine schedule's length). Timings on a shared machine include interference.",
+            "", "| model | name | dim / depth / heads × dim_head | parameters | steps | tokens "
+            "seen | train s | tokens/s | val loss | val ppl |", "|" + "---|" * 10]
+        lines += [f"| {label} | `{r['model']}` | {r['config']['dim']} / {r['config']['depth']} / "
+                  f"{r['config']['heads']} × {r['config']['dim_head']} | {r['parameters']:,} | "
+                  f"{r['steps']} | {r['tokens']:,} | {r['seconds']:.0f} | "
+                  f"{r['tokens_per_s']:,.0f} | {r['val_loss']:.4f} | {r['val_ppl']:.2f} |"
+                  for label, r in results.items()] + [""]
+    if "steps" not in s.protocols:
+        return lines
+    k = s.block_size - 1 if s.max_distance is None else s.max_distance
+    lines += [
+        "## Equal steps (the paper's protocol)", "",
+        f"Every model trains {s.steps} steps of {s.batch_size} × {s.block_size} tokens "
+        f"({s.steps * s.batch_size * s.block_size:,} tokens) per seed, seeds {s.seed} … "
+        f"{s.seed + s.seeds - 1} (weights and training windows). Validation perplexity: mean ± "
+        "sample standard deviation over the seeds.", "",
+        "| model | parameters | tokens seen | train s per seed | val ppl | per seed |",
+        "|---|---|---|---|---|---|"]
+    lines += [f"| {label} | {e['parameters']:,} | {e['tokens']:,} | {e['seconds']:.0f} | "
+              f"{_pm(e['perplexity'], e['perplexity_std'])} | "
+              f"{', '.join(f'{p:.2f}' for p in e['seeds'])} |"
+              for label, e in ((label, r["equal_steps"]) for label, r in results.items())]
+    lines += [
+        "", "## Length generalisation", "",
+        f"The equal-steps models (trained with context {s.block_size}) read windows of each "
+        f"length; every length scores the same {s.val_chunks} stretches of {s.span} validation "
+        f"tokens. All but APE run at any length (max_distance K = {k}: offsets beyond K share "
+        "a slot; RoPE has no slots); APE has block_size positions. Perplexity, mean ± std over "
+        "the seeds.", "",
+        "| model | " + " | ".join(f"L = {n}" for n in s.eval_lengths) + " |",
+        "|" + "---|" * (1 + len(s.eval_lengths))]
+    lines += [f"| {label} | " + " | ".join(
+        f"n/a: {e['note']}" if e["perplexity"] is None else _pm(e["perplexity"],
+                                                                  e["perplexity_std"])
+        for e in (r["length"][str(n)] for n in s.eval_lengths)) + " |"
+        for label, r in results.items()]
+    return lines + [""]
 
 
 def report_markdown(results: Dict, s: AustenSettings, figures: List[str],
                     info: Optional[Dict] = None) -> str:
-    """The report: setup, fairness rule, results table, samples and figures."""
+    """The report: setup, the tables of the protocols run, samples and figures."""
     info = info or {}
-    char = s.tokenizer == "char"
-    unit = "character" if char else "BPE token"
     austen = str(info.get("source", "austen")).startswith("austen")
     held = f"held-out novel: {s.val_novel}" if austen else "validation texts given by the caller"
-    val_name = s.val_novel if austen else "the validation texts"
     lines = [
         "# Language modelling on Jane Austen: causal Translution vs self-attention", "",
         f"Data: {info.get('source', 'austen')}, {s.tokenizer}-level tokens "
@@ -491,51 +572,27 @@ def report_markdown(results: Dict, s: AustenSettings, figures: List[str],
         f"and {info.get('tokens_val', 0):,} validation tokens ({held}). "
         f"Context {s.block_size}, batch {s.batch_size} random windows, AdamW lr {s.lr:g} "
         f"(β 0.9/0.99, weight decay {s.weight_decay:g} on matrices), warm-up "
-        f"{100 * s.warmup_fraction:g} % of the planned steps, cosine to {s.min_lr_ratio:g}·lr, "
-        f"gradient clip {s.grad_clip:g}. Device: {info.get('device', s.device)}, torch threads: "
-        f"{info.get('threads', '?')}.", "",
-        f"**Equal budget:** every model trains for {s.budget_seconds:g} s of wall-clock "
-        "training time (forward, backward, optimiser step and batch sampling, as timed by "
-        "`fit`; evaluation, checkpoints and sampling excluded), one model after the "
-        "other on the same machine. The step count (the cosine schedule's length) is planned "
-        f"from a timed calibration of {s.calibration_steps} steps on a copy of the model; "
-        "training stops at the planned count or when the budget is spent, whichever comes "
-        f"first, with {s.eval_points} evaluations on the way. Timings on a shared machine "
-        "include any interference from other processes.", "",
-        f"Validation: mean cross-entropy per {unit} on {info.get('val_windows', s.val_windows)} "
-        f"fixed, evenly spaced windows of {s.block_size} tokens of {val_name} (the same for "
-        "every model; each window scores all its positions, so early positions see short "
-        "contexts).", "",
-        f"| model | name | dim / depth / heads × dim_head | parameters | steps | tokens seen | "
-        f"train s | tokens/s | val loss (nats/{'char' if char else 'token'}) | "
-        f"{'bits/char' if char else 'bits/token'} | val ppl |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for label, r in results.items():
-        c = r["config"]
-        lines.append(
-            f"| {label} | `{r['model']}` | {c['dim']} / {c['depth']} / {c['heads']} × "
-            f"{c['dim_head']} | {r['parameters']:,} | {r['steps']} | {r['tokens']:,} | "
-            f"{r['seconds']:.0f} | {r['tokens_per_s']:,.0f} | {r['val_loss']:.4f} | "
-            f"{r['val_bits_per_token']:.3f} | {r['val_ppl']:.2f} |")
-    notes = []
-    for kind, over in s.model_overrides.items():
-        if kind in s.models.values() and over:
-            why = (" (its cost grows as N²·C·C', so the common width does not fit the budget)."
-                   if kind == "translution" else ".")
-            notes.append(f"`{kind}` uses " + ", ".join(f"{k}={v}" for k, v in over.items()) + why)
-    if "alpha" in s.models.values():
-        notes.append(f"α-Translution rank r = {s.rank}.")
-    if notes:
-        lines += ["", "Notes: " + " ".join(notes)]
-    temp = "greedy" if s.temperature == 0 else f"temperature {s.temperature:g}"
-    lines += ["", "## Samples", "",
-              f"{s.samples} sample(s) of {s.sample_tokens} tokens per model from the prompt "
-              f"{s.prompt!r} ({temp}{f', top-k {s.top_k}' if s.top_k else ''}, seed "
-              f"{s.sample_seed}, cached decoding; beyond the context the window slides).", ""]
-    for label, r in results.items():
-        lines += [f"**{label}**", ""]
-        for text in r.get("samples", [r.get("sample", "")]):
-            lines += ["```text", text.replace("```", "ʼʼʼ"), "```", ""]
-    lines += ["## Curves", ""] + [f"![{f}]({f})" for f in figures]
-    return "\n".join(lines) + "\n"
+        f"{100 * s.warmup_fraction:g} % of the steps, cosine to {s.min_lr_ratio:g}·lr, "
+        f"gradient clip {s.grad_clip:g}, {s.eval_points} evaluations. Device: "
+        f"{info.get('device', s.device)}, torch threads: {info.get('threads', '?')}.", "",
+        f"Validation: mean cross-entropy (nats per "
+        f"{'character' if s.tokenizer == 'char' else 'BPE token'}) on "
+        f"{info.get('val_tokens', 0):,} tokens: {s.val_chunks} evenly spaced stretches cut into "
+        f"windows of {s.block_size}; a window scores all its positions, the early ones with "
+        "short contexts.", ""] + _tables(results, s)
+    notes = [f"`{kind}` uses " + ", ".join(f"{k}={v}" for k, v in over.items()) + "."
+             for kind, over in s.model_overrides.items() if kind in s.models.values() and over]
+    notes += [f"α-Translution rank r = {s.rank}."] if "alpha" in s.models.values() else []
+    lines += ["Notes: " + " ".join(notes), ""] if notes else []
+    if "time" in s.protocols:
+        temp = "greedy" if s.temperature == 0 else f"temperature {s.temperature:g}"
+        lines += ["## Samples (equal-time models)", "",
+                  f"{s.samples} sample(s) of {s.sample_tokens} tokens per model from the prompt "
+                  f"{s.prompt!r} ({temp}{f', top-k {s.top_k}' if s.top_k else ''}, seed "
+                  f"{s.sample_seed}, cached decoding; APE slides its window beyond the context).",
+                  ""]
+        for label, r in results.items():
+            lines += [f"**{label}**", ""]
+            for text in r["samples"]:
+                lines += ["```text", text.replace("```", "ʼʼʼ"), "```", ""]
+    return "\n".join(lines + ["## Figures", ""] + [f"![{f}]({f})" for f in figures]) + "\n"

@@ -1,36 +1,18 @@
 """Atomic, validated training checkpoints.
 
-A checkpoint is a ``torch.save`` file holding a dict with these keys:
+A checkpoint is a ``torch.save`` dict: ``format`` (``"translution.train/1"``), ``model`` (the
+unwrapped model's ``state_dict``), ``optimizer`` and ``scheduler`` states (or ``None``), ``rng``
+(one :func:`~translution.train.rng.capture_rng_state` per rank), ``step``, ``epoch`` (of the
+next step), ``config`` (the run config as a dict), ``best`` (``{"metric", "mode", "value",
+"step"}``), ``extra`` (loop bookkeeping) and, like nanoGPT's ``model_args``, ``model_config``
+(``model.config.to_dict()``, from which :func:`translution.models.model_from_config` rebuilds the
+model) and ``tokenizer`` (a language model's tokenizer meta); older files load with those two
+``None``.
 
-========== ==================================================================
-format     ``"translution.train/1"``
-model      ``state_dict()`` of the unwrapped model
-optimizer  optimiser ``state_dict()`` (or ``None``)
-scheduler  :class:`~translution.train.schedule.LRSchedule` state (or ``None``)
-rng        list with one :func:`~translution.train.rng.capture_rng_state` per rank
-step       optimiser steps taken
-epoch      epoch the next step belongs to (``step // steps_per_epoch``)
-config     resolved run configuration as a plain dict (or ``None``)
-best       ``{"metric", "mode", "value", "step"}`` (or ``None``)
-extra      free-form dict (loop bookkeeping, user data)
-========== ==================================================================
-
-and, to describe the model without the code or data that trained it (nanoGPT's ``model_args``):
-
-============ ================================================================
-model_config ``model.config.to_dict()`` of the unwrapped model (``None`` for models without
-             one); :func:`translution.models.model_from_config` rebuilds the model from it
-tokenizer    tokenizer meta (:meth:`Tokenizer.to_meta`) of a language model, else ``None``
-============ ================================================================
-
-Files written before ``model_config`` existed load with both set to ``None``.
-
-Files are written with :func:`translution.utils.atomic_write` (temporary file, fsync,
-``os.replace``), so a crash never leaves a half-written ``last.pt``; with ``keep_previous`` the
-file being replaced becomes ``prev.pt``, the fallback of :func:`resume_checkpoint`. Loading
-checks the CRC-32 of every member of the zip archive ``torch.save`` writes (a flipped bit is
-refused, not loaded as a wrong weight), uses ``weights_only=True`` and checks the format,
-raising ``ValueError`` naming the file.
+Writes are atomic (:func:`translution.utils.atomic_write`); with ``keep_previous`` the replaced
+file becomes ``prev.pt``, the fallback of :func:`resume_checkpoint`. Loading checks the CRC-32
+of every member of the zip archive (a flipped bit is refused, not loaded as a wrong weight),
+uses ``weights_only=True``, checks the format, and raises ``ValueError`` naming the file.
 """
 
 from __future__ import annotations
@@ -77,39 +59,15 @@ def save_checkpoint(path: str | os.PathLike, *, model: nn.Module,
                     config: dict | None = None, best: dict | None = None,
                     extra: dict | None = None, tokenizer: dict | None = None,
                     keep_previous: bool = False) -> Path:
-    """Write a checkpoint atomically.
-
-    Args:
-        path: Destination file.
-        model: Model (DDP / compiled wrappers are stripped before ``state_dict()``).
-        optimizer: Optimiser to save, if any.
-        scheduler: Object with ``state_dict()`` (e.g. ``LRSchedule``), if any.
-        step: Optimiser steps taken.
-        epoch: Epoch of the next step.
-        rng: Per-rank RNG states (``capture_rng_state()`` each); ``None`` saves none.
-        config: Resolved configuration as a plain dict.
-        best: Best-metric bookkeeping.
-        extra: Anything else ``weights_only`` loading accepts (tensors, plain containers).
-        tokenizer: Tokenizer meta of a language model (``Tokenizer.to_meta()``).
-        keep_previous: Move an existing ``path`` to ``prev.pt`` in the same folder first.
-
-    Returns:
-        The path written.
-    """
-    obj = {
-        "format": CHECKPOINT_FORMAT,
-        "model": unwrap_model(model).state_dict(),
-        "optimizer": None if optimizer is None else optimizer.state_dict(),
-        "scheduler": None if scheduler is None else scheduler.state_dict(),
-        "rng": rng,
-        "step": int(step),
-        "epoch": int(epoch),
-        "config": config,
-        "best": best,
-        "extra": {} if extra is None else extra,
-        "model_config": model_config(model),
-        "tokenizer": tokenizer,
-    }
+    """Write a checkpoint atomically (see the module docstring for the keys); DDP / compiled
+    wrappers are stripped from ``model``; ``extra`` holds anything ``weights_only`` loading
+    accepts. ``keep_previous`` first moves an existing ``path`` to ``prev.pt``."""
+    obj = {"format": CHECKPOINT_FORMAT, "model": unwrap_model(model).state_dict(),
+           "optimizer": None if optimizer is None else optimizer.state_dict(),
+           "scheduler": None if scheduler is None else scheduler.state_dict(),
+           "rng": rng, "step": int(step), "epoch": int(epoch), "config": config, "best": best,
+           "extra": {} if extra is None else extra, "model_config": model_config(model),
+           "tokenizer": tokenizer}
     path = Path(path)
     if keep_previous and path.exists():
         os.replace(path, path.with_name("prev.pt"))
@@ -174,29 +132,34 @@ def _read(path: Path, map_location: Any, weights_only: bool) -> dict[str, Any]:
     return obj
 
 
+def _load_into(target: Any, state: Any, path: Path, what: str, errors: tuple) -> None:
+    if state is None:
+        raise ValueError(f"checkpoint file {str(path)!r} holds no {what} state")
+    try:
+        target.load_state_dict(state)
+    except errors as e:
+        raise ValueError(f"checkpoint file {str(path)!r} has {what} state that does not fit "
+                         f"{type(target).__name__}: {e}") from e
+
+
 def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None,
                     optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None, *,
                     rank: int = 0, restore_rng: bool = False, strict: bool = True,
                     map_location: Any = "cpu", weights_only: bool = True) -> dict[str, Any]:
-    """Read and validate a checkpoint, optionally loading it into live objects.
+    """Read and validate a checkpoint, loading it into the given live objects.
 
     Args:
-        path: Checkpoint file.
-        model: If given, receives the model weights (wrappers are stripped).
-        optimizer: If given, receives the optimiser state.
-        scheduler: If given, receives the scheduler state (``load_state_dict``).
-        rank: Which saved RNG state to restore (taken modulo the number saved).
-        restore_rng: Restore Python/NumPy/torch RNG states (exact resume).
-        strict: Passed to ``model.load_state_dict``.
-        map_location: Passed to ``torch.load``.
-        weights_only: Passed to ``torch.load``; ``True`` refuses arbitrary pickled objects.
+        model, optimizer, scheduler: Receive their states when given (wrappers stripped).
+        rank: Which saved RNG state ``restore_rng`` restores (modulo the number saved).
+        strict: Of ``model.load_state_dict``.
+        map_location, weights_only: Of ``torch.load``.
 
     Returns:
-        The checkpoint dict (see the module docstring).
+        The checkpoint dict.
 
     Raises:
-        ValueError: If the file is missing, empty, corrupt, truncated, lacks a key, has another
-            format, or does not fit the model/optimiser; the message names the file.
+        ValueError: A missing, empty, corrupt, truncated or foreign file, or one that does not
+            fit the objects; the message names the file.
     """
     p = Path(path)
     obj = _read(p, map_location, weights_only)
@@ -207,22 +170,10 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None,
             raise ValueError(f"checkpoint file {str(p)!r} does not fit model "
                              f"{type(unwrap_model(model)).__name__}: {e}") from e
     if optimizer is not None:
-        if obj["optimizer"] is None:
-            raise ValueError(f"checkpoint file {str(p)!r} holds no optimizer state; expected "
-                             f"one for {type(optimizer).__name__}")
-        try:
-            optimizer.load_state_dict(obj["optimizer"])
-        except (ValueError, KeyError, RuntimeError) as e:
-            raise ValueError(f"checkpoint file {str(p)!r} has optimizer state that does not "
-                             f"fit {type(optimizer).__name__}: {e}") from e
+        _load_into(optimizer, obj["optimizer"], p, "optimizer", (ValueError, KeyError,
+                                                                 RuntimeError))
     if scheduler is not None:
-        if obj["scheduler"] is None:
-            raise ValueError(f"checkpoint file {str(p)!r} holds no scheduler state")
-        try:
-            scheduler.load_state_dict(obj["scheduler"])
-        except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"checkpoint file {str(p)!r} has scheduler state that does not "
-                             f"fit: {e}") from e
+        _load_into(scheduler, obj["scheduler"], p, "scheduler", (ValueError, KeyError, TypeError))
     if restore_rng:
         states = obj["rng"]
         if not states:

@@ -1,42 +1,28 @@
 """Typed configuration: dataclass sections, a strict YAML loader and ``key=value`` overrides.
 
-A run is one :class:`RunConfig` with five sections::
+A run is one :class:`RunConfig` with five sections: ``model`` (``{name: <registered model>,
+**fields of its config}``), ``data`` (:class:`DataConfig`), ``train`` (:class:`TrainConfig`),
+``optim`` (:class:`OptimConfig`) and ``schedule`` (:class:`ScheduleConfig`). A :class:`Section`
+converts each value to its annotation (``int``, ``float``, ``bool``, ``str``, ``Literal``,
+``Optional``, ``tuple``, ``list``, ``dict``, nested dataclasses) and checks the bounds declared
+with :func:`bounded`; an unknown key is an error naming the close matches ("unknown key
+data.trian_size; did you mean data.train_size?").
 
-    model:    {name: vit_mnist_translution, depth: 2}  # fields of the registered model's config
-    data:     DataConfig       # which data set and how it is cut, placed, tokenized
-    train:    TrainConfig      # loop length, evaluation, checkpoints, precision, time budget
-    optim:    OptimConfig      # optimiser and gradient clipping
-    schedule: ScheduleConfig   # learning-rate schedule
-
-Every section is a :class:`Section` dataclass: construction converts each value to its
-annotation (``int``, ``float``, ``bool``, ``str``, ``Literal``, ``Optional``, ``tuple``,
-``list``, ``dict``, nested sections) and checks the bounds declared with :func:`bounded`.
-Every unknown key, in a file or an override, is an error naming the close matches
-("unknown key data.trian_size; did you mean data.train_size?").
-
-Experiments read their presets through the same system (the stable API for presets)::
-
-    from dataclasses import dataclass, field
-    from translution.train.config import Section, bounded, load_settings
+Experiments read their presets (``configs/<name>.yaml``) through the same system::
 
     @dataclass
     class MySettings(Section):
         epochs: int = bounded(2, ge=1)
-        lr: float = bounded(1e-3, gt=0)
-        models: dict[str, str] = field(default_factory=lambda: {"ViT": "ape"})
 
-    quick = load_settings(MySettings, "my_quick")          # configs/my_quick.yaml
-    tuned = load_settings(MySettings, "my_quick", ["epochs=3", "models={A: alpha}"])
-
-``load_settings(MySettings, None, overrides)`` starts from the dataclass defaults, and
-``replace_settings(quick, ["epochs=3"])`` overrides an existing settings object (the CLI's
-``--set``); both type-check every value of any dataclass, a :class:`Section` or not.
+    quick = load_settings(MySettings, "my_quick", ["epochs=3"])
+    tuned = replace_settings(quick, ["epochs=4"])   # the CLI's --set; any dataclass works
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import operator
 import os
 import types
 import typing
@@ -57,37 +43,39 @@ _NONE = type(None)
 
 def bounded(default: Any, *, ge: float | None = None, gt: float | None = None,
             le: float | None = None, lt: float | None = None) -> Any:
-    """A dataclass field whose value (or each element of a tuple/list value) must satisfy the
-    given bounds; ``None`` values are not checked."""
+    """A dataclass field whose value (each element of a tuple/list) must satisfy the bounds;
+    ``None`` is not checked."""
     bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
     return field(default=default, metadata={"bounds": bounds})
+
+
+_BOUND_OPS = {"ge": (operator.ge, ">="), "gt": (operator.gt, ">"), "le": (operator.le, "<="),
+              "lt": (operator.lt, "<")}
 
 
 def _join(where: str, key: Any) -> str:
     return f"{where}.{key}" if where else str(key)
 
 
-def _name(tp: Any) -> str:
-    return tp.__name__ if isinstance(tp, type) else str(tp).replace("typing.", "")
-
-
 def _fail(where: str, tp: Any, value: Any) -> TypeError:
-    return TypeError(f"{where}: expected {_name(tp)}, got {type(value).__name__} {value!r}")
+    name = tp.__name__ if isinstance(tp, type) else str(tp).replace("typing.", "")
+    return TypeError(f"{where}: expected {name}, got {type(value).__name__} {value!r}")
 
 
-def _number(value: Any, tp: type, where: str) -> Any:
+def _scalar(value: Any, tp: type, where: str) -> Any:
+    if tp is bool or tp is str:
+        if isinstance(value, tp):
+            return value
+        raise _fail(where, tp, value)
     if isinstance(value, str):                 # YAML 1.1 reads "1e-3" as a string
         try:
             value = float(value)
         except ValueError:
             raise _fail(where, tp, value) from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            tp is int and isinstance(value, float) and not value.is_integer()):
         raise _fail(where, tp, value)
-    if tp is float:
-        return float(value)
-    if isinstance(value, float) and not value.is_integer():
-        raise _fail(where, tp, value)
-    return int(value)
+    return tp(value)
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -122,29 +110,22 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         key_tp, value_tp = args or (Any, Any)
         return {_coerce(k, key_tp, where): _coerce(v, value_tp, _join(where, k))
                 for k, v in value.items()}
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise _fail(where, tp, value)
-    if tp in (int, float):
-        return _number(value, tp, where)
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise _fail(where, tp, value)
+    if tp in (bool, int, float, str):
+        return _scalar(value, tp, where)
     raise TypeError(f"{where}: unsupported annotation {tp!r}")
 
 
-def _check_bounds(value: Any, bounds: dict, where: str) -> None:
+def _checked(f: dataclasses.Field, tp: Any, value: Any, where: str) -> Any:
+    """``value`` of field ``f`` converted to ``tp`` and checked against its bounds."""
+    value = _coerce(value, tp, where)
     items = enumerate(value) if isinstance(value, (tuple, list)) else [(None, value)]
     for i, v in items:
-        name = where if i is None else f"{where}[{i}]"
-        for op, bound in bounds.items():
-            ok = {"ge": v is None or v >= bound, "gt": v is None or v > bound,
-                  "le": v is None or v <= bound, "lt": v is None or v < bound}[op]
-            if not ok:
-                sign = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}[op]
-                raise ValueError(f"{name} must be {sign} {bound}, got {v}")
+        for op, bound in f.metadata.get("bounds", {}).items():
+            check, sign = _BOUND_OPS[op]
+            if v is not None and not check(v, bound):
+                raise ValueError(f"{where if i is None else f'{where}[{i}]'} must be {sign} "
+                                 f"{bound}, got {v}")
+    return value
 
 
 def unknown_key(where: str, key: Any, valid: Sequence[str]) -> ValueError:
@@ -156,20 +137,16 @@ def unknown_key(where: str, key: Any, valid: Sequence[str]) -> ValueError:
 
 
 class Section:
-    """Base of typed config dataclasses: every field is converted to its annotation and checked
-    against its :func:`bounded` bounds at construction; :meth:`check` adds cross-field rules.
-
-    ``where`` (a class attribute) prefixes the keys in error messages (``"optim"``).
-    """
+    """Base of typed config dataclasses: fields are converted to their annotations and checked
+    against their :func:`bounded` bounds at construction; :meth:`check` adds cross-field rules.
+    ``where`` prefixes the keys in error messages (``"optim"``)."""
 
     where: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            key = _join(self.where, f.name)
-            value = _coerce(getattr(self, f.name), hints[f.name], key)
-            _check_bounds(value, f.metadata.get("bounds", {}), key)
+            value = _checked(f, hints[f.name], getattr(self, f.name), _join(self.where, f.name))
             object.__setattr__(self, f.name, value)
         self.check()
 
@@ -195,33 +172,29 @@ def _plain(value: Any) -> Any:
 
 
 def settings_from_dict(cls: type[T], values: Mapping[str, Any] | None, where: str = "") -> T:
-    """``cls(**values)`` for a dataclass ``cls``, refusing unknown keys (with close matches).
+    """``cls(**values)`` for a dataclass ``cls``, every value checked, unknown keys refused.
 
     Raises:
-        ValueError: An unknown key, or a value out of bounds.
+        ValueError: An unknown key (with close matches), or a value out of bounds.
         TypeError: ``values`` is not a mapping, or a value has the wrong type.
     """
     if isinstance(values, cls):
         return values
-    where = where or getattr(cls, "where", "")
-    values = {} if values is None else values
+    where, values = where or getattr(cls, "where", ""), {} if values is None else values
     if not isinstance(values, Mapping):
         raise TypeError(f"{where or cls.__name__}: expected a mapping, got "
                         f"{type(values).__name__} {values!r}")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
+    hints, kwargs = typing.get_type_hints(cls), {}
     for key, value in values.items():
         if key not in fields:
             raise unknown_key(where, key, list(fields))
-        kwargs[key] = _coerce(value, hints[key], _join(where, key))
-        _check_bounds(kwargs[key], fields[key].metadata.get("bounds", {}), _join(where, key))
+        kwargs[key] = _checked(fields[key], hints[key], value, _join(where, key))
     return cls(**kwargs)
 
 
 def replace_settings(settings: T, overrides: Sequence[str]) -> T:
-    """``dataclasses.replace(settings, ...)`` from ``key=value`` items, type-checked like
-    :func:`load_settings` (for any dataclass, a :class:`Section` or not)."""
+    """``settings`` with ``key=value`` items applied, checked like :func:`load_settings`."""
     return settings_from_dict(type(settings),
                               with_overrides(dataclasses.asdict(settings), overrides))
 
@@ -249,9 +222,9 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
 def with_overrides(values: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """A copy of the nested mapping ``values`` with ``key=value`` items applied in order.
 
-    Keys are dotted paths (``optim.lr``, ``model_overrides.translution.dim``); values are
-    parsed as YAML (``[0.9, 0.95]``, ``{a: 1}``, ``true``, ``null``). Keys and types are
-    checked when the result is turned into a section.
+    Keys are dotted paths (``optim.lr``); values are parsed as YAML (``[0.9, 0.95]``,
+    ``{a: 1}``, ``true``, ``null``; unparsable: a string). Keys and types are checked when the
+    result becomes a section.
 
     Raises:
         ValueError: An item that is not ``key=value`` with a dotted key.
@@ -269,7 +242,7 @@ def with_overrides(values: Mapping[str, Any], overrides: Sequence[str]) -> dict[
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
-            value = raw                       # an unparsable value stays a string
+            value = raw
         node = out
         for part in path[:-1]:
             if not isinstance(node.get(part), dict):
@@ -281,12 +254,8 @@ def with_overrides(values: Mapping[str, Any], overrides: Sequence[str]) -> dict[
 
 def load_settings(cls: type[T], preset: str | os.PathLike | None = None,
                   overrides: Sequence[str] = ()) -> T:
-    """A settings dataclass from a preset YAML file plus ``key=value`` overrides, all checked.
-
-    Args:
-        cls: A dataclass (usually a :class:`Section`).
-        preset: A YAML path, a preset name (``configs/<name>.yaml``) or ``None`` (defaults).
-        overrides: ``key=value`` items (see :func:`with_overrides`).
+    """A settings dataclass from a preset (a YAML path, a name in ``configs/``, or ``None`` for
+    the defaults) plus ``key=value`` overrides, all checked.
 
     Raises:
         ValueError: Unknown preset or key (with close matches), malformed item, bad value.
@@ -301,27 +270,23 @@ def load_settings(cls: type[T], preset: str | os.PathLike | None = None,
     return settings_from_dict(cls, with_overrides(values, overrides))
 
 
-# ----------------------------------------------------------------------------------------------
-# the run configuration
-# ----------------------------------------------------------------------------------------------
 PLACEMENT = Literal["static", "patch", "pixel"]
 
 
 @dataclass
 class DataConfig(Section):
-    """Data settings (keys not used by the chosen data set are ignored).
+    """Data settings (keys the chosen data set does not use are ignored).
 
     Attributes:
         dataset: ``mnist``, ``fashion-mnist``, ``dynamic-mnist`` (digits on a larger canvas),
-            ``imagefolder`` (``root/train``, ``root/val``), ``text`` (a prepared token folder
-            ``dir``) or ``austen`` (the novels, tokenized into a cache folder).
+            ``imagefolder`` (``root/train``, ``root/val``), ``text`` (a token folder ``dir``) or
+            ``austen`` (the novels, tokenized into a cache folder, or ``dir``).
         root: Image folder (imagefolder) or local MNIST IDX folder (else cache / download).
-        dir: Token folder (``text``; ``austen``: optional cache folder).
         train_size, test_size: Use only the first N images (``None``: all).
-        canvas: Canvas side (default 28, dynamic-mnist 42). patch: patch side for placements.
-        placement, test_placement: ``static``, ``patch`` or ``pixel`` (test: default as train).
+        canvas, patch: Canvas side (default 28, dynamic-mnist 42) and patch side.
+        placement, test_placement: ``static``, ``patch`` or ``pixel`` (test: as train).
         test_seed: Seed of the test placements.
-        img_size, resize, randaugment, mixup, cutmix: ImageNet-style augmentation (SPEC §6).
+        img_size, resize, randaugment, mixup, cutmix: ImageNet augmentation (SPEC §6).
         tokenizer, val_novel: Austen tokenizer (``char``/``gpt2``) and held-out novel.
         block_size: Window length (default: the model's context).
         steps_per_epoch, eval_iters: Random-window batches per epoch / per evaluation.
@@ -363,12 +328,12 @@ class OptimConfig(Section):
 
     Attributes:
         name: ``"adamw"``, ``"adadelta"`` or ``"sgd"``.
-        lr: Base learning rate (the schedule multiplies it).
-        weight_decay: Decoupled weight decay (AdamW) or L2 penalty (Adadelta, SGD).
-        betas: AdamW betas. eps: ``None`` uses the optimiser's default.
-        rho: Adadelta coefficient. momentum, nesterov: SGD.
-        grad_clip: Clip the global gradient norm to this value; ``None`` or 0 disables.
-        decay_1d: Decay 1-D parameters (biases, norms) too (reference scripts: ``True``).
+        lr: Base learning rate (the schedule scales it).
+        weight_decay: Decoupled (AdamW) or L2 (Adadelta, SGD) weight decay.
+        betas: AdamW. eps: ``None``: the optimiser's default. rho: Adadelta.
+        momentum, nesterov: SGD.
+        grad_clip: Clip the global gradient norm to this value (``None``/0: off).
+        decay_1d: Decay 1-D parameters (biases, norms) too.
     """
 
     where: ClassVar[str] = "optim"
@@ -386,15 +351,12 @@ class OptimConfig(Section):
 
 @dataclass
 class ScheduleConfig(Section):
-    """Learning rate as a function of time ``t`` (optimiser steps, or epochs with
-    ``per="epoch"``); see :mod:`translution.train.schedule`.
+    """Learning rate over time ``t`` (steps, or epochs with ``per="epoch"``).
 
     Attributes:
-        name: ``"constant"``, ``"cosine"`` or ``"step"`` (``gamma ** (t' // step_size)``).
-        per: ``"step"`` or ``"epoch"``.
-        warmup: Linear warm-up length in units of ``per`` (0 disables).
-        step_size, gamma: ``"step"`` decay. min_lr: final ``"cosine"`` learning rate.
-        total: Cosine horizon after warm-up; ``None``: the whole run.
+        name: ``"constant"``, ``"cosine"`` (to ``min_lr`` over ``total``, default the whole
+            run) or ``"step"`` (``gamma ** (t // step_size)``).
+        warmup: Linear warm-up length in units of ``per`` (0: none).
     """
 
     where: ClassVar[str] = "schedule"
@@ -412,23 +374,19 @@ class TrainConfig(Section):
     """Loop settings.
 
     Attributes:
-        epochs: Number of epochs (used when ``max_steps`` is ``None``).
-        max_steps: Total optimiser steps; overrides ``epochs`` when set.
-        time_budget_s: Stop (and checkpoint) once this much training time is spent, summed
-            over resumes; ``None``: no limit.
-        batch_size, eval_batch_size, num_workers: For the batch builders (per process).
-        eval_every, eval_every_epochs: Evaluate every N steps / epochs (0: never); also at
-            the end, and at step 0 with ``eval_at_start``.
+        epochs, max_steps: Run length (``max_steps``, when set, wins).
+        time_budget_s: Stop (and checkpoint) after this much training time, summed over
+            resumes (``None``: no limit).
+        batch_size, eval_batch_size, num_workers: Per process.
+        eval_every, eval_every_epochs, eval_at_start: Evaluate every N steps / epochs (0:
+            never), at the end, and at step 0.
         log_every: Training record every N steps.
         checkpoint_every, checkpoint_every_epochs: ``last.pt`` every N steps / epochs (0:
-            never); always at the end.
-        seed: Seed of the training stream.
+            never) and at the end.
         precision: ``"fp32"`` or ``"bf16"`` autocast.
         out_dir: Output folder (``None``: nothing is written).
-        best_metric, best_mode: Metric deciding ``best.pt`` (``None``: the task's default) and
-            its direction (``"auto"``: from the task).
-        save_best, csv, progress, compile, deterministic: Switches.
-        device: ``"cpu"``, ``"cuda"``, ... (``None``: CUDA when available).
+        best_metric, best_mode: What decides ``best.pt`` (``None``/``"auto"``: the task's).
+        device: ``None``: CUDA when available.
     """
 
     where: ClassVar[str] = "train"
@@ -478,8 +436,7 @@ def check_model_section(values: Mapping[str, Any]) -> dict[str, Any]:
         if is_model(name):                     # registered without a config: cannot check
             return dict(values)
         raise ValueError(f"model.name: {e}") from None
-    hints = typing.get_type_hints(type(base))
-    valid = [f.name for f in dataclasses.fields(base)]
+    hints, valid = typing.get_type_hints(type(base)), [f.name for f in dataclasses.fields(base)]
     out = {"name": name}
     for key, value in values.items():
         if key != "name":
@@ -514,7 +471,7 @@ def config_to_dict(cfg: Section) -> dict[str, Any]:
 
 def load_config(path: str | os.PathLike | None = None,
                 overrides: Sequence[str] = ()) -> RunConfig:
-    """Read a YAML run configuration (or the defaults) and apply ``key=value`` overrides.
+    """A YAML run configuration (or the defaults) with ``key=value`` overrides applied.
 
     Raises:
         ValueError: Missing/invalid file, unknown key (with close matches), bad value.
@@ -524,7 +481,7 @@ def load_config(path: str | os.PathLike | None = None,
 
 
 def save_config(cfg: Section, path: str | os.PathLike) -> Path:
-    """Write ``cfg`` as YAML (atomically) and return the path."""
+    """Write ``cfg`` as YAML (atomically); returns the path."""
     import yaml
     from ..utils import atomic_write_text
     return atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

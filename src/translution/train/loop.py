@@ -1,24 +1,16 @@
-"""The training loop shared by classification and language modelling: :class:`Trainer`, and
-:func:`fit` to build and run one.
+"""The training loop of classification and language modelling: :func:`fit` runs a :class:`Trainer`.
 
-Training is step-based: the global step ``s`` belongs to epoch ``s // steps_per_epoch`` and is
-batch ``s % steps_per_epoch`` of that epoch, so a run can stop and resume anywhere, mid-epoch
-included. Everything that decides the next step (weights, optimiser state, learning rate,
-random generators, the batch itself, even the logging accumulators) is either checkpointed or
-a pure function of the step, so on CPU a resumed run reproduces the per-step losses of an
-uninterrupted one bit for bit.
+Training is step-based: global step ``s`` is batch ``s % steps_per_epoch`` of epoch
+``s // steps_per_epoch``, so a run can stop and resume anywhere. Everything that decides the next
+step (weights, optimiser, learning rate, random generators, the batch, the logging window) is
+checkpointed or a function of the step, so on CPU a resumed run repeats the per-step losses of
+an uninterrupted one bit for bit. A run ends after ``train.max_steps`` (or ``train.epochs``)
+steps or once ``train.time_budget_s`` of training time is spent (summed over resumes; evaluation
+and checkpoints not counted).
 
-A run ends after ``train.max_steps`` (or ``train.epochs``) steps or, with
-``train.time_budget_s``, once that much training time is spent (summed over resumes;
-evaluation and checkpoints are not counted). Evaluation runs on one or several named sets.
-
-Files written to ``out_dir`` (rank 0 only)::
-
-    config.yaml     resolved RunConfig
-    metrics.jsonl   one JSON object per training-log / evaluation event ("set": the eval set)
-    last.pt         latest checkpoint (atomic; the one before is kept as prev.pt)
-    best.pt         checkpoint with the best evaluation metric so far
-    metrics_*.csv   when train.csv is true
+Files in ``out_dir`` (rank 0): ``config.yaml`` (the resolved RunConfig), ``metrics.jsonl`` (one
+record per training log or evaluation; ``"set"`` names the evaluation set), ``last.pt`` (the one
+before kept as ``prev.pt``), ``best.pt``, and ``metrics_*.csv`` with ``train.csv``.
 """
 
 from __future__ import annotations
@@ -96,44 +88,29 @@ class _Window:
         return {"sums": self.floats(), "count": self.count}
 
     def load(self, state: dict[str, Any], device: torch.device) -> None:
-        # float32 -> Python float -> float32 is exact, so the window sums continue bit for bit
+        # float32 -> Python float -> float32 is exact, so the sums continue bit for bit
         self.sums = {k: torch.tensor(v, dtype=torch.float32, device=device)
                      for k, v in state.get("sums", {}).items()}
         self.count = int(state.get("count", 0))
 
 
-def _eval_iter(batches: Any) -> Iterable[Any]:
-    if hasattr(batches, "batches") and callable(batches.batches):
-        return batches.batches(0)
-    return batches
-
-
 def _resolve_best(task: Task, metric: str | None, mode: str) -> tuple[str, str]:
+    """The metric deciding ``best.pt`` and its direction (``"auto"``: from the task)."""
     if metric is None:
-        default_metric, default_mode = task.default_best
-        return default_metric, default_mode if mode == "auto" else mode
-    if mode != "auto":
-        return metric, mode
+        metric, default_mode = task.default_best
+        return metric, default_mode if mode == "auto" else mode
     modes = getattr(task, "metric_modes", {})
-    if metric not in modes:
+    if mode == "auto" and metric not in modes:
         raise ValueError(f"train.best_mode='auto' cannot tell whether {metric!r} should be "
                          f"minimised or maximised; known metrics {modes}; set train.best_mode "
                          f"to 'min' or 'max'")
-    return metric, modes[metric]
-
-
-def _improved(value: float, best: dict | None, mode: str) -> bool:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return False
-    if best is None:
-        return True
-    return value < best["value"] if mode == "min" else value > best["value"]
+    return metric, modes[metric] if mode == "auto" else mode
 
 
 def _restore(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
              schedule: LRSchedule, rank: int, optim_name: str) -> dict[str, Any]:
-    """Load a checkpoint into the live objects, keeping the optimiser settings of the new config
-    (and saying which changed); refuse a checkpoint of another optimiser."""
+    """Load a checkpoint into the live objects, keeping (and logging) the optimiser settings of
+    the new config; refuse a checkpoint of another optimiser."""
     fresh = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
     fresh_base = list(schedule.base_lrs)
     obj = load_checkpoint(path, model, optimizer, schedule, rank=rank, restore_rng=True)
@@ -164,7 +141,7 @@ class Trainer:
     """One training run; :meth:`run` trains (resuming when asked) and returns a summary.
 
     Arguments are those of :func:`fit`, with ``eval_sets`` a mapping name → batches
-    (``{None: batches}`` for a single unnamed set, whose records carry no ``"set"`` key).
+    (``{None: batches}``: one unnamed set, whose records carry no ``"set"`` key).
     """
 
     def __init__(self, model: nn.Module, task: Task, train_batches: BatchSource,
@@ -172,7 +149,13 @@ class Trainer:
                  out_dir: str | os.PathLike | None, resume: bool | str | os.PathLike,
                  callbacks: Sequence[Callback], device: str | torch.device | None,
                  stop_after_steps: int | None, tokenizer: dict | None) -> None:
-        _check_arguments(config, train_batches, stop_after_steps)
+        if not isinstance(config, RunConfig):
+            raise TypeError(f"config must be a RunConfig, got {type(config).__name__}")
+        if not (hasattr(train_batches, "batches") and hasattr(train_batches, "__len__")):
+            raise TypeError(f"train_batches must have __len__ and batches(epoch, start), got "
+                            f"{type(train_batches).__name__}")
+        if stop_after_steps is not None and stop_after_steps < 1:
+            raise ValueError(f"stop_after_steps must be >= 1 or None, got {stop_after_steps}")
         tc = self.tc = config.train
         self.info: DistInfo = setup_distributed(device=device if device is not None
                                                 else tc.device)
@@ -187,11 +170,20 @@ class Trainer:
             (Path(tc.out_dir) if tc.out_dir else None)
         self.writer = self.info.is_main and self.out is not None
         if self.out is not None:
-            config = dataclasses.replace(config, train=dataclasses.replace(tc, out_dir=str(self.out)))
+            config = dataclasses.replace(config,
+                                         train=dataclasses.replace(tc, out_dir=str(self.out)))
         self.config, self.resume, self.callbacks = config, resume, callbacks
         self.stop_after_steps, self.tokenizer = stop_after_steps, tokenizer
         self.best_metric, self.best_mode = _resolve_best(task, tc.best_metric, tc.best_mode)
-        self._build_model(model)
+        dev = self.info.device
+        self.raw = model.to(dev)
+        self.optimizer = build_optimizer(self.raw, config.optim)
+        self.schedule = LRSchedule(self.optimizer, config.schedule, self.steps_per_epoch,
+                                   self.total_steps)
+        self.fwd: nn.Module = torch.compile(self.raw) if tc.compile else self.raw
+        self.train_model = wrap_model(self.fwd, self.info)
+        self.autocast = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) \
+            if tc.precision == "bf16" else contextlib.nullcontext
         self.step, self.run_steps, self.best, self.resumed_from = 0, 0, None, None
         self.last_evals: dict[str | None, dict] = {}
         self.last_eval_step, self.last_train = -1, None
@@ -199,30 +191,17 @@ class Trainer:
         self.base_elapsed, self.wall, self.paused = 0.0, Stopwatch(), Stopwatch()
         self.window = _Window()
 
-    def _build_model(self, model: nn.Module) -> None:
-        dev, tc = self.info.device, self.tc
-        self.raw = model.to(dev)
-        self.optimizer = build_optimizer(self.raw, self.config.optim)
-        self.schedule = LRSchedule(self.optimizer, self.config.schedule, self.steps_per_epoch,
-                                   self.total_steps)
-        self.fwd: nn.Module = torch.compile(self.raw) if tc.compile else self.raw
-        self.train_model = wrap_model(self.fwd, self.info)
-        self.autocast = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) \
-            if tc.precision == "bf16" else contextlib.nullcontext
-
-    # ---- time and events --------------------------------------------------------------------
     def elapsed(self) -> float:
         """Training seconds so far (summed over resumes; evaluation and checkpoints excluded)."""
         return self.base_elapsed + self.wall.seconds - self.paused.seconds
-
-    def _spent(self) -> bool:
-        return self.tc.time_budget_s is not None and self.elapsed() >= self.tc.time_budget_s
 
     def emit(self, event: dict[str, Any]) -> None:
         for cb in self.callbacks:
             cb(event)
 
-    # ---- resume and outputs -----------------------------------------------------------------
+    def _epoch(self) -> float:
+        return round(self.step / self.steps_per_epoch, 6)
+
     def _resume(self) -> None:
         if self.writer:
             remove_run_temporaries(self.out)  # type: ignore[arg-type]
@@ -232,8 +211,7 @@ class Trainer:
         if found is None:
             return
         path, obj = found
-        self.step, self.best = int(obj["step"]), obj["best"]
-        extra = obj["extra"] or {}
+        self.step, self.best, extra = int(obj["step"]), obj["best"], obj["extra"] or {}
         self.base_elapsed = float(extra.get("elapsed", 0.0))
         self.last_evals = extra.get("last_evals") or {None: extra.get("last_eval")}
         self.last_eval_step = int(extra.get("last_eval_step", -1))
@@ -267,11 +245,10 @@ class Trainer:
             rng = all_gather_objects(capture_rng_state())
             if self.writer:
                 path = self.out / f"{kind}.pt"  # type: ignore[operator]
-                first = next(iter(self.last_evals.values()), None)
                 extra = {"steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps,
                          "elapsed": self.elapsed(), "window": self.window.state(),
-                         "last_eval": first, "last_evals": self.last_evals,
-                         "last_eval_step": self.last_eval_step,
+                         "last_eval": next(iter(self.last_evals.values()), None),
+                         "last_evals": self.last_evals, "last_eval_step": self.last_eval_step,
                          "world_size": self.info.world_size}
                 save_checkpoint(path, model=self.raw, optimizer=self.optimizer,
                                 scheduler=self.schedule, keep_previous=kind == "last",
@@ -282,36 +259,38 @@ class Trainer:
                            "step": self.step})
             barrier()
 
-    # ---- evaluation and logging -------------------------------------------------------------
     def evaluate(self) -> dict[str | None, dict[str, float]]:
         """Evaluate every set, log one record per set, and keep ``best.pt`` (first set)."""
         reduce = all_reduce_sums if self.info.distributed else None
         with self.paused:
             for name, batches in self.eval_sets.items():
+                if callable(getattr(batches, "batches", None)):
+                    batches = batches.batches(0)
                 # evaluation must not disturb the training random stream (exact resume)
                 with preserved_rng(), self.autocast():
-                    metrics = self.task.evaluate(self.fwd, (to_device(b, self.info.device)
-                                                            for b in _eval_iter(batches)), reduce)
+                    metrics = self.task.evaluate(
+                        self.fwd, (to_device(b, self.info.device) for b in batches), reduce)
                 self.last_evals[name] = dict(metrics)
                 named = {} if name is None else {"set": name}
                 record = self.logger.log({"event": "eval", **named, "step": self.step,
-                                          "epoch": round(self.step / self.steps_per_epoch, 6),
+                                          "epoch": self._epoch(),
                                           "time": round(self.elapsed(), 3), **metrics})
                 log.info("eval %s step %d: %s", name or "", self.step, metrics)
                 self.emit(record)
         self.last_eval_step = self.step
-        self._update_best(next(iter(self.last_evals.values())))
-        return self.last_evals
-
-    def _update_best(self, metrics: dict[str, float]) -> None:
+        metrics = next(iter(self.last_evals.values()))
         if self.best_metric not in metrics:
             raise ValueError(f"best metric {self.best_metric!r} is not among the evaluation "
                              f"metrics {sorted(metrics)}; set train.best_metric")
-        if _improved(metrics[self.best_metric], self.best, self.best_mode):
+        value = metrics[self.best_metric]
+        if value is not None and not math.isnan(value) and (self.best is None or (
+                value < self.best["value"] if self.best_mode == "min" else
+                value > self.best["value"])):
             self.best = {"metric": self.best_metric, "mode": self.best_mode,
-                         "value": float(metrics[self.best_metric]), "step": self.step}
+                         "value": float(value), "step": self.step}
             if self.tc.save_best and self.out is not None:
                 self.checkpoint("best")
+        return self.last_evals
 
     def log_train(self, lr: float) -> None:
         """Write the mean of the training values over the logging window."""
@@ -323,44 +302,41 @@ class Trainer:
         means = {k: v / count for k, v in sums.items()}
         dt = max(self.elapsed() - self.window.start, 0.0) / count
         self.last_train = self.logger.log({
-            "event": "train", "step": self.step,
-            "epoch": round(self.step / self.steps_per_epoch, 6), "lr": lr, **means,
+            "event": "train", "step": self.step, "epoch": self._epoch(), "lr": lr, **means,
             "step_time": round(dt, 6), "time": round(self.elapsed(), 3)})
         self.emit(self.last_train)
         self.pbar.set_postfix(loss=f"{means.get('loss', float('nan')):.4f}", lr=f"{lr:.3g}")
         self.window = _Window(self.elapsed())
 
-    # ---- training ---------------------------------------------------------------------------
     def train_step(self, batch: Any) -> float:
         """One optimiser step on ``batch``; returns the learning rate used."""
         lr = self.schedule.update(self.step)[0]
         self.train_model.train()
-        batch = to_device(batch, self.info.device)
         with self.autocast():
-            loss, extras = self.task.loss(self.train_model, batch)
+            loss, extras = self.task.loss(self.train_model, to_device(batch, self.info.device))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         values = {"loss": loss.detach(), **extras}
-        clip = self.config.optim.grad_clip
-        if clip:
-            values["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.raw.parameters(), clip)
+        if self.config.optim.grad_clip:
+            values["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.raw.parameters(),
+                                                                 self.config.optim.grad_clip)
         self.optimizer.step()
         self.step += 1
         self.run_steps += 1
         self.window.add(values)
         self.pbar.update(1)
         if self.callbacks:
-            self.emit({"event": "step", "step": self.step,
-                       "epoch": round(self.step / self.steps_per_epoch, 6),
+            self.emit({"event": "step", "step": self.step, "epoch": self._epoch(),
                        "loss": float(loss.detach()), "lr": lr})
         return lr
 
     def after_step(self, lr: float) -> bool:
         """Log, evaluate and checkpoint as configured; ``True`` ends the current epoch pass."""
-        tc, step, spe = self.tc, self.step, self.steps_per_epoch
-        self.budget_spent = self._spent()
+        tc, step = self.tc, self.step
+        budget = tc.time_budget_s
+        self.budget_spent = budget is not None and self.elapsed() >= budget
         final = step >= self.total_steps or self.budget_spent
-        epoch_done, n_epochs = step % spe == 0, step // spe
+        epoch_done, n_epochs = step % self.steps_per_epoch == 0, step // self.steps_per_epoch
         self.stopped = self.stop_after_steps is not None and \
             self.run_steps >= self.stop_after_steps
         # no extra record when stopping early: the logging window is checkpointed and a
@@ -388,9 +364,8 @@ class Trainer:
                 if self.after_step(self.train_step(batch)):
                     break
         finally:
-            close = getattr(it, "close", None)
-            if callable(close):
-                close()
+            if callable(getattr(it, "close", None)):
+                it.close()
         if not got_any:
             raise ValueError(f"train_batches.batches({epoch}, start={offset}) yielded no batch "
                              f"although len(train_batches) = {self.steps_per_epoch}")
@@ -399,7 +374,8 @@ class Trainer:
         """Resume if asked, train to the end (steps or time budget), return :meth:`summary`."""
         self._resume()
         self._open_outputs()
-        self.budget_spent = self._spent()
+        budget = self.tc.time_budget_s
+        self.budget_spent = budget is not None and self.elapsed() >= budget
         self.window.start = self.elapsed()
         try:
             with self.wall:
@@ -431,16 +407,6 @@ class Trainer:
         }
 
 
-def _check_arguments(config: Any, train_batches: Any, stop_after_steps: int | None) -> None:
-    if not isinstance(config, RunConfig):
-        raise TypeError(f"config must be a RunConfig, got {type(config).__name__}")
-    if not (hasattr(train_batches, "batches") and hasattr(train_batches, "__len__")):
-        raise TypeError(f"train_batches must have __len__ and batches(epoch, start), got "
-                        f"{type(train_batches).__name__}")
-    if stop_after_steps is not None and stop_after_steps < 1:
-        raise ValueError(f"stop_after_steps must be >= 1 or None, got {stop_after_steps}")
-
-
 def fit(model: nn.Module, task: Task, train_batches: BatchSource, config: RunConfig,
         eval_batches: Any = None, *, eval_sets: Mapping[str, Any] | None = None,
         out_dir: str | os.PathLike | None = None, resume: bool | str | os.PathLike = True,
@@ -450,43 +416,34 @@ def fit(model: nn.Module, task: Task, train_batches: BatchSource, config: RunCon
     until ``config.train.time_budget_s`` seconds of training are spent.
 
     Args:
-        model: The model, built (and seeded) by the caller. It is moved to the device; under
-            DDP it is wrapped in ``DistributedDataParallel`` internally (the object passed in
-            stays unwrapped and holds the trained weights afterwards).
+        model: Built and seeded by the caller; moved to the device and, under DDP, wrapped
+            internally (the object passed in holds the trained weights afterwards).
         task: A :class:`~translution.train.tasks.Task` (loss and evaluation).
-        train_batches: A :class:`~translution.train.batches.BatchSource` (``len`` = steps per
-            epoch, ``batches(epoch, start)``).
-        config: The resolved run configuration (``train``, ``optim`` and ``schedule`` drive
-            the loop; ``model``/``data`` are recorded).
-        eval_batches: One evaluation set: a batch source (its epoch 0) or any re-iterable of
-            batches; ``None`` disables evaluation.
-        eval_sets: Several named evaluation sets instead (``{"val": ..., "test": ...}``); each
-            evaluation logs one record per set with ``"set": name``; the first decides
-            ``best.pt`` and the summary's ``eval``.
-        out_dir: Output directory; ``None`` uses ``config.train.out_dir``; if both are ``None``
-            nothing is written (and nothing can be resumed).
-        resume: ``True`` resumes from ``out_dir/last.pt`` (or ``prev.pt`` when ``last.pt`` is
-            damaged) when it exists, a path resumes from that file, ``False`` starts afresh.
-            Changed optimiser settings (``lr``, ``weight_decay``...) are applied and logged;
-            another optimiser is refused before anything is written.
-        callbacks: Functions called with event dicts: ``{"event": "step", "step", "epoch",
-            "loss", "lr"}`` after every optimiser step (one device sync per step), every
-            ``"train"``/``"eval"`` record as logged, and ``{"event": "checkpoint", "kind":
-            "last"|"best", "path", "step"}``. An exception raised by a callback stops training
-            (the last checkpoint stays valid).
-        device: Device override (else ``config.train.device``, else CUDA when available).
-        stop_after_steps: Stop after this many optimiser steps *in this call*, writing
-            ``last.pt`` (pre-emption, tests).
-        tokenizer: Tokenizer meta stored in every checkpoint (language models), so that
-            ``translution generate`` needs no data folder.
+        train_batches: A :class:`~translution.train.batches.BatchSource`.
+        config: The resolved run configuration (``train``, ``optim``, ``schedule`` drive the
+            loop; all of it is recorded).
+        eval_batches: One evaluation set: a batch source (its epoch 0) or a re-iterable of
+            batches; ``None``: no evaluation.
+        eval_sets: Several named sets instead (``{"val": ..., "test": ...}``): one record per
+            set with ``"set": name``; the first decides ``best.pt`` and the summary's ``eval``.
+        out_dir: Output folder (default ``config.train.out_dir``; ``None``: nothing written).
+        resume: ``True`` resumes from ``out_dir/last.pt`` (``prev.pt`` when it is damaged), a
+            path from that file, ``False`` starts afresh. Changed optimiser settings are applied
+            and logged; another optimiser is refused.
+        callbacks: Called with every event: ``{"event": "step", "step", "epoch", "loss",
+            "lr"}`` after each step (one device sync), each ``"train"``/``"eval"`` record, and
+            ``{"event": "checkpoint", "kind", "path", "step"}``. An exception stops training.
+        device: Default ``config.train.device``, else CUDA when available.
+        stop_after_steps: Stop after this many steps of this call, writing ``last.pt``.
+        tokenizer: Tokenizer meta stored in every checkpoint (so generation needs no data).
 
     Returns:
-        The summary dict of :meth:`Trainer.summary`.
+        :meth:`Trainer.summary`.
 
     Raises:
-        TypeError: If ``config`` is not a RunConfig or ``train_batches`` is not a batch source.
-        ValueError: If the batch source is empty, a checkpoint is invalid or of another
-            optimiser, or the best metric is unknown.
+        TypeError: ``config`` is not a RunConfig or ``train_batches`` not a batch source.
+        ValueError: An empty batch source, an invalid checkpoint or one of another optimiser,
+            an unknown best metric.
     """
     if eval_batches is not None and eval_sets is not None:
         raise ValueError("give eval_batches (one set) or eval_sets (named sets), not both")

@@ -1,23 +1,20 @@
-"""Tasks: what a batch means, how its loss is computed and how a model is evaluated.
+"""Tasks: what a batch means, its loss, and how a model is evaluated.
 
-The loop only talks to a :class:`Task`; models and data stay generic. Two tasks cover the
-paper's experiments:
+* :class:`ClassificationTask`: ``(inputs, targets)`` → ``(B, C)`` logits, cross-entropy with hard
+  ``(B,)`` or soft ``(B, C)`` targets (MixUp/CutMix); evaluation: ``loss``, ``top1``/``top5``
+  (percent), ``samples``.
+* :class:`LanguageModelTask`: tokens ``(B, T+1)`` or ``(inputs, targets)`` ``(B, T)`` →
+  ``(B, T, V)`` logits, next-token cross-entropy; evaluation: ``loss``, ``ppl``, ``tokens``.
 
-* :class:`ClassificationTask`: ``batch = (inputs, targets)``, ``model(inputs) -> (B, C)``
-  logits, cross-entropy with hard ``(B,)`` or soft ``(B, C)`` targets (MixUp/CutMix);
-  evaluation reports ``loss``, ``top1`` and ``top5`` (percent) and ``samples``.
-* :class:`LanguageModelTask`: ``batch = tokens (B, T+1)`` or ``(inputs (B, T), targets (B, T))``,
-  ``model(inputs) -> (B, T, V)`` logits, next-token cross-entropy; evaluation reports ``loss``,
-  ``ppl = exp(loss)`` and ``tokens``.
-
-Evaluation accumulates sums and counts, calls ``reduce`` on them (the loop passes an all-reduce
-under DDP) and only then divides, so distributed metrics equal single-process ones.
+Evaluation sums, calls ``reduce`` on the sums (an all-reduce under DDP) and only then divides,
+so distributed metrics equal single-process ones.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Any, Callable, Iterable, Protocol, runtime_checkable
+from typing import Any, Callable, Iterable, Iterator, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -30,31 +27,25 @@ __all__ = ["Task", "ClassificationTask", "LanguageModelTask"]
 Reduce = Callable[[dict[str, float]], dict[str, float]]
 
 
-def _identity(values: dict[str, float]) -> dict[str, float]:
-    return values
-
-
 @runtime_checkable
 class Task(Protocol):
     """What the loop needs from a task.
 
     Attributes:
-        default_best: ``(metric, mode)`` used for ``best.pt`` when the config names none.
-        metric_modes: Direction of each evaluation metric (``"min"`` or ``"max"``).
+        default_best: ``(metric, mode)`` deciding ``best.pt`` when the config names none.
+        metric_modes: ``"min"`` or ``"max"`` for each evaluation metric.
     """
 
     default_best: tuple[str, str]
     metric_modes: dict[str, str]
 
     def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, Any]]:
-        """Return the scalar training loss and extra values to log (floats or 0-d tensors,
-        averaged over the logging window)."""
+        """The scalar training loss and extra values to log (averaged over the log window)."""
         ...
 
     def evaluate(self, model: nn.Module, batches: Iterable[Any],
                  reduce: Reduce | None = None) -> dict[str, float]:
-        """Evaluate ``model`` on ``batches`` (the task switches to eval mode and no-grad itself,
-        restoring the previous mode) and return metrics, reducing sums with ``reduce`` first."""
+        """Metrics of ``model`` (in eval mode, no grad) on ``batches``, sums reduced first."""
         ...
 
 
@@ -68,29 +59,29 @@ def _pair(batch: Any, what: str) -> tuple[Any, Any]:
                     + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else ""))
 
 
-class _EvalMode:
-    """Put a model in eval mode and no-grad for a block, restoring its mode afterwards."""
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode and no grad, restoring the model's mode afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
 
-    def __init__(self, model: nn.Module) -> None:
-        self.model, self.was_training = model, model.training
-        self.no_grad = torch.no_grad()
 
-    def __enter__(self) -> None:
-        self.model.eval()
-        self.no_grad.__enter__()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.no_grad.__exit__(*exc)
-        self.model.train(self.was_training)
+def _shape(x: Any) -> Any:
+    return tuple(x.shape) if isinstance(x, torch.Tensor) else type(x)
 
 
 class ClassificationTask:
-    """Image (or any) classification with cross-entropy.
+    """Classification with cross-entropy.
 
     Args:
-        label_smoothing: Passed to ``F.cross_entropy`` for training.
-        topk: Accuracies to report in evaluation (``top{k}``, percent). A ``k`` larger than
-            the number of classes counts every sample.
+        label_smoothing: Of the training loss.
+        topk: Accuracies to report (``top{k}``, percent; ``k`` above the class count counts
+            every sample).
     """
 
     default_best = ("top1", "max")
@@ -100,79 +91,56 @@ class ClassificationTask:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         if not topk or any(int(k) < 1 for k in topk):
             raise ValueError(f"topk must be positive integers, got {topk!r}")
-        self.label_smoothing = float(label_smoothing)
-        self.topk = tuple(int(k) for k in topk)
+        self.label_smoothing, self.topk = float(label_smoothing), tuple(int(k) for k in topk)
         self.metric_modes = {"loss": "min", **{f"top{k}": "max" for k in self.topk}}
 
     @staticmethod
-    def _logits(model: nn.Module, inputs: Any) -> torch.Tensor:
+    def _forward(model: nn.Module, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(logits (B, C) float32, targets (B,) int or (B, C) float)``."""
+        inputs, targets = _pair(batch, "classification")
         logits = model(inputs)
         if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
-            shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits)
-            raise ValueError(f"classification model must return (B, C) logits, got {shape}")
-        return logits
-
-    @staticmethod
-    def _check_targets(logits: torch.Tensor, targets: torch.Tensor) -> None:
-        ok = (targets.shape == logits.shape[:1] and not targets.is_floating_point()) or \
-             (targets.shape == logits.shape and targets.is_floating_point())
-        if not ok:
+            raise ValueError(f"classification model must return (B, C) logits, got "
+                             f"{_shape(logits)}")
+        if not ((targets.shape == logits.shape[:1] and not targets.is_floating_point()) or
+                (targets.shape == logits.shape and targets.is_floating_point())):
             raise ValueError(f"targets must be integer (B,) = {tuple(logits.shape[:1])} or "
                              f"float (B, C) = {tuple(logits.shape)}, got {targets.dtype} "
                              f"{tuple(targets.shape)}")
+        return logits.float(), targets
 
     def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, Any]]:
-        """Cross-entropy of ``model(inputs)`` against hard or soft targets.
-
-        Args:
-            model: Maps inputs to ``(B, C)`` logits.
-            batch: ``(inputs, targets)`` with targets ``(B,)`` int64 or ``(B, C)`` float.
-
-        Returns:
-            ``(loss, {})``.
-        """
-        inputs, targets = _pair(batch, "classification")
-        logits = self._logits(model, inputs)                          # (B, C)
-        self._check_targets(logits, targets)
-        loss = F.cross_entropy(logits.float(), targets, label_smoothing=self.label_smoothing)
-        return loss, {}
+        """``(cross-entropy, {})`` of ``model(inputs)`` against hard or soft targets."""
+        logits, targets = self._forward(model, batch)
+        return F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing), {}
 
     def evaluate(self, model: nn.Module, batches: Iterable[Any],
                  reduce: Reduce | None = None) -> dict[str, float]:
-        """Mean loss (no label smoothing) and top-k accuracy in percent over all batches.
-
-        Returns:
-            ``{"loss", "top1", "top5", ..., "samples"}``.
+        """``{"loss" (no label smoothing), "top1", "top5", ..., "samples"}``.
 
         Raises:
-            ValueError: If there are no samples (on every rank together).
+            ValueError: No samples (on all ranks together).
         """
         sums = {"loss_sum": 0.0, "samples": 0.0, **{f"hits{k}": 0.0 for k in self.topk}}
-        with _EvalMode(model):
+        with _eval_mode(model):
             for batch in batches:
-                inputs, targets = _pair(batch, "classification")
-                logits = self._logits(model, inputs).float()          # (B, C)
-                self._check_targets(logits, targets)
+                logits, targets = self._forward(model, batch)         # (B, C)
                 sums["loss_sum"] += float(F.cross_entropy(logits, targets, reduction="sum"))
                 sums["samples"] += logits.shape[0]
                 for k, hits in topk_correct(logits, targets, self.topk).items():
                     sums[f"hits{k}"] += hits
-        sums = (reduce or _identity)(sums)
+        sums = reduce(sums) if reduce else sums
         n = sums["samples"]
         if n <= 0:
             raise ValueError("evaluation saw no samples; expected at least one batch")
-        out = {"loss": sums["loss_sum"] / n}
-        out.update({f"top{k}": 100.0 * sums[f"hits{k}"] / n for k in self.topk})
-        out["samples"] = int(n)
-        return out
+        return {"loss": sums["loss_sum"] / n,
+                **{f"top{k}": 100.0 * sums[f"hits{k}"] / n for k in self.topk},
+                "samples": int(n)}
 
 
 class LanguageModelTask:
-    """Next-token prediction with cross-entropy.
-
-    Args:
-        ignore_index: Target value that is not scored (padding).
-    """
+    """Next-token prediction with cross-entropy; targets equal to ``ignore_index`` (padding)
+    are not scored."""
 
     default_best = ("loss", "min")
 
@@ -180,66 +148,49 @@ class LanguageModelTask:
         self.ignore_index = int(ignore_index)
         self.metric_modes = {"loss": "min", "ppl": "min"}
 
-    @staticmethod
-    def _split(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def _losses(self, model: nn.Module, batch: Any, reduction: str
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(cross-entropy with reduction, targets (B, T))``."""
         if isinstance(batch, torch.Tensor):
             if batch.ndim != 2 or batch.shape[1] < 2:
                 raise ValueError(f"token batch must be (B, T+1) with T >= 1, got "
                                  f"{tuple(batch.shape)}")
-            return batch[:, :-1], batch[:, 1:]                        # (B, T), (B, T)
-        x, y = _pair(batch, "language-model")
-        if x.shape != y.shape or x.ndim != 2:
-            raise ValueError(f"inputs and targets must both be (B, T), got {tuple(x.shape)} "
-                             f"and {tuple(y.shape)}")
-        return x, y
-
-    @staticmethod
-    def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        logits = model(x)
+            x, y = batch[:, :-1], batch[:, 1:]                        # (B, T), (B, T)
+        else:
+            x, y = _pair(batch, "language-model")
+            if x.shape != y.shape or x.ndim != 2:
+                raise ValueError(f"inputs and targets must both be (B, T), got "
+                                 f"{tuple(x.shape)} and {tuple(y.shape)}")
+        logits = model(x)                                             # (B, T, V)
         if not isinstance(logits, torch.Tensor) or logits.ndim != 3 or \
                 logits.shape[:2] != x.shape:
-            shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits)
             raise ValueError(f"language model must return (B, T, V) logits with (B, T) = "
-                             f"{tuple(x.shape)}, got {shape}")
-        return logits
-
-    def _ce(self, logits: torch.Tensor, y: torch.Tensor, reduction: str) -> torch.Tensor:
-        return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten().long(),
+                             f"{tuple(x.shape)}, got {_shape(logits)}")
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten().long(),
                                ignore_index=self.ignore_index, reduction=reduction)
+        return loss, y
 
     def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, Any]]:
-        """Mean next-token cross-entropy.
-
-        Args:
-            model: Maps ``(B, T)`` token ids to ``(B, T, V)`` logits.
-            batch: ``(B, T+1)`` tokens, or ``(inputs, targets)`` both ``(B, T)``.
-
-        Returns:
-            ``(loss, {})``.
-        """
-        x, y = self._split(batch)
-        return self._ce(self._logits(model, x), y, "mean"), {}
+        """``(mean next-token cross-entropy, {})``."""
+        return self._losses(model, batch, "mean")[0], {}
 
     def evaluate(self, model: nn.Module, batches: Iterable[Any],
                  reduce: Reduce | None = None) -> dict[str, float]:
-        """Token-weighted mean loss and perplexity over all batches.
-
-        Returns:
-            ``{"loss", "ppl", "tokens"}``.
+        """``{"loss" (per token), "ppl", "tokens"}``.
 
         Raises:
-            ValueError: If no token was scored.
+            ValueError: No token was scored.
         """
         sums = {"loss_sum": 0.0, "tokens": 0.0}
-        with _EvalMode(model):
+        with _eval_mode(model):
             for batch in batches:
-                x, y = self._split(batch)
-                sums["loss_sum"] += float(self._ce(self._logits(model, x), y, "sum"))
+                loss, y = self._losses(model, batch, "sum")
+                sums["loss_sum"] += float(loss)
                 sums["tokens"] += float((y != self.ignore_index).sum())
-        sums = (reduce or _identity)(sums)
+        sums = reduce(sums) if reduce else sums
         n = sums["tokens"]
         if n <= 0:
             raise ValueError("evaluation scored no tokens; expected at least one batch")
         loss = sums["loss_sum"] / n
-        ppl = math.exp(loss) if loss < 700 else math.inf
-        return {"loss": loss, "ppl": ppl, "tokens": int(n)}
+        return {"loss": loss, "ppl": math.exp(loss) if loss < 700 else math.inf,
+                "tokens": int(n)}

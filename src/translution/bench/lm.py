@@ -47,7 +47,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from .bench import _peak_rss_bytes, _reset_peak_rss, git_commit, machine_description
+from .op import _peak_rss_bytes, _reset_peak_rss, git_commit, machine_description
 
 __all__ = ["LMCase", "DEFAULT_VARIANTS", "DEFAULT_LENGTHS", "QUICK_VARIANTS", "QUICK_LENGTHS",
            "parse_variant", "default_cases", "measure", "growth", "run_lm_bench", "markdown",
@@ -160,7 +160,7 @@ def default_cases(quick: bool = False, variants: Optional[Sequence[str]] = None,
 
 
 def _build(case: LMCase):
-    from .models import create_model
+    from ..models import create_model
     torch.manual_seed(0)
     return create_model(f"gpt_micro_{case.kind}", vocab_size=case.vocab_size,
                         block_size=case.length, dim=case.dim, depth=case.depth,
@@ -274,7 +274,7 @@ def measure(case: LMCase, phase: str) -> Dict:
 
 def _measure_in_child(case: LMCase, phase: str, threads: Optional[int],
                       timeout: Optional[float]) -> Dict:
-    cmd = [sys.executable, "-m", "translution.bench_lm", "--child",
+    cmd = [sys.executable, "-m", "translution.bench.lm", "--child",
            json.dumps({"case": asdict(case), "phase": phase})]
     if threads:
         cmd += ["--threads", str(threads)]
@@ -428,7 +428,7 @@ def markdown(report: Dict) -> str:
 def plot_cost(report: Dict, path) -> Path:
     """Cost against L (log-log), one line per variant: training time per token, training peak
     memory, decode time per token, cache size. Writes a PNG; needs matplotlib."""
-    from .plots import _pyplot, _save
+    from ..plots import _pyplot, _save
     plt = _pyplot()
     from matplotlib import ticker
     fig, axes = plt.subplots(2, 2, figsize=(10, 7.5), constrained_layout=True)
