@@ -29,11 +29,10 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Literal, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
@@ -73,8 +72,8 @@ class FashionSettings(Section):
         train_size, test_size: First N images of each split (``None``: all 60 000 / 10 000).
         seeds: Seeds per arm (``seed, seed+1, ...``); each sets weights, order and augmentation.
         epochs, batch_size, eval_batch_size: Loop length and batch sizes.
-        eval_points: Test evaluations during training (accuracy-against-time curves) besides
-            the final one.
+        eval_points: Test evaluations, evenly spaced, the last at the end (accuracy-against-time
+            curves); 0: only at the end.
         dim, depth, heads, dim_head, mlp_dim, rank: The common ViT size (α rank ``rank``).
         lr, min_lr_ratio, weight_decay, warmup_steps, grad_clip: AdamW (no decay on 1-D
             parameters), linear warm-up, cosine decay to ``lr·min_lr_ratio``, gradient clip.
@@ -204,8 +203,8 @@ def _run_config(s: FashionSettings, section: Dict[str, Any], seed: int, steps: i
     })
 
 
-def _train_one(run_dir: Path, s: FashionSettings, section: Dict, seed: int, data: Dict,
-               log: Callable[[str], None]) -> Dict[str, Any]:
+def _train_one(run_dir: Path, s: FashionSettings, section: Dict, seed: int,
+               data: Dict) -> Dict[str, Any]:
     """Train (or resume, or reload) one arm at one seed; returns its per-seed record."""
     from ..data.mnist import RandomCropFlip
     from ..recipes import build_model
@@ -281,7 +280,7 @@ def _run(out: Path, s: FashionSettings, log: Callable[[str], None]) -> Dict[str,
         log(f"[seed {seed}] {label} ({slugs[label]}) ...")
         with wall:
             r = _train_one(out / "runs" / slugs[label] / f"seed{seed}", s, sections[label], seed,
-                           data, log)
+                           data)
         log(f"    {100 * r['accuracy']:.2f} %, {r['parameters']:,} parameters, "
             f"{r['seconds']:.0f} s")
         return r
