@@ -49,6 +49,14 @@ def _experiment_austen(args) -> int:
     return 0
 
 
+def _experiment_fashion(args) -> int:
+    from .experiments import fashion
+    if args.seeds is not None:
+        args.set = (args.set or []) + [f"seeds={args.seeds}"]
+    fashion.run(Path(args.out), _settings(args, fashion))
+    return 0
+
+
 def _bench_lm(args) -> int:                    # reached only through main()'s dispatch
     raise SystemExit("usage: translution bench lm [--quick] [--out FILE] [...]")
 
@@ -196,6 +204,16 @@ def build_parser() -> argparse.ArgumentParser:
     aus.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="override a setting, e.g. --set budget_seconds=60 (repeatable)")
     aus.set_defaults(func=_experiment_austen)
+    fas = exp_sub.add_parser(
+        "fashion", help="Fashion-MNIST on the paper's 4×4 grid: ViT (APE, RoPE, parameter-"
+        "matched), α-Translution, Translution, lor_rope; mean ± std over seeds (quick default)")
+    fas.add_argument("--out", default="runs/fashion", help="run folder (resumes if present)")
+    fas.add_argument("--full", action="store_true",
+                     help="the README protocol with the relative-subset ablations")
+    fas.add_argument("--seeds", type=int, help="seeds per arm (default: the preset's)")
+    fas.add_argument("--set", action="append", metavar="KEY=VALUE",
+                     help="override a setting, e.g. --set data_root=DIR (repeatable)")
+    fas.set_defaults(func=_experiment_fashion)
     return parser
 
 

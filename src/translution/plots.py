@@ -271,3 +271,51 @@ def spread_lines(series: Mapping[str, Mapping[float, Sequence[float]]], path, xl
     ax.legend(fontsize=7)
     ax.set_title(title, fontsize=10)
     return _save(fig, path)
+
+
+def accuracy_errorbars(accuracy: Mapping[str, Sequence[float]], path, title: str = "") -> Path:
+    """Horizontal bars with error bars.
+
+    Args:
+        accuracy: ``{model: (mean, std, seeds)}``, accuracies in [0, 1].
+        path: PNG to write.
+    """
+    plt = _pyplot()
+    labels = list(accuracy)
+    means = [100 * accuracy[k][0] for k in labels]
+    stds = [100 * accuracy[k][1] for k in labels]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(labels) + 1.2))
+    ys = list(range(len(labels)))[::-1]
+    ax.barh(ys, means, xerr=stds, capsize=3, color="tab:blue", alpha=0.8)
+    for y, m, s, k in zip(ys, means, stds, labels):
+        ax.text(m + s + 0.3, y, f"{m:.2f} ± {s:.2f} (n={int(accuracy[k][2])})", va="center",
+                fontsize=7)
+    ax.set_yticks(ys)
+    ax.set_yticklabels(labels, fontsize=8)
+    low = min(m - s for m, s in zip(means, stds))
+    ax.set_xlim(max(0.0, low - 5), min(100.0, max(m + s for m, s in zip(means, stds)) + 8))
+    ax.set_xlabel("test accuracy (%)")
+    ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+def accuracy_vs_time(curves: Mapping[str, Sequence[tuple]], path, title: str = "") -> Path:
+    """Accuracy against training time, one line per model with error bars.
+
+    Args:
+        curves: ``{model: [(seconds, mean accuracy, std), ...]}``, accuracies in [0, 1].
+        path: PNG to write.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, points in curves.items():
+        if points:
+            t, m, s = zip(*points)
+            ax.errorbar(t, [100 * v for v in m], yerr=[100 * v for v in s], marker="o",
+                        markersize=3, capsize=2, linewidth=1.2, label=label)
+    ax.set_xlabel("training time (s)")
+    ax.set_xscale("log")
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_title(title, fontsize=10)
+    return _save(fig, path)

