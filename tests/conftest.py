@@ -19,6 +19,25 @@ def make_weights():
     return _weights
 
 
+def _alpha_params(layout, relative, c=5, inner=6, rank=4, generator=None):
+    mk = lambda *s: (torch.randn(*s, dtype=torch.float64, generator=generator) / s[-2] ** 0.5
+                     ).requires_grad_()
+    params = {"wq": mk(c, inner), "wk": mk(c, inner), "wv": mk(c, inner)}
+    if "q" in relative or "k" in relative:
+        params.update(uq=mk(c, rank), uk=mk(c, rank))
+    if "v" in relative:
+        params.update(uv=mk(c, rank), p=mk(rank, inner))
+    for name in relative:
+        params["m" + name] = mk(layout.num_slots, rank, rank)
+    return params
+
+
+@pytest.fixture
+def make_alpha_params():
+    """α-Translution parameters (float64, requiring grad) for a relative subset."""
+    return _alpha_params
+
+
 def _grads_match(fn, inputs, backends=("reference", "grouped"), seed=0):
     """Run fn(*inputs, backend=b) for each backend; return outputs and gradients per backend."""
     results = []

@@ -63,26 +63,13 @@ def test_translution_equals_reference(layout, relative, variant):
     _assert_same(_run(fn, inputs, "reference"), _run(fn, inputs, VARIANTS[variant]))
 
 
-def _alpha_inputs(layout, relative, g, c=5, inner=6, rank=4):
-    mk = lambda *s: (torch.randn(*s, dtype=torch.float64, generator=g) / s[-2] ** 0.5
-                     ).requires_grad_()
-    params = {"wq": mk(c, inner), "wk": mk(c, inner), "wv": mk(c, inner)}
-    if "q" in relative or "k" in relative:
-        params.update(uq=mk(c, rank), uk=mk(c, rank))
-    if "v" in relative:
-        params.update(uv=mk(c, rank), p=mk(rank, inner))
-    for name in relative:
-        params["m" + name] = mk(layout.num_slots, rank, rank)
-    return params
-
-
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("layout", LAYOUTS[:10], ids=repr)
 @pytest.mark.parametrize("relative", SUBSETS)
-def test_alpha_translution_equals_reference(layout, relative, variant):
+def test_alpha_translution_equals_reference(layout, relative, variant, make_alpha_params):
     g = torch.Generator().manual_seed(1)
     x = torch.randn(2, layout.num_tokens, 5, dtype=torch.float64, generator=g, requires_grad=True)
-    params = _alpha_inputs(layout, relative, g)
+    params = make_alpha_params(layout, relative, generator=g)
     names = list(params)
 
     def fn(x, *values, backend):

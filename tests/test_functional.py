@@ -45,26 +45,14 @@ def test_translution_fast_equals_reference(layout, relative, backend, make_weigh
     _close(ref, fast)
 
 
-def _alpha_params(layout, relative, c=5, inner=6, rank=4, generator=None):
-    mk = lambda *s: (torch.randn(*s, dtype=torch.float64, generator=generator) / s[-2] ** 0.5
-                     ).requires_grad_()
-    params = {"wq": mk(c, inner), "wk": mk(c, inner), "wv": mk(c, inner)}
-    if "q" in relative or "k" in relative:
-        params.update(uq=mk(c, rank), uk=mk(c, rank))
-    if "v" in relative:
-        params.update(uv=mk(c, rank), p=mk(rank, inner))
-    for name in relative:
-        params["m" + name] = mk(layout.num_slots, rank, rank)
-    return params
-
-
 @pytest.mark.parametrize("backend", FAST)
 @pytest.mark.parametrize("layout", LAYOUTS[:10], ids=repr)
 @pytest.mark.parametrize("relative", SUBSETS)
-def test_alpha_translution_fast_equals_reference(layout, relative, backend, run_backends):
+def test_alpha_translution_fast_equals_reference(layout, relative, backend, run_backends,
+                                                 make_alpha_params):
     g = torch.Generator().manual_seed(1)
     x = torch.randn(2, layout.num_tokens, 5, dtype=torch.float64, generator=g, requires_grad=True)
-    params = _alpha_params(layout, relative, generator=g)
+    params = make_alpha_params(layout, relative, generator=g)
     names = list(params)
 
     def fn(x, *values, backend):
@@ -86,10 +74,10 @@ def test_gradcheck_fast(layout, backend, make_weights):
     assert torch.autograd.gradcheck(fn, (x, *ws))
 
 
-def test_gradcheck_alpha_grouped():
+def test_gradcheck_alpha_grouped(make_alpha_params):
     layout = Grid(2, 2, cls_token=True)
     x = torch.randn(1, 5, 3, dtype=torch.float64, requires_grad=True)
-    params = _alpha_params(layout, "qkv", c=3, inner=4, rank=2)
+    params = make_alpha_params(layout, "qkv", c=3, inner=4, rank=2)
     names = list(params)
 
     def fn(x, *values):
@@ -218,11 +206,12 @@ def test_nonpositive_scale_equals_reference(layout, scale, backend, make_weights
 
 @pytest.mark.parametrize("backend", FAST)
 @pytest.mark.parametrize("scale", [0.0, -0.7])
-def test_alpha_nonpositive_scale_equals_reference(scale, backend, run_backends):
+def test_alpha_nonpositive_scale_equals_reference(scale, backend, run_backends,
+                                                 make_alpha_params):
     layout = Sequence(4, causal=True)
     g = torch.Generator().manual_seed(4)
     x = torch.randn(2, 4, 5, dtype=torch.float64, generator=g, requires_grad=True)
-    params = _alpha_params(layout, "qkv", generator=g)
+    params = make_alpha_params(layout, "qkv", generator=g)
     names = list(params)
 
     def fn(x, *values, backend):
@@ -251,11 +240,11 @@ def test_save_projections_equals_reference(layout, relative, backend, make_weigh
 
 
 @pytest.mark.parametrize("backend", FAST)
-def test_alpha_save_projections_equals_reference(backend, run_backends):
+def test_alpha_save_projections_equals_reference(backend, run_backends, make_alpha_params):
     layout = Grid(2, 3, cls_token=True)
     g = torch.Generator().manual_seed(6)
     x = torch.randn(2, layout.num_tokens, 5, dtype=torch.float64, generator=g, requires_grad=True)
-    params = _alpha_params(layout, "qkv", generator=g)
+    params = make_alpha_params(layout, "qkv", generator=g)
     names = list(params)
 
     def fn(x, *values, backend):
@@ -355,11 +344,11 @@ def test_fp16_scores_are_formed_in_fp32(relative, backend):
 
 
 @pytest.mark.parametrize("backend", FAST)
-def test_alpha_fp16_scores_are_formed_in_fp32(backend):
+def test_alpha_fp16_scores_are_formed_in_fp32(backend, make_alpha_params):
     layout = Sequence(6, causal=True)
     g = torch.Generator().manual_seed(8)
     x = torch.randn(2, 6, 16, dtype=torch.float64, generator=g) * 1e3
-    params = _alpha_params(layout, "qkv", c=16, inner=16, rank=8, generator=g)
+    params = make_alpha_params(layout, "qkv", c=16, inner=16, rank=8, generator=g)
     params = {k: v.detach() for k, v in params.items()}
     call = lambda x, ps, be: F.alpha_translution(
         x, ps["wq"], ps["wk"], ps["wv"], layout, heads=2, backend=be,
