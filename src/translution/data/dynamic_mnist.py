@@ -117,8 +117,8 @@ class DynamicMNIST(Dataset):
             raise ValueError(f"shift applies to placement 'static' only, got {self.placement!r}")
         base, free = static_offset(self.canvas, self.digit, self.patch), self.canvas - self.digit
         if any(not 0 <= base + value <= free for value in shift):
-            raise ValueError(f"shift {shift} moves the digit out of the canvas: the static "
-                             f"offset is {base}, so each shift must lie in [{-base}, {free - base}]")
+            raise ValueError(f"shift {shift} moves the digit out of the canvas: the static offset "
+                             f"is {base}, so each shift must lie in [{-base}, {free - base}]")
         return shift
 
     def _placements(self, epoch: int) -> torch.Tensor:
