@@ -8,17 +8,15 @@ sizes and SHA-256; a cache that does not match it is rebuilt.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import warnings
 import zlib
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from ..utils import atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
+from ..utils import PathLike, atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
 from .fetch import AUSTEN_DEB, AUSTEN_RDATA_DIR, default_cache_dir, unpacked_deb
 
-PathLike = Union[str, os.PathLike]
 
 #: Novel names, in the order of the package's index.
 AUSTEN_NOVELS = ("emma", "mansfieldpark", "northangerabbey", "persuasion", "prideprejudice",

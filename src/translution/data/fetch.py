@@ -20,11 +20,10 @@ import urllib.request
 import warnings
 import zlib
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from ..utils import atomic_write_bytes, sha256_bytes, sha256_file
+from ..utils import PathLike, atomic_write_bytes, sha256_bytes, sha256_file
 
-PathLike = Union[str, os.PathLike]
 
 # --- MNIST / Fashion-MNIST ------------------------------------------------------------------
 #: Standard file names (images, labels) of each split.

@@ -7,13 +7,12 @@ import math
 import os
 import struct
 from pathlib import Path
-from typing import Optional, Tuple, Union
+from typing import Optional, Tuple
 
 import torch
 
-from ..utils import atomic_write_bytes
+from ..utils import PathLike, atomic_write_bytes
 
-PathLike = Union[str, os.PathLike]
 
 
 def check_idx(path: PathLike, ndim: Optional[int] = None) -> Tuple[int, ...]:

@@ -3,17 +3,15 @@ resized crop, flip, RandAugment(2, 9), then per batch MixUp (α 0.8) or CutMix (
 training; resize 256 and centre crop 224 for evaluation."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Tuple, Union
+from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 
-from ..utils import check_int
+from ..utils import PathLike, check_int
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "build_transforms", "image_folder", "MixUpCutMix"]
 
-PathLike = Union[str, os.PathLike]
 #: Per-channel mean and standard deviation of ImageNet (RGB, pixels in [0, 1]).
 IMAGENET_MEAN: Tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: Tuple[float, float, float] = (0.229, 0.224, 0.225)

@@ -6,18 +6,16 @@ A split is read from ``root`` (the four standard files, plain or ``.gz``, in ``r
 """
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, Optional, Tuple
 
 import torch
 
-from ..utils import check_bool, check_int
+from ..utils import PathLike, check_bool, check_int
 from .fetch import IDX_DATASETS, MNIST_FILES, DataUnavailableError, cached_idx, gunzip
 from .idx import check_idx
 
-PathLike = Union[str, os.PathLike]
 
 #: Mean and standard deviation of MNIST training pixels scaled to [0, 1].
 MNIST_MEAN = 0.1307

@@ -7,16 +7,14 @@ inject documents and tokenizer; ``datasets`` (not a dependency) is imported for 
 from __future__ import annotations
 
 import math
-import os
 from typing import Any, Callable, Iterable, Mapping, Sequence, Union
 
 import numpy as np
 
-from ..utils import check_int
+from ..utils import PathLike, check_int
 from .text import write_corpus
 from .tokenizers import GPT2Tokenizer
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 OWT_VAL_FRACTION = 0.0005
 OWT_SEED = 2357

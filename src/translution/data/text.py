@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence, Union
 
 import numpy as np
 import torch
 
-from ..utils import atomic_write, atomic_write_json, check_int, sha256_file
+from ..utils import PathLike, atomic_write, atomic_write_json, check_int, sha256_file
 from .fetch import default_cache_dir as default_cache_root  # noqa: F401 - used by the experiments
 from .tokenizers import CharTokenizer, GPT2Tokenizer, Tokenizer, tokenizer_from_meta
 
-PathLike = Union[str, "os.PathLike[str]"]
 IdsLike = Union[Sequence[int], np.ndarray, torch.Tensor]
 
 META_FORMAT = "translution-tokens"

@@ -12,9 +12,9 @@ from unittest import mock
 
 import numpy as np
 
+from ..utils import PathLike
 from .fetch import DataUnavailableError, gpt2_cached, prime_tiktoken_cache, tiktoken_cache_dir
 
-PathLike = Union[str, "os.PathLike[str]"]
 GPT2_N_VOCAB = 50257
 GPT2_EOT = 50256
 
