@@ -144,12 +144,7 @@ class DynamicMNIST(Dataset):
                   ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Items ``indices`` ``(B,)`` at once: ``x`` float32 ``(B, 1, canvas, canvas)``, ``y``
         int64 ``(B,)``."""
-        idx = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
-        n = len(self)
-        if idx.numel() and (int(idx.min()) < -n or int(idx.max()) >= n):
-            raise IndexError(f"index out of range for a data set of {n} items: "
-                             f"min {int(idx.min())}, max {int(idx.max())}")
-        idx = idx % n if n else idx
+        idx = torch.as_tensor(indices, dtype=torch.long).reshape(-1)  # torch checks the range
         b, d, c = idx.numel(), self.digit, self.canvas
         digits = (self.images[idx].float() / 255.0 - MNIST_MEAN) / MNIST_STD  # (B, d, d)
         off = self._offsets[idx]  # (B, 2)

@@ -224,13 +224,10 @@ class TokenDataset:
 
     def _check_tokenizer(self, tokenizer: Tokenizer) -> None:
         meta, kind = self.meta, self.meta["tokenizer"].get("kind")
-        if tokenizer.vocab_size != self.vocab_size:
-            raise ValueError(f"{self.path}: expected vocab_size {self.vocab_size} (from "
-                             f"meta.json), found {tokenizer.vocab_size} for the given "
-                             f"{tokenizer.kind} tokenizer")
-        if tokenizer.kind != kind:
-            raise ValueError(f"{self.path}: expected a {kind!r} tokenizer (from meta.json), "
-                             f"found {tokenizer.kind!r}")
+        if (tokenizer.vocab_size, tokenizer.kind) != (self.vocab_size, kind):
+            raise ValueError(f"{self.path}: expected vocab_size {self.vocab_size} and kind "
+                             f"{kind!r} (from meta.json), found {tokenizer.vocab_size} and "
+                             f"{tokenizer.kind!r} for the given tokenizer")
         if tokenizer.to_meta() != meta["tokenizer"]:
             raise ValueError(f"{self.path}: the given {kind} tokenizer differs from the one in "
                              "meta.json (same kind and vocab_size, different vocabulary)")
