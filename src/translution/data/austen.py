@@ -1,29 +1,22 @@
 """Jane Austen's six novels from the Debian package ``r-cran-janeaustenr`` (no R needed).
 
-The package stores them in an R lazy-load database ``Rdata.{rdx,rdb}``: ``.rdx`` maps each novel
-to an ``(offset, length)`` record of ``.rdb``, a 4-byte big-endian length and a zlib stream of
-the serialized character vector (one element per line); ``rdata`` parses the serializations.
-A novel is its lines joined with ``"\\n"`` (NA lines empty, no trailing newline); sizes are in
-:data:`AUSTEN_CHARS` (4,025,022 characters in all; DATA.md's figures count a newline after every
-line, and 4,025,032 for the six joined by a blank line). :func:`read_austen` parses the package
-once into a cache of UTF-8 ``<novel>.txt`` files with a ``manifest.json`` (sizes, SHA-256); a
-cache that does not match it or the known sizes is rebuilt.
+The package's R lazy-load database ``Rdata.{rdx,rdb}`` (zlib records of serialized character
+vectors, parsed by ``rdata``) is read once into a cache of UTF-8 ``<novel>.txt`` files (lines
+joined by ``"\\n"``, NA lines empty; sizes :data:`AUSTEN_CHARS`) with a ``manifest.json`` of
+sizes and SHA-256; a cache that does not match it is rebuilt.
 """
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import warnings
 import zlib
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from ..utils import atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
-from .fetch import AUSTEN_DEB, AUSTEN_RDATA_DIR, apt_download, default_cache_dir, extract_deb, \
-    verified
+from ..utils import PathLike, atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
+from .fetch import AUSTEN_DEB, AUSTEN_RDATA_DIR, default_cache_dir, unpacked_deb
 
-PathLike = Union[str, os.PathLike]
 
 #: Novel names, in the order of the package's index.
 AUSTEN_NOVELS = ("emma", "mansfieldpark", "northangerabbey", "persuasion", "prideprejudice",
@@ -51,12 +44,8 @@ def _parse_r(data: bytes, where: str) -> Any:
 
 
 def read_lazyload_db(data_dir: PathLike, name: str = "Rdata") -> Dict[str, Any]:
-    """Every object of the R lazy-load database ``<data_dir>/<name>.{rdx,rdb}``, in index order.
-
-    Raises:
-        FileNotFoundError: A file is missing.
-        ValueError: A malformed index or record.
-    """
+    """Every object of the R lazy-load database ``<data_dir>/<name>.{rdx,rdb}``, in index order
+    (``ValueError`` for a malformed index or record)."""
     rdx, rdb = Path(data_dir) / f"{name}.rdx", Path(data_dir) / f"{name}.rdb"
     index = _parse_r(rdx.read_bytes(), str(rdx))
     variables = index.get("variables") if isinstance(index, dict) else None
@@ -108,15 +97,9 @@ def _cache_ok(cache: Path, verify: bool) -> bool:
 def fetch_austen(cache_dir: Optional[PathLike] = None, *, deb_path: Optional[PathLike] = None,
                  extracted_dir: Optional[PathLike] = None, force: bool = False,
                  verify: bool = True) -> Path:
-    """The cache folder of the six novels as text files (default ``<cache>/austen``), filled
-    when incomplete or wrong (or ``force``) from ``extracted_dir`` (an unpacked package or its
-    ``…/janeaustenr/data``), ``deb_path`` (the pinned ``.deb``), else ``apt-get download``.
-    ``verify`` checks the cached files' SHA-256, not only their sizes.
-
-    Raises:
-        DataUnavailableError: apt-get is missing or fails.
-        ValueError: A digest or size mismatch (expected and found values in the message).
-    """
+    """The cache folder of the novels' text files (default ``<cache>/austen``), (re)built when
+    wrong (``verify``: by SHA-256 too) or ``force`` from ``extracted_dir`` (an unpacked package or
+    its ``…/janeaustenr/data``), ``deb_path`` (the pinned ``.deb``), else ``apt-get download``."""
     cache = Path(cache_dir).expanduser().resolve() if cache_dir else default_cache_dir() / "austen"
     if not force and _cache_ok(cache, verify):
         return cache
@@ -125,9 +108,7 @@ def fetch_austen(cache_dir: Optional[PathLike] = None, *, deb_path: Optional[Pat
             root = Path(extracted_dir)
             data_dir = root if (root / "Rdata.rdx").is_file() else root / AUSTEN_RDATA_DIR
         else:
-            deb = Path(deb_path) if deb_path else apt_download(*AUSTEN_DEB, tmp)
-            verified(deb.read_bytes(), AUSTEN_DEB[2], deb.name)
-            data_dir = extract_deb(deb, Path(tmp) / "root") / AUSTEN_RDATA_DIR
+            data_dir = unpacked_deb(AUSTEN_DEB, tmp, deb_path) / AUSTEN_RDATA_DIR
         texts = _novels_from(data_dir)
     manifest = {}
     for name, text in texts.items():
@@ -143,11 +124,7 @@ def fetch_austen(cache_dir: Optional[PathLike] = None, *, deb_path: Optional[Pat
 def read_austen(cache_dir: Optional[PathLike] = None, *, novels: Optional[Sequence[str]] = None,
                 **fetch_kwargs: Any) -> Dict[str, str]:
     """``{novel: text}`` of all six (or ``novels``) in :data:`AUSTEN_NOVELS` order, from the
-    cache of :func:`fetch_austen` (given ``fetch_kwargs``).
-
-    Raises:
-        ValueError: An unknown novel, or a cached file that is not UTF-8.
-    """
+    cache of :func:`fetch_austen` (given ``fetch_kwargs``)."""
     names = list(AUSTEN_NOVELS) if novels is None else list(novels)
     unknown = [n for n in names if n not in AUSTEN_NOVELS]
     if unknown:
@@ -167,11 +144,7 @@ def austen_corpus(val_novel: Union[str, Sequence[str]] = "persuasion",
                   cache_dir: Optional[PathLike] = None, **fetch_kwargs: Any
                   ) -> Tuple[List[str], List[str]]:
     """``(train_texts, val_texts)``: the novels with ``val_novel`` (one or several) held out,
-    in :data:`AUSTEN_NOVELS` order, for :func:`~translution.data.text.prepare_corpus`.
-
-    Raises:
-        ValueError: An unknown novel, or none or all of them held out.
-    """
+    in :data:`AUSTEN_NOVELS` order, for :func:`~translution.data.text.prepare_corpus`."""
     held = [val_novel] if isinstance(val_novel, str) else list(val_novel)
     unknown = [n for n in held if n not in AUSTEN_NOVELS]
     if unknown:

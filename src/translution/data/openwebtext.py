@@ -1,27 +1,20 @@
-"""OpenWebText → GPT-2 token files, as nanoGPT's ``prepare.py`` makes them.
+"""OpenWebText -> GPT-2 token files, token for token as nanoGPT's ``prepare.py`` makes them.
 
-The recipe: Hugging Face ``datasets``' ``"openwebtext"`` (8,013,769 documents), split by
-``train_test_split(test_size=0.0005, seed=2357, shuffle=True)`` (the test part is ``val``), each
-document encoded with GPT-2's ``encode_ordinary`` plus the end-of-text id 50256, each split
-concatenated into a ``uint16`` file. :func:`split_indices` reproduces that split exactly, so the
-files match nanoGPT's token for token, plus a ``meta.json`` (:mod:`translution.data.text`).
-Documents and tokenizer can be injected, so tests run the whole path on a tiny corpus;
-``datasets`` (not a dependency) is imported only for the real corpus.
+Hugging Face ``"openwebtext"`` split by ``train_test_split(test_size=0.0005, seed=2357)``, each
+document encoded with ``encode_ordinary`` plus end-of-text, each split a ``uint16`` file. Tests
+inject documents and tokenizer; ``datasets`` (not a dependency) is imported for the real corpus.
 """
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence, Union
 
 import numpy as np
 
-from ..utils import check_int
-from .text import write_meta, write_tokens
+from ..utils import PathLike, check_int
+from .text import write_corpus
 from .tokenizers import GPT2Tokenizer
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 OWT_VAL_FRACTION = 0.0005
 OWT_SEED = 2357
@@ -29,13 +22,8 @@ OWT_SEED = 2357
 
 def split_indices(n_docs: int, val_fraction: float = OWT_VAL_FRACTION, seed: int = OWT_SEED
                   ) -> tuple[np.ndarray, np.ndarray]:
-    """``(train_idx, val_idx)`` as ``datasets.train_test_split`` draws them: ``n_val =
-    ceil(val_fraction · N)``, ``perm = default_rng(seed).permutation(N)``, val = ``perm[:n_val]``.
-
-    Raises:
-        TypeError: ``n_docs`` is not an int.
-        ValueError: ``val_fraction`` outside ``(0, 1)``, or an empty split.
-    """
+    """``(train_idx, val_idx)`` as ``datasets.train_test_split`` draws them: val is
+    ``default_rng(seed).permutation(N)[:ceil(val_fraction · N)]``, train the rest."""
     n_docs = check_int("n_docs", n_docs, 0)
     if not isinstance(val_fraction, float) or not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be a float in (0, 1), got {val_fraction!r}")
@@ -87,26 +75,11 @@ def prepare_openwebtext(out_dir: PathLike, *,
                         val_fraction: float = OWT_VAL_FRACTION, seed: int = OWT_SEED,
                         batch_docs: int = 1024, num_proc: int | None = 8, progress: bool = True,
                         dataset_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Write ``train.bin``, ``val.bin`` (uint16 GPT-2 ids, end-of-text after each document) and
-    ``meta.json`` (removed first, written last) into ``out_dir``.
+    """Write ``train.bin``, ``val.bin`` and ``meta.json`` into ``out_dir`` (see the module).
 
-    Args:
-        documents: A sequence of str or an HF ``Dataset`` with a ``"text"`` column, an iterable
-            (materialised), or a callable returning one; ``None`` loads the real corpus
-            (:func:`load_openwebtext_documents` with ``num_proc`` and ``dataset_kwargs``).
-        tokenizer: Default GPT-2's.
-        val_fraction, seed: The split (0.0005 and 2357 in the recipe).
-        batch_docs: Documents tokenized per batch.
-        progress: tqdm progress bars.
-
-    Returns:
-        The metadata written to ``meta.json``.
-
-    Raises:
-        ImportError: ``documents=None`` without ``datasets``.
-        TypeError: A document is not a str, or the tokenizer is not a :class:`GPT2Tokenizer`.
-        ValueError: A vocabulary beyond uint16, or an empty split.
-    """
+    ``documents``: a sequence of str, an HF ``Dataset`` with a ``"text"`` column, an iterable, a
+    callable returning one, or ``None`` for the real corpus (:func:`load_openwebtext_documents`
+    with ``num_proc`` and ``dataset_kwargs``). ``batch_docs`` documents are tokenized at once."""
     source_name = "documents"
     if documents is None:
         documents = load_openwebtext_documents(num_proc=num_proc, **dict(dataset_kwargs or {}))
@@ -126,20 +99,15 @@ def prepare_openwebtext(out_dir: PathLike, *,
                          f"{tok.vocab_size}")
     if tok.eot_token is None:
         raise ValueError("the recipe appends end-of-text ids, but the tokenizer has none")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "meta.json").unlink(missing_ok=True)
     splits = dict(zip(("train", "val"), split_indices(len(documents), val_fraction, seed)))
-    meta: dict[str, Any] = {}
-    for split, idx in splits.items():
-        starts = range(0, len(idx), batch_docs)
+
+    def chunks(split: str) -> Iterable[np.ndarray]:
+        starts = range(0, len(splits[split]), batch_docs)
         if progress:
             from tqdm.auto import tqdm  # the ``train`` extra
             starts = tqdm(starts, desc=f"tokenizing {split}", unit="batch")
-        chunks = (tokenize_documents(_texts(documents, idx[s:s + batch_docs]), tok)
-                  for s in starts)
-        meta[split] = dict(write_tokens(out / f"{split}.bin", tok.vocab_size, chunks),
-                           documents=len(idx))
-    return write_meta(out, tok, meta, {
-        "source": source_name, "val_fraction": val_fraction, "seed": seed,
-        "documents": {k: len(v) for k, v in splits.items()}, "append_eot": True})
+        for s in starts:
+            yield tokenize_documents(_texts(documents, splits[split][s:s + batch_docs]), tok)
+
+    return write_corpus(out_dir, tok, {k: (len(v), chunks(k)) for k, v in splits.items()}, {
+        "source": source_name, "val_fraction": val_fraction, "seed": seed, "append_eot": True})

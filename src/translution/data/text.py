@@ -1,27 +1,23 @@
 """Token files on disk (the nanoGPT-style text pipeline).
 
-A prepared corpus is a folder holding ``train.bin`` and ``val.bin`` (the token ids of each split,
-concatenated, as little-endian ``uint16`` below 65,536 ids and ``uint32`` above; byte-compatible
-with nanoGPT) and ``meta.json`` (tokenizer, dtype, vocabulary size and, per split, tokens, bytes
-and SHA-256). :func:`prepare_corpus` writes one from texts, :func:`write_tokens` streams one split,
-:class:`TokenDataset` memory-maps a split after checking it. Every file is written atomically.
+A corpus folder holds ``<split>.bin`` (ids concatenated, little-endian ``uint16`` below 65,536
+ids, else ``uint32``; byte-compatible with nanoGPT) and ``meta.json`` (tokenizer, dtype, and per
+split tokens, bytes, SHA-256), all written atomically.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence, Union
 
 import numpy as np
 import torch
 
-from ..utils import atomic_write, atomic_write_json, check_int, sha256_file
+from ..utils import PathLike, atomic_write, atomic_write_json, check_int, sha256_file
 from .fetch import default_cache_dir as default_cache_root  # noqa: F401 - used by the experiments
 from .tokenizers import CharTokenizer, GPT2Tokenizer, Tokenizer, tokenizer_from_meta
 
-PathLike = Union[str, "os.PathLike[str]"]
 IdsLike = Union[Sequence[int], np.ndarray, torch.Tensor]
 
 META_FORMAT = "translution-tokens"
@@ -42,13 +38,8 @@ def _verified_cache(path: Path) -> Path:
 
 
 def write_tokens(path: PathLike, vocab_size: int, chunks: Iterable[IdsLike]) -> dict[str, Any]:
-    """Write 1-D chunks of ids in ``[0, vocab_size)``, concatenated, into one split file.
-
-    The file appears at ``path`` only once every chunk is written (an error leaves no file).
-
-    Returns:
-        The split's ``meta.json`` entry: ``file``, ``tokens``, ``bytes``, ``sha256``.
-    """
+    """Write 1-D chunks of ids in ``[0, vocab_size)``, concatenated, into one split file
+    (atomically); returns its ``meta.json`` entry (``file``, ``tokens``, ``bytes``, ``sha256``)."""
     path, dtype, digest = Path(path), token_dtype(vocab_size), hashlib.sha256()
 
     def write(f) -> None:
@@ -72,19 +63,27 @@ def write_tokens(path: PathLike, vocab_size: int, chunks: Iterable[IdsLike]) -> 
             "sha256": digest.hexdigest()}
 
 
-def write_meta(out_dir: PathLike, tokenizer: Tokenizer, splits: Mapping[str, Mapping[str, Any]],
-               extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Write and return ``meta.json``: the tokenizer, ``splits`` (``{split: write_tokens(...)}``)
-    and the ``extra`` top-level fields."""
+def write_corpus(out_dir: PathLike, tokenizer: Tokenizer,
+                 splits: Mapping[str, tuple[int, Iterable[IdsLike]]],
+                 extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Write ``{split: (documents, chunks of ids)}`` as ``<split>.bin`` files, then ``meta.json``
+    with the ``extra`` top-level fields (removed first: an interrupted run leaves none); returns
+    the metadata."""
     meta: dict[str, Any] = {
         "format": META_FORMAT, "version": META_VERSION, "tokenizer": tokenizer.to_meta(),
         "vocab_size": int(tokenizer.vocab_size), "dtype": token_dtype(tokenizer.vocab_size).name,
-        "splits": {k: dict(v) for k, v in splits.items()}}
-    clash = sorted(set(extra or {}) & set(meta))
+        "documents": {split: n for split, (n, _) in splits.items()}}
+    clash = sorted(set(extra or {}) & {*meta, "splits"})
     if clash:
         raise ValueError(f"extra meta keys {clash} collide with reserved keys")
-    atomic_write_json(Path(out_dir) / "meta.json", {**meta, **(extra or {})})
-    return {**meta, **(extra or {})}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "meta.json").unlink(missing_ok=True)
+    meta["splits"] = {split: dict(write_tokens(out / f"{split}.bin", tokenizer.vocab_size, chunks),
+                                  documents=n) for split, (n, chunks) in splits.items()}
+    meta.update(extra or {})
+    atomic_write_json(out / "meta.json", meta)
+    return meta
 
 
 def _check_texts(name: str, texts: Any) -> list[str]:
@@ -121,26 +120,9 @@ def prepare_corpus(texts_train: Sequence[str], texts_val: Sequence[str], out_dir
                    extra_meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Tokenize texts into ``train.bin``, ``val.bin`` and ``meta.json`` in ``out_dir``.
 
-    With GPT-2 the end-of-text id follows every document (the OpenWebText recipe). With
-    characters, documents are joined by ``separator`` (default ``"\\n\\n"``) and the vocabulary
-    is the characters of the training texts and the separator (``char_vocab_from="all"`` adds
-    the validation texts). ``meta.json`` is removed first and written last, so an interrupted
-    run never leaves one describing other files.
-
-    Args:
-        tokenizer: ``"char"``, ``"gpt2"`` or a tokenizer.
-        separator: Text between documents (default ``"\\n\\n"`` for char, none for gpt2).
-        append_eot: End-of-text after each document (default: when the tokenizer has one).
-        extra_meta: More top-level fields of ``meta.json``.
-
-    Returns:
-        The metadata written to ``meta.json``.
-
-    Raises:
-        TypeError: The texts are not lists of str.
-        ValueError: Unknown tokenizer, characters outside the vocabulary, a lone surrogate,
-            ``append_eot`` without an end-of-text id.
-    """
+    ``tokenizer``: ``"char"`` (vocabulary from the training texts and ``separator``, default
+    ``"\\n\\n"`` between documents; ``char_vocab_from="all"`` adds the validation texts),
+    ``"gpt2"`` (end-of-text after each document) or a :class:`Tokenizer`."""
     texts_train = _check_texts("texts_train", texts_train)
     texts_val = _check_texts("texts_val", texts_val)
     if separator is None:
@@ -160,23 +142,14 @@ def prepare_corpus(texts_train: Sequence[str], texts_val: Sequence[str], out_dir
             if append_eot:
                 yield np.array([tok.eot_token])
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "meta.json").unlink(missing_ok=True)
-    splits = {split: write_tokens(out / f"{split}.bin", tok.vocab_size, ids(texts))
-              for split, texts in (("train", texts_train), ("val", texts_val))}
-    extra = {"documents": {"train": len(texts_train), "val": len(texts_val)},
-             "separator": separator, "append_eot": bool(append_eot), **(extra_meta or {})}
-    return write_meta(out, tok, splits, extra)
+    return write_corpus(out_dir, tok, {
+        "train": (len(texts_train), ids(texts_train)), "val": (len(texts_val), ids(texts_val))},
+        {"separator": separator, "append_eot": bool(append_eot), **(extra_meta or {})})
 
 
 def read_meta(data_dir: PathLike) -> dict[str, Any]:
-    """The checked ``meta.json`` of a prepared corpus.
-
-    Raises:
-        FileNotFoundError: No ``meta.json`` in ``data_dir``.
-        ValueError: Not UTF-8 or JSON, or not a token-corpus description of this version.
-    """
+    """The checked ``meta.json`` of a prepared corpus (``FileNotFoundError`` without one,
+    ``ValueError`` when it is not a token-corpus description of this version)."""
     path = Path(data_dir) / "meta.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: {data_dir} is not a prepared token corpus "
@@ -203,26 +176,11 @@ def read_meta(data_dir: PathLike) -> dict[str, Any]:
 
 
 class TokenDataset:
-    """One split of a prepared corpus, memory-mapped after verification.
+    """One split of a prepared corpus: ``data``, a read-only ``np.memmap`` ``(num_tokens,)``.
 
-    Checks: ``meta.json``; the split is listed; the file size is ``tokens × itemsize``;
-    (``verify``) the SHA-256, remembered in ``.<split>.bin.verified.json`` by size and mtime so
-    that reopening an unchanged file does not re-hash it; (``tokenizer``) the tokenizer matches.
-
-    Args:
-        data_dir: Corpus folder (:func:`prepare_corpus`, OpenWebText preparation).
-        split: A split of ``meta.json`` (``"train"``, ``"val"``).
-        tokenizer: Optional tokenizer to check against ``meta.json``.
-        verify: Check the file's SHA-256.
-
-    Attributes:
-        data: Read-only ``np.memmap`` ``(num_tokens,)`` of uint16 or uint32.
-        meta: The parsed ``meta.json``.
-
-    Raises:
-        FileNotFoundError: ``meta.json`` or the split file is missing.
-        ValueError: Any mismatch (expected and found values in the message).
-    """
+    Checks ``meta.json``, the file size, (``verify``) the SHA-256, remembered by size and mtime
+    in ``.<split>.bin.verified.json``, and (``tokenizer``) the tokenizer; ``ValueError`` on a
+    mismatch."""
 
     def __init__(self, data_dir: PathLike, split: str = "train", *,
                  tokenizer: Tokenizer | None = None, verify: bool = True) -> None:
@@ -266,13 +224,10 @@ class TokenDataset:
 
     def _check_tokenizer(self, tokenizer: Tokenizer) -> None:
         meta, kind = self.meta, self.meta["tokenizer"].get("kind")
-        if tokenizer.vocab_size != self.vocab_size:
-            raise ValueError(f"{self.path}: expected vocab_size {self.vocab_size} (from "
-                             f"meta.json), found {tokenizer.vocab_size} for the given "
-                             f"{tokenizer.kind} tokenizer")
-        if tokenizer.kind != kind:
-            raise ValueError(f"{self.path}: expected a {kind!r} tokenizer (from meta.json), "
-                             f"found {tokenizer.kind!r}")
+        if (tokenizer.vocab_size, tokenizer.kind) != (self.vocab_size, kind):
+            raise ValueError(f"{self.path}: expected vocab_size {self.vocab_size} and kind "
+                             f"{kind!r} (from meta.json), found {tokenizer.vocab_size} and "
+                             f"{tokenizer.kind!r} for the given tokenizer")
         if tokenizer.to_meta() != meta["tokenizer"]:
             raise ValueError(f"{self.path}: the given {kind} tokenizer differs from the one in "
                              "meta.json (same kind and vocab_size, different vocabulary)")

