@@ -12,7 +12,6 @@ from torch.testing import assert_close
 
 from translution.cli import main
 from translution.data.dynamic_mnist import DynamicMNIST
-from translution.data.idx import write_idx
 from translution.experiments import dynamic_mnist as exp
 from translution.train import load_checkpoint
 
@@ -22,15 +21,8 @@ TINY = dict(train_size=64, test_size=24, sweep_size=8, epochs=1, batch_size=32,
 
 
 @pytest.fixture(scope="module")
-def mnist_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mnist")
-    g = torch.Generator().manual_seed(0)
-    for split, n in (("train", 64), ("t10k", 24)):
-        write_idx(root / f"{split}-images-idx3-ubyte",
-                  torch.randint(0, 256, (n, 28, 28), generator=g).to(torch.uint8))
-        write_idx(root / f"{split}-labels-idx1-ubyte",
-                  torch.randint(0, 10, (n,), generator=g).to(torch.uint8))
-    return root
+def mnist_root(tmp_path_factory, write_mnist):
+    return write_mnist(tmp_path_factory.mktemp("mnist"), (64, 24))
 
 
 def test_presets_are_valid_and_quick_is_the_default():

@@ -78,19 +78,20 @@ def run_arms(arms: Mapping[Hashable, Hashable], seeds: Sequence[int],
 
 def read_or_train(run_dir: Path, name: str, train: Callable[[], Dict[str, Any]],
                   log: Callable[[str], None], key: Any = None) -> Dict[str, Any]:
-    """One arm × seed: ``run_dir/result.json`` when its ``eval_key`` is ``key`` ("done
-    earlier"), else ``train()``'s record, written there with the key; logs the arm's time."""
+    """One arm × seed: the record in ``run_dir/result.json`` when its ``eval_key`` is ``key``
+    ("done earlier"), else ``train()``'s, written there with the key; logs the arm's time."""
     path = Path(run_dir) / "result.json"
     if path.is_file():
         record = json.loads(path.read_text(encoding="utf-8"))
-        if record.get("eval_key") == key:
+        if record.pop("eval_key", None) == key:
             log(f"{name}: done earlier ({record['seconds']:.0f} s training)")
             return record
     log(f"{name} ...")
     with Stopwatch() as watch:
-        atomic_write_json(path, {**train(), "eval_key": key})
+        record = json.loads(json.dumps(train()))           # as it will read back
+        atomic_write_json(path, {**record, "eval_key": key})
     log(f"    arm time {watch.seconds:.0f} s")
-    return json.loads(path.read_text(encoding="utf-8"))
+    return record
 
 
 def fit_with_bar(desc: str, total: int, *args: Any, callbacks: Sequence[Callable] = (),

@@ -52,6 +52,8 @@ def lines(panels: Mapping[str, Mapping[str, Sequence[tuple]]], path, xlabel: str
         ax.grid(alpha=0.3)
         if xlog:
             ax.set_xscale("log", base=xlog)
+        else:
+            ax.xaxis.get_major_locator().set_params(integer=True)
         if xticks is not None:
             ax.set_xticks(list(xticks), [f"{v:g}" for v in xticks])
             ax.minorticks_off()
@@ -84,7 +86,7 @@ def accuracy_bars(accuracy: Mapping[str, Mapping[str, tuple]], path, title: str 
         ax.bar_label(bars, [f"{v:.1f}" for v in values], fontsize=6, padding=2)
     ax.set_xticks(range(len(settings)), settings, fontsize=8)
     ax.set_ylabel("test accuracy (%)")
-    ax.set_ylim(max(0.0, low - 10), 105)
+    ax.set_ylim(max(0.0, 10 * (low // 10) - 10), 105)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title(title, fontsize=10)
     return _save(fig, path)
