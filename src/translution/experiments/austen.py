@@ -1,26 +1,13 @@
-"""Language modelling on Jane Austen: causal Translution against self-attention at equal training
-time, at equal steps over seeds, and beyond the trained context.
+"""Language modelling on Jane Austen (one novel held out): causal Translution against
+self-attention at equal training time, at equal steps over seeds, and beyond the trained context.
 
-The novels are tokenized once (``char`` or ``gpt2``) into a cached token folder; one novel
-(persuasion) is held out. Models (``models``): self-attention with a learned absolute position
-embedding (APE) or RoPE, α-Translution and Translution (narrower by default: it costs
-``O(N²·C·C')``). All but APE have ``max_distance=K`` (default ``block_size − 1``: the plain causal
-bank at the trained context, longer offsets sharing the last slot), so they read any length.
-
-Protocols (``protocols``), each model a resumable :func:`translution.train.fit` run in
-``OUT/runs``: ``"time"`` (``time/<kind>``) trains every model for ``budget_seconds``
-(``train.time_budget_s``; a timed calibration plans the cosine schedule's length); ``"steps"``
-(``steps/<kind>/seed<s>``, the paper's protocol) trains every model ``steps`` steps for ``seeds``
-seeds, then evaluates it at every length of ``eval_lengths`` (APE: n/a beyond ``block_size``).
-Every length scores the same validation tokens: ``val_chunks`` evenly spaced stretches as long as
-the longest length, cut into windows of that length (at ``block_size``: the training-time
-validation set).
-
-Outputs: ``report.md``, figures, ``results.json`` (rewritten after every run): label → the
-equal-time record (``val_loss``, ``val_ppl``, ``parameters``, ``tokens_per_s``, ``seconds``,
-``sample``, ...), ``equal_steps`` (``perplexity`` mean, ``perplexity_std``, ``seeds``: per-seed
-perplexities, ``parameters``, ``seconds``) and ``length`` (``{L: {perplexity, perplexity_std,
-seeds}}``, or ``perplexity`` ``None`` and a ``note``).
+Every model but APE has ``max_distance=K`` (default ``block_size − 1``), so it reads any length.
+Protocols: ``"time"`` (``OUT/runs/time/<kind>``: ``budget_seconds`` of training each, the step
+count planned by a timed calibration) and ``"steps"`` (``OUT/runs/steps/<kind>/seed<s>``:
+``steps`` steps per seed, then perplexity at every ``eval_lengths`` on the same validation
+tokens). ``results.json``: label → the equal-time record (``val_loss``, ``val_ppl``,
+``sample``, ...), ``equal_steps`` (``perplexity``, ``perplexity_std``, ``seeds``, ...) and
+``length`` (``{L: {perplexity, perplexity_std, seeds}}``, or ``None`` and a ``note``).
 """
 
 from __future__ import annotations
@@ -34,9 +21,9 @@ from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..train.config import Section, bounded, load_settings
+from ..train.config import bounded, load_settings
 from ..utils import atomic_write_json, atomic_write_text, sha256_bytes
-from .common import fit_with_bar, mean_std, read_or_train, run_arms, running
+from .common import ExperimentSettings, fit_with_bar, mean_std, read_or_train, run_arms, running
 
 __all__ = ["AustenSettings", "QUICK", "FULL", "MODELS", "run", "model_section", "prepare_tokens",
            "report_markdown"]
@@ -58,35 +45,13 @@ Kind = Literal["ape", "rope", "bias", "translution", "alpha", "hybrid"]
 
 
 @dataclass
-class AustenSettings(Section):
-    """Protocols and sizes; presets ``configs/austen_quick.yaml`` (:data:`QUICK`, also the
-    defaults) and ``configs/austen_full.yaml`` (:data:`FULL`).
-
-    Attributes:
-        tokenizer: ``"char"`` (the training novels' characters) or ``"gpt2"`` (BPE, tiktoken).
-        val_novel: Novel held out for validation.
-        block_size, batch_size: Training context ``L`` and windows per step.
-        size: Registry size of ``gpt_<size>_<kind>``; ``dim``/``depth``/``heads``/``dim_head``/
-            ``mlp_dim`` override its fields when not ``None``. rank: α-Translution rank.
-        max_distance: ``K`` of every model but APE (``None``: ``block_size − 1``).
-        model_overrides: Extra ``GPTConfig`` fields per kind (e.g. a narrower Translution).
-        models: Report label → attention kind.
-        protocols: ``"time"`` and/or ``"steps"`` (see the module docstring).
-        budget_seconds: Equal-time training seconds per model, planned from
-            ``calibration_steps`` timed steps (after two warm-up steps).
-        steps, seeds: Equal-steps steps per model and seed; seeds ``seed, seed + 1, …``.
-        eval_lengths: Evaluation lengths of the equal-steps models.
-        eval_points: Validation evaluations during training (besides the one at step 0).
-        val_chunks: Validation stretches, each as long as the longest evaluation length.
-        eval_batch_size: Windows of ``block_size`` per evaluation batch (as many tokens at
-            longer lengths).
-        lr, min_lr_ratio, weight_decay, warmup_fraction, grad_clip: AdamW, linear warm-up over
-            a fraction of the steps, cosine decay to ``lr·min_lr_ratio``.
-        log_every: Steps per training-loss record. seed: Equal-time (and first) seed.
-        prompt, samples, sample_tokens, temperature, top_k, sample_seed: Samples of the
-            equal-time models (temperature 0: greedy).
-        device: ``"cpu"``, ``"cuda"`` or ``None`` (CUDA when available). threads: torch threads.
-    """
+class AustenSettings(ExperimentSettings):
+    """Protocols and sizes (presets ``configs/austen_{quick,full}.yaml``, quick = defaults):
+    ``size`` names ``gpt_<size>_<kind>`` (``dim`` … ``mlp_dim`` override it when set,
+    ``model_overrides`` per kind); AdamW with warm-up over ``warmup_fraction`` of the steps and
+    cosine decay; ``val_chunks`` validation stretches as long as the longest evaluation length;
+    ``prompt``, ``samples`` … ``sample_seed``: the equal-time models' samples (temperature 0:
+    greedy)."""
 
     tokenizer: Literal["char", "gpt2"] = "char"
     val_novel: str = "persuasion"
@@ -107,27 +72,21 @@ class AustenSettings(Section):
     budget_seconds: float = bounded(150.0, gt=0)
     calibration_steps: int = bounded(3, ge=1)
     steps: int = bounded(1000, ge=1)
-    seeds: int = bounded(1, ge=1)
     eval_lengths: List[int] = field(default_factory=lambda: [128, 256, 512, 1024],
                                     metadata={"bounds": {"ge": 1}})
     eval_points: int = bounded(6, ge=1)
     val_chunks: int = bounded(8, ge=1)
     eval_batch_size: int = bounded(32, ge=1)
-    lr: float = bounded(2e-3, gt=0)
     min_lr_ratio: float = bounded(0.1, ge=0, le=1)
     weight_decay: float = bounded(0.1, ge=0)
     warmup_fraction: float = bounded(0.05, ge=0, lt=1)
-    grad_clip: float = bounded(1.0, gt=0)
     log_every: int = bounded(10, ge=1)
-    seed: int = bounded(0, ge=0)
     prompt: str = "It is a truth"
     samples: int = bounded(2, ge=1)
     sample_tokens: int = bounded(160, ge=0)
     temperature: float = bounded(0.8, ge=0)
     top_k: Optional[int] = bounded(None, ge=1)
     sample_seed: int = bounded(1234, ge=0)
-    device: Optional[str] = "cpu"
-    threads: Optional[int] = bounded(None, ge=1)
 
     def check(self) -> None:
         if not self.prompt:
@@ -153,8 +112,7 @@ class AustenSettings(Section):
         return max([self.block_size, *self.eval_lengths])
 
 
-#: 2 CPU cores: context 128, dim 128, depth 3, 2 heads × 64 (Translution: dim 64, heads of 32),
-#: batch 16; 150 s per model at equal time, 1000 steps per model and seed, lengths 128 … 1024.
+#: 2 CPU cores: context 128, 150 s per model at equal time, 1000 steps per model and seed.
 QUICK = load_settings(AustenSettings, "austen_quick")
 #: GPT-tiny, context 256, batch 32; 30 min per model, 5000 steps; for an accelerator.
 FULL = load_settings(AustenSettings, "austen_full")

@@ -8,15 +8,32 @@ import contextlib
 import json
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Hashable, List, Mapping, Sequence, Tuple
+from typing import Any, Callable, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
+from ..train.config import Section, bounded
 from ..utils import Stopwatch, atomic_write_json
 
-__all__ = ["mean_std", "seed_summary", "run_arms", "read_or_train", "fit_with_bar", "running",
+__all__ = ["ExperimentSettings", "mean_std", "seed_summary", "run_arms", "read_or_train", "fit_with_bar", "running",
            "run_slug", "check_fingerprint", "parameter_count", "grow_to_match"]
+
+
+@dataclass
+class ExperimentSettings(Section):
+    """Settings every experiment has: seeds ``seed … seed + seeds − 1`` per arm, AdamW's ``lr``,
+    ``weight_decay`` (matrices only) and ``grad_clip``, ``device`` (``None``: CUDA when
+    available) and torch ``threads`` (``None``: torch's default)."""
+
+    seeds: int = bounded(1, ge=1)
+    seed: int = bounded(0, ge=0)
+    lr: float = bounded(2e-3, gt=0)
+    weight_decay: float = bounded(0.05, ge=0)
+    grad_clip: float = bounded(1.0, gt=0)
+    device: Optional[str] = "cpu"
+    threads: Optional[int] = bounded(None, ge=1)
 
 
 def mean_std(values: Sequence[float]) -> Tuple[float, float]:

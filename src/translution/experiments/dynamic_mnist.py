@@ -25,9 +25,9 @@ from typing import Any, Callable, Dict, List, Literal, Optional, Tuple
 
 import torch
 
-from ..train.config import Section, bounded, load_settings
+from ..train.config import bounded, load_settings
 from ..utils import Stopwatch, atomic_write_json, atomic_write_text
-from .common import fit_with_bar, mean_std, read_or_train, run_arms, running
+from .common import ExperimentSettings, fit_with_bar, mean_std, read_or_train, run_arms, running
 
 __all__ = ["DynamicMNISTSettings", "QUICK", "FULL", "MODELS", "run", "build_model",
            "sweep_shifts", "direction_of", "setting_name", "report_markdown"]
@@ -53,7 +53,7 @@ TestPlacement = Literal["static", "patch", "pixel", "roll"]
 
 
 @dataclass
-class DynamicMNISTSettings(Section):
+class DynamicMNISTSettings(ExperimentSettings):
     """Protocol and model sizes (defaults: the quick preset); seeds ``seed … seed + seeds − 1``
     set weights, batch order and training placements, ``test_seed`` the test placements;
     ``optimizer``/``schedule``: AdamW with warm-up and cosine per step, or Adadelta + StepLR."""
@@ -74,13 +74,9 @@ class DynamicMNISTSettings(Section):
     rank: int = bounded(4, ge=1)
     optimizer: Literal["adamw", "adadelta"] = "adamw"
     lr: float = bounded(3e-3, gt=0)
-    weight_decay: float = bounded(0.05, ge=0)
     schedule: Literal["cosine", "step"] = "cosine"
     warmup_steps: int = bounded(50, ge=0)
     step_gamma: float = bounded(0.7, gt=0, le=1)
-    grad_clip: float = bounded(1.0, gt=0)
-    seeds: int = bounded(1, ge=1)
-    seed: int = bounded(0, ge=0)
     test_seed: int = bounded(1234, ge=0)
     train_settings: List[TrainPlacement] = field(default_factory=lambda: ["static"])
     test_placements: List[TestPlacement] = field(
@@ -88,8 +84,6 @@ class DynamicMNISTSettings(Section):
     models: Dict[str, Dict[str, Any]] = field(default_factory=lambda: {
         "ape": dict(MODELS["ape"]), "bias": {**MODELS["bias"], "epochs": 5},
         "translution": dict(MODELS["translution"]), "alpha": dict(MODELS["alpha"])})
-    threads: Optional[int] = bounded(None, ge=1)
-    device: Optional[str] = "cpu"
 
     def check(self) -> None:
         if not self.train_settings or not self.test_placements:

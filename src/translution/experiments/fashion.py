@@ -18,9 +18,9 @@ from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
-from ..train.config import Section, bounded, load_settings
+from ..train.config import bounded, load_settings
 from ..utils import atomic_write_json, atomic_write_text
-from .common import (check_fingerprint, fit_with_bar, grow_to_match, mean_std, parameter_count,
+from .common import (ExperimentSettings, check_fingerprint, fit_with_bar, grow_to_match, mean_std, parameter_count,
                      read_or_train, run_arms, run_slug, running, seed_summary)
 
 __all__ = ["FashionSettings", "QUICK", "FULL", "MODELS", "ABLATIONS", "run", "arm_sections",
@@ -45,7 +45,7 @@ _SPECIAL = ("attention", "match", "grow")
 
 
 @dataclass
-class FashionSettings(Section):
+class FashionSettings(ExperimentSettings):
     """Protocol and sizes (presets ``configs/fashion_{quick,full}.yaml``): data (``None``: all
     images; cache, then Debian), AdamW with warm-up and cosine decay to ``lr·min_lr_ratio``,
     crop/flip augmentation, the common ViT size, ``eval_points`` evaluations for the accuracy
@@ -56,7 +56,6 @@ class FashionSettings(Section):
     train_size: Optional[int] = bounded(None, ge=1)
     test_size: Optional[int] = bounded(None, ge=1)
     seeds: int = bounded(3, ge=1)
-    seed: int = bounded(0, ge=0)
     epochs: int = bounded(1, ge=1)
     batch_size: int = bounded(128, ge=1)
     eval_batch_size: int = bounded(500, ge=1)
@@ -67,17 +66,12 @@ class FashionSettings(Section):
     dim_head: int = bounded(16, ge=1)
     mlp_dim: int = bounded(128, ge=1)
     rank: int = bounded(8, ge=1)
-    lr: float = bounded(2e-3, gt=0)
     min_lr_ratio: float = bounded(0.01, ge=0, le=1)
-    weight_decay: float = bounded(0.05, ge=0)
     warmup_steps: int = bounded(50, ge=0)
-    grad_clip: float = bounded(1.0, gt=0)
     crop_padding: int = bounded(2, ge=0)
     flip: bool = True
     models: Dict[str, Dict[str, Any]] = field(default_factory=lambda: dict(MODELS))
     ablations: bool = False
-    device: Optional[str] = "cpu"
-    threads: Optional[int] = bounded(None, ge=1)
 
     def check(self) -> None:
         if not self.models:
