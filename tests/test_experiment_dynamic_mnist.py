@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -145,3 +147,24 @@ def test_circular_arm_keeps_its_static_accuracy_on_rolled_digits(kind, mnist_roo
         b = model(rolled.get_batch(torch.arange(len(rolled)))[0])
     assert_close(b, a, rtol=1e-5, atol=1e-5)
     assert exp.accuracy(model, rolled) == exp.accuracy(model, static)
+
+
+RUN_3SEEDS = Path("/work/main/runs/dynamic-mnist-3seeds/runs/static/ape/seed0")
+
+
+@pytest.mark.skipif(not (RUN_3SEEDS / "result.json").is_file(),
+                    reason="needs a finished run of the quick protocol made by earlier code")
+def test_runs_of_earlier_code_are_read_back(tmp_path):
+    seed0 = tmp_path / "runs" / "static" / "ape" / "seed0"
+    shutil.copytree(RUN_3SEEDS, seed0)                   # the source stays untouched
+    before = {p.name: p.read_bytes() for p in seed0.iterdir()}
+    s = dataclasses.replace(exp.QUICK, models={"ape": exp.QUICK.models["ape"]}, threads=1)
+    logs = []
+    results = exp.run(tmp_path, s, log=logs.append)
+    assert any("done earlier" in line for line in logs)
+    assert not any("arm time" in line for line in logs)
+    old = json.loads(before["result.json"])
+    row = results[old["label"]]
+    for placement, acc in old["accuracy"].items():
+        assert row[exp.setting_name("static", placement)]["seeds"] == [acc]
+    assert {p.name: p.read_bytes() for p in seed0.iterdir()} == before

@@ -473,12 +473,11 @@ def report_markdown(results: Dict, s: DynamicMNISTSettings, figures: List[str],
 def _sweep_table(setting_label: str, per_model: Dict[str, Any], s: DynamicMNISTSettings
                  ) -> List[str]:
     shifts = list(dict.fromkeys(k for m in per_model.values() for k in m))
-    one_patch = [f"{dr},{dc}" for dr, dc in ((-s.patch, 0), (s.patch, 0), (0, -s.patch),
-                                             (0, s.patch))]
+    one_patch = _one_patch(s.patch)
     pixels = sorted({abs(int(a)) + abs(int(b)) for a, b in (k.split(",") for k in shifts)
                      if int(a) == 0 or int(b) == 0})
-    head = ([f"{d} px" for d in pixels] + [direction_of(*map(int, k.split(","))) + " 1 patch"
-                                           for k in one_patch] + ["asymmetry"])
+    head = [f"{d} px" for d in pixels] + [f"{d} 1 patch" for d in one_patch.values()] + [
+        "asymmetry"]
     lines = [f"Shift sweep, {setting_label} (%): mean over the four axis directions for each "
              "pixel distance; then each direction at one patch; asymmetry = max − min of those "
              "four.", "", "| model | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
@@ -493,6 +492,20 @@ def _sweep_table(setting_label: str, per_model: Dict[str, Any], s: DynamicMNISTS
         cells.append(f"{100 * (max(at_patch) - min(at_patch)):.1f}" if at_patch else "–")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
+
+
+def _one_patch(patch: int) -> Dict[str, str]:
+    """Sweep key → direction of the four one-patch shifts along the axes."""
+    return {f"{dr},{dc}": direction_of(dr, dc)
+            for dr, dc in ((-patch, 0), (patch, 0), (0, -patch), (0, patch))}
+
+
+def _gap(hi: Dict[str, Any], lo: Dict[str, Any]) -> str:
+    """``hi`` − ``lo`` in points; beyond the seed spread when over twice the larger std."""
+    gap = hi["accuracy"] - lo["accuracy"]
+    clear = gap > 2 * max(hi["accuracy_std"], lo["accuracy_std"]) and len(hi["seeds"]) > 1
+    return f"{100 * gap:.1f} points " + ("(beyond the seed spread)" if clear else
+                                         "(within the seed spread or one seed)")
 
 
 def _checks(main: Dict[str, Any], s: DynamicMNISTSettings) -> List[str]:
@@ -517,8 +530,7 @@ def _checks(main: Dict[str, Any], s: DynamicMNISTSettings) -> List[str]:
 
 def _findings(main: Dict[str, Any], sweep: Dict[str, Any], s: DynamicMNISTSettings
               ) -> List[str]:
-    """Rankings and gaps computed from the tables (a gap counts as clear when it exceeds twice
-    the larger seed std of the two models)."""
+    """Rankings and gaps computed from the tables."""
     lines = ["Findings (computed from the tables above):", ""]
     for setting in s.train_settings:
         for placement in s.test_placements:
@@ -528,25 +540,16 @@ def _findings(main: Dict[str, Any], sweep: Dict[str, Any], s: DynamicMNISTSettin
             if placement == "static" or len(ranked) < 2:
                 continue
             (a, first), (b, second) = ranked[0], ranked[1]
-            gap = a["accuracy"] - b["accuracy"]
-            clear = gap > 2 * max(a["accuracy_std"], b["accuracy_std"]) and len(a["seeds"]) > 1
             lines.append(f"- {key}: " + " > ".join(f"{label} {_cell(stat)}"
                                                     for stat, label in ranked)
-                         + f"; the lead of {first} over {second} is {100 * gap:.1f} points "
-                         + ("(clear)" if clear else "(within the seed spread or one seed)"))
-    one_patch = {f"{dr},{dc}": direction_of(dr, dc) for dr, dc in
-                 ((-s.patch, 0), (s.patch, 0), (0, -s.patch), (0, s.patch))}
+                         + f"; the lead of {first} over {second} is {_gap(a, b)}")
     for setting_label, per_model in sweep.items():
         for label, stats in per_model.items():
-            at = {name: stats[k] for k, name in one_patch.items() if k in stats}
+            at = {name: stats[k] for k, name in _one_patch(s.patch).items() if k in stats}
             if len(at) < 2:
                 continue
             hi = max(at, key=lambda n: at[n]["accuracy"])
             lo = min(at, key=lambda n: at[n]["accuracy"])
-            spread = max(at[hi]["accuracy_std"], at[lo]["accuracy_std"])
-            gap = at[hi]["accuracy"] - at[lo]["accuracy"]
             lines.append(f"- {setting_label}, {label}: one-patch shifts {lo} {_cell(at[lo])} "
-                         f"vs {hi} {_cell(at[hi])}: asymmetry {100 * gap:.1f} points "
-                         + ("(beyond the seed spread)" if gap > 2 * spread and
-                            len(at[hi]["seeds"]) > 1 else "(within the seed spread or one seed)"))
+                         f"vs {hi} {_cell(at[hi])}: asymmetry {_gap(at[hi], at[lo])}")
     return lines
