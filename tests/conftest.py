@@ -1,4 +1,4 @@
-"""Shared fixtures for the operation tests."""
+"""Shared fixtures: operation inputs, fake MNIST folders, a tiny text corpus."""
 
 import pytest
 import torch
@@ -53,3 +53,39 @@ def _grads_match(fn, inputs, backends=("reference", "grouped"), seed=0):
 @pytest.fixture
 def run_backends():
     return _grads_match
+
+
+def _write_mnist(root, sizes=(64, 24), sides=None):
+    """An MNIST IDX folder with ``sizes`` (train, test) images: random pixels and labels, or
+    (``sides``) one bright square at a random place whose side ``sides[label]`` is learnable."""
+    from translution.data.idx import write_idx
+    root.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(0)
+    for split, n in zip(("train", "t10k"), sizes):
+        if sides is None:
+            images = torch.randint(0, 256, (n, 28, 28), generator=g).to(torch.uint8)
+            labels = torch.randint(0, 10, (n,), generator=g)
+        else:
+            labels = torch.randint(0, len(sides), (n,), generator=g)
+            images = torch.zeros(n, 28, 28, dtype=torch.uint8)
+            for i, label in enumerate(labels.tolist()):
+                side = sides[label]
+                top, left = torch.randint(0, 28 - side + 1, (2,), generator=g).tolist()
+                images[i, top:top + side, left:left + side] = 255
+        write_idx(root / f"{split}-images-idx3-ubyte", images)
+        write_idx(root / f"{split}-labels-idx1-ubyte", labels.to(torch.uint8))
+    return root
+
+
+@pytest.fixture(scope="session")
+def write_mnist():
+    return _write_mnist
+
+
+@pytest.fixture
+def char_corpus(tmp_path):
+    """A character-level token folder of one repeated sentence; returns ``(folder, text)``."""
+    from translution.data.text import prepare_corpus
+    text = "It is a truth universally acknowledged, that a single man in possession. " * 40
+    prepare_corpus([text], [text[:600]], tmp_path / "corpus", tokenizer="char")
+    return tmp_path / "corpus", text

@@ -5,27 +5,14 @@ import dataclasses
 import json
 
 import pytest
-import torch
 
 from translution.cli import main
-from translution.data.idx import write_idx
 
 
 @pytest.fixture(scope="module")
-def fake_mnist(tmp_path_factory):
+def fake_mnist(tmp_path_factory, write_mnist):
     """A tiny MNIST folder: bright squares whose size encodes the label (learnable)."""
-    root = tmp_path_factory.mktemp("mnist")
-    g = torch.Generator().manual_seed(0)
-    for split, n in (("train", 256), ("t10k", 96)):
-        labels = torch.randint(0, 10, (n,), generator=g)
-        images = torch.zeros(n, 28, 28, dtype=torch.uint8)
-        for i, label in enumerate(labels.tolist()):
-            side = 4 + 2 * label
-            top, left = torch.randint(0, 28 - side + 1, (2,), generator=g).tolist()
-            images[i, top:top + side, left:left + side] = 255
-        write_idx(root / f"{split}-images-idx3-ubyte", images)
-        write_idx(root / f"{split}-labels-idx1-ubyte", labels.to(torch.uint8))
-    return root
+    return write_mnist(tmp_path_factory.mktemp("mnist"), (256, 96), [4 + 2 * k for k in range(10)])
 
 
 def test_train_then_eval_from_the_command_line(fake_mnist, tmp_path, capsys):
@@ -78,6 +65,21 @@ def test_errors_are_one_line_and_exit_2(tmp_path, monkeypatch, capsys, argv, mes
         main(["--debug"] + argv)
 
 
+def test_experiment_presets(monkeypatch, capsys):
+    from translution.experiments import dynamic_mnist as exp
+    seen = []
+    monkeypatch.setattr(exp, "run", lambda out, settings, data_root: seen.append(settings))
+    assert main(["experiment", "dynamic-mnist", "--preset", "border", "--seeds", "2"]) == 0
+    assert "translution-circular" in seen[0].models and seen[0].seeds == 2
+    assert seen[0].epochs == exp.QUICK.epochs
+    assert main(["experiment", "dynamic-mnist", "--preset", "configs/dynamic_mnist_full.yaml"]) == 0
+    assert main(["experiment", "dynamic-mnist", "--full"]) == 0
+    assert seen[1] == seen[2] == exp.FULL
+    assert main(["experiment", "dynamic-mnist", "--preset", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown preset 'nope'; available: border, full, quick" in err
+
+
 def test_dynamic_mnist_experiment_smoke(fake_mnist, tmp_path):
     from translution.experiments import dynamic_mnist as exp
     settings = dataclasses.replace(exp.QUICK, train_size=128, test_size=40, epochs=1,
@@ -108,11 +110,8 @@ def test_dynamic_mnist_experiment_smoke(fake_mnist, tmp_path):
     assert again == steps
 
 
-def test_train_and_generate_text_from_the_command_line(tmp_path, capsys):
-    from translution.data.text import prepare_corpus
-    corpus = tmp_path / "corpus"
-    text = "It is a truth universally acknowledged, that a single man in possession. " * 40
-    prepare_corpus([text], [text[:600]], corpus, tokenizer="char")
+def test_train_and_generate_text_from_the_command_line(tmp_path, capsys, char_corpus):
+    corpus, text = char_corpus
     out = tmp_path / "gpt"
     assert main(["train", "model.name=gpt_micro_translution", "model.block_size=16",
                  "model.depth=1", "data.dataset=text", f"data.dir={corpus}",

@@ -10,8 +10,6 @@ import torch
 from translution.cli import main
 from torchvision.datasets.mnist import read_label_file
 
-from translution.data.idx import write_idx
-
 SIDES = (4, 10, 16, 22)              # label k: one bright square of side SIDES[k]; chance 25 %
 IMAGE_ARGS = ["--config", "configs/mnist.yaml", "model.image_size=28", "model.patch_size=7",
               "model.in_channels=1", "train.batch_size=32", "train.eval_batch_size=48",
@@ -19,20 +17,9 @@ IMAGE_ARGS = ["--config", "configs/mnist.yaml", "model.image_size=28", "model.pa
 
 
 @pytest.fixture(scope="module")
-def squares(tmp_path_factory):
+def squares(tmp_path_factory, write_mnist):
     """An MNIST folder whose four classes differ only in the size of a randomly placed square."""
-    root = tmp_path_factory.mktemp("squares")
-    g = torch.Generator().manual_seed(0)
-    for split, n in (("train", 512), ("t10k", 96)):
-        labels = torch.randint(0, len(SIDES), (n,), generator=g)
-        images = torch.zeros(n, 28, 28, dtype=torch.uint8)
-        for i, label in enumerate(labels.tolist()):
-            side = SIDES[label]
-            top, left = torch.randint(0, 28 - side + 1, (2,), generator=g).tolist()
-            images[i, top:top + side, left:left + side] = 255
-        write_idx(root / f"{split}-images-idx3-ubyte", images)
-        write_idx(root / f"{split}-labels-idx1-ubyte", labels.to(torch.uint8))
-    return root
+    return write_mnist(tmp_path_factory.mktemp("squares"), (512, 96), SIDES)
 
 
 def _records(run, event):
@@ -81,11 +68,8 @@ def test_eval_reproduces_the_logged_evaluation(squares, tmp_path, capsys, model,
     assert printed == logged
 
 
-def test_text_run_learns_and_eval_reproduces_its_last_evaluation(tmp_path, capsys):
-    from translution.data.text import prepare_corpus
-    corpus = tmp_path / "corpus"
-    text = "It is a truth universally acknowledged, that a single man in possession. " * 40
-    prepare_corpus([text], [text[:600]], corpus, tokenizer="char")
+def test_text_run_learns_and_eval_reproduces_its_last_evaluation(tmp_path, capsys, char_corpus):
+    corpus, text = char_corpus
     run = tmp_path / "gpt"
     printed, logged = _train_then_eval(capsys, run, [
         "model.name=gpt_micro_ape", "model.block_size=16", "model.depth=1",

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +14,6 @@ from torch.testing import assert_close
 
 from translution.cli import main
 from translution.data.dynamic_mnist import DynamicMNIST
-from translution.data.idx import write_idx
 from translution.experiments import dynamic_mnist as exp
 from translution.train import load_checkpoint
 
@@ -22,15 +23,8 @@ TINY = dict(train_size=64, test_size=24, sweep_size=8, epochs=1, batch_size=32,
 
 
 @pytest.fixture(scope="module")
-def mnist_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mnist")
-    g = torch.Generator().manual_seed(0)
-    for split, n in (("train", 64), ("t10k", 24)):
-        write_idx(root / f"{split}-images-idx3-ubyte",
-                  torch.randint(0, 256, (n, 28, 28), generator=g).to(torch.uint8))
-        write_idx(root / f"{split}-labels-idx1-ubyte",
-                  torch.randint(0, 10, (n,), generator=g).to(torch.uint8))
-    return root
+def mnist_root(tmp_path_factory, write_mnist):
+    return write_mnist(tmp_path_factory.mktemp("mnist"), (64, 24))
 
 
 def test_presets_are_valid_and_quick_is_the_default():
@@ -153,3 +147,24 @@ def test_circular_arm_keeps_its_static_accuracy_on_rolled_digits(kind, mnist_roo
         b = model(rolled.get_batch(torch.arange(len(rolled)))[0])
     assert_close(b, a, rtol=1e-5, atol=1e-5)
     assert exp.accuracy(model, rolled) == exp.accuracy(model, static)
+
+
+RUN_3SEEDS = Path("/work/main/runs/dynamic-mnist-3seeds/runs/static/ape/seed0")
+
+
+@pytest.mark.skipif(not (RUN_3SEEDS / "result.json").is_file(),
+                    reason="needs a finished run of the quick protocol made by earlier code")
+def test_runs_of_earlier_code_are_read_back(tmp_path):
+    seed0 = tmp_path / "runs" / "static" / "ape" / "seed0"
+    shutil.copytree(RUN_3SEEDS, seed0)                   # the source stays untouched
+    before = {p.name: p.read_bytes() for p in seed0.iterdir()}
+    s = dataclasses.replace(exp.QUICK, models={"ape": exp.QUICK.models["ape"]}, threads=1)
+    logs = []
+    results = exp.run(tmp_path, s, log=logs.append)
+    assert any("done earlier" in line for line in logs)
+    assert not any("arm time" in line for line in logs)
+    old = json.loads(before["result.json"])
+    row = results[old["label"]]
+    for placement, acc in old["accuracy"].items():
+        assert row[exp.setting_name("static", placement)]["seeds"] == [acc]
+    assert {p.name: p.read_bytes() for p in seed0.iterdir()} == before

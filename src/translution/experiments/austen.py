@@ -1,26 +1,13 @@
-"""Language modelling on Jane Austen: causal Translution against self-attention at equal training
-time, at equal steps over seeds, and beyond the trained context.
+"""Language modelling on Jane Austen (one novel held out): causal Translution against
+self-attention at equal training time, at equal steps over seeds, and beyond the trained context.
 
-The novels are tokenized once (``char`` or ``gpt2``) into a cached token folder; one novel
-(persuasion) is held out. Models (``models``): self-attention with a learned absolute position
-embedding (APE) or RoPE, α-Translution and Translution (narrower by default: it costs
-``O(N²·C·C')``). All but APE have ``max_distance=K`` (default ``block_size − 1``: the plain causal
-bank at the trained context, longer offsets sharing the last slot), so they read any length.
-
-Protocols (``protocols``), each model a resumable :func:`translution.train.fit` run in
-``OUT/runs``: ``"time"`` (``time/<kind>``) trains every model for ``budget_seconds``
-(``train.time_budget_s``; a timed calibration plans the cosine schedule's length); ``"steps"``
-(``steps/<kind>/seed<s>``, the paper's protocol) trains every model ``steps`` steps for ``seeds``
-seeds, then evaluates it at every length of ``eval_lengths`` (APE: n/a beyond ``block_size``).
-Every length scores the same validation tokens: ``val_chunks`` evenly spaced stretches as long as
-the longest length, cut into windows of that length (at ``block_size``: the training-time
-validation set).
-
-Outputs: ``report.md``, figures, ``results.json`` (rewritten after every run): label → the
-equal-time record (``val_loss``, ``val_ppl``, ``parameters``, ``tokens_per_s``, ``seconds``,
-``sample``, ...), ``equal_steps`` (``perplexity`` mean, ``perplexity_std``, ``seeds``: per-seed
-perplexities, ``parameters``, ``seconds``) and ``length`` (``{L: {perplexity, perplexity_std,
-seeds}}``, or ``perplexity`` ``None`` and a ``note``).
+Every model but APE has ``max_distance=K`` (default ``block_size − 1``), so it reads any length.
+Protocols: ``"time"`` (``OUT/runs/time/<kind>``: ``budget_seconds`` of training each, the step
+count planned by a timed calibration) and ``"steps"`` (``OUT/runs/steps/<kind>/seed<s>``:
+``steps`` steps per seed, then perplexity at every ``eval_lengths`` on the same validation
+tokens). ``results.json``: label → the equal-time record (``val_loss``, ``val_ppl``,
+``sample``, ...), ``equal_steps`` (``perplexity``, ``perplexity_std``, ``seeds``, ...) and
+``length`` (``{L: {perplexity, perplexity_std, seeds}}``, or ``None`` and a ``note``).
 """
 
 from __future__ import annotations
@@ -34,8 +21,9 @@ from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..train.config import Section, bounded, load_settings
+from ..train.config import bounded, load_settings
 from ..utils import atomic_write_json, atomic_write_text, sha256_bytes
+from .common import ExperimentSettings, fit_with_bar, mean_std, read_or_train, run_arms, running
 
 __all__ = ["AustenSettings", "QUICK", "FULL", "MODELS", "run", "model_section", "prepare_tokens",
            "report_markdown"]
@@ -57,35 +45,13 @@ Kind = Literal["ape", "rope", "bias", "translution", "alpha", "hybrid"]
 
 
 @dataclass
-class AustenSettings(Section):
-    """Protocols and sizes; presets ``configs/austen_quick.yaml`` (:data:`QUICK`, also the
-    defaults) and ``configs/austen_full.yaml`` (:data:`FULL`).
-
-    Attributes:
-        tokenizer: ``"char"`` (the training novels' characters) or ``"gpt2"`` (BPE, tiktoken).
-        val_novel: Novel held out for validation.
-        block_size, batch_size: Training context ``L`` and windows per step.
-        size: Registry size of ``gpt_<size>_<kind>``; ``dim``/``depth``/``heads``/``dim_head``/
-            ``mlp_dim`` override its fields when not ``None``. rank: α-Translution rank.
-        max_distance: ``K`` of every model but APE (``None``: ``block_size − 1``).
-        model_overrides: Extra ``GPTConfig`` fields per kind (e.g. a narrower Translution).
-        models: Report label → attention kind.
-        protocols: ``"time"`` and/or ``"steps"`` (see the module docstring).
-        budget_seconds: Equal-time training seconds per model, planned from
-            ``calibration_steps`` timed steps (after two warm-up steps).
-        steps, seeds: Equal-steps steps per model and seed; seeds ``seed, seed + 1, …``.
-        eval_lengths: Evaluation lengths of the equal-steps models.
-        eval_points: Validation evaluations during training (besides the one at step 0).
-        val_chunks: Validation stretches, each as long as the longest evaluation length.
-        eval_batch_size: Windows of ``block_size`` per evaluation batch (as many tokens at
-            longer lengths).
-        lr, min_lr_ratio, weight_decay, warmup_fraction, grad_clip: AdamW, linear warm-up over
-            a fraction of the steps, cosine decay to ``lr·min_lr_ratio``.
-        log_every: Steps per training-loss record. seed: Equal-time (and first) seed.
-        prompt, samples, sample_tokens, temperature, top_k, sample_seed: Samples of the
-            equal-time models (temperature 0: greedy).
-        device: ``"cpu"``, ``"cuda"`` or ``None`` (CUDA when available). threads: torch threads.
-    """
+class AustenSettings(ExperimentSettings):
+    """Protocols and sizes (presets ``configs/austen_{quick,full}.yaml``, quick = defaults):
+    ``size`` names ``gpt_<size>_<kind>`` (``dim`` … ``mlp_dim`` override it when set,
+    ``model_overrides`` per kind); AdamW with warm-up over ``warmup_fraction`` of the steps and
+    cosine decay; ``val_chunks`` validation stretches as long as the longest evaluation length;
+    ``prompt``, ``samples`` … ``sample_seed``: the equal-time models' samples (temperature 0:
+    greedy)."""
 
     tokenizer: Literal["char", "gpt2"] = "char"
     val_novel: str = "persuasion"
@@ -106,27 +72,21 @@ class AustenSettings(Section):
     budget_seconds: float = bounded(150.0, gt=0)
     calibration_steps: int = bounded(3, ge=1)
     steps: int = bounded(1000, ge=1)
-    seeds: int = bounded(1, ge=1)
     eval_lengths: List[int] = field(default_factory=lambda: [128, 256, 512, 1024],
                                     metadata={"bounds": {"ge": 1}})
     eval_points: int = bounded(6, ge=1)
     val_chunks: int = bounded(8, ge=1)
     eval_batch_size: int = bounded(32, ge=1)
-    lr: float = bounded(2e-3, gt=0)
     min_lr_ratio: float = bounded(0.1, ge=0, le=1)
     weight_decay: float = bounded(0.1, ge=0)
     warmup_fraction: float = bounded(0.05, ge=0, lt=1)
-    grad_clip: float = bounded(1.0, gt=0)
     log_every: int = bounded(10, ge=1)
-    seed: int = bounded(0, ge=0)
     prompt: str = "It is a truth"
     samples: int = bounded(2, ge=1)
     sample_tokens: int = bounded(160, ge=0)
     temperature: float = bounded(0.8, ge=0)
     top_k: Optional[int] = bounded(None, ge=1)
     sample_seed: int = bounded(1234, ge=0)
-    device: Optional[str] = "cpu"
-    threads: Optional[int] = bounded(None, ge=1)
 
     def check(self) -> None:
         if not self.prompt:
@@ -152,8 +112,7 @@ class AustenSettings(Section):
         return max([self.block_size, *self.eval_lengths])
 
 
-#: 2 CPU cores: context 128, dim 128, depth 3, 2 heads × 64 (Translution: dim 64, heads of 32),
-#: batch 16; 150 s per model at equal time, 1000 steps per model and seed, lengths 128 … 1024.
+#: 2 CPU cores: context 128, 150 s per model at equal time, 1000 steps per model and seed.
 QUICK = load_settings(AustenSettings, "austen_quick")
 #: GPT-tiny, context 256, batch 32; 30 min per model, 5000 steps; for an accelerator.
 FULL = load_settings(AustenSettings, "austen_full")
@@ -297,11 +256,11 @@ def _plan(run_dir: Path, s: AustenSettings, model, section: Dict, data: Dict, se
 
 
 def _train_one(run_dir: Path, s: AustenSettings, label: str, kind: str, data: Dict,
-               log: Callable[[str], None], seed: int, steps: Optional[int] = None):
-    """Train (or resume, or just reload) one model for ``steps`` steps (``None``: the time
-    budget); returns ``(record, trained model)``."""
+               log: Callable[[str], None], seed: int, steps: Optional[int] = None) -> Dict:
+    """Train (or resume, or read back) one model for ``steps`` steps (``None``: the time
+    budget); its record with ``samples`` (equal time) or ``length`` (``{L: loss or None}``)."""
     from ..recipes import build_model
-    from ..train import LanguageModelTask, WindowBatches, fit
+    from ..train import LanguageModelTask, WindowBatches
     section = model_section(s, kind, data["vocab_size"])
     torch.manual_seed(seed)
     model = build_model(section)
@@ -314,32 +273,33 @@ def _train_one(run_dir: Path, s: AustenSettings, label: str, kind: str, data: Di
                 f"{last.get('loss', float('nan')):.4f}")
         last.update(event if event["event"] == "eval" else {})
 
-    cfg = _run_config(s, section, data, seed, plan["planned_steps"], plan["warmup"],
-                      None if steps else s.budget_seconds)
-    out = fit(model, LanguageModelTask(), WindowBatches(
-        data["sample_fn"], s.batch_size, _STEPS_PER_EPOCH, seed=seed), cfg,
-        eval_sets={"val": data["val"][s.block_size]}, out_dir=run_dir, device=data["device"],
-        callbacks=[progress], tokenizer=data["tokenizer"].to_meta())
-    tokens, loss = out["steps"] * s.batch_size * s.block_size, out["eval"]["loss"]
-    return {"kind": kind, "model": section["name"], "config": model.config.to_dict(),
-            "val_loss": loss, "val_ppl": math.exp(min(loss, 700.0)),
-            "parameters": model.num_parameters(), "steps": out["steps"],
-            "planned_steps": plan["planned_steps"], "seconds": round(out["seconds"], 2),
-            "tokens": tokens, "tokens_per_s": tokens / max(out["seconds"], 1e-9),
-            "calibrated_step_time": plan["calibrated_step_time"]}, model
-
-
-def _length_losses(run_dir: Path, model, data: Dict, s: AustenSettings) -> Dict[str, Any]:
-    """``{L: validation loss}`` of the trained model at every evaluation length (``None`` past
-    the length it reads); cached in ``lengths.json`` next to the run."""
-    from ..train import LanguageModelTask
-    path = run_dir / "lengths.json"
-    if not path.is_file():
-        limit = model.max_length
-        atomic_write_json(path, {str(n): None if limit is not None and n > limit else
-                                 LanguageModelTask().evaluate(model, data["val"][n])["loss"]
-                                 for n in s.eval_lengths})
-    return json.loads(path.read_text())
+    def train() -> Dict:
+        cfg = _run_config(s, section, data, seed, plan["planned_steps"], plan["warmup"],
+                          None if steps else s.budget_seconds)
+        out = fit_with_bar(f"{label}, seed {seed}", plan["planned_steps"], model,
+                           LanguageModelTask(), WindowBatches(data["sample_fn"], s.batch_size,
+                                                              _STEPS_PER_EPOCH, seed=seed),
+                           cfg, eval_sets={"val": data["val"][s.block_size]}, out_dir=run_dir,
+                           device=data["device"], callbacks=[progress],
+                           tokenizer=data["tokenizer"].to_meta())
+        tokens, loss = out["steps"] * s.batch_size * s.block_size, out["eval"]["loss"]
+        r = {"kind": kind, "model": section["name"], "config": model.config.to_dict(),
+             "val_loss": loss, "val_ppl": math.exp(min(loss, 700.0)),
+             "parameters": model.num_parameters(), "steps": out["steps"],
+             "planned_steps": plan["planned_steps"], "seconds": round(out["seconds"], 2),
+             "tokens": tokens, "tokens_per_s": tokens / max(out["seconds"], 1e-9),
+             "calibrated_step_time": plan["calibrated_step_time"]}
+        if steps is None:
+            r["samples"] = _samples(model, data["tokenizer"], s, data["device"])
+        else:
+            limit = model.max_length
+            r["length"] = {str(n): None if limit is not None and n > limit else
+                           LanguageModelTask().evaluate(model, data["val"][n])["loss"]
+                           for n in s.eval_lengths}
+        log(f"{label}, seed {seed}: val ppl {r['val_ppl']:.2f} after {r['steps']} steps, "
+            f"{r['tokens_per_s']:.0f} tokens/s")
+        return r
+    return read_or_train(run_dir, f"{label}, seed {seed}", train, log)
 
 
 @torch.no_grad()
@@ -357,22 +317,11 @@ def _samples(model, tokenizer, s: AustenSettings, device) -> List[str]:
 
 def run(out: Path, settings: AustenSettings = QUICK, corpus=None,
         log: Callable[[str], None] = print) -> Dict:
-    """Run (or resume) the protocols of ``settings`` into folder ``out`` (on ``corpus``
-    ``(train_texts, val_texts)`` instead of the novels when given) and return ``results.json``.
-
-    Raises:
-        ValueError: Invalid corpus, a prompt the tokenizer cannot encode, a split shorter than
-            one window, or an output folder holding runs with other settings.
-    """
-    if not isinstance(settings, AustenSettings):
-        raise TypeError(f"settings must be an AustenSettings, got {type(settings).__name__}")
-    threads = torch.get_num_threads()
-    if settings.threads is not None:
-        torch.set_num_threads(settings.threads)
-    try:
+    """Run (or resume) the protocols of ``settings`` into ``out`` (on ``corpus`` ``(train_texts,
+    val_texts)`` instead of the novels when given); returns ``results.json``'s dict. Raises
+    ValueError for a bad corpus or prompt, a short split, or a folder of other settings."""
+    with running(settings, AustenSettings):
         return _run(Path(out), settings, corpus, log)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _data(out: Path, s: AustenSettings, corpus, log: Callable[[str], None]) -> Dict:
@@ -406,19 +355,24 @@ def _run(out: Path, s: AustenSettings, corpus, log: Callable[[str], None]) -> Di
         f"validation, vocabulary {data['vocab_size']}; {data['val_tokens']:,} validation "
         f"tokens scored at every length")
     results: Dict[str, Dict] = {label: {} for label in s.models}
-    for label, kind in s.models.items() if "time" in s.protocols else ():
-        r, model = _train_one(out / "runs" / "time" / kind, s, label, kind, data, log, s.seed)
-        r["samples"] = _samples(model, data["tokenizer"], s, data["device"])
-        results[label].update(r, sample=r["samples"][0])
-        log(f"{label}: val loss {r['val_loss']:.4f} (ppl {r['val_ppl']:.2f}) after "
-            f"{r['steps']} steps, {r['tokens_per_s']:.0f} tokens/s")
-        atomic_write_json(out / "results.json", results)
-    runs: Dict[str, List[Dict]] = {label: [] for label in s.models}
-    for seed in range(s.seed, s.seed + s.seeds) if "steps" in s.protocols else ():
-        for label, kind in s.models.items():
-            runs[label].append(_steps_run(out, s, label, kind, data, seed, log))
-            results[label].update(_steps_summary(runs[label], s))
-        atomic_write_json(out / "results.json", results)
+
+    def protocol(name: str, seeds: Sequence[int], summary: Callable[[List[Dict]], Dict]):
+        def train(label: str, seed: int) -> Dict:
+            run_dir = out / "runs" / name / s.models[label]
+            return _train_one(run_dir / f"seed{seed}" if name == "steps" else run_dir, s, label,
+                              s.models[label], data, log, seed, s.steps if name == "steps"
+                              else None)
+
+        def write(records: Dict[str, List[Dict]]) -> None:
+            for label, rs in records.items():
+                results[label].update(summary(rs))
+            atomic_write_json(out / "results.json", results)
+        run_arms(s.models, seeds, train, write)
+
+    if "time" in s.protocols:
+        protocol("time", [s.seed], lambda rs: {**rs[0], "sample": rs[0]["samples"][0]})
+    if "steps" in s.protocols:
+        protocol("steps", range(s.seed, s.seed + s.seeds), lambda rs: _steps_summary(rs, s))
     figures = _figures(out, s, results)
     info = {k: data[k] for k in ("tokens_train", "tokens_val", "vocab_size", "val_tokens")}
     info.update(source=data["meta"].get("source"), threads=torch.get_num_threads(),
@@ -428,23 +382,8 @@ def _run(out: Path, s: AustenSettings, corpus, log: Callable[[str], None]) -> Di
     return results
 
 
-def _steps_run(out: Path, s: AustenSettings, label: str, kind: str, data: Dict, seed: int,
-               log) -> Dict:
-    """Train one model ``steps`` steps with ``seed`` (or reload it) and evaluate it at every
-    length; its record with ``length`` ``{L: loss or None}``."""
-    run_dir = out / "runs" / "steps" / kind / f"seed{seed}"
-    r, model = _train_one(run_dir, s, label, kind, data, log, seed, s.steps)
-    r["length"] = _length_losses(run_dir, model, data, s)
-    log(f"{label}, seed {seed}: val ppl {r['val_ppl']:.2f} after {r['steps']} steps; by "
-        "length " + ", ".join(f"{n}: {'n/a' if v is None else f'{math.exp(v):.2f}'}"
-                              for n, v in r["length"].items()))
-    return r
-
-
 def _steps_summary(rs: List[Dict], s: AustenSettings) -> Dict[str, Dict]:
     """``equal_steps`` and ``length`` of one model from its runs, one per seed."""
-    ppl = [r["val_ppl"] for r in rs]
-    mean, std = _mean_std(ppl)
     length = {}
     for n in rs[0]["length"]:
         losses = [r["length"][n] for r in rs]
@@ -454,16 +393,18 @@ def _steps_summary(rs: List[Dict], s: AustenSettings) -> Dict[str, Dict]:
         else:
             seeds = [math.exp(min(v, 700.0)) for v in losses]
             length[n] = dict(zip(("perplexity", "perplexity_std"), _mean_std(seeds)), seeds=seeds)
-    return {"equal_steps": {"perplexity": mean, "perplexity_std": std, "seeds": ppl,
-                            "parameters": rs[0]["parameters"], "steps": rs[0]["steps"],
-                            "tokens": rs[0]["tokens"],
-                            "seconds": _mean_std([r["seconds"] for r in rs])[0]},
+    ppl = [r["val_ppl"] for r in rs]
+    return {"equal_steps": {**dict(zip(("perplexity", "perplexity_std"), _mean_std(ppl))),
+                            "seeds": ppl, "parameters": rs[0]["parameters"],
+                            "steps": rs[0]["steps"], "tokens": rs[0]["tokens"],
+                            "seconds": mean_std([r["seconds"] for r in rs])[0]},
             "length": length}
 
 
 def _mean_std(values: Sequence[float]) -> Tuple[float, Optional[float]]:
     """Mean and sample standard deviation (``None`` for a single value)."""
-    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else None
+    mean, std = mean_std(values)
+    return mean, std if len(values) > 1 else None
 
 
 def _curves(out: Path, s: AustenSettings, where: str):
@@ -481,7 +422,7 @@ def _curves(out: Path, s: AustenSettings, where: str):
 
 
 def _figures(out: Path, s: AustenSettings, results: Dict) -> List[str]:
-    from .. import plots
+    from . import plots
     loss = f"loss ({'nats/char' if s.tokenizer == 'char' else 'nats/token'})"
     specs = []
     if "time" in s.protocols:
@@ -496,13 +437,15 @@ def _figures(out: Path, s: AustenSettings, results: Dict) -> List[str]:
         specs.append(("curves_val_steps.png", _curves(out, s, f"steps/{{kind}}/seed{s.seed}")[1],
                       "step", "validation " + loss, f"equal steps: validation loss, seed {s.seed}"))
     for name, curves, xlabel, ylabel, title in specs:
-        plots.training_curves(curves, out / name, ylabel=ylabel, title=title, xlabel=xlabel)
+        plots.lines({"": curves}, out / name, xlabel, ylabel, title, ylog=True)
     if "steps" not in s.protocols:
         return [spec[0] for spec in specs]
-    plots.spread_lines({label: {int(n): e["seeds"] for n, e in r["length"].items()}
-                        for label, r in results.items()}, out / "length.png",
-                       "evaluation length (tokens)", "validation perplexity",
-                       f"trained with context {s.block_size}: perplexity by evaluation length")
+    plots.lines({"": {label: [(int(n), sum(e["seeds"]) / len(e["seeds"]), min(e["seeds"]),
+                                max(e["seeds"])) for n, e in r["length"].items() if e["seeds"]]
+                      for label, r in results.items()}}, out / "length.png",
+                "evaluation length (tokens)", "validation perplexity", f"trained with context "
+                f"{s.block_size}: perplexity by evaluation length (band: min … max over seeds)",
+                xlog=2, xticks=sorted(s.eval_lengths))
     return [spec[0] for spec in specs] + ["length.png"]
 
 

@@ -1,24 +1,39 @@
-"""Pieces shared by the experiments: arms × seeds runs, mean ± std, parameter matching.
-
-An experiment is a list of arms (report label → model section) trained for several seeds with
-:func:`translution.train.fit`, plus a report step. :func:`run_arms` runs them seed by seed
-(every arm at seed 0 first, so a partial run already gives a full table), calls back after every
-run (write results as they come) and trains an arm only once when two labels share a run
-folder. :func:`seed_summary` turns per-seed records into ``{metric, metric_std, seeds, ...}``.
-"""
+"""The shared runner of the experiments: an experiment is a list of arms (report label → model)
+trained for several seeds plus a report step. :func:`run_arms` runs them seed by seed, each
+arm × seed through :func:`read_or_train` (resumable, ``result.json`` per run)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, Callable, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-__all__ = ["mean_std", "seed_summary", "run_arms", "run_slug", "check_fingerprint",
-           "parameter_count", "grow_to_match"]
+from ..train.config import Section, bounded
+from ..utils import Stopwatch, atomic_write_json
+
+__all__ = ["ExperimentSettings", "mean_std", "seed_summary", "run_arms", "read_or_train", "fit_with_bar", "running",
+           "run_slug", "check_fingerprint", "parameter_count", "grow_to_match"]
+
+
+@dataclass
+class ExperimentSettings(Section):
+    """Settings every experiment has: seeds ``seed … seed + seeds − 1`` per arm, AdamW's ``lr``,
+    ``weight_decay`` (matrices only) and ``grad_clip``, ``device`` (``None``: CUDA when
+    available) and torch ``threads`` (``None``: torch's default)."""
+
+    seeds: int = bounded(1, ge=1)
+    seed: int = bounded(0, ge=0)
+    lr: float = bounded(2e-3, gt=0)
+    weight_decay: float = bounded(0.05, ge=0)
+    grad_clip: float = bounded(1.0, gt=0)
+    device: Optional[str] = "cpu"
+    threads: Optional[int] = bounded(None, ge=1)
 
 
 def mean_std(values: Sequence[float]) -> Tuple[float, float]:
@@ -37,16 +52,8 @@ def mean_std(values: Sequence[float]) -> Tuple[float, float]:
 
 
 def seed_summary(records: Sequence[Mapping[str, Any]], metric: str) -> Dict[str, Any]:
-    """Summary of one arm over seeds.
-
-    Args:
-        records: One dict per seed with ``metric``, ``parameters``, ``seconds`` and ``steps``.
-        metric: The key averaged (e.g. ``"accuracy"``).
-
-    Returns:
-        ``{metric: mean, metric_std: sample std, "seeds": [per-seed values], "parameters",
-        "seconds": mean training seconds per run, "seconds_std", "steps"}``.
-    """
+    """``{metric: mean, metric_std, "seeds": per-seed values, "parameters", "seconds" (mean),
+    "seconds_std", "steps"}`` of one arm's per-seed records."""
     mean, std = mean_std([r[metric] for r in records])
     seconds, seconds_std = mean_std([r["seconds"] for r in records])
     return {metric: mean, f"{metric}_std": std, "seeds": [r[metric] for r in records],
@@ -54,23 +61,29 @@ def seed_summary(records: Sequence[Mapping[str, Any]], metric: str) -> Dict[str,
             "seconds_std": seconds_std, "steps": records[0]["steps"]}
 
 
-def run_arms(arms: Mapping[str, str], seeds: Sequence[int],
-             train: Callable[[str, int], Dict[str, Any]],
-             on_result: Callable[[Dict[str, List[Dict[str, Any]]]], None] = lambda r: None
-             ) -> Dict[str, List[Dict[str, Any]]]:
-    """Train every arm for every seed, seed by seed.
+@contextlib.contextmanager
+def running(settings: Any, cls: type):
+    """Check that ``settings`` is a ``cls`` and use its ``threads`` torch threads meanwhile."""
+    if not isinstance(settings, cls):
+        raise TypeError(f"settings must be a {cls.__name__}, got {type(settings).__name__}")
+    threads = torch.get_num_threads()
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
-    Args:
-        arms: Report label → run key (labels with the same key share one run per seed).
-        seeds: The seeds.
-        train: ``train(label, seed) -> record`` (trains or resumes one run).
-        on_result: Called with the records so far after every run.
 
-    Returns:
-        Label → list of records, one per seed, in ``seeds`` order.
-    """
-    done: Dict[Tuple[str, int], Dict[str, Any]] = {}
-    records: Dict[str, List[Dict[str, Any]]] = {label: [] for label in arms}
+def run_arms(arms: Mapping[Hashable, Hashable], seeds: Sequence[int],
+             train: Callable[[Any, int], Dict[str, Any]],
+             on_result: Callable[[Dict[Any, List[Dict[str, Any]]]], None] = lambda r: None
+             ) -> Dict[Any, List[Dict[str, Any]]]:
+    """Every arm for every seed, seed by seed (a partial run already fills a table); arms with
+    the same run key share one ``train(arm, seed)`` per seed; ``on_result`` gets the records so
+    far (arm → one per seed) after every run."""
+    done: Dict[Tuple[Any, int], Dict[str, Any]] = {}
+    records: Dict[Any, List[Dict[str, Any]]] = {label: [] for label in arms}
     for seed in seeds:
         for label, key in arms.items():
             if (key, seed) not in done:
@@ -80,6 +93,37 @@ def run_arms(arms: Mapping[str, str], seeds: Sequence[int],
     return records
 
 
+def read_or_train(run_dir: Path, name: str, train: Callable[[], Dict[str, Any]],
+                  log: Callable[[str], None], key: Any = None) -> Dict[str, Any]:
+    """One arm × seed: the record in ``run_dir/result.json`` when its ``eval_key`` is ``key``
+    ("done earlier"), else ``train()``'s, written there with the key; logs the arm's time."""
+    path = Path(run_dir) / "result.json"
+    if path.is_file():
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if record.pop("eval_key", None) == key:
+            log(f"{name}: done earlier ({record['seconds']:.0f} s training)")
+            return record
+    log(f"{name} ...")
+    with Stopwatch() as watch:
+        record = json.loads(json.dumps(train()))           # as it will read back
+        atomic_write_json(path, {**record, "eval_key": key})
+    log(f"    arm time {watch.seconds:.0f} s")
+    return record
+
+
+def fit_with_bar(desc: str, total: int, *args: Any, callbacks: Sequence[Callable] = (),
+                 **kwargs: Any) -> Dict[str, Any]:
+    """:func:`translution.train.fit` with a tqdm bar of ``total`` steps (hidden off a terminal)."""
+    from tqdm.auto import tqdm
+    from ..train import fit
+    with tqdm(total=total, desc=desc, dynamic_ncols=True, leave=False, disable=None) as bar:
+        def step(event: Dict[str, Any]) -> None:
+            if event["event"] == "step":
+                bar.update(1)
+                bar.set_postfix(loss=f"{event['loss']:.3f}", refresh=False)
+        return fit(*args, callbacks=[step, *callbacks], **kwargs)
+
+
 def run_slug(attention: str, overrides: Mapping[str, Any]) -> str:
     """A folder name for an arm: ``translution``, ``translution-relative_q``, ..."""
     name = "-".join([attention] + [f"{k}_{v}" for k, v in sorted(overrides.items())])
@@ -87,12 +131,7 @@ def run_slug(attention: str, overrides: Mapping[str, Any]) -> str:
 
 
 def check_fingerprint(run_dir: Path, fingerprint: Mapping[str, Any]) -> None:
-    """Write ``run_dir/run.json`` the first time; refuse a folder holding other settings.
-
-    Raises:
-        ValueError: ``run_dir`` was made with another fingerprint.
-    """
-    from ..utils import atomic_write_json
+    """Write ``run_dir/run.json`` the first time; refuse (ValueError) a folder of other settings."""
     path = Path(run_dir) / "run.json"
     plain = json.loads(json.dumps(fingerprint))
     if path.is_file():

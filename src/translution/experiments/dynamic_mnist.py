@@ -1,38 +1,22 @@
 """The Dynamic MNIST experiment (SPEC §7): does accuracy survive when the digits move?
 
-Each 28×28 MNIST digit is pasted on a larger blank canvas (default 42×42, patch 7 → a 6×6 grid +
-class token). Models are trained on *static* digits (fixed, patch-aligned centre) and optionally
-on *dynamic* digits (random pixel shifts), then tested on static digits, on random patch-aligned
-shifts, on random pixel shifts and on static images rolled circularly by whole patches (test
-placements are seeded, hence the same for every model). A shift sweep then moves every test digit
-by a fixed displacement from the training position: whole patches in all eight directions and
-0 … patch pixels along the four axis directions.
+28×28 digits on a larger canvas (default 42×42, patch 7: a 6×6 grid + class token), trained on
+static (patch-aligned centre) and optionally shifted digits, tested on static, patch-shifted,
+pixel-shifted and circularly rolled digits (seeded placements) and on a sweep of fixed
+displacements (whole patches in eight directions, ``0 … patch`` pixels along the axes).
 
-Arms (``settings.models``, run id → ``{label, kind, [canvas], [ViT config overrides]}``): the
-main comparison ViT + learned absolute position embedding, ViT + relative position bias,
-Translution and α-Translution, plus the border-effect arms of the full preset (circular layout,
-residual parameterisation, tied initialisation, a 56×56 canvas, symmetric slots). Every arm is
-trained ``settings.seeds`` times (seeds ``seed … seed + seeds − 1``); each training is a
-resumable :func:`translution.train.fit` run in ``OUT/runs/<train setting>/<run id>/seed<k>``
-whose checkpoints ``translution eval --checkpoint`` can evaluate. Re-running the same command
-continues where it stopped; finished runs are read back from their ``result.json``.
-
-Outputs in ``OUT`` (``results.json`` and ``report.md`` are rewritten after every run):
-
-* ``results.json``: ``label → "train X → test Y" → {accuracy (mean fraction), accuracy_std,
-  seeds (per-seed accuracies), parameters, seconds}`` and ``"sweep" → "train X" → label →
-  "dr,dc" (pixels) → {accuracy, accuracy_std, seeds}``;
-* ``report.md``, ``accuracy.png``, ``sweep_<setting>.png``, ``directions_<setting>.png``,
-  ``curves.png``, ``kernels_<run id>.png`` and ``attention.png``.
-
-The presets are ``configs/dynamic_mnist_quick.yaml`` (:data:`QUICK`, also the defaults of
-:class:`DynamicMNISTSettings`) and ``configs/dynamic_mnist_full.yaml`` (:data:`FULL`).
+Arms (``models``: run id → ``{label, kind, [canvas], [epochs], [ViT config overrides]}``) are
+trained for ``seeds`` seeds, each a resumable :func:`translution.train.fit` run in
+``OUT/runs/<train setting>/<run id>/seed<k>`` (``result.json`` once finished, read back later).
+``OUT`` holds ``results.json`` (``label → "train X → test Y" → {accuracy, accuracy_std, seeds,
+parameters, seconds}``, ``"sweep" → "train X" → label → "dr,dc" → {accuracy, accuracy_std,
+seeds}``), ``report.md`` and the figures. Presets: ``configs/dynamic_mnist_*.yaml``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
+import functools
 import re
 import statistics
 from dataclasses import dataclass, field
@@ -41,8 +25,9 @@ from typing import Any, Callable, Dict, List, Literal, Optional, Tuple
 
 import torch
 
-from ..train.config import Section, bounded, load_settings
+from ..train.config import bounded, load_settings
 from ..utils import Stopwatch, atomic_write_json, atomic_write_text
+from .common import ExperimentSettings, fit_with_bar, mean_std, read_or_train, run_arms, running
 
 __all__ = ["DynamicMNISTSettings", "QUICK", "FULL", "MODELS", "run", "build_model",
            "sweep_shifts", "direction_of", "setting_name", "report_markdown"]
@@ -68,26 +53,10 @@ TestPlacement = Literal["static", "patch", "pixel", "roll"]
 
 
 @dataclass
-class DynamicMNISTSettings(Section):
-    """Protocol and model sizes (defaults: the quick preset).
-
-    Attributes:
-        canvas, patch: Canvas side and patch side in pixels (an arm may set its own canvas).
-        train_size, test_size: First N training / test digits (``None``: all 60 000 / 10 000).
-        sweep_size: Test digits of the shift sweep (0: no sweep).
-        epochs, batch_size, eval_batch_size: Training length and batch sizes.
-        dim, depth, heads, dim_head, mlp_dim, rank: Model sizes shared by every arm.
-        optimizer, lr, weight_decay, schedule, warmup_steps, step_gamma, grad_clip: AdamW with
-            warm-up and cosine decay per step, or SPEC §6's Adadelta with StepLR per epoch.
-        seeds, seed: Every arm is trained with seeds ``seed … seed + seeds − 1`` (weights,
-            batch order and random training placements).
-        test_seed: Seed of the random test placements.
-        train_settings, test_placements: Training and test placements.
-        models: Run id → ``{"label", "kind", optional "canvas" and "epochs" (else the
-            settings'), ViT config overrides}``.
-        threads: ``torch.set_num_threads`` for the run (``None``: torch's default).
-        device: Training and evaluation device (``None``: CUDA when available).
-    """
+class DynamicMNISTSettings(ExperimentSettings):
+    """Protocol and model sizes (defaults: the quick preset); seeds ``seed … seed + seeds − 1``
+    set weights, batch order and training placements, ``test_seed`` the test placements;
+    ``optimizer``/``schedule``: AdamW with warm-up and cosine per step, or Adadelta + StepLR."""
 
     canvas: int = bounded(42, ge=DIGIT)
     patch: int = bounded(7, ge=1)
@@ -105,13 +74,9 @@ class DynamicMNISTSettings(Section):
     rank: int = bounded(4, ge=1)
     optimizer: Literal["adamw", "adadelta"] = "adamw"
     lr: float = bounded(3e-3, gt=0)
-    weight_decay: float = bounded(0.05, ge=0)
     schedule: Literal["cosine", "step"] = "cosine"
     warmup_steps: int = bounded(50, ge=0)
     step_gamma: float = bounded(0.7, gt=0, le=1)
-    grad_clip: float = bounded(1.0, gt=0)
-    seeds: int = bounded(1, ge=1)
-    seed: int = bounded(0, ge=0)
     test_seed: int = bounded(1234, ge=0)
     train_settings: List[TrainPlacement] = field(default_factory=lambda: ["static"])
     test_placements: List[TestPlacement] = field(
@@ -119,8 +84,6 @@ class DynamicMNISTSettings(Section):
     models: Dict[str, Dict[str, Any]] = field(default_factory=lambda: {
         "ape": dict(MODELS["ape"]), "bias": {**MODELS["bias"], "epochs": 5},
         "translution": dict(MODELS["translution"]), "alpha": dict(MODELS["alpha"])})
-    threads: Optional[int] = bounded(None, ge=1)
-    device: Optional[str] = "cpu"
 
     def check(self) -> None:
         if not self.train_settings or not self.test_placements:
@@ -217,39 +180,27 @@ def _run_config(s: DynamicMNISTSettings, run_id: str, train_setting: str, seed: 
         schedule=sched)
 
 
-# ----------------------------------------------------------------------------------------------
-# data and evaluation
-# ----------------------------------------------------------------------------------------------
 class _Data:
     """MNIST loaded once; test sets cached per (canvas, placement)."""
 
     def __init__(self, s: DynamicMNISTSettings, root: Optional[str]):
         from ..data.mnist import load_mnist
         self.s = s
-        images, labels = load_mnist("train", root=root)
-        self.train = (images[:s.train_size], labels[:s.train_size])
-        images, labels = load_mnist("test", root=root)
-        self.test = (images[:s.test_size], labels[:s.test_size])
-        self._tests: Dict[Tuple[int, str], Any] = {}
+        self.train = [t[:s.train_size] for t in load_mnist("train", root=root)]
+        self.test = [t[:s.test_size] for t in load_mnist("test", root=root)]
 
     def train_set(self, canvas: int, placement: str, seed: int):
         from ..data.dynamic_mnist import DynamicMNIST
         return DynamicMNIST(*self.train, canvas=canvas, patch=self.s.patch, placement=placement,
                             seed=seed)
 
-    def test_set(self, canvas: int, placement: str):
+    @functools.lru_cache(maxsize=None)
+    def test_set(self, canvas: int, placement: str, shift: Optional[Tuple[int, int]] = None):
+        """The test digits at ``placement``, or the first ``sweep_size`` moved by ``shift``."""
         from ..data.dynamic_mnist import DynamicMNIST
-        key = (canvas, placement)
-        if key not in self._tests:
-            self._tests[key] = DynamicMNIST(*self.test, canvas=canvas, patch=self.s.patch,
-                                            placement=placement, seed=self.s.test_seed)
-        return self._tests[key]
-
-    def sweep_set(self, canvas: int, shift: Tuple[int, int]):
-        from ..data.dynamic_mnist import DynamicMNIST
-        n = self.s.sweep_size
-        return DynamicMNIST(self.test[0][:n], self.test[1][:n], canvas=canvas,
-                            patch=self.s.patch, placement="static", shift=shift)
+        n = None if shift is None else self.s.sweep_size
+        return DynamicMNIST(self.test[0][:n], self.test[1][:n], canvas=canvas, patch=self.s.patch,
+                            placement=placement, seed=self.s.test_seed, shift=shift or (0, 0))
 
 
 @torch.inference_mode()
@@ -265,9 +216,8 @@ def accuracy(model: torch.nn.Module, dataset, batch_size: int = 500) -> float:
 
 
 def sweep_shifts(canvas: int, patch: int, digit: int = DIGIT) -> List[Tuple[int, int]]:
-    """Displacements ``(dr, dc)`` (pixels) of the shift sweep: every whole-patch displacement in
-    both axes and ``1 … patch`` pixels along the four axis directions, as far as the digit stays
-    on the canvas; ``(0, 0)`` included, sorted."""
+    """Displacements ``(dr, dc)`` (pixels) of the shift sweep, sorted: every whole-patch one and
+    ``1 … patch`` pixels along the four axis directions, as far as the digit stays on the canvas."""
     from ..data.dynamic_mnist import static_offset
     base = static_offset(canvas, digit, patch)
     lo, hi = -base, canvas - digit - base
@@ -288,135 +238,93 @@ def direction_of(dr: int, dc: int) -> str:
 
 
 def _evaluate(model, s: DynamicMNISTSettings, data: _Data, canvas: int) -> Dict[str, Any]:
-    acc = {p: accuracy(model, data.test_set(canvas, p), s.eval_batch_size)
-           for p in s.test_placements}
-    sweep = {}
-    if s.sweep_size:
-        for dr, dc in sweep_shifts(canvas, s.patch):
-            sweep[f"{dr},{dc}"] = accuracy(model, data.sweep_set(canvas, (dr, dc)),
-                                           s.eval_batch_size)
-    return {"accuracy": acc, "sweep": sweep}
+    shifts = sweep_shifts(canvas, s.patch) if s.sweep_size else []
+    return {"accuracy": {p: accuracy(model, data.test_set(canvas, p), s.eval_batch_size)
+                         for p in s.test_placements},
+            "sweep": {f"{dr},{dc}": accuracy(model, data.test_set(canvas, "static", (dr, dc)),
+                                             s.eval_batch_size) for dr, dc in shifts}}
 
 
-# ----------------------------------------------------------------------------------------------
-# one training
-# ----------------------------------------------------------------------------------------------
 def _eval_key(s: DynamicMNISTSettings) -> Dict[str, Any]:
     return {"test_placements": list(s.test_placements), "test_size": s.test_size,
             "sweep_size": s.sweep_size, "test_seed": s.test_seed}
 
 
-def _progress(total: int, desc: str):
-    from tqdm.auto import tqdm
-    bar = tqdm(total=total, desc=desc, dynamic_ncols=True, leave=False, disable=None)
-
-    def callback(event: Dict[str, Any]) -> None:
-        if event.get("event") == "step":
-            bar.update(1)
-            bar.set_postfix(loss=f"{event['loss']:.3f}", refresh=False)
-    return bar, callback
-
-
 def _train_one(out: Path, s: DynamicMNISTSettings, data: _Data, setting: str, run_id: str,
-               k: int, log: Callable[[str], None]) -> Tuple[Dict[str, Any], torch.nn.Module]:
+               k: int, log: Callable[[str], None]) -> Dict[str, Any]:
     """Train (or resume, or read back) arm ``run_id`` with seed ``s.seed + k``."""
-    from ..train import ClassificationTask, DatasetBatches, fit, load_checkpoint
+    from ..train import ClassificationTask, DatasetBatches, read_metrics
     run_dir = out / "runs" / setting / run_id / f"seed{k}"
     seed, canvas = s.seed + k, s.arm_canvas(run_id)
-    torch.manual_seed(seed)
+    name = f"[train {PLACEMENT_NAMES[setting]}] {run_id} seed {k}"
+
+    def train() -> Dict[str, Any]:
+        torch.manual_seed(seed)
+        model = build_model(s, run_id)
+        batches = DatasetBatches(data.train_set(canvas, setting, seed), s.batch_size,
+                                 shuffle=True, seed=seed, drop_last=True)
+        total = len(batches) * s.arm_epochs(run_id)
+        log(f"    {model.num_parameters():,} parameters, {total} steps")
+        summary = fit_with_bar(name, total, model, ClassificationTask(topk=(1,)), batches,
+                               _run_config(s, run_id, setting, seed), out_dir=run_dir,
+                               device=s.device)
+        with Stopwatch() as watch:
+            evaluation = _evaluate(model, s, data, canvas)
+        log(f"    {summary['seconds']:.0f} s training, {watch.seconds:.0f} s evaluation; "
+            + ", ".join(f"{PLACEMENT_NAMES[p]} {100 * a:.2f} %"
+                        for p, a in evaluation["accuracy"].items()))
+        curve = [(r["step"], r["loss"]) for r in read_metrics(run_dir / "metrics.jsonl", "train")
+                 if "loss" in r]
+        return {"label": s.models[run_id]["label"], "seed": seed, **evaluation,
+                "parameters": summary["parameters"], "seconds": round(summary["seconds"], 1),
+                "eval_seconds": round(watch.seconds, 1), "loss_curve": curve}
+    return read_or_train(run_dir, name, train, log, _eval_key(s))
+
+
+def _trained(out: Path, s: DynamicMNISTSettings, setting: str, run_id: str) -> torch.nn.Module:
+    """Arm ``run_id``'s first-seed model, read back from its ``last.pt``."""
+    from ..train import load_checkpoint
     model = build_model(s, run_id)
-    done = run_dir / "result.json"
-    if done.exists():
-        record = json.loads(done.read_text(encoding="utf-8"))
-        if record.get("eval_key") == _eval_key(s) and (run_dir / "last.pt").exists():
-            model.load_state_dict(load_checkpoint(run_dir / "last.pt")["model"])
-            log(f"[train {PLACEMENT_NAMES[setting]}] {run_id} seed {k}: done earlier "
-                f"({record['seconds']:.0f} s training)")
-            return record, model.eval()
-    batches = DatasetBatches(data.train_set(canvas, setting, seed), s.batch_size, shuffle=True,
-                             seed=seed, drop_last=True)
-    total = len(batches) * s.arm_epochs(run_id)
-    log(f"[train {PLACEMENT_NAMES[setting]}] {run_id} seed {k}: "
-        f"{model.num_parameters():,} parameters, {total} steps")
-    bar, callback = _progress(total, f"{setting} {run_id} seed {k}")
-    try:
-        summary = fit(model, ClassificationTask(topk=(1,)), batches,
-                      _run_config(s, run_id, setting, seed), out_dir=run_dir,
-                      device=s.device, callbacks=[callback])
-    finally:
-        bar.close()
-    with Stopwatch() as watch:
-        evaluation = _evaluate(model, s, data, canvas)
-    record = {"label": s.models[run_id]["label"], "seed": seed, **evaluation,
-              "parameters": summary["parameters"], "seconds": round(summary["seconds"], 1),
-              "eval_seconds": round(watch.seconds, 1), "loss_curve": _loss_curve(run_dir),
-              "eval_key": _eval_key(s)}
-    atomic_write_json(done, record)
-    model.cpu()
-    log(f"    {summary['seconds']:.0f} s training, {watch.seconds:.0f} s evaluation; "
-        + ", ".join(f"{PLACEMENT_NAMES[p]} {100 * a:.2f} %"
-                    for p, a in evaluation["accuracy"].items()))
-    return record, model.eval()
+    path = out / "runs" / setting / run_id / "seed0" / "last.pt"
+    model.load_state_dict(load_checkpoint(path)["model"])
+    return model.eval()
 
 
-def _loss_curve(run_dir: Path) -> list:
-    from ..train import read_metrics
-    return [(r["step"], r["loss"]) for r in read_metrics(run_dir / "metrics.jsonl", "train")
-            if "loss" in r]
-
-
-# ----------------------------------------------------------------------------------------------
-# the whole experiment
-# ----------------------------------------------------------------------------------------------
 def run(out: Path, settings: DynamicMNISTSettings = QUICK, data_root: Optional[str] = None,
         log: Callable[[str], None] = print) -> Dict:
-    """Run (or resume) the whole experiment and write the report; returns ``results.json``'s dict.
+    """Run (or resume) the whole experiment and write the report; returns ``results.json``'s dict
+    (it and ``report.md`` are rewritten after every training, the figures at the end)."""
+    with running(settings, DynamicMNISTSettings):
+        return _run(Path(out), settings, data_root, log)
 
-    ``results.json`` and ``report.md`` are rewritten after every training, the figures at the
-    end.
-    """
-    if not isinstance(settings, DynamicMNISTSettings):
-        raise TypeError(f"settings must be a DynamicMNISTSettings, got "
-                        f"{type(settings).__name__}")
-    s, out = settings, Path(out)
+
+def _run(out: Path, s: DynamicMNISTSettings, data_root: Optional[str], log) -> Dict:
     out.mkdir(parents=True, exist_ok=True)
-    if s.threads is not None:
-        torch.set_num_threads(s.threads)
-    wall = Stopwatch()
-    with wall:
+    records: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
+    with Stopwatch() as wall:
         log("loading MNIST ...")
         data = _Data(s, data_root)
-        records: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
-        models: Dict[str, Dict[str, torch.nn.Module]] = {}
-        for setting, k, run_id in _schedule(s):
-            with Stopwatch() as arm_watch:
-                record, model = _train_one(out, s, data, setting, run_id, k, log)
-            records.setdefault((setting, run_id), []).append(record)
-            if k == 0:
-                models.setdefault(setting, {})[run_id] = model
-            log(f"    arm time {arm_watch.seconds:.0f} s (total {wall.seconds:.0f} s)")
-            results = aggregate(s, records)
-            atomic_write_json(out / "results.json", results)
+
+        def write(new: Dict[Tuple[str, str], List[Dict[str, Any]]]) -> None:
+            records.update(new)
+            atomic_write_json(out / "results.json", aggregate(s, records))
             atomic_write_text(out / "report.md", report_markdown(
-                results, s, [], wall.seconds, records))
-        figures = _figures(out, s, results, records, models, data)
+                aggregate(s, records), s, [], wall.seconds, records))
+
+        for setting in s.train_settings:     # a whole seed of every arm before the next seed
+            run_arms({(setting, r): (setting, r) for r in s.models}, range(s.seeds),
+                     lambda arm, k: _train_one(out, s, data, *arm, k, log), write)
+        results = aggregate(s, records)
+        figures = _figures(out, s, results, records, data)
     atomic_write_text(out / "report.md", report_markdown(results, s, figures, wall.seconds,
                                                          records))
     log(f"report: {out / 'report.md'} ({wall.seconds / 60:.1f} min)")
     return results
 
 
-def _schedule(s: DynamicMNISTSettings) -> List[Tuple[str, int, str]]:
-    """(train setting, seed index, run id) in running order: a whole seed of every arm before
-    the next seed, so a partial run already holds a complete table."""
-    return [(setting, k, run_id) for setting in s.train_settings for k in range(s.seeds)
-            for run_id in s.models]
-
-
 def _stats(values: List[float]) -> Dict[str, Any]:
-    return {"accuracy": statistics.fmean(values),
-            "accuracy_std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "seeds": list(values)}
+    mean, std = mean_std(values)
+    return {"accuracy": mean, "accuracy_std": std, "seeds": list(values)}
 
 
 def aggregate(s: DynamicMNISTSettings, records: Dict[Tuple[str, str], List[Dict[str, Any]]]
@@ -431,7 +339,7 @@ def aggregate(s: DynamicMNISTSettings, records: Dict[Tuple[str, str], List[Dict[
             row[setting_name(setting, placement)] = {
                 **_stats([r["accuracy"][placement] for r in runs]),
                 "parameters": runs[0]["parameters"],
-                "seconds": round(statistics.fmean(r["seconds"] for r in runs), 1)}
+                "seconds": round(mean_std([r["seconds"] for r in runs])[0], 1)}
         if runs[0]["sweep"]:
             sweep.setdefault(f"train {PLACEMENT_NAMES[setting]}", {})[label] = {
                 shift: _stats([r["sweep"][shift] for r in runs]) for shift in runs[0]["sweep"]}
@@ -440,91 +348,75 @@ def aggregate(s: DynamicMNISTSettings, records: Dict[Tuple[str, str], List[Dict[
     return results
 
 
-# ----------------------------------------------------------------------------------------------
-# figures and report
-# ----------------------------------------------------------------------------------------------
 def _sweep_series(per_model: Dict[str, Dict[str, Any]], patch: int):
-    """Per model: accuracy vs pixel distance along the axes and vs whole-patch distance
-    (Chebyshev), each a list of (distance, mean, std over seeds), and per axis direction a list
-    of (distance, mean)."""
+    """Per model: accuracy against pixel distance along the axes and against whole-patch
+    (Chebyshev) distance, ``(distance, mean, mean − std, mean + std)`` over seeds (each seed
+    averaged over directions); and per direction along an axis ``(distance, mean)``."""
     pixel, patches, directions = {}, {}, {}
     for label, shifts in per_model.items():
         rings: Dict[Tuple[str, int], List[List[float]]] = {}
+        lines = directions[label] = {}
         for key, stat in shifts.items():
             dr, dc = (int(v) for v in key.split(","))
             if dr == 0 or dc == 0:
                 rings.setdefault(("pixel", abs(dr) + abs(dc)), []).append(stat["seeds"])
-                directions.setdefault(label, {}).setdefault(direction_of(dr, dc), []).append(
-                    (abs(dr) + abs(dc), stat["accuracy"]))
+                lines.setdefault(direction_of(dr, dc), []).append((abs(dr + dc), stat["accuracy"]))
             if dr % patch == 0 and dc % patch == 0:
                 rings.setdefault(("patch", max(abs(dr), abs(dc)) // patch), []).append(
                     stat["seeds"])
         for (kind, dist), seeds in sorted(rings.items()):
-            per_seed = [statistics.fmean(v) for v in zip(*seeds)]   # mean over directions
-            point = (dist, statistics.fmean(per_seed),
-                     statistics.stdev(per_seed) if len(per_seed) > 1 else 0.0)
-            (pixel if kind == "pixel" else patches).setdefault(label, []).append(point)
-    for label, by_direction in directions.items():
-        zero = [p for p in by_direction.pop("none", [])]
-        for name in by_direction:
-            by_direction[name] = sorted(zero + by_direction[name])
+            mean, std = mean_std([mean_std(v)[0] for v in zip(*seeds)])
+            (pixel if kind == "pixel" else patches).setdefault(label, []).append(
+                (dist, mean, mean - std, mean + std))
+        zero = lines.pop("none", [])
+        directions[label] = {name: zero + points for name, points in lines.items()}
     return pixel, patches, directions
 
 
-def _figures(out: Path, s: DynamicMNISTSettings, results, records, models, data) -> List[str]:
-    from .. import plots
-    figures = []
+def _figures(out: Path, s: DynamicMNISTSettings, results, records, data) -> List[str]:
+    from . import plots
     main = {label: row for label, row in results.items() if label != "sweep"}
-    accuracy = {m: {k.replace(" → ", "\n→ "): (v["accuracy"], v["accuracy_std"])
-                    for k, v in row.items()} for m, row in main.items()}
-    plots.accuracy_bars(accuracy, out / "accuracy.png",
-                        f"Dynamic MNIST: accuracy per test placement (mean ± std, "
-                        f"{s.seeds} seed{'s' * (s.seeds > 1)})")
-    figures.append("accuracy.png")
+    plots.accuracy_bars({m: {k.replace(" → ", "\n→ "): (v["accuracy"], v["accuracy_std"])
+                             for k, v in row.items()} for m, row in main.items()},
+                        out / "accuracy.png", f"Dynamic MNIST: accuracy per test placement "
+                        f"(mean ± std, {s.seeds} seed{'s' * (s.seeds > 1)})")
+    figures = ["accuracy.png"]
     for slug in s.train_settings:
-        setting_label = f"train {PLACEMENT_NAMES[slug]}"
-        if setting_label not in results.get("sweep", {}):
+        setting = f"train {PLACEMENT_NAMES[slug]}"
+        if setting not in results.get("sweep", {}):
             continue
-        pixel, patches, directions = _sweep_series(results["sweep"][setting_label], s.patch)
-        plots.shift_sweep({f"pixels along an axis (0 … {s.patch})": pixel,
-                           "whole patches (any direction)": patches},
-                          out / f"sweep_{slug}.png",
-                          title=f"{setting_label}: test accuracy vs displacement from the "
-                                "training position (mean ± std over seeds)")
-        plots.direction_lines(directions, out / f"directions_{slug}.png",
-                              title=f"{setting_label}: accuracy by shift direction (mean over "
-                                    "seeds)")
+        pixel, patches, directions = _sweep_series(results["sweep"][setting], s.patch)
+        plots.lines({f"pixels along an axis (0 … {s.patch})": pixel,
+                     "whole patches (any direction)": patches}, out / f"sweep_{slug}.png",
+                    "displacement", "test accuracy (%)", f"{setting}: test accuracy vs "
+                    "displacement from the training position (mean ± std over seeds)", scale=100)
+        plots.lines(directions, out / f"directions_{slug}.png", "pixels", "test accuracy (%)",
+                    f"{setting}: accuracy by shift direction (mean over seeds)", scale=100)
         figures += [f"sweep_{slug}.png", f"directions_{slug}.png"]
     curves = {f"{records[key][0]['label']} ({PLACEMENT_NAMES[key[0]]})":
               records[key][0]["loss_curve"] for key in records}
-    plots.training_curves(curves, out / "curves.png", title="training loss (first seed)")
-    figures.append("curves.png")
-    figures += _model_figures(out, s, models, data)
-    return figures
+    plots.lines({"": curves}, out / "curves.png", "step", "training loss",
+                "training loss (first seed)", ylog=True)
+    return figures + ["curves.png"] + _model_figures(out, s, data)
 
 
-def _model_figures(out: Path, s: DynamicMNISTSettings, models, data) -> List[str]:
-    from .. import plots
-    figures = []
-    static = models.get(s.train_settings[0], {})
+def _model_figures(out: Path, s: DynamicMNISTSettings, data) -> List[str]:
+    from . import plots
+    figures, setting = [], s.train_settings[0]
+    static = {run_id: _trained(out, s, setting, run_id) for run_id in s.models}
     for run_id, model in static.items():
         arm = s.models[run_id]
-        if arm["kind"] in ("translution", "alpha"):
-            bank = "wv" if arm["kind"] == "translution" else "mv"
-            name = f"kernels_{run_id}.png"
-            if plots.value_kernels(model, out / name, bank=bank,
-                                   title=f"{arm['label']} (trained "
-                                         f"{PLACEMENT_NAMES[s.train_settings[0]]}): "
-                                         f"‖{bank}[δ]‖ per layer"):
-                figures.append(name)
+        bank = {"translution": "wv", "alpha": "mv"}.get(arm["kind"])
+        if bank and plots.value_kernels(model, out / f"kernels_{run_id}.png", bank, title=(
+                f"{arm['label']} (trained {PLACEMENT_NAMES[setting]}): ‖{bank}[δ]‖ per layer")):
+            figures.append(f"kernels_{run_id}.png")
     same = {s.models[r]["label"]: m for r, m in static.items() if s.arm_canvas(r) == s.canvas}
     if same and "pixel" in s.test_placements:
         pixel = data.test_set(s.canvas, "pixel")
         images = pixel.get_batch(torch.arange(min(6, len(pixel))))[0]
         plots.attention_maps(same, images, out / "attention.png", s.patch,
                              title="class-token attention, last block, models trained "
-                                   f"{PLACEMENT_NAMES[s.train_settings[0]]}, pixel-shifted "
-                                   "test digits")
+                                   f"{PLACEMENT_NAMES[setting]}, pixel-shifted test digits")
         figures.append("attention.png")
     return figures
 
@@ -581,12 +473,11 @@ def report_markdown(results: Dict, s: DynamicMNISTSettings, figures: List[str],
 def _sweep_table(setting_label: str, per_model: Dict[str, Any], s: DynamicMNISTSettings
                  ) -> List[str]:
     shifts = list(dict.fromkeys(k for m in per_model.values() for k in m))
-    one_patch = [f"{dr},{dc}" for dr, dc in ((-s.patch, 0), (s.patch, 0), (0, -s.patch),
-                                             (0, s.patch))]
+    one_patch = _one_patch(s.patch)
     pixels = sorted({abs(int(a)) + abs(int(b)) for a, b in (k.split(",") for k in shifts)
                      if int(a) == 0 or int(b) == 0})
-    head = ([f"{d} px" for d in pixels] + [direction_of(*map(int, k.split(","))) + " 1 patch"
-                                           for k in one_patch] + ["asymmetry"])
+    head = [f"{d} px" for d in pixels] + [f"{d} 1 patch" for d in one_patch.values()] + [
+        "asymmetry"]
     lines = [f"Shift sweep, {setting_label} (%): mean over the four axis directions for each "
              "pixel distance; then each direction at one patch; asymmetry = max − min of those "
              "four.", "", "| model | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
@@ -601,6 +492,20 @@ def _sweep_table(setting_label: str, per_model: Dict[str, Any], s: DynamicMNISTS
         cells.append(f"{100 * (max(at_patch) - min(at_patch)):.1f}" if at_patch else "–")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
+
+
+def _one_patch(patch: int) -> Dict[str, str]:
+    """Sweep key → direction of the four one-patch shifts along the axes."""
+    return {f"{dr},{dc}": direction_of(dr, dc)
+            for dr, dc in ((-patch, 0), (patch, 0), (0, -patch), (0, patch))}
+
+
+def _gap(hi: Dict[str, Any], lo: Dict[str, Any]) -> str:
+    """``hi`` − ``lo`` in points; beyond the seed spread when over twice the larger std."""
+    gap = hi["accuracy"] - lo["accuracy"]
+    clear = gap > 2 * max(hi["accuracy_std"], lo["accuracy_std"]) and len(hi["seeds"]) > 1
+    return f"{100 * gap:.1f} points " + ("(beyond the seed spread)" if clear else
+                                         "(within the seed spread or one seed)")
 
 
 def _checks(main: Dict[str, Any], s: DynamicMNISTSettings) -> List[str]:
@@ -625,8 +530,7 @@ def _checks(main: Dict[str, Any], s: DynamicMNISTSettings) -> List[str]:
 
 def _findings(main: Dict[str, Any], sweep: Dict[str, Any], s: DynamicMNISTSettings
               ) -> List[str]:
-    """Rankings and gaps computed from the tables (a gap counts as clear when it exceeds twice
-    the larger seed std of the two models)."""
+    """Rankings and gaps computed from the tables."""
     lines = ["Findings (computed from the tables above):", ""]
     for setting in s.train_settings:
         for placement in s.test_placements:
@@ -636,25 +540,16 @@ def _findings(main: Dict[str, Any], sweep: Dict[str, Any], s: DynamicMNISTSettin
             if placement == "static" or len(ranked) < 2:
                 continue
             (a, first), (b, second) = ranked[0], ranked[1]
-            gap = a["accuracy"] - b["accuracy"]
-            clear = gap > 2 * max(a["accuracy_std"], b["accuracy_std"]) and len(a["seeds"]) > 1
             lines.append(f"- {key}: " + " > ".join(f"{label} {_cell(stat)}"
                                                     for stat, label in ranked)
-                         + f"; the lead of {first} over {second} is {100 * gap:.1f} points "
-                         + ("(clear)" if clear else "(within the seed spread or one seed)"))
-    one_patch = {f"{dr},{dc}": direction_of(dr, dc) for dr, dc in
-                 ((-s.patch, 0), (s.patch, 0), (0, -s.patch), (0, s.patch))}
+                         + f"; the lead of {first} over {second} is {_gap(a, b)}")
     for setting_label, per_model in sweep.items():
         for label, stats in per_model.items():
-            at = {name: stats[k] for k, name in one_patch.items() if k in stats}
+            at = {name: stats[k] for k, name in _one_patch(s.patch).items() if k in stats}
             if len(at) < 2:
                 continue
             hi = max(at, key=lambda n: at[n]["accuracy"])
             lo = min(at, key=lambda n: at[n]["accuracy"])
-            spread = max(at[hi]["accuracy_std"], at[lo]["accuracy_std"])
-            gap = at[hi]["accuracy"] - at[lo]["accuracy"]
             lines.append(f"- {setting_label}, {label}: one-patch shifts {lo} {_cell(at[lo])} "
-                         f"vs {hi} {_cell(at[hi])}: asymmetry {100 * gap:.1f} points "
-                         + ("(beyond the seed spread)" if gap > 2 * spread and
-                            len(at[hi]["seeds"]) > 1 else "(within the seed spread or one seed)"))
+                         f"vs {hi} {_cell(at[hi])}: asymmetry {_gap(at[hi], at[lo])}")
     return lines

@@ -1,30 +1,12 @@
-"""Fashion-MNIST on the paper's token geometry: ViT self-attention vs α-Translution vs Translution.
+"""Fashion-MNIST on the paper's token geometry (28×28, patch 7: a 4×4 grid + class token, the
+grid of the paper's ImageNet ViTs): ViT (absolute position embedding, 2-D RoPE, a
+parameter-matched one grown in width or depth), α-Translution, Translution and ``lor_rope``;
+``ablations: true`` adds Translution's relative subsets and ``symmetric=True``.
 
-28×28 images with patch 7 give a 4×4 grid + class token, the grid the paper's ImageNet ViTs
-see (224×224, patch 56). Arms, all of one depth and width (report label → attention kind and
-:class:`~translution.models.ViTConfig` overrides, setting ``models``):
-
-* ViT + learned absolute position embedding (the paper's baseline), ViT + 2-D RoPE;
-* α-Translution, Translution, and the authors' ``lor_rope`` (α with only v relative, 2-D RoPE
-  on q/k, class token unrotated);
-* a parameter-matched self-attention ViT (``match: Translution``): made uniformly wider (dim,
-  dim_head and MLP scaled together; ``grow: depth`` for deeper) until its parameter count is
-  the closest to the matched arm's.
-
-With ``ablations: true`` (the full preset) the seven relative subsets of Translution and
-``symmetric=True`` are added (``relative qkv`` is the Translution arm itself, trained once).
-
-Training: AdamW with warm-up and cosine decay, random crop (padding ``crop_padding``) and
-horizontal flip (:class:`~translution.data.mnist.RandomCropFlip`, seeded per batch); every
-arm × seed is a resumable :func:`translution.train.fit` run in ``OUT/runs/<arm>/seed<k>``
-(``last.pt`` loads with ``translution eval --checkpoint``). Test accuracy is that of the final
-weights (no selection on the test set). Outputs in ``OUT``, rewritten after every run:
+Every arm × seed is a resumable :func:`translution.train.fit` run in ``OUT/runs/<arm>/seed<k>``
+(AdamW, warm-up + cosine, random crop and flip; accuracy of the final weights). ``OUT`` holds
 ``results.json`` (label → ``{accuracy, accuracy_std, seeds, parameters, seconds, ...}``),
-``report.md``, ``accuracy.png`` (mean ± std) and ``accuracy_vs_time.png``.
-
-Example:
-    >>> from translution.experiments import fashion
-    >>> results = fashion.run(Path("runs/fashion"), fashion.QUICK)   # doctest: +SKIP
+``report.md``, ``accuracy.png`` and ``accuracy_vs_time.png``, rewritten after every run.
 """
 
 from __future__ import annotations
@@ -36,10 +18,10 @@ from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
-from ..train.config import Section, bounded, load_settings
-from ..utils import Stopwatch, atomic_write_json, atomic_write_text
-from .common import (check_fingerprint, grow_to_match, mean_std, parameter_count, run_arms,
-                     run_slug, seed_summary)
+from ..train.config import bounded, load_settings
+from ..utils import atomic_write_json, atomic_write_text
+from .common import (ExperimentSettings, check_fingerprint, fit_with_bar, grow_to_match, mean_std, parameter_count,
+                     read_or_train, run_arms, run_slug, running, seed_summary)
 
 __all__ = ["FashionSettings", "QUICK", "FULL", "MODELS", "ABLATIONS", "run", "arm_sections",
            "report_markdown"]
@@ -63,33 +45,17 @@ _SPECIAL = ("attention", "match", "grow")
 
 
 @dataclass
-class FashionSettings(Section):
-    """Protocol and model sizes; presets ``configs/fashion_quick.yaml`` (:data:`QUICK`) and
-    ``configs/fashion_full.yaml`` (:data:`FULL`).
-
-    Attributes:
-        data_root: Folder with the Fashion-MNIST IDX files (``None``: cache, then Debian).
-        train_size, test_size: First N images of each split (``None``: all 60 000 / 10 000).
-        seeds: Seeds per arm (``seed, seed+1, ...``); each sets weights, order and augmentation.
-        epochs, batch_size, eval_batch_size: Loop length and batch sizes.
-        eval_points: Test evaluations, evenly spaced, the last at the end (accuracy-against-time
-            curves); 0: only at the end.
-        dim, depth, heads, dim_head, mlp_dim, rank: The common ViT size (α rank ``rank``).
-        lr, min_lr_ratio, weight_decay, warmup_steps, grad_clip: AdamW (no decay on 1-D
-            parameters), linear warm-up, cosine decay to ``lr·min_lr_ratio``, gradient clip.
-        crop_padding, flip: Augmentation (0 / False: off).
-        models: Report label → ``{attention: kind, **ViTConfig overrides}``; ``match: LABEL``
-            grows the arm (``grow: width`` or ``depth``) to that arm's parameter count.
-        ablations: Add :data:`ABLATIONS`.
-        device: ``"cpu"``, ``"cuda"`` or ``None`` (CUDA when available).
-        threads: ``torch.set_num_threads`` for the run (``None``: leave torch's default).
-    """
+class FashionSettings(ExperimentSettings):
+    """Protocol and sizes (presets ``configs/fashion_{quick,full}.yaml``): data (``None``: all
+    images; cache, then Debian), AdamW with warm-up and cosine decay to ``lr·min_lr_ratio``,
+    crop/flip augmentation, the common ViT size, ``eval_points`` evaluations for the accuracy
+    against time curves, ``models`` (label → ``{attention, **ViTConfig overrides}``, ``match:
+    LABEL`` grows an arm in ``grow: width|depth`` to that arm's parameters)."""
 
     data_root: Optional[str] = None
     train_size: Optional[int] = bounded(None, ge=1)
     test_size: Optional[int] = bounded(None, ge=1)
     seeds: int = bounded(3, ge=1)
-    seed: int = bounded(0, ge=0)
     epochs: int = bounded(1, ge=1)
     batch_size: int = bounded(128, ge=1)
     eval_batch_size: int = bounded(500, ge=1)
@@ -100,17 +66,12 @@ class FashionSettings(Section):
     dim_head: int = bounded(16, ge=1)
     mlp_dim: int = bounded(128, ge=1)
     rank: int = bounded(8, ge=1)
-    lr: float = bounded(2e-3, gt=0)
     min_lr_ratio: float = bounded(0.01, ge=0, le=1)
-    weight_decay: float = bounded(0.05, ge=0)
     warmup_steps: int = bounded(50, ge=0)
-    grad_clip: float = bounded(1.0, gt=0)
     crop_padding: int = bounded(2, ge=0)
     flip: bool = True
     models: Dict[str, Dict[str, Any]] = field(default_factory=lambda: dict(MODELS))
     ablations: bool = False
-    device: Optional[str] = "cpu"
-    threads: Optional[int] = bounded(None, ge=1)
 
     def check(self) -> None:
         if not self.models:
@@ -135,9 +96,6 @@ class FashionSettings(Section):
         return {**self.models, **(ABLATIONS if self.ablations else {})}
 
 
-# ----------------------------------------------------------------------------------------------
-# arms and runs
-# ----------------------------------------------------------------------------------------------
 def _section(s: FashionSettings, arm: Dict[str, Any], **size: int) -> Dict[str, Any]:
     """The checked ``model`` section of an arm: ``{"name": "vit_mnist_<kind>", ...}``."""
     from ..train.config import check_model_section
@@ -203,25 +161,31 @@ def _run_config(s: FashionSettings, section: Dict[str, Any], seed: int, steps: i
     })
 
 
-def _train_one(run_dir: Path, s: FashionSettings, section: Dict, seed: int,
-               data: Dict) -> Dict[str, Any]:
-    """Train (or resume, or reload) one arm at one seed; returns its per-seed record."""
+def _train_one(run_dir: Path, s: FashionSettings, section: Dict, seed: int, data: Dict,
+               log: Callable[[str], None], name: str) -> Dict[str, Any]:
+    """Train (or resume, or read back) one arm at one seed; returns its per-seed record."""
     from ..data.mnist import RandomCropFlip
     from ..recipes import build_model
-    from ..train import DatasetBatches, fit, read_metrics
+    from ..train import DatasetBatches, read_metrics
     train_set = data["train_batches"].dataset
     augment = RandomCropFlip(s.crop_padding, s.flip, fill=train_set.background)
     batches = DatasetBatches(train_set, s.batch_size, shuffle=True, seed=seed, drop_last=True,
                              batch_transform=augment)
     cfg = _run_config(s, section, seed, len(batches) * s.epochs)
     check_fingerprint(run_dir, {"config": cfg.to_dict(), "augment": repr(augment)})
-    torch.manual_seed(seed)
-    model = build_model(section)
-    summary = fit(model, data["task"], batches, cfg, eval_sets={"test": data["test_batches"]},
-                  out_dir=run_dir, device=s.device)
-    curve = [(r["time"], r["top1"] / 100) for r in read_metrics(run_dir / "metrics.jsonl", "eval")]
-    return {"accuracy": summary["eval"]["top1"] / 100, "parameters": summary["parameters"],
-            "seconds": summary["seconds"], "steps": summary["steps"], "curve": curve}
+
+    def train() -> Dict[str, Any]:
+        torch.manual_seed(seed)
+        summary = fit_with_bar(name, len(batches) * s.epochs, build_model(section), data["task"],
+                               batches, cfg, eval_sets={"test": data["test_batches"]},
+                               out_dir=run_dir, device=s.device)
+        log(f"    {summary['eval']['top1']:.2f} %, {summary['parameters']:,} parameters, "
+            f"{summary['seconds']:.0f} s")
+        curve = [(r["time"], r["top1"] / 100)
+                 for r in read_metrics(run_dir / "metrics.jsonl", "eval")]
+        return {"accuracy": summary["eval"]["top1"] / 100, "parameters": summary["parameters"],
+                "seconds": summary["seconds"], "steps": summary["steps"], "curve": curve}
+    return read_or_train(run_dir, name, train, log)
 
 
 def _data(s: FashionSettings, sections: Dict[str, Dict]) -> Dict[str, Any]:
@@ -239,30 +203,13 @@ QUICK = load_settings(FashionSettings, "fashion_quick")
 FULL = load_settings(FashionSettings, "fashion_full")
 
 
-# ----------------------------------------------------------------------------------------------
-# the experiment
-# ----------------------------------------------------------------------------------------------
 def run(out: Path, settings: FashionSettings = QUICK,
         log: Callable[[str], None] = print) -> Dict[str, Dict[str, Any]]:
-    """Run (or resume) every arm for every seed and write the report (also after every run).
-
-    Returns:
-        The ``results.json`` dict: label → ``{accuracy, accuracy_std, seeds, parameters,
-        seconds, seconds_std, steps, model, run}`` (accuracies as fractions, ``seeds`` the
-        per-seed accuracies, ``seconds`` the mean training time of one run).
-
-    Raises:
-        TypeError, ValueError: Bad settings, missing data, or a folder holding other runs.
-    """
-    if not isinstance(settings, FashionSettings):
-        raise TypeError(f"settings must be a FashionSettings, got {type(settings).__name__}")
-    threads = torch.get_num_threads()
-    if settings.threads is not None:
-        torch.set_num_threads(settings.threads)
-    try:
+    """Run (or resume) every arm for every seed and write the report (also after every run);
+    returns ``results.json``'s dict. Raises TypeError or ValueError for bad settings, missing
+    data, or a folder holding other runs."""
+    with running(settings, FashionSettings):
         return _run(Path(out), settings, log)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(out: Path, s: FashionSettings, log: Callable[[str], None]) -> Dict[str, Dict]:
@@ -273,43 +220,37 @@ def _run(out: Path, s: FashionSettings, log: Callable[[str], None]) -> Dict[str,
     data = _data(s, sections)
     log(f"{len(data['train_batches'].dataset)} training / {len(data['test_batches'].dataset)} "
         f"test images; {len(sections)} arms × {s.seeds} seeds")
-    state: Dict[str, Any] = {"results": {}}
-    wall = Stopwatch()
+    results: Dict[str, Dict] = {}
 
     def train(label: str, seed: int) -> Dict[str, Any]:
-        log(f"[seed {seed}] {label} ({slugs[label]}) ...")
-        with wall:
-            r = _train_one(out / "runs" / slugs[label] / f"seed{seed}", s, sections[label], seed,
-                           data)
-        log(f"    {100 * r['accuracy']:.2f} %, {r['parameters']:,} parameters, "
-            f"{r['seconds']:.0f} s")
-        return r
+        return _train_one(out / "runs" / slugs[label] / f"seed{seed}", s, sections[label], seed,
+                          data, log, f"[seed {seed}] {label} ({slugs[label]})")
 
     def write(records: Dict[str, List[Dict]]) -> None:
-        results = {label: {**seed_summary(recs, "accuracy"), "model": sections[label],
-                           "run": slugs[label]} for label, recs in records.items()}
-        state["results"] = results
+        results.update({label: {**seed_summary(recs, "accuracy"), "model": sections[label],
+                                "run": slugs[label]} for label, recs in records.items()})
         atomic_write_json(out / "results.json", results)
         figures = _figures(out, results, records)
         atomic_write_text(out / "report.md", report_markdown(results, s, figures, sections))
 
     run_arms(slugs, range(s.seed, s.seed + s.seeds), train, write)
-    log(f"done in {wall.seconds:.0f} s (this call); report: {out / 'report.md'}")
-    return state["results"]
+    log(f"report: {out / 'report.md'}")
+    return results
 
 
 def _figures(out: Path, results: Dict[str, Dict], records: Dict[str, List[Dict]]) -> List[str]:
-    from .. import plots
-    plots.accuracy_errorbars({k: (r["accuracy"], r["accuracy_std"], len(r["seeds"]))
-                              for k, r in results.items()}, out / "accuracy.png",
-                             title="Fashion-MNIST test accuracy (mean ± std over seeds)")
+    from . import plots
+    plots.accuracy_bars({k: {"test": (r["accuracy"], r["accuracy_std"])}
+                         for k, r in results.items()}, out / "accuracy.png",
+                        title="Fashion-MNIST test accuracy (mean ± std over seeds)")
     curves = {}
     for label, recs in records.items():
-        n = min(len(r["curve"]) for r in recs)
-        curves[label] = [(mean_std([r["curve"][i][0] for r in recs])[0],
-                          *mean_std([r["curve"][i][1] for r in recs])) for i in range(n)]
-    plots.accuracy_vs_time(curves, out / "accuracy_vs_time.png",
-                           title="test accuracy against training time (mean over seeds)")
+        points = zip(*(r["curve"] for r in recs))          # per evaluation: one per seed
+        curves[label] = [(mean_std([t for t, _ in p])[0], m, m - sd, m + sd)
+                         for p in points for m, sd in [mean_std([a for _, a in p])]]
+    plots.lines({"": curves}, out / "accuracy_vs_time.png", "training time (s)",
+                "test accuracy (%)", "test accuracy against training time (mean ± std over "
+                "seeds)", scale=100, xlog=10)
     return ["accuracy.png", "accuracy_vs_time.png"]
 
 
