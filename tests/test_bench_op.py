@@ -70,3 +70,8 @@ def test_default_cases_include_the_issue_sizes():
     mnist = bench.default_cases()[0]
     assert (mnist.dim, mnist.heads, mnist.dim_head, mnist.batch) == (64, 4, 16, 128)
     assert len(bench.default_cases(quick=True)) == 2
+
+
+def test_a_failing_case_is_a_skipped_cell_not_a_crash():
+    result = bench.measure(bench.Case("hex:3", dim=8, heads=2), "sdpa", timeout=120)
+    assert result == {"skipped": "exit 1: ValueError: unknown benchmark layout 'hex:3'"}

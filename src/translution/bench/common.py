@@ -10,7 +10,7 @@ import platform
 import resource
 import subprocess
 import sys
-import time
+import timeit
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -19,15 +19,8 @@ import torch
 
 def timings(fn: Callable[[], object], repeats: int, sync: Callable[[], None] = lambda: None
             ) -> List[float]:
-    """Seconds of each of ``repeats`` calls of ``fn`` (``sync`` waits for the device)."""
-    times = []
-    for _ in range(repeats):
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return times
+    """Seconds of each of ``repeats`` calls of ``fn`` (each followed by ``sync()``)."""
+    return timeit.repeat(lambda: (fn(), sync()), number=1, repeat=repeats)
 
 
 def _proc_status_bytes(field: str) -> Optional[int]:

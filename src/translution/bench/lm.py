@@ -23,6 +23,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from ..utils import check_int
 from .common import PeakMemory, git_commit, machine_description, run_in_child, timings
 
 __all__ = ["LMCase", "DEFAULT_VARIANTS", "DEFAULT_LENGTHS", "QUICK_VARIANTS", "QUICK_LENGTHS",
@@ -75,12 +76,9 @@ class LMCase:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
         for name in ("length", "dim", "depth", "heads", "dim_head", "vocab_size", "batch",
                      "train_steps", "decode_tokens"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
-        k = self.max_distance
-        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 0):
-            raise ValueError(f"max_distance must be None or an int >= 0, got {k!r}")
+            check_int(name, getattr(self, name), minimum=1)
+        if self.max_distance is not None:
+            check_int("max_distance", self.max_distance, minimum=0)
         if self.length < self.decode_tokens + _WARM_TOKENS + 1:
             raise ValueError(f"length must be >= decode_tokens + {_WARM_TOKENS + 1} (a prompt, "
                              f"{_WARM_TOKENS} warm-up tokens, then the timed ones), got length "

@@ -127,10 +127,9 @@ def build_layer(case: Case, impl: str):
 
 
 def flop_ratios(case: Case) -> Dict[str, float]:
-    """α-Translution's forward FLOPs (exact ``grouped`` backend) over standard attention's, by
-    ``FlopCounterMode``: ``"F"`` as issue 7 defines it (the counter has no formula for the CPU
-    flash-attention kernel, so attention's core is not counted) and ``"F_core"`` with the core
-    counted (attention through the math SDPA path)."""
+    """α-Translution's forward FLOPs (``grouped`` backend) over attention's (``FlopCounterMode``):
+    ``"F"`` without attention's CPU flash kernel (uncounted, as issue 7 defines F), ``"F_core"``
+    with it (attention through the math SDPA path)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
     torch.manual_seed(0)
@@ -202,7 +201,8 @@ def train_steps_per_second(run_ids: Optional[Sequence[str]] = None, batch: int =
 
         seconds = statistics.median(timings(step, 1 + steps)[1:])
         rows.append({"run_id": run_id, "label": QUICK.models[run_id]["label"],
-                     "input_shape": list(x.shape), "parameters": sum(p.numel() for p in model.parameters()),
+                     "parameters": sum(p.numel() for p in model.parameters()),
+                     "input_shape": list(x.shape), "steps": steps,
                      "steps_per_s": 1 / seconds, "ms_per_step": 1e3 * seconds})
     return rows
 
@@ -226,11 +226,9 @@ def run_suite(cases: List[Case], impls=IMPLS, repeats: int = 3, memory_limit: fl
     rows = []
     for case in cases:
         row = {"case": asdict(case), "label": case.label, "results": {}}
-        if "alpha" in impls and case.rank > 0:
+        if "alpha" in impls:
             row["alpha_flop_ratio"] = flop_ratios(case)
         for impl in impls:
-            if impl == "alpha" and case.rank <= 0:
-                continue
             result = measure(case, impl, repeats, memory_limit)
             if "seconds" in result and impl in TRANSLUTION_IMPLS + ("alpha",):
                 flops = useful_projection_flops(case, impl)
@@ -299,11 +297,11 @@ def markdown(report: Dict) -> str:
         lines += ["", "| model (Dynamic MNIST main job) | parameters | training steps/s | "
                   "ms/step |", "|---|---|---|---|"]
         lines += [f"| {m['label']} | {m['parameters']:,} | {m['steps_per_s']:.2f} | "
-                  f"{m['ms_per_step']:.0f} |" for m in report["models"]]
-        shape = tuple(report["models"][0]["input_shape"])
+                  f"{m['ms_per_step']:.1f} |" for m in report["models"]]
+        m = report["models"][0]
         lines += ["", "Models: built by the experiment's `build_model(QUICK, run_id)`; a training "
-                  f"step = forward + backward + AdamW step on random inputs of shape {shape}, "
-                  "the median of 3 steps after a warm-up."]
+                  "step = forward + backward + AdamW step on random inputs of shape "
+                  f"{tuple(m['input_shape'])}, the median of {m['steps']} after a warm-up."]
     return "\n".join(lines)
 
 
