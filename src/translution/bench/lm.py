@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import json
 import math
 import shlex
@@ -23,7 +24,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from ..utils import check_int
+from ..utils import atomic_write_json, atomic_write_text, check_int
 from .common import PeakMemory, git_commit, machine_description, run_in_child, timings
 
 __all__ = ["LMCase", "DEFAULT_VARIANTS", "DEFAULT_LENGTHS", "QUICK_VARIANTS", "QUICK_LENGTHS",
@@ -201,11 +202,8 @@ def growth(report: Dict) -> Dict[str, Dict[str, Dict]]:
             points = [(n, value(r)) for n, r in rows if "error" not in r]
             factors = [(v2 / v1) ** (1 / math.log2(n2 / n1)) if v1 > 0 else math.inf
                        for (n1, v1), (n2, v2) in zip(points, points[1:])]
-            flat = None
-            for i in range(len(factors), 0, -1):        # longest flat tail
-                if factors[i - 1] >= _FLAT:
-                    break
-                flat = points[i - 1][0]
+            tail = len(list(itertools.takewhile(lambda f: f < _FLAT, reversed(factors))))
+            flat = points[len(factors) - tail][0] if tail else None
             out[label][metric] = {"lengths": [n for n, _ in points],
                                   "values": [v for _, v in points], "factors": factors,
                                   "flat_from": flat}
@@ -356,11 +354,9 @@ def run_lm_bench(quick: bool, out: Optional[str], *, variants: Optional[Sequence
         plot_cost(report, plot)
     text = markdown(report)
     if out:
-        path = Path(out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        if path.suffix != ".json":
-            path.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
+        atomic_write_text(out, text)
+        if Path(out).suffix != ".json":
+            atomic_write_json(Path(out).with_suffix(".json"), report)
     return text
 
 
