@@ -281,7 +281,7 @@ def plot_cost(report: Dict, path) -> Path:
     """Each metric of :func:`growth` against L (log-log), one line per variant; writes a PNG."""
     from matplotlib import ticker
 
-    from ..plots import _pyplot, _save
+    from ..experiments.plots import _pyplot, _save
     fig, axes = _pyplot().subplots(2, 2, figsize=(10, 7.5), constrained_layout=True)
     units = ("µs / token", "peak MiB", "ms / token", "MiB")
     curves = growth(report)
