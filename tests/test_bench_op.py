@@ -1,5 +1,6 @@
-"""The operation benchmark (`translution bench op`): its baseline computes Translution, and a
-tiny suite runs every implementation in its own process and reports the issue's columns."""
+"""The operation benchmark (`translution bench op`): its baseline computes Translution, a tiny
+suite runs every implementation in its own process and reports the issue's columns, and the
+Dynamic MNIST models' training steps/s make a second table."""
 
 import pytest
 import torch
@@ -24,7 +25,7 @@ def test_bench_op_runs_each_implementation_in_its_own_process(monkeypatch):
     rate = bench.matmul_rate
     monkeypatch.setattr(bench, "matmul_rate", lambda: rate(sizes=(256,), repeats=1))
     case = bench.Case("grid:2,3:cls", dim=16, heads=2, dim_head=8, batch=2, rank=2, name="tiny")
-    report = bench.run_suite([case], repeats=1, progress=lambda _: None)
+    report = bench.run_suite([case], repeats=1, progress=lambda _: None, models=False)
     row = report["rows"][0]
     assert set(row["results"]) == set(bench.IMPLS)
     for impl, r in row["results"].items():
@@ -35,6 +36,20 @@ def test_bench_op_runs_each_implementation_in_its_own_process(monkeypatch):
     assert header.count("|") == rule.count("|") == line.count("|")
     assert line.startswith("| tiny: 2×3+cls | 2 | 16 (2 × 8) |")
     assert "F = " in line and "ops per layer call" in header and "% of matmul rate" in header
+    assert report["models"] == [] and "training steps/s" not in table
+
+
+def test_model_table_builds_the_dynamic_mnist_models():
+    from translution.experiments.dynamic_mnist import QUICK, build_model
+    rows = bench.train_steps_per_second(["ape"], batch=2, steps=1)
+    assert [(r["run_id"], r["label"], r["input_shape"]) for r in rows] == [
+        ("ape", QUICK.models["ape"]["label"], [2, 1, 42, 42])]
+    assert rows[0]["parameters"] == sum(p.numel() for p in build_model(QUICK, "ape").parameters())
+    assert rows[0]["steps_per_s"] > 0 and rows[0]["ms_per_step"] > 0
+    report = {"machine": "m", "commit": "c", "matmul_gflops": 1.0, "rows": [], "models": rows}
+    table = bench.markdown(report)
+    assert "| model (Dynamic MNIST main job) | parameters | training steps/s | ms/step |" in table
+    assert f"| {QUICK.models['ape']['label']} | {rows[0]['parameters']:,} |" in table
 
 
 def test_batched_layer_dispatches_fewer_ops_than_grouped():
@@ -55,3 +70,8 @@ def test_default_cases_include_the_issue_sizes():
     mnist = bench.default_cases()[0]
     assert (mnist.dim, mnist.heads, mnist.dim_head, mnist.batch) == (64, 4, 16, 128)
     assert len(bench.default_cases(quick=True)) == 2
+
+
+def test_a_failing_case_is_a_skipped_cell_not_a_crash():
+    result = bench.measure(bench.Case("hex:3", dim=8, heads=2), "sdpa", timeout=120)
+    assert result == {"skipped": "exit 1: ValueError: unknown benchmark layout 'hex:3'"}

@@ -1,44 +1,21 @@
 """Language-model cost across context lengths: training and cached generation, per attention kind.
 
-For a small GPT (default dim 128, depth 2, 2 heads × 64, vocabulary 256) built with
-``block_size = L`` for each context length ``L`` (default 256, 512, …, 4096) and each *variant*
-(default: RoPE attention, and Translution and α-Translution with ``max_distance=K`` for K in
-{32, 128}), it measures:
-
-* **training**: ``batch · L`` tokens divided by the time of one forward + backward pass (loss:
-  next-token cross-entropy; no optimiser step); the median of a few steps after one warm-up
-  step, or the warm-up step alone when it takes longer than ``slow_step_s``; peak memory of the
-  phase (parameters, activations, gradients);
-* **cached generation** (:meth:`GPT.decode <translution.models.GPT.decode>`, batch 1): a random
-  prompt fills the cache up to ``L − decode_tokens − 2`` positions (the prefill, timed on its
-  own), two warm-up tokens follow, then ``decode_tokens`` greedy tokens are timed one at a time
-  (the median step is reported), so the context at the timed steps is ≈ ``L``; the cache's size
-  (``DecodeCache.nbytes``) and the peak memory during those steps.
-
-Memory is the peak resident set of the process above its level before the model was built (CPU,
-Linux ``VmHWM``) or ``torch.cuda.max_memory_allocated`` (CUDA). By default every (variant, L,
-phase) runs in its own process, so each peak is its own. The report names the machine, torch
-version, git commit and command, says per variant from which ``L`` each cost stops growing, and
-draws cost against ``L`` (``--plot``, default next to ``--out``).
-
-Usage::
-
-    translution bench lm --out benchmarks/results/lm.md        # the full sweep (tens of minutes)
-    translution bench lm --quick                               # smoke run, seconds
-    translution bench lm --variant rope --variant translution:32 --length 256 --length 512
-
-or from Python: ``run_lm_bench(quick=True, out=None)`` returns the markdown report.
+A small GPT (``gpt_micro_<kind>``, ``block_size = L``) per variant (``kind`` or ``kind:K`` for
+``max_distance=K``) and context length ``L``: training tokens/s and peak memory (forward +
+backward, median step), cached-generation ms/token at context ≈ L, cache size and peak memory,
+one (variant, L, phase) per process; the growth of each cost per doubling of ``L`` and a plot.
+Command line: ``translution bench lm --help``; Python: ``run_lm_bench(quick=True, out=None)``.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import json
 import math
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -47,15 +24,14 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from .op import _peak_rss_bytes, _reset_peak_rss, git_commit, machine_description
+from ..utils import atomic_write_json, atomic_write_text, check_int
+from .common import PeakMemory, git_commit, machine_description, run_in_child, timings
 
 __all__ = ["LMCase", "DEFAULT_VARIANTS", "DEFAULT_LENGTHS", "QUICK_VARIANTS", "QUICK_LENGTHS",
            "parse_variant", "default_cases", "measure", "growth", "run_lm_bench", "markdown",
            "plot_cost", "main"]
 
-#: Attention kinds of ``gpt_micro_<kind>`` the benchmark can build.
 KINDS = ("ape", "rope", "bias", "translution", "alpha", "lor_rope", "hybrid")
-#: ``kind`` or ``kind:K`` (``max_distance=K``).
 DEFAULT_VARIANTS = ("rope", "translution:32", "translution:128", "alpha:32", "alpha:128")
 DEFAULT_LENGTHS = (256, 512, 1024, 2048, 4096)
 QUICK_VARIANTS = ("rope", "translution:4", "alpha:4")
@@ -73,41 +49,27 @@ def parse_variant(text: str) -> Tuple[str, Optional[int]]:
         raise ValueError(f"unknown attention kind {kind!r} in variant {text!r}; expected one of "
                          f"{list(KINDS)}, optionally with ':K' (max_distance), e.g. "
                          f"'translution:32'")
-    if not k:
-        return kind, None
-    if not k.isdigit():
+    if k and not k.isdigit():
         raise ValueError(f"max_distance in variant {text!r} must be a non-negative integer")
-    return kind, int(k)
+    return kind, int(k) if k else None
 
 
 @dataclass
 class LMCase:
-    """One benchmark configuration (one variant at one context length).
+    """One variant at one context length (generation always runs at batch 1)."""
 
-    Attributes:
-        kind: Attention kind of ``gpt_micro_<kind>``.
-        length: Context length ``L`` (``block_size``).
-        max_distance: ``K`` of the relative layers (``None``: unclipped).
-        dim, depth, heads, dim_head, vocab_size: The GPT.
-        batch: Training batch size (generation uses batch 1).
-        train_steps: Timed training steps (the median is reported).
-        slow_step_s: A warm-up step slower than this is the measurement (no further steps).
-        decode_tokens: Timed cached-generation steps (one token each).
-        device: ``"cpu"`` or ``"cuda"``.
-    """
-
-    kind: str
-    length: int
+    kind: str                       # attention kind of gpt_micro_<kind>
+    length: int                     # context length L (block_size)
     max_distance: Optional[int] = None
     dim: int = 128
     depth: int = 2
     heads: int = 2
     dim_head: int = 64
     vocab_size: int = 256
-    batch: int = 1
-    train_steps: int = 3
-    slow_step_s: float = 20.0
-    decode_tokens: int = 32
+    batch: int = 1                  # training batch
+    train_steps: int = 3            # timed training steps (median reported)
+    slow_step_s: float = 20.0       # a slower warm-up step is the measurement on its own
+    decode_tokens: int = 32         # timed cached-generation steps
     device: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -115,14 +77,9 @@ class LMCase:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
         for name in ("length", "dim", "depth", "heads", "dim_head", "vocab_size", "batch",
                      "train_steps", "decode_tokens"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
-        if self.max_distance is not None and (isinstance(self.max_distance, bool) or not
-                                              isinstance(self.max_distance, int)
-                                              or self.max_distance < 0):
-            raise ValueError(f"max_distance must be None or an int >= 0, "
-                             f"got {self.max_distance!r}")
+            check_int(name, getattr(self, name), minimum=1)
+        if self.max_distance is not None:
+            check_int("max_distance", self.max_distance, minimum=0)
         if self.length < self.decode_tokens + _WARM_TOKENS + 1:
             raise ValueError(f"length must be >= decode_tokens + {_WARM_TOKENS + 1} (a prompt, "
                              f"{_WARM_TOKENS} warm-up tokens, then the timed ones), got length "
@@ -142,17 +99,11 @@ def _label(kind: str, max_distance: Optional[int]) -> str:
 
 def default_cases(quick: bool = False, variants: Optional[Sequence[str]] = None,
                   lengths: Optional[Sequence[int]] = None, **options) -> List[LMCase]:
-    """Every variant at every length (``quick``: a tiny model at L = 32 and 64, K = 4).
-
-    Args:
-        quick: The smoke preset.
-        variants: ``kind`` or ``kind:K`` strings (default :data:`DEFAULT_VARIANTS`).
-        lengths: Context lengths (default :data:`DEFAULT_LENGTHS`).
-        **options: Further :class:`LMCase` fields (e.g. ``batch``, ``device``).
-    """
-    variants = [parse_variant(v) for v in (variants or (QUICK_VARIANTS if quick
-                                                        else DEFAULT_VARIANTS))]
-    lengths = tuple(lengths) if lengths else (QUICK_LENGTHS if quick else DEFAULT_LENGTHS)
+    """Every variant (``kind[:K]`` strings) at every length; ``options``: further
+    :class:`LMCase` fields. ``quick``: a tiny model at L = 32 and 64, K = 4."""
+    variants = [parse_variant(v) for v in variants or (QUICK_VARIANTS if quick
+                                                       else DEFAULT_VARIANTS)]
+    lengths = tuple(lengths or (QUICK_LENGTHS if quick else DEFAULT_LENGTHS))
     if quick:
         options = {**dict(dim=32, depth=2, heads=2, dim_head=16, vocab_size=64, batch=2,
                           train_steps=1, decode_tokens=4), **options}
@@ -168,127 +119,61 @@ def _build(case: LMCase):
                         max_distance=case.max_distance).to(case.device)
 
 
-class _Peak:
-    """Peak memory above the level at :meth:`reset` (CPU: process RSS; CUDA: allocator)."""
-
-    def __init__(self, device: str):
-        self.cuda = device == "cuda"
-        self.base = 0
-
-    def sync(self) -> None:
-        if self.cuda:
-            torch.cuda.synchronize()
-
-    def reset(self) -> None:
-        self.sync()
-        if self.cuda:
-            torch.cuda.reset_peak_memory_stats()
-            self.base = torch.cuda.memory_allocated()
-        else:
-            self.base = _reset_peak_rss()
-
-    def level(self) -> int:
-        """Memory in use now (CUDA) or the peak so far (CPU), bytes."""
-        return torch.cuda.memory_allocated() if self.cuda else _peak_rss_bytes()
-
-    def peak(self, base: Optional[int] = None) -> int:
-        """Peak bytes since the last :meth:`reset`, above ``base`` (default: that reset's)."""
-        self.sync()
-        top = torch.cuda.max_memory_allocated() if self.cuda else _peak_rss_bytes()
-        return max(0, top - (self.base if base is None else base))
-
-
-def _measure_train(case: LMCase) -> Dict:
-    memory = _Peak(case.device)
-    torch.randn(64, 64) @ torch.randn(64, 64)          # load the BLAS before the baseline
-    memory.reset()
-    base = memory.base
+def _measure_train(case: LMCase, memory: PeakMemory) -> Dict:
     model = _build(case).train()
-    g = torch.Generator().manual_seed(0)
-    x = torch.randint(0, case.vocab_size, (case.batch, case.length + 1), generator=g)
-    inputs, targets = x[:, :-1].to(case.device), x[:, 1:].to(case.device)
+    x = torch.randint(0, case.vocab_size, (case.batch, case.length + 1),
+                      generator=torch.Generator().manual_seed(0)).to(case.device)
 
-    def step() -> float:
-        memory.sync()
-        t0 = time.perf_counter()
-        logits = model(inputs)                                      # (B, L, V)
-        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
-        loss.backward()
-        memory.sync()
-        seconds = time.perf_counter() - t0
+    def step():
         model.zero_grad(set_to_none=True)
-        return seconds
+        logits = model(x[:, :-1])                                   # (B, L, V)
+        torch.nn.functional.cross_entropy(logits.flatten(0, 1), x[:, 1:].flatten()).backward()
 
-    first = step()
-    times = [first] if first > case.slow_step_s else [step() for _ in range(case.train_steps)]
-    seconds = statistics.median(times)
+    times = timings(step, 1, memory.sync)
+    slow = times[0] > case.slow_step_s
+    seconds = statistics.median(times if slow else timings(step, case.train_steps, memory.sync))
     return {"parameters": sum(p.numel() for p in model.parameters()),
-            "train_step_s": seconds, "train_warmup_only": first > case.slow_step_s,
+            "train_step_s": seconds, "train_warmup_only": slow,
             "train_tokens_per_s": case.batch * case.length / seconds,
-            "train_peak_bytes": memory.peak(base)}
+            "train_peak_bytes": max(0, memory.peak() - memory.base)}
 
 
 @torch.no_grad()
-def _measure_decode(case: LMCase) -> Dict:
-    memory = _Peak(case.device)
-    torch.randn(64, 64) @ torch.randn(64, 64)
-    memory.reset()
-    base = memory.base
+def _measure_decode(case: LMCase, memory: PeakMemory) -> Dict:
     model = _build(case).eval()
-    g = torch.Generator().manual_seed(1)
     prompt_len = case.length - case.decode_tokens - _WARM_TOKENS
-    prompt = torch.randint(0, case.vocab_size, (1, prompt_len), generator=g).to(case.device)
-    memory.sync()
-    t0 = time.perf_counter()
-    logits, cache = model.decode(prompt, capacity=case.length)
-    memory.sync()
-    prefill_s = time.perf_counter() - t0
-    prefill_peak = memory.peak(base)
+    prompt = torch.randint(0, case.vocab_size, (1, prompt_len),
+                           generator=torch.Generator().manual_seed(1)).to(case.device)
+    state = {}
+
+    def prefill():
+        state["logits"], state["cache"] = model.decode(prompt, capacity=case.length)
+
+    def next_token():
+        token = state["logits"][:, -1:].argmax(-1)
+        state["logits"], state["cache"] = model.decode(token, state["cache"])
+
+    (prefill_s,) = timings(prefill, 1, memory.sync)
+    prefill_peak = max(0, memory.peak() - memory.base)
     memory.reset()                                    # steady state: model + cache + one step
-    token = logits[:, -1:].argmax(-1)
-    for _ in range(_WARM_TOKENS):
-        logits, cache = model.decode(token, cache)
-        token = logits[:, -1:].argmax(-1)
-    times = []
-    for _ in range(case.decode_tokens):
-        memory.sync()
-        t0 = time.perf_counter()
-        logits, cache = model.decode(token, cache)
-        token = logits[:, -1:].argmax(-1)
-        memory.sync()
-        times.append(time.perf_counter() - t0)
+    timings(next_token, _WARM_TOKENS)
+    times = timings(next_token, case.decode_tokens, memory.sync)
     seconds = statistics.median(times)
     return {"prefill_s": prefill_s, "prefill_tokens": prompt_len,
             "prefill_peak_bytes": prefill_peak, "decode_token_s": times,
             "decode_tokens_per_s": 1 / seconds, "decode_ms_per_token": 1e3 * seconds,
-            "decode_peak_bytes": memory.peak(base), "cache_bytes": cache.nbytes(),
-            "context": cache.length}
+            "decode_peak_bytes": max(0, memory.peak() - memory.base),
+            "cache_bytes": state["cache"].nbytes(), "context": state["cache"].length}
 
 
 def measure(case: LMCase, phase: str) -> Dict:
     """Measure one phase (``"train"`` or ``"decode"``) of one configuration in this process."""
     if phase not in PHASES:
         raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
-    return _measure_train(case) if phase == "train" else _measure_decode(case)
+    return (_measure_train if phase == "train" else _measure_decode)(case, PeakMemory(case.device))
 
 
-def _measure_in_child(case: LMCase, phase: str, threads: Optional[int],
-                      timeout: Optional[float]) -> Dict:
-    cmd = [sys.executable, "-m", "translution.bench.lm", "--child",
-           json.dumps({"case": asdict(case), "phase": phase})]
-    if threads:
-        cmd += ["--threads", str(threads)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"error": f"{phase}: timed out after {timeout:g} s"}
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
-        return {"error": f"{phase}: exit {proc.returncode}: {tail}"}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-#: Growth metrics: name → (value of a result, unit label for the plot).
+#: Growth metrics: name → value of a result.
 _METRICS = {
     "train time/token": lambda r: 1e6 / r["train_tokens_per_s"],
     "train memory": lambda r: r["train_peak_bytes"] / _MIB,
@@ -307,14 +192,9 @@ def _series(report: Dict) -> Dict[str, List[Tuple[int, Dict]]]:
 
 
 def growth(report: Dict) -> Dict[str, Dict[str, Dict]]:
-    """Per variant and metric of :data:`_METRICS`: the factor by which the metric grows per
-    doubling of ``L`` between consecutive lengths, and ``flat_from``: the smallest ``L`` from
-    which every further factor is below ×1.25 (``None``: still growing at the largest ``L``).
-
-    Returns:
-        ``{variant: {metric: {"lengths": [L…], "values": [v…], "factors": [f…],
-        "flat_from": L or None}}}`` (lengths with an error are left out).
-    """
+    """``{variant: {metric: {"lengths", "values", "factors", "flat_from"}}}``: each metric's growth
+    factor per doubling of ``L`` between consecutive lengths (errors left out) and the smallest
+    ``L`` from which every further factor is below ×1.25 (``None``: still growing)."""
     out = {}
     for label, rows in _series(report).items():
         out[label] = {}
@@ -322,11 +202,8 @@ def growth(report: Dict) -> Dict[str, Dict[str, Dict]]:
             points = [(n, value(r)) for n, r in rows if "error" not in r]
             factors = [(v2 / v1) ** (1 / math.log2(n2 / n1)) if v1 > 0 else math.inf
                        for (n1, v1), (n2, v2) in zip(points, points[1:])]
-            flat = None
-            for i in range(len(factors), 0, -1):        # longest flat tail
-                if factors[i - 1] >= _FLAT:
-                    break
-                flat = points[i - 1][0]
+            tail = len(list(itertools.takewhile(lambda f: f < _FLAT, reversed(factors))))
+            flat = points[len(factors) - tail][0] if tail else None
             out[label][metric] = {"lengths": [n for n, _ in points],
                                   "values": [v for _, v in points], "factors": factors,
                                   "flat_from": flat}
@@ -337,7 +214,7 @@ def _mib(nbytes: float) -> str:
     return f"{nbytes / _MIB:,.0f}" if nbytes >= 10 * _MIB else f"{nbytes / _MIB:,.1f}"
 
 
-def _results_table(report: Dict) -> List[str]:
+def _tables(report: Dict) -> List[str]:
     lines = ["| attention | L | parameters | train tokens/s | train peak MiB | "
              "decode tokens/s | decode ms/token | cache MiB | decode peak MiB |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -352,45 +229,21 @@ def _results_table(report: Dict) -> List[str]:
                 f"{_mib(r['train_peak_bytes'])} | {r['decode_tokens_per_s']:,.1f} | "
                 f"{r['decode_ms_per_token']:.2f} | {_mib(r['cache_bytes'])} | "
                 f"{_mib(r['decode_peak_bytes'])} |")
-    return lines
-
-
-def _growth_table(report: Dict) -> List[str]:
-    lines = ["| attention | " + " | ".join(_METRICS) + " | stops growing (time/token) |",
-             "|---|" + "---|" * (len(_METRICS) + 1)]
+    lines += ["", "Growth per doubling of L (cost at 2L / cost at L, between consecutive lengths; "
+              f"×1 = flat, ×2 = ∝ L). \"Stops growing\": every further factor is below ×{_FLAT}.",
+              "", "| attention | " + " | ".join(_METRICS) + " | stops growing (time/token) |",
+              "|---|" + "---|" * (len(_METRICS) + 1)]
     for label, metrics in growth(report).items():
         cells = [" ".join(f"×{f:.2f}" for f in m["factors"]) or "—" for m in metrics.values()]
         verdict = []
         for phase in ("train", "decode"):
             m = metrics[f"{phase} time/token"]
-            if not m["factors"]:
-                continue
-            where = (f"from L = {m['flat_from']}" if m["flat_from"] is not None
-                     else f"still ×{m['factors'][-1]:.2f} at L = {m['lengths'][-1]}")
-            verdict.append(f"{phase} {where}")
+            if m["factors"]:
+                verdict.append(f"{phase} " + (
+                    f"from L = {m['flat_from']}" if m["flat_from"] is not None
+                    else f"still ×{m['factors'][-1]:.2f} at L = {m['lengths'][-1]}"))
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {'; '.join(verdict) or '—'} |")
     return lines
-
-
-_WHY = """\
-**Why.** *Bank size:* with `max_distance=K` a causal Translution layer holds K+1 slots per
-relative projection (3·(K+1)·C·C' parameters), α-Translution K+1 matrices R×R: neither depends
-on L, so the parameter count is flat and one model runs at any L. *Training:* every variant
-computes the causal B·heads·L² scores and their softmax, so time per token grows ∝ L (memory
-∝ L²) once they outweigh the L-independent projections and MLP. Translution's exact grouped
-backend also runs one projection GEMM per offset (L offsets of L−d rows each), and the offsets
-beyond K re-project their rows with the shared slot-K weight, so its training time per token
-grows ∝ L·C·C' from the start, as without clipping: clipping bounds the parameters, not the
-training FLOPs (projecting once with the slot-K weights and computing the far pairs as one
-masked attention would make the far part cost what RoPE's attention costs). α-Translution does
-the same at width R = heads·r. *Cached decoding:* per new token RoPE scores and mixes its L
-cached keys and values, O(L·C'). Translution-K projects the new token and its K nearest
-partners through the K+1 near slots, O(K·C·C') whatever L is; every partner further than K
-shares slot K, whose projection x_j·W[K] is cached once per position, so only the O(L·C')
-scores and mix grow with L, as in RoPE: the time per token stays flat while K·C·C' (and the
-fixed per-step overhead) outweighs L·C', then grows like RoPE's (unclipped it would be
-O(L·C·C')). The cache grows ∝ L for every variant (Translution keeps the inputs x_j and the far
-projections, RoPE the keys and values)."""
 
 
 def markdown(report: Dict) -> str:
@@ -415,10 +268,9 @@ def markdown(report: Dict) -> str:
         + "; decode peak = model + cache + one step. "
         + ("One configuration and phase per process." if report["isolated"]
            else "All configurations in one process (memory peaks are indicative only)."),
-        "", *_results_table(report), "",
-        "Growth per doubling of L (cost at 2L / cost at L, between consecutive lengths; ×1 = "
-        f"flat, ×2 = ∝ L). \"Stops growing\": every further factor is below ×{_FLAT}.", "",
-        *_growth_table(report), "", _WHY, "",
+        "", *_tables(report), "",
+        "**Why.** Why each cost grows with L or stops growing: `benchmarks/README.md`, section 2, "
+        "\"Reading the table\".", "",
         f"Total benchmark time: {report['seconds']:.0f} s."]
     if report.get("plot"):
         lines.append(f"Plot: `{report['plot']}`.")
@@ -426,26 +278,22 @@ def markdown(report: Dict) -> str:
 
 
 def plot_cost(report: Dict, path) -> Path:
-    """Cost against L (log-log), one line per variant: training time per token, training peak
-    memory, decode time per token, cache size. Writes a PNG; needs matplotlib."""
-    from ..plots import _pyplot, _save
-    plt = _pyplot()
+    """Each metric of :func:`growth` against L (log-log), one line per variant; writes a PNG."""
     from matplotlib import ticker
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7.5), constrained_layout=True)
-    units = {"train time/token": "µs / token", "train memory": "peak MiB",
-             "decode time/token": "ms / token", "cache": "MiB"}
-    for ax, metric in zip(axes.flat, _METRICS):
-        for label, metrics in growth(report).items():
-            m = metrics[metric]
-            if m["lengths"]:
-                ax.plot(m["lengths"], m["values"], marker="o", label=label)
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        lengths = sorted({n for ms in growth(report).values() for n in ms[metric]["lengths"]})
+
+    from ..experiments.plots import _pyplot, _save
+    fig, axes = _pyplot().subplots(2, 2, figsize=(10, 7.5), constrained_layout=True)
+    units = ("µs / token", "peak MiB", "ms / token", "MiB")
+    curves = growth(report)
+    for ax, metric, unit in zip(axes.flat, _METRICS, units):
+        for label, metrics in curves.items():
+            if metrics[metric]["lengths"]:
+                ax.plot(metrics[metric]["lengths"], metrics[metric]["values"], marker="o",
+                        label=label)
+        lengths = sorted({n for m in curves.values() for n in m[metric]["lengths"]})
+        ax.set(xscale="log", yscale="log", xlabel="context length L", ylabel=unit)
         ax.set_xticks(lengths, [str(n) for n in lengths])
         ax.xaxis.set_minor_locator(ticker.NullLocator())
-        ax.set_xlabel("context length L")
-        ax.set_ylabel(units[metric])
         ax.set_title(metric, fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
     axes.flat[0].legend(fontsize=8)
@@ -454,31 +302,18 @@ def plot_cost(report: Dict, path) -> Path:
     return _save(fig, path)
 
 
-def _default_command() -> str:
-    argv = list(sys.argv) or ["?"]
-    if argv[0].endswith(".py"):
-        return "python " + shlex.join(argv)
-    return shlex.join([Path(argv[0]).name] + argv[1:])
-
-
-def _progress_line(case: LMCase, result: Dict) -> str:
-    head = f"{case.variant:>18} L={case.length:<5} "
-    if "error" in result:
-        return head + result["error"]
-    return head + (f"train {result['train_tokens_per_s']:,.0f} tok/s, "
-                   f"{_mib(result['train_peak_bytes'])} MiB; decode "
-                   f"{result['decode_ms_per_token']:.2f} ms/token, cache "
-                   f"{_mib(result['cache_bytes'])} MiB")
-
-
 def _run_case(case: LMCase, isolate: bool, threads: Optional[int],
               timeout: Optional[float]) -> Dict:
     result: Dict = {}
     for phase in PHASES:
-        part = (_measure_in_child(case, phase, threads, timeout) if isolate
-                else measure(case, phase))
+        if not isolate:
+            result.update(measure(case, phase))
+            continue
+        job = json.dumps({"case": asdict(case), "phase": phase})
+        part = run_in_child(["translution.bench.lm", "--child", job]
+                            + (["--threads", str(threads)] if threads else []), timeout)
         if "error" in part:
-            return part
+            return {"error": f"{phase}: {part['error']}"}
         result.update(part)
     return result
 
@@ -489,28 +324,10 @@ def run_lm_bench(quick: bool, out: Optional[str], *, variants: Optional[Sequence
                  command: Optional[str] = None, plot: Optional[str] = None,
                  progress: Callable[[str], None] = functools.partial(print, flush=True),
                  **options) -> str:
-    """Run the benchmark and return the markdown report (also written to ``out``).
-
-    Args:
-        quick: The smoke preset (a tiny model at L = 32 and 64; seconds).
-        out: Markdown file to write (its ``.json`` sibling gets the raw numbers, its ``.png``
-            sibling the plot unless ``plot`` says otherwise); ``None`` writes nothing.
-        variants: ``kind`` or ``kind:K`` strings (default :data:`DEFAULT_VARIANTS`).
-        lengths: Context lengths (default :data:`DEFAULT_LENGTHS`).
-        isolate: One process per configuration and phase (default: True, except in quick mode).
-        threads: ``torch.set_num_threads`` for the measurements (``None``: torch's default).
-        timeout: Seconds allowed per isolated phase.
-        command: The command line to print in the report (default: from ``sys.argv``).
-        plot: PNG to draw (default: next to ``out``; ``""``: no plot).
-        progress: Called with one line per configuration.
-        **options: Further :class:`LMCase` fields (``batch``, ``decode_tokens``, ``device``…).
-
-    Returns:
-        The markdown report.
-
-    Raises:
-        ValueError: An unknown variant, a bad length or option.
-    """
+    """Run the benchmark; return the markdown report, also written to ``out`` with the raw
+    numbers in its ``.json`` sibling and the plot in ``plot`` (default: its ``.png`` sibling;
+    ``""``: none). ``isolate`` (default: unless ``quick``): one process per case and phase;
+    ``timeout``: seconds per such process; ``options``: :class:`LMCase` fields."""
     cases = default_cases(quick, variants, lengths, **options)
     isolate = (not quick) if isolate is None else isolate
     t0 = time.perf_counter()
@@ -520,30 +337,31 @@ def run_lm_bench(quick: bool, out: Optional[str], *, variants: Optional[Sequence
         if threads and not isolate:
             torch.set_num_threads(threads)
         for case in cases:
-            result = _run_case(case, isolate, threads, timeout)
-            rows.append({"case": asdict(case), "result": result})
-            progress(_progress_line(case, result))
+            r = _run_case(case, isolate, threads, timeout)
+            rows.append({"case": asdict(case), "result": r})
+            progress(f"{case.variant:>18} L={case.length:<5} " + (r["error"] if "error" in r else
+                     f"train {r['train_tokens_per_s']:,.0f} tok/s, {_mib(r['train_peak_bytes'])} "
+                     f"MiB; decode {r['decode_ms_per_token']:.2f} ms/token, cache "
+                     f"{_mib(r['cache_bytes'])} MiB"))
     finally:
         torch.set_num_threads(old_threads)
     if plot is None and out:
         plot = str(Path(out).with_suffix(".png"))
     report = {"machine": machine_description(threads), "commit": git_commit(),
-              "command": command or _default_command(), "isolated": isolate,
+              "command": command or shlex.join(sys.argv), "isolated": isolate,
               "seconds": time.perf_counter() - t0, "cases": rows, "plot": plot or None}
     if plot:
         plot_cost(report, plot)
     text = markdown(report)
     if out:
-        path = Path(out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        if path.suffix != ".json":
-            path.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
+        atomic_write_text(out, text)
+        if Path(out).suffix != ".json":
+            atomic_write_json(Path(out).with_suffix(".json"), report)
     return text
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Command line entry point (see the module docstring)."""
+    """Command line entry point (``translution bench lm``)."""
     parser = argparse.ArgumentParser(prog="translution bench lm",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (seconds)")
@@ -571,16 +389,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         job = json.loads(args.child)
         print(json.dumps(measure(LMCase(**job["case"]), job["phase"])))
         return 0
-    options = {name: value for name, value in (("batch", args.batch),
-                                               ("decode_tokens", args.decode_tokens),
-                                               ("device", args.device)) if value is not None}
+    options = {name: getattr(args, name) for name in ("batch", "decode_tokens", "device")
+               if getattr(args, name) is not None}
     argv_used = sys.argv[1:] if argv is None else argv
     text = run_lm_bench(args.quick, args.out, variants=args.variant, lengths=args.length,
                         isolate=False if args.no_isolate else None, threads=args.threads,
                         timeout=args.timeout, plot=args.plot,
                         command="translution bench lm " + shlex.join(argv_used), **options)
-    print()
-    print(text)
+    print(f"\n{text}")
     if args.out:
         print(f"wrote {args.out}")
     return 0

@@ -1,36 +1,23 @@
-"""Operation benchmark: forward+backward time, peak memory and dispatched ops of one layer.
-
-Compares, side by side and one configuration per process (so peak memory is the process's own):
-
-* ``paper``: the gathered-weight algorithm of the paper's code (every pair's weight gathered into
-  an ``N×N×C×C'`` tensor and broadcast against the batch) — kept here as the baseline only;
-* ``grouped`` / ``batched``: :class:`translution.Translution` on that backend;
-* ``alpha``: :class:`translution.AlphaTranslution` (rank ``r``) on the default backend;
-* ``sdpa``: standard attention (:class:`translution.SelfAttention`,
-  ``scaled_dot_product_attention``).
-
-Also measures the machine's dense fp32 matmul rate (so Translution's projection throughput can be
-reported as a share of it), the ops one layer call dispatches (a ``TorchDispatchMode`` count) and
-α's FLOP ratio ``F`` to attention (``FlopCounterMode``, forward). Used by ``translution bench op``
-and ``benchmarks/bench_op.py``.
-"""
+"""Operation benchmark (``translution bench op``): forward+backward time, peak memory and
+dispatched ops of one layer, one configuration per process: ``paper`` (the paper code's
+gathered-weight algorithm, baseline only), Translution on the ``grouped`` / ``batched`` backends,
+``alpha`` (α-Translution, rank ``r``) and ``sdpa`` (standard attention). Also the machine's dense
+fp32 matmul rate, α's FLOP ratio ``F`` to attention, and training steps/s of the Dynamic MNIST
+main job's models."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import platform
-import resource
-import subprocess
+import statistics
 import sys
-import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+
+from .common import PeakMemory, git_commit, machine_description, run_in_child, timings
 
 IMPLS = ("paper", "grouped", "batched", "alpha", "sdpa")
 TRANSLUTION_IMPLS = ("grouped", "batched")        # Translution on that backend
@@ -90,59 +77,20 @@ def paper_memory_estimate(case: Case) -> float:
 def useful_projection_flops(case: Case, impl: str) -> float:
     """FLOPs of the relative projections in forward (×1) and backward (×2), no recompute:
     ``3 · 2·B·P·C·C'`` per relative projection (P = attended pairs)."""
-    layout = case.build_layout()
-    inner = case.heads * case.dim_head
-    if impl == "alpha":
-        width = case.heads * case.rank
-        return 3 * 3 * 2.0 * case.batch * layout.num_pairs * width * width
-    return 3 * 3 * 2.0 * case.batch * layout.num_pairs * case.dim * inner
+    c_in, c_out = ((case.heads * case.rank,) * 2 if impl == "alpha"
+                   else (case.dim, case.heads * case.dim_head))
+    return 3 * 3 * 2.0 * case.batch * case.build_layout().num_pairs * c_in * c_out
 
 
 def matmul_rate(sizes=(1024, 2048, 4096), repeats: int = 5) -> float:
-    """Dense fp32 matmul GFLOP/s of this machine: the best rate over square ``sizes``, each the
-    best of ``repeats`` after a warm-up."""
-    best_rate = 0.0
+    """Dense fp32 matmul GFLOP/s of this machine: the best over square ``sizes``, each timed
+    ``repeats`` times after a warm-up."""
+    rates = []
     for size in sizes:
         a, b = torch.randn(size, size), torch.randn(size, size)
-        a @ b
-        best = float("inf")
-        for _ in range(repeats):
-            t = time.perf_counter()
-            a @ b
-            best = min(best, time.perf_counter() - t)
-        best_rate = max(best_rate, 2.0 * size ** 3 / best / 1e9)
-    return best_rate
-
-
-def _status_bytes(field_name: str) -> Optional[int]:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field_name + ":"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def _reset_peak_rss() -> int:
-    """Reset the kernel's peak-RSS counter (Linux) and return the current RSS in bytes."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
-    current = _status_bytes("VmRSS")
-    return current if current is not None else _peak_rss_bytes()
-
-
-def _peak_rss_bytes() -> int:
-    """Peak resident memory of this process since the last reset (``VmHWM``; ru_maxrss elsewhere)."""
-    peak = _status_bytes("VmHWM")
-    if peak is not None:
-        return peak
-    scale = 1 if sys.platform == "darwin" else 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+        seconds = min(timings(lambda: a @ b, repeats + 1)[1:])
+        rates.append(2.0 * size ** 3 / seconds / 1e9)
+    return max(rates)
 
 
 class OpCounter(TorchDispatchMode):
@@ -179,10 +127,9 @@ def build_layer(case: Case, impl: str):
 
 
 def flop_ratios(case: Case) -> Dict[str, float]:
-    """α-Translution's forward FLOPs (exact ``grouped`` backend) over standard attention's, by
-    ``FlopCounterMode``: ``"F"`` as issue 7 defines it (the counter has no formula for the CPU
-    flash-attention kernel, so attention's core is not counted) and ``"F_core"`` with the core
-    counted (attention through the math SDPA path)."""
+    """α-Translution's forward FLOPs (``grouped`` backend) over attention's (``FlopCounterMode``):
+    ``"F"`` without attention's CPU flash kernel (uncounted, as issue 7 defines F), ``"F_core"``
+    with it (attention through the math SDPA path)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
     torch.manual_seed(0)
@@ -200,15 +147,12 @@ def flop_ratios(case: Case) -> Dict[str, float]:
 
 
 def run_one(case: Case, impl: str, repeats: int = 3, warmup: int = 1) -> Dict:
-    """Time forward+backward of one layer in this process.
-
-    Returns seconds (best of ``repeats``), ``peak_rss`` (peak resident bytes of the process while
-    the layer is built and run), ``base_rss`` (resident bytes just before: torch itself) and
-    ``ops`` (ops one forward+backward dispatches)."""
+    """Time forward+backward of one layer in this process: ``seconds`` (best of ``repeats``),
+    ``peak_rss`` (the process's peak resident bytes while the layer is built and run),
+    ``base_rss`` (resident bytes just before: torch itself), ``ops`` (ops one call dispatches)."""
     torch.manual_seed(0)
     layout = case.build_layout()
-    torch.randn(64, 64) @ torch.randn(64, 64)          # load the BLAS before the baseline
-    base_rss = _reset_peak_rss()
+    memory = PeakMemory()
     layer = build_layer(case, impl)
     x = torch.randn(case.batch, layout.num_tokens, case.dim, requires_grad=True)
 
@@ -220,16 +164,9 @@ def run_one(case: Case, impl: str, repeats: int = 3, warmup: int = 1) -> Dict:
             y = layer(x)
         y.sum().backward()
 
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t)
-    peak = _peak_rss_bytes()
-    return {"seconds": min(times), "times": times, "peak_rss": peak, "base_rss": base_rss,
-            "ops": count_ops(step)}
+    times = timings(step, warmup + repeats)[warmup:]
+    return {"seconds": min(times), "times": times, "peak_rss": memory.peak(),
+            "base_rss": memory.base, "ops": count_ops(step)}
 
 
 def measure(case: Case, impl: str, repeats: int = 3, memory_limit: float = 14e9,
@@ -237,16 +174,37 @@ def measure(case: Case, impl: str, repeats: int = 3, memory_limit: float = 14e9,
     """Run :func:`run_one` in a fresh process (so peak memory is this case's alone)."""
     if impl == "paper" and paper_memory_estimate(case) > memory_limit:
         return {"skipped": f"needs ≈{paper_memory_estimate(case) / 1e9:.0f} GB"}
-    payload = json.dumps({"case": asdict(case), "impl": impl, "repeats": repeats})
-    cmd = [sys.executable, "-m", "translution.bench.op", payload]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"skipped": f"timed out after {timeout:.0f} s"}
-    if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-        return {"skipped": f"failed: {tail[0][:120]}"}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    job = json.dumps({"case": asdict(case), "impl": impl, "repeats": repeats})
+    result = run_in_child(["translution.bench.op", job], timeout)
+    return {"skipped": result["error"]} if "error" in result else result
+
+
+def train_steps_per_second(run_ids: Optional[Sequence[str]] = None, batch: int = 64,
+                           steps: int = 3) -> List[Dict]:
+    """Training steps/s (forward + backward + AdamW step, median of ``steps`` after a warm-up)
+    of the Dynamic MNIST main job's models (default: all of ``QUICK.models``), built as the
+    experiment builds them, on random ``(batch, 1, canvas, canvas)`` images."""
+    from ..experiments.dynamic_mnist import QUICK, build_model
+    rows = []
+    for run_id in run_ids or QUICK.models:
+        torch.manual_seed(0)
+        model = build_model(QUICK, run_id).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=QUICK.lr,
+                                      weight_decay=QUICK.weight_decay)
+        canvas = QUICK.arm_canvas(run_id)
+        x, y = torch.randn(batch, 1, canvas, canvas), torch.randint(0, 10, (batch,))
+
+        def step():
+            optimizer.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+
+        seconds = statistics.median(timings(step, 1 + steps)[1:])
+        rows.append({"run_id": run_id, "label": QUICK.models[run_id]["label"],
+                     "parameters": sum(p.numel() for p in model.parameters()),
+                     "input_shape": list(x.shape), "steps": steps,
+                     "steps_per_s": 1 / seconds, "ms_per_step": 1e3 * seconds})
+    return rows
 
 
 def default_cases(quick: bool = False) -> List[Case]:
@@ -260,44 +218,17 @@ def default_cases(quick: bool = False) -> List[Case]:
     return jobs + grids + seqs
 
 
-def machine_description(threads: Optional[int] = None) -> str:
-    """CPU model, core count, torch version and threads, Python version."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [l.split(":", 1)[1].strip() for l in f if l.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    return (f"{cpu}, {os.cpu_count()} CPUs, torch {torch.__version__} "
-            f"({threads or torch.get_num_threads()} threads), Python {platform.python_version()}")
-
-
-def git_commit() -> str:
-    """Short commit of the working tree (``+ uncommitted changes`` when tracked files differ)."""
-    cwd = Path(__file__).resolve().parent
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=cwd,
-                             capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=cwd, capture_output=True, text=True, check=True).stdout
-        return sha + (" + uncommitted changes" if dirty.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def run_suite(cases: List[Case], impls=IMPLS, repeats: int = 3, memory_limit: float = 14e9,
-              progress=print) -> Dict:
-    """Measure every case × implementation; returns a JSON-able dict (see :func:`markdown`)."""
+              progress=print, models: bool = True) -> Dict:
+    """Measure every case × implementation, and with ``models`` the Dynamic MNIST models'
+    training steps/s (:func:`train_steps_per_second`); a JSON-able dict (see :func:`markdown`)."""
     rate = matmul_rate()
     rows = []
     for case in cases:
         row = {"case": asdict(case), "label": case.label, "results": {}}
-        if "alpha" in impls and case.rank > 0:
+        if "alpha" in impls:
             row["alpha_flop_ratio"] = flop_ratios(case)
         for impl in impls:
-            if impl == "alpha" and case.rank <= 0:
-                continue
             result = measure(case, impl, repeats, memory_limit)
             if "seconds" in result and impl in TRANSLUTION_IMPLS + ("alpha",):
                 flops = useful_projection_flops(case, impl)
@@ -307,8 +238,11 @@ def run_suite(cases: List[Case], impls=IMPLS, repeats: int = 3, memory_limit: fl
                 f"{result['seconds']:.3f} s, peak {result['peak_rss'] / 1e9:.2f} GB, "
                 f"{result['ops']} ops" if "seconds" in result else result["skipped"]))
         rows.append(row)
+    model_rows = train_steps_per_second() if models else []
+    for m in model_rows:
+        progress(f"{m['label']:>30}: {m['steps_per_s']:.2f} training steps/s")
     return {"machine": machine_description(), "commit": git_commit(), "matmul_gflops": rate,
-            "rows": rows}
+            "rows": rows, "models": model_rows}
 
 
 def _cell(r: Dict, memory: bool = True) -> str:
@@ -359,14 +293,18 @@ def markdown(report: Dict) -> str:
               "relative projections' useful work (forward + two backward GEMMs, 3 × 2·B·P·C·C' "
               "each; recomputation not counted) per second, over the dense matmul rate. Ops: "
               "dispatched by one forward + backward (`TorchDispatchMode` count)."]
+    if report.get("models"):
+        lines += ["", "| model (Dynamic MNIST main job) | parameters | training steps/s | "
+                  "ms/step |", "|---|---|---|---|"]
+        lines += [f"| {m['label']} | {m['parameters']:,} | {m['steps_per_s']:.2f} | "
+                  f"{m['ms_per_step']:.1f} |" for m in report["models"]]
+        m = report["models"][0]
+        lines += ["", "Models: built by the experiment's `build_model(QUICK, run_id)`; a training "
+                  "step = forward + backward + AdamW step on random inputs of shape "
+                  f"{tuple(m['input_shape'])}, the median of {m['steps']} after a warm-up."]
     return "\n".join(lines)
 
 
-def _child(payload: str) -> None:
-    spec = json.loads(payload)
-    result = run_one(Case(**spec["case"]), spec["impl"], spec["repeats"])
-    print(json.dumps(result))
-
-
 if __name__ == "__main__":
-    _child(sys.argv[1])
+    job = json.loads(sys.argv[1])
+    print(json.dumps(run_one(Case(**job["case"]), job["impl"], job["repeats"])))
