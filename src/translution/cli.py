@@ -14,7 +14,7 @@ def _bench_op(args) -> int:
     cases = bench.default_cases(quick=args.quick)
     impls = tuple(args.impl) if args.impl else bench.IMPLS
     report = bench.run_suite(cases, impls=impls, repeats=args.repeats,
-                             memory_limit=args.paper_memory_limit * 1e9)
+                             memory_limit=args.paper_memory_limit * 1e9, models=not args.quick)
     table = bench.markdown(report)
     print()
     print(table)
@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
     op = bench_sub.add_parser("op", help="time and peak memory of one layer, forward+backward")
-    op.add_argument("--quick", action="store_true", help="two small configurations only")
+    op.add_argument("--quick", action="store_true", help="two small configurations only, no model table")
     op.add_argument("--impl", action="append",
                     choices=["paper", "grouped", "batched", "alpha", "sdpa"],
                     help="implementations to run (repeatable; default all)")
