@@ -1,16 +1,9 @@
 """The training loop of classification and language modelling: :func:`fit` runs a :class:`Trainer`.
 
-Training is step-based: global step ``s`` is batch ``s % steps_per_epoch`` of epoch
-``s // steps_per_epoch``, so a run can stop and resume anywhere. Everything that decides the next
-step (weights, optimiser, learning rate, random generators, the batch, the logging window) is
-checkpointed or a function of the step, so on CPU a resumed run repeats the per-step losses of
-an uninterrupted one bit for bit. A run ends after ``train.max_steps`` (or ``train.epochs``)
-steps or once ``train.time_budget_s`` of training time is spent (summed over resumes; evaluation
-and checkpoints not counted).
-
-Files in ``out_dir`` (rank 0): ``config.yaml`` (the resolved RunConfig), ``metrics.jsonl`` (one
-record per training log or evaluation; ``"set"`` names the evaluation set), ``last.pt`` (the one
-before kept as ``prev.pt``), ``best.pt``, and ``metrics_*.csv`` with ``train.csv``.
+Step-based: global step ``s`` is batch ``s % steps_per_epoch`` of epoch ``s // steps_per_epoch``,
+and everything deciding the next step is checkpointed or a function of ``s``, so on CPU a resumed
+run repeats an uninterrupted one bit for bit. Rank 0 writes ``config.yaml``, ``metrics.jsonl``,
+``last.pt`` (the one before as ``prev.pt``), ``best.pt`` and, with ``train.csv``, CSV files.
 """
 
 from __future__ import annotations
@@ -23,7 +16,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -109,8 +102,8 @@ def _resolve_best(task: Task, metric: str | None, mode: str) -> tuple[str, str]:
 
 def _restore(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
              schedule: LRSchedule, rank: int, optim_name: str) -> dict[str, Any]:
-    """Load a checkpoint into the live objects, keeping (and logging) the optimiser settings of
-    the new config; refuse a checkpoint of another optimiser."""
+    """Load a checkpoint into the live objects, keeping (and logging) the new config's optimiser
+    settings; a checkpoint of another optimiser is refused."""
     fresh = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
     fresh_base = list(schedule.base_lrs)
     obj = load_checkpoint(path, model, optimizer, schedule, rank=rank, restore_rng=True)
@@ -138,11 +131,8 @@ def _restore(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
 
 
 class Trainer:
-    """One training run; :meth:`run` trains (resuming when asked) and returns a summary.
-
-    Arguments are those of :func:`fit`, with ``eval_sets`` a mapping name → batches
-    (``{None: batches}``: one unnamed set, whose records carry no ``"set"`` key).
-    """
+    """One training run (the arguments of :func:`fit`, ``eval_sets`` a mapping name → batches;
+    ``{None: batches}``: one unnamed set); :meth:`run` trains and returns a summary."""
 
     def __init__(self, model: nn.Module, task: Task, train_batches: BatchSource,
                  config: RunConfig, eval_sets: Mapping[str | None, Any], *,
@@ -194,6 +184,12 @@ class Trainer:
     def elapsed(self) -> float:
         """Training seconds so far (summed over resumes; evaluation and checkpoints excluded)."""
         return self.base_elapsed + self.wall.seconds - self.paused.seconds
+
+    def check_budget(self) -> bool:
+        """Note (in ``budget_spent``) and return whether ``train.time_budget_s`` is spent."""
+        budget = self.tc.time_budget_s
+        self.budget_spent = budget is not None and self.elapsed() >= budget
+        return self.budget_spent
 
     def emit(self, event: dict[str, Any]) -> None:
         for cb in self.callbacks:
@@ -333,9 +329,7 @@ class Trainer:
     def after_step(self, lr: float) -> bool:
         """Log, evaluate and checkpoint as configured; ``True`` ends the current epoch pass."""
         tc, step = self.tc, self.step
-        budget = tc.time_budget_s
-        self.budget_spent = budget is not None and self.elapsed() >= budget
-        final = step >= self.total_steps or self.budget_spent
+        final = self.check_budget() or step >= self.total_steps
         epoch_done, n_epochs = step % self.steps_per_epoch == 0, step // self.steps_per_epoch
         self.stopped = self.stop_after_steps is not None and \
             self.run_steps >= self.stop_after_steps
@@ -374,8 +368,7 @@ class Trainer:
         """Resume if asked, train to the end (steps or time budget), return :meth:`summary`."""
         self._resume()
         self._open_outputs()
-        budget = self.tc.time_budget_s
-        self.budget_spent = budget is not None and self.elapsed() >= budget
+        self.check_budget()
         self.window.start = self.elapsed()
         try:
             with self.wall:
@@ -391,10 +384,7 @@ class Trainer:
         return self.summary()
 
     def summary(self) -> dict[str, Any]:
-        """``steps``, ``total_steps``, ``epochs``, ``seconds`` (training time), ``parameters``,
-        ``train`` (last record), ``eval`` (last metrics of the first set), ``evals`` (all
-        sets), ``best``, ``stopped_early``, ``budget_spent``, ``resumed_from_step``,
-        ``out_dir``, ``world_size``."""
+        """The run so far: ``train`` is the last record, ``eval`` the first set's last metrics."""
         return {
             "steps": self.step, "total_steps": self.total_steps,
             "epochs": self.step / self.steps_per_epoch, "seconds": self.elapsed(),
@@ -412,38 +402,19 @@ def fit(model: nn.Module, task: Task, train_batches: BatchSource, config: RunCon
         out_dir: str | os.PathLike | None = None, resume: bool | str | os.PathLike = True,
         callbacks: Sequence[Callback] = (), device: str | torch.device | None = None,
         stop_after_steps: int | None = None, tokenizer: dict | None = None) -> dict[str, Any]:
-    """Train ``model`` on ``task`` for ``config.train.max_steps`` steps or ``epochs`` epochs, or
-    until ``config.train.time_budget_s`` seconds of training are spent.
+    """Train ``model`` on ``task`` for ``config.train.max_steps`` steps (or ``epochs``) or until
+    ``time_budget_s`` of training is spent; returns :meth:`Trainer.summary`.
 
-    Args:
-        model: Built and seeded by the caller; moved to the device and, under DDP, wrapped
-            internally (the object passed in holds the trained weights afterwards).
-        task: A :class:`~translution.train.tasks.Task` (loss and evaluation).
-        train_batches: A :class:`~translution.train.batches.BatchSource`.
-        config: The resolved run configuration (``train``, ``optim``, ``schedule`` drive the
-            loop; all of it is recorded).
-        eval_batches: One evaluation set: a batch source (its epoch 0) or a re-iterable of
-            batches; ``None``: no evaluation.
-        eval_sets: Several named sets instead (``{"val": ..., "test": ...}``): one record per
-            set with ``"set": name``; the first decides ``best.pt`` and the summary's ``eval``.
-        out_dir: Output folder (default ``config.train.out_dir``; ``None``: nothing written).
-        resume: ``True`` resumes from ``out_dir/last.pt`` (``prev.pt`` when it is damaged), a
-            path from that file, ``False`` starts afresh. Changed optimiser settings are applied
-            and logged; another optimiser is refused.
-        callbacks: Called with every event: ``{"event": "step", "step", "epoch", "loss",
-            "lr"}`` after each step (one device sync), each ``"train"``/``"eval"`` record, and
-            ``{"event": "checkpoint", "kind", "path", "step"}``. An exception stops training.
-        device: Default ``config.train.device``, else CUDA when available.
-        stop_after_steps: Stop after this many steps of this call, writing ``last.pt``.
-        tokenizer: Tokenizer meta stored in every checkpoint (so generation needs no data).
-
-    Returns:
-        :meth:`Trainer.summary`.
-
-    Raises:
-        TypeError: ``config`` is not a RunConfig or ``train_batches`` not a batch source.
-        ValueError: An empty batch source, an invalid checkpoint or one of another optimiser,
-            an unknown best metric.
+    ``model`` is moved to the device (and wrapped under DDP); it holds the trained weights
+    afterwards. ``eval_batches`` is one evaluation set (a batch source's epoch 0 or a
+    re-iterable); ``eval_sets`` several named ones (records carry ``"set"``; the first decides
+    ``best.pt``). ``out_dir`` defaults to ``config.train.out_dir``. ``resume``: ``True`` resumes
+    from ``out_dir/last.pt`` (``prev.pt`` if damaged), a path from that file, ``False`` starts
+    afresh; changed optimiser settings are applied and logged, another optimiser is refused.
+    ``callbacks`` get every event: ``{"event": "step", "step", "epoch", "loss", "lr"}``, the
+    ``"train"``/``"eval"`` records, ``{"event": "checkpoint", "kind", "path", "step"}``.
+    ``stop_after_steps`` stops this call early (writing ``last.pt``); ``tokenizer`` meta goes
+    into every checkpoint.
     """
     if eval_batches is not None and eval_sets is not None:
         raise ValueError("give eval_batches (one set) or eval_sets (named sets), not both")
