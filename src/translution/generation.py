@@ -1,15 +1,7 @@
-"""Autoregressive sampling from a causal language model (:class:`~translution.models.GPT`).
-
-Only the sampling loop lives here: ``logits, cache = model.decode(tokens, cache)`` reads the next
-positions, and every attention layer advances its own :class:`~translution.layers.AttentionCache`.
-A model with a length limit (:attr:`GPT.max_length <translution.models.GPT.max_length>`) reads
-at most ``block_size`` tokens; past it :func:`generate` raises, unless ``sliding_window=True``:
-each further token is then predicted from the last ``block_size`` tokens, recomputed without
-cache (hidden states depend on the window's start).
-
-    out = generate(model, prompt, 50, temperature=0.8, top_k=40,
-                   generator=torch.Generator().manual_seed(0))
-"""
+"""Autoregressive sampling from a causal language model (:class:`~translution.models.GPT`):
+``logits, cache = model.decode(tokens, cache)`` reads the next positions. Past the model's
+length limit :func:`generate` raises, unless ``sliding_window=True`` (each further token from
+the last ``block_size`` tokens, recomputed without cache)."""
 
 from __future__ import annotations
 
@@ -78,24 +70,10 @@ def generate(model: nn.Module, prompt: torch.Tensor, max_new_tokens: int,
              temperature: float = 1.0, top_k: Optional[int] = None, use_cache: bool = True,
              generator: Optional[torch.Generator] = None,
              sliding_window: bool = False) -> torch.Tensor:
-    """Autoregressive sampling (see :func:`sample_next`).
-
-    Args:
-        model: A :class:`~translution.models.GPT` (``decode``, ``max_length``, ``check_length``).
-        prompt: ``(B, T0)`` token ids, ``T0 >= 1``.
-        max_new_tokens: Tokens to append (``>= 0``).
-        use_cache: Decode with the model's cache (``False``: recompute the whole context for
-            every token; same result).
-        sliding_window: Past the model's length limit, predict from the last ``block_size``
-            tokens instead of raising.
-
-    Returns:
-        ``(B, T0 + max_new_tokens)`` in the prompt's dtype.
-
-    Raises:
-        ValueError: Bad arguments or, without ``sliding_window``, a sequence longer than the
-            model reads (the message names the limit and the fixes).
-    """
+    """``prompt`` ``(B, T0)`` followed by ``max_new_tokens`` sampled tokens (see
+    :func:`sample_next`): ``(B, T0 + max_new_tokens)`` in the prompt's dtype. ``use_cache=False``
+    recomputes the whole context per token (same result); past the model's length limit,
+    ``sliding_window`` predicts from the last ``block_size`` tokens instead of raising."""
     if not (isinstance(model, nn.Module) and callable(getattr(model, "decode", None))
             and hasattr(model, "max_length")):
         raise TypeError(f"expected a language model with cached decoding (decode() and "
