@@ -20,9 +20,8 @@ def _check_sampling(temperature, top_k) -> None:
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
             or math.isnan(temperature) or temperature < 0:
         raise ValueError(f"temperature must be a number >= 0 (0 = greedy), got {temperature!r}")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int)
-                              or top_k < 1):
-        raise ValueError(f"top_k must be None or an int >= 1, got {top_k!r}")
+    if top_k is not None:
+        check_int("top_k", top_k, 1)
 
 
 def _top_k(logits: torch.Tensor, k: Optional[int]) -> torch.Tensor:

@@ -71,10 +71,9 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     # weights_only loading may hand back lists where tuples were saved
     random.setstate((py[0], tuple(py[1]), py[2]))
     npst = state["numpy"]
-    keys = npst["keys"]
-    keys = keys.numpy() if isinstance(keys, torch.Tensor) else np.asarray(keys)
-    np.random.set_state((npst["name"], keys.astype(np.uint32), int(npst["pos"]),
-                         int(npst["has_gauss"]), float(npst["cached_gaussian"])))
+    keys = np.asarray(npst["keys"]).astype(np.uint32)          # a tensor once saved
+    np.random.set_state((npst["name"], keys, int(npst["pos"]), int(npst["has_gauss"]),
+                         float(npst["cached_gaussian"])))
     torch.set_rng_state(state["torch"].cpu())
     cuda = list(state["cuda"])
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
