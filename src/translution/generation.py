@@ -24,27 +24,14 @@ def _check_sampling(temperature, top_k) -> None:
         check_int("top_k", top_k, 1)
 
 
-def _top_k(logits: torch.Tensor, k: Optional[int]) -> torch.Tensor:
-    if k is None or k >= logits.shape[-1]:
-        return logits.clone()
-    kth = torch.topk(logits, k, dim=-1).values[..., -1:]
-    return logits.masked_fill(logits < kth, float("-inf"))
-
-
-def _sample(logits: torch.Tensor, temperature: float, top_k: Optional[int],
-            generator: Optional[torch.Generator]) -> torch.Tensor:
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-    if temperature == 0:
-        return logits.argmax(dim=-1, keepdim=True)
-    probs = torch.softmax(_top_k(logits, top_k) / temperature, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator)
-
-
 def top_k_filter(logits: torch.Tensor, k: Optional[int]) -> torch.Tensor:
     """A copy of ``logits`` ``(B, V)`` with every logit below the ``k``-th largest of its row
     set to ``-inf`` (ties kept; ``k=None``: no filter)."""
     _check_sampling(0, k)
-    return _top_k(logits, k)
+    if k is None or k >= logits.shape[-1]:
+        return logits.clone()
+    kth = torch.topk(logits, k, dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth, float("-inf"))
 
 
 def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: Optional[int] = None,
@@ -53,7 +40,11 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: Optional[
     ``temperature=0``, else a sample of ``softmax(logits / temperature)`` among the ``top_k``
     most likely tokens, deterministic given ``generator``'s state."""
     _check_sampling(temperature, top_k)
-    return _sample(logits, temperature, top_k, generator)
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    probs = torch.softmax(top_k_filter(logits, top_k) / temperature, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator)
 
 
 def _check_fits(model, length: int, what: str) -> None:
@@ -100,5 +91,5 @@ def generate(model: nn.Module, prompt: torch.Tensor, max_new_tokens: int,
         else:                    # the model caps the preallocation at what it reads at once
             logits, cache = model.decode(prompt if cache is None else pieces[-1], cache,
                                          capacity=reads)
-        pieces.append(_sample(logits[:, -1], temperature, top_k, generator).to(prompt.dtype))
+        pieces.append(sample_next(logits[:, -1], temperature, top_k, generator).to(prompt.dtype))
     return torch.cat(pieces, dim=1)

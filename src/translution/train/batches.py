@@ -1,10 +1,7 @@
 """Deterministic, resumable batch sources: ``len(source)`` steps per epoch and
-``source.batches(epoch, start=0)``.
-
-Batch ``i`` of epoch ``e`` on ``rank`` is a pure function of ``(seed, e, i, rank)``: the epoch's
-order comes from a generator seeded by ``(seed, e)`` and loading runs under generators seeded by
-``(seed, e, i, rank)`` and restored afterwards (in a worker alike), so a resumed run sees exactly
-its batches without loading the skipped ones. Under DDP rank ``r`` takes ``perm[r::world_size]``.
+``source.batches(epoch, start=0)``. Batch ``i`` of epoch ``e`` on ``rank`` is a pure function of
+``(seed, e, i, rank)`` (order seeded by ``(seed, e)``, loading under restored generators seeded
+by all four), so a resumed run sees exactly its batches; rank ``r`` takes ``perm[r::world]``.
 """
 
 from __future__ import annotations

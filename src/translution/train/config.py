@@ -79,16 +79,18 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         key_tp, value_tp = args or (Any, Any)
         return {_coerce(k, key_tp, where): _coerce(v, value_tp, _join(where, k))
                 for k, v in value.items()}
-    if tp not in (bool, int, float, str):
+    if tp in (bool, str):
+        if isinstance(value, tp):
+            return value
+    elif tp in (int, float):
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):  # YAML 1.1 reads "1e-3" as a string
+                value = float(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and (
+                tp is float or isinstance(value, int) or value.is_integer()):
+            return tp(value)
+    else:
         raise TypeError(f"{where}: unsupported annotation {tp!r}")
-    if tp in (int, float) and isinstance(value, str):
-        with contextlib.suppress(ValueError):  # YAML 1.1 reads "1e-3" as a string
-            value = float(value)
-    if isinstance(value, tp) and tp in (bool, str):
-        return value
-    if tp in (int, float) and isinstance(value, (int, float)) and not isinstance(value, bool) \
-            and not (tp is int and isinstance(value, float) and not value.is_integer()):
-        return tp(value)
     raise _fail(where, tp, value)
 
 

@@ -1,9 +1,8 @@
 """The training loop of classification and language modelling: :func:`fit` runs a :class:`Trainer`.
 
-Step-based: global step ``s`` is batch ``s % steps_per_epoch`` of epoch ``s // steps_per_epoch``,
-and everything deciding the next step is checkpointed or a function of ``s``, so on CPU a resumed
-run repeats an uninterrupted one bit for bit. Rank 0 writes ``config.yaml``, ``metrics.jsonl``,
-``last.pt`` (the one before as ``prev.pt``), ``best.pt`` and, with ``train.csv``, CSV files.
+Step ``s`` is batch ``s % steps_per_epoch`` of epoch ``s // steps_per_epoch``; all that decides
+the next step is checkpointed or a function of ``s``, so on CPU a resumed run is bit-exact.
+Rank 0 writes ``config.yaml``, ``metrics.jsonl``, ``last.pt``/``prev.pt``, ``best.pt``, CSVs.
 """
 
 from __future__ import annotations
@@ -402,19 +401,15 @@ def fit(model: nn.Module, task: Task, train_batches: BatchSource, config: RunCon
         out_dir: str | os.PathLike | None = None, resume: bool | str | os.PathLike = True,
         callbacks: Sequence[Callback] = (), device: str | torch.device | None = None,
         stop_after_steps: int | None = None, tokenizer: dict | None = None) -> dict[str, Any]:
-    """Train ``model`` on ``task`` for ``config.train.max_steps`` steps (or ``epochs``) or until
-    ``time_budget_s`` of training is spent; returns :meth:`Trainer.summary`.
+    """Train ``model`` (moved to the device, wrapped under DDP) on ``task`` for
+    ``config.train.max_steps`` steps (or ``epochs``) or ``time_budget_s``; returns the summary.
 
-    ``model`` is moved to the device (and wrapped under DDP); it holds the trained weights
-    afterwards. ``eval_batches`` is one evaluation set (a batch source's epoch 0 or a
-    re-iterable); ``eval_sets`` several named ones (records carry ``"set"``; the first decides
-    ``best.pt``). ``out_dir`` defaults to ``config.train.out_dir``. ``resume``: ``True`` resumes
+    ``eval_batches``: one evaluation set (a batch source or a re-iterable); ``eval_sets``: named
+    ones (records carry ``"set"``; the first decides ``best.pt``). ``resume``: ``True`` resumes
     from ``out_dir/last.pt`` (``prev.pt`` if damaged), a path from that file, ``False`` starts
-    afresh; changed optimiser settings are applied and logged, another optimiser is refused.
-    ``callbacks`` get every event: ``{"event": "step", "step", "epoch", "loss", "lr"}``, the
-    ``"train"``/``"eval"`` records, ``{"event": "checkpoint", "kind", "path", "step"}``.
-    ``stop_after_steps`` stops this call early (writing ``last.pt``); ``tokenizer`` meta goes
-    into every checkpoint.
+    afresh (another optimiser is refused). ``callbacks`` get every event (``"step"``,
+    ``"train"``, ``"eval"``, ``"checkpoint"``). ``stop_after_steps`` stops this call early.
+    ``tokenizer`` meta goes into every checkpoint.
     """
     if eval_batches is not None and eval_sets is not None:
         raise ValueError("give eval_batches (one set) or eval_sets (named sets), not both")
