@@ -113,16 +113,14 @@ def _restore(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                          f"asks for {optim_name!r}. Resuming with another optimiser is not "
                          f"supported: set optim.name={saved} or start afresh (--restart, "
                          f"resume=False or another output folder)")
-    changes = {}
-    if schedule.base_lrs != fresh_base:
-        changes["lr"] = (schedule.base_lrs[0], fresh_base[0])
-        schedule.base_lrs = fresh_base
+    changes = {} if schedule.base_lrs == fresh_base else {
+        "lr": (schedule.base_lrs[0], fresh_base[0])}
     for group, new in zip(optimizer.param_groups, fresh):
         for key, value in new.items():
-            if key != "lr" and group.get(key) != value:
-                if key != "initial_lr":
-                    changes.setdefault(key, (group.get(key), value))
-                group[key] = value
+            if key not in ("lr", "initial_lr") and group[key] != value:
+                changes.setdefault(key, (group[key], value))
+        group.update(new)  # lr: set by the schedule before the next step
+    schedule.base_lrs = fresh_base
     if changes:
         log.warning("resuming %s with the new optimiser settings: %s", path, ", ".join(
             f"optim.{k} {old!r} -> {new!r}" for k, (old, new) in changes.items()))
@@ -140,7 +138,7 @@ class Trainer:
                  stop_after_steps: int | None, tokenizer: dict | None) -> None:
         if not isinstance(config, RunConfig):
             raise TypeError(f"config must be a RunConfig, got {type(config).__name__}")
-        if not (hasattr(train_batches, "batches") and hasattr(train_batches, "__len__")):
+        if not isinstance(train_batches, BatchSource):
             raise TypeError(f"train_batches must have __len__ and batches(epoch, start), got "
                             f"{type(train_batches).__name__}")
         if stop_after_steps is not None and stop_after_steps < 1:
