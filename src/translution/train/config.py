@@ -136,10 +136,9 @@ class Section:
     where: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            value = _checked(f, hints[f.name], getattr(self, f.name), _join(self.where, f.name))
-            object.__setattr__(self, f.name, value)
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore
+        for name, value in _converted(type(self), values, self.where).items():
+            object.__setattr__(self, name, value)
         self.check()
 
     def check(self) -> None:
