@@ -56,7 +56,7 @@ class _SeededSource:
         _resolve_rank(rank, world_size)
         self.seed, self.rank, self.world_size = int(seed), rank, world_size
 
-    def _rank(self, epoch: int, start: int) -> int:
+    def _checked_rank(self, epoch: int, start: int) -> int:
         """This rank, after checking ``epoch`` and ``start`` of :meth:`batches`."""
         if epoch < 0:
             raise ValueError(f"epoch must be >= 0, got {epoch}")
@@ -140,7 +140,7 @@ class DatasetBatches(_SeededSource):
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[Any]:
         """Yield batches ``start .. len - 1`` of ``epoch``; skipped batches are never loaded."""
-        rank = self._rank(epoch, start)
+        rank = self._checked_rank(epoch, start)
         if callable(getattr(self.dataset, "set_epoch", None)):
             self.dataset.set_epoch(epoch)
         plan = [(derive_seed(self.seed, epoch, i, rank), idx)
@@ -177,7 +177,7 @@ class WindowBatches(_SeededSource):
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[Any]:
         """Yield batches ``start .. steps_per_epoch - 1`` of ``epoch``."""
-        rank = self._rank(epoch, start)
+        rank = self._checked_rank(epoch, start)
         for i in range(start, self.steps_per_epoch):
             g = torch.Generator().manual_seed(derive_seed(self.seed, epoch, i, rank))
             yield self.sample_fn(g, self.batch_size)
