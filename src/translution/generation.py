@@ -1,15 +1,7 @@
-"""Autoregressive sampling from a causal language model (:class:`~translution.models.GPT`).
-
-Only the sampling loop lives here: ``logits, cache = model.decode(tokens, cache)`` reads the next
-positions, and every attention layer advances its own :class:`~translution.layers.AttentionCache`.
-A model with a length limit (:attr:`GPT.max_length <translution.models.GPT.max_length>`) reads
-at most ``block_size`` tokens; past it :func:`generate` raises, unless ``sliding_window=True``:
-each further token is then predicted from the last ``block_size`` tokens, recomputed without
-cache (hidden states depend on the window's start).
-
-    out = generate(model, prompt, 50, temperature=0.8, top_k=40,
-                   generator=torch.Generator().manual_seed(0))
-"""
+"""Autoregressive sampling from a causal language model (:class:`~translution.models.GPT`):
+``logits, cache = model.decode(tokens, cache)`` reads the next positions. Past the model's
+length limit :func:`generate` raises, unless ``sliding_window=True`` (each further token from
+the last ``block_size`` tokens, recomputed without cache)."""
 
 from __future__ import annotations
 
@@ -28,32 +20,18 @@ def _check_sampling(temperature, top_k) -> None:
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
             or math.isnan(temperature) or temperature < 0:
         raise ValueError(f"temperature must be a number >= 0 (0 = greedy), got {temperature!r}")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int)
-                              or top_k < 1):
-        raise ValueError(f"top_k must be None or an int >= 1, got {top_k!r}")
-
-
-def _top_k(logits: torch.Tensor, k: Optional[int]) -> torch.Tensor:
-    if k is None or k >= logits.shape[-1]:
-        return logits.clone()
-    kth = torch.topk(logits, k, dim=-1).values[..., -1:]
-    return logits.masked_fill(logits < kth, float("-inf"))
-
-
-def _sample(logits: torch.Tensor, temperature: float, top_k: Optional[int],
-            generator: Optional[torch.Generator]) -> torch.Tensor:
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-    if temperature == 0:
-        return logits.argmax(dim=-1, keepdim=True)
-    probs = torch.softmax(_top_k(logits, top_k) / temperature, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator)
+    if top_k is not None:
+        check_int("top_k", top_k, 1)
 
 
 def top_k_filter(logits: torch.Tensor, k: Optional[int]) -> torch.Tensor:
     """A copy of ``logits`` ``(B, V)`` with every logit below the ``k``-th largest of its row
     set to ``-inf`` (ties kept; ``k=None``: no filter)."""
     _check_sampling(0, k)
-    return _top_k(logits, k)
+    if k is None or k >= logits.shape[-1]:
+        return logits.clone()
+    kth = torch.topk(logits, k, dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth, float("-inf"))
 
 
 def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: Optional[int] = None,
@@ -62,7 +40,11 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: Optional[
     ``temperature=0``, else a sample of ``softmax(logits / temperature)`` among the ``top_k``
     most likely tokens, deterministic given ``generator``'s state."""
     _check_sampling(temperature, top_k)
-    return _sample(logits, temperature, top_k, generator)
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    probs = torch.softmax(top_k_filter(logits, top_k) / temperature, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator)
 
 
 def _check_fits(model, length: int, what: str) -> None:
@@ -78,24 +60,10 @@ def generate(model: nn.Module, prompt: torch.Tensor, max_new_tokens: int,
              temperature: float = 1.0, top_k: Optional[int] = None, use_cache: bool = True,
              generator: Optional[torch.Generator] = None,
              sliding_window: bool = False) -> torch.Tensor:
-    """Autoregressive sampling (see :func:`sample_next`).
-
-    Args:
-        model: A :class:`~translution.models.GPT` (``decode``, ``max_length``, ``check_length``).
-        prompt: ``(B, T0)`` token ids, ``T0 >= 1``.
-        max_new_tokens: Tokens to append (``>= 0``).
-        use_cache: Decode with the model's cache (``False``: recompute the whole context for
-            every token; same result).
-        sliding_window: Past the model's length limit, predict from the last ``block_size``
-            tokens instead of raising.
-
-    Returns:
-        ``(B, T0 + max_new_tokens)`` in the prompt's dtype.
-
-    Raises:
-        ValueError: Bad arguments or, without ``sliding_window``, a sequence longer than the
-            model reads (the message names the limit and the fixes).
-    """
+    """``prompt`` ``(B, T0)`` followed by ``max_new_tokens`` sampled tokens (see
+    :func:`sample_next`): ``(B, T0 + max_new_tokens)`` in the prompt's dtype. ``use_cache=False``
+    recomputes the whole context per token (same result); past the model's length limit,
+    ``sliding_window`` predicts from the last ``block_size`` tokens instead of raising."""
     if not (isinstance(model, nn.Module) and callable(getattr(model, "decode", None))
             and hasattr(model, "max_length")):
         raise TypeError(f"expected a language model with cached decoding (decode() and "
@@ -123,5 +91,5 @@ def generate(model: nn.Module, prompt: torch.Tensor, max_new_tokens: int,
         else:                    # the model caps the preallocation at what it reads at once
             logits, cache = model.decode(prompt if cache is None else pieces[-1], cache,
                                          capacity=reads)
-        pieces.append(_sample(logits[:, -1], temperature, top_k, generator).to(prompt.dtype))
+        pieces.append(sample_next(logits[:, -1], temperature, top_k, generator).to(prompt.dtype))
     return torch.cat(pieces, dim=1)

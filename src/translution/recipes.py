@@ -1,11 +1,5 @@
-"""From a :class:`~translution.train.RunConfig` to a model, a task and batch sources.
-
-``config.model`` is ``{"name": <registered model>, **overrides}``; ``config.data.dataset`` is
-``mnist`` / ``fashion-mnist`` (28×28 images), ``dynamic-mnist`` (digits on a larger canvas, SPEC
-§7), ``imagefolder`` (``root/train`` and ``root/val`` with the ImageNet augmentations, SPEC §6),
-``text`` (a prepared token folder ``dir``) or ``austen`` (the novels, prepared into a cached
-token folder, then as ``text``). See :class:`~translution.train.config.DataConfig` for the keys.
-"""
+"""From a :class:`~translution.train.RunConfig` to a model, a task and batch sources
+(``config.data.dataset``: see :class:`~translution.train.config.DataConfig`)."""
 
 from __future__ import annotations
 
@@ -59,10 +53,9 @@ def _image_sets(cfg: RunConfig, kind: str) -> Tuple[Any, Any, Any]:
     if kind == "imagefolder":
         from .data.imagefolder import MixUpCutMix, image_folder
         root = Path(data.root)
-        train_set = image_folder(root / "train", True, data.img_size, data.resize,
-                                 data.randaugment)
-        test_set = image_folder(root / "val", False, data.img_size, data.resize,
-                                data.randaugment)
+        train_set, test_set = (image_folder(root / split, split == "train", data.img_size,
+                                            data.resize, data.randaugment)
+                               for split in ("train", "val"))
         mix = (MixUpCutMix(len(train_set.classes), data.mixup, data.cutmix)
                if data.mixup or data.cutmix else None)
         return train_set, test_set, mix
@@ -135,12 +128,7 @@ def tokenizer_meta(cfg: RunConfig) -> Optional[dict]:
 
 def model_for_checkpoint(path, map_location="cpu") -> Tuple[nn.Module, RunConfig, dict]:
     """``(model in eval mode, run config, checkpoint dict)``: the model rebuilt from the
-    checkpoint's ``model_config`` (older files: from the run config's ``model`` section) with its
-    weights.
-
-    Raises:
-        ValueError: No valid checkpoint, or one that describes no model.
-    """
+    checkpoint's ``model_config`` (older files: the run config's ``model``) with its weights."""
     from .models import model_from_config
     from .train import load_checkpoint
     obj = load_checkpoint(path, map_location=map_location)

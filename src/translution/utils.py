@@ -1,12 +1,10 @@
-"""The package's small shared helpers: one of each (atomic writes, digests, validation, timing).
-
-Everything outside the op core uses these instead of a local copy.
-"""
+"""The package's small shared helpers, one of each: atomic writes, digests, validation, timing."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import os
 import tempfile
 import time
@@ -22,10 +20,9 @@ _TMP_MARK = ".tmp-"
 
 
 def atomic_write(path: PathLike, write: Callable[[Any], None]) -> Path:
-    """Write ``path`` atomically: ``write(f)`` fills a temporary binary file in the same folder,
-    which is flushed, fsynced and moved onto ``path`` with ``os.replace``. A crash leaves either
-    the old file or the new one, never a torn one (the temporary is removed on error; a killed
-    process can leave ``.<name>.tmp-<pid>-*``, see :func:`remove_stale_temporaries`)."""
+    """Write ``path`` atomically: ``write(f)`` fills a temporary binary file next to it, which is
+    fsynced and moved onto ``path`` (a killed process may leave ``.<name>.tmp-<pid>-*``, see
+    :func:`remove_stale_temporaries`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{_TMP_MARK}{os.getpid()}-", dir=path.parent)
@@ -39,10 +36,7 @@ def atomic_write(path: PathLike, write: Callable[[Any], None]) -> Path:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        Path(tmp).unlink(missing_ok=True)
         raise
     return path
 
@@ -65,12 +59,10 @@ def atomic_write_json(path: PathLike, obj: Any) -> Path:
 def remove_stale_temporaries(path: PathLike) -> int:
     """Delete temporaries that killed writers of ``path`` left behind; returns how many."""
     path = Path(path)
-    removed = 0
-    if path.parent.is_dir():
-        for tmp in path.parent.glob(f".{path.name}{_TMP_MARK}*"):
-            tmp.unlink(missing_ok=True)
-            removed += 1
-    return removed
+    stale = list(path.parent.glob(f".{path.name}{_TMP_MARK}*")) if path.parent.is_dir() else []
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return len(stale)
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -90,11 +82,9 @@ def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
 def check_int(name: str, value: Any, minimum: Optional[int] = None) -> int:
     """``value`` as an int (bools refused), at least ``minimum``; ``ValueError``/``TypeError``
     naming ``name`` and the value otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        if hasattr(value, "__index__") and not isinstance(value, bool):
-            value = int(value.__index__())
-        else:
-            raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+    value = operator.index(value)
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
     return value

@@ -1,18 +1,6 @@
-"""One training loop for classification and language modelling.
-
-Public API::
-
-    from translution.train import (
-        RunConfig, TrainConfig, OptimConfig, ScheduleConfig, load_config, save_config,
-        ClassificationTask, LanguageModelTask, DatasetBatches, WindowBatches, token_windows,
-        fit, load_checkpoint, save_checkpoint, setup_distributed, seed_everything,
-    )
-
-Modules: ``config`` (typed sections, strict YAML loading, overrides, experiment presets), ``tasks`` (loss + evaluation),
-``batches`` (deterministic resumable batch sources), ``optim`` and ``schedule`` (optimiser and
-learning rate), ``checkpoint`` (atomic, validated files), ``metrics`` (top-k, metrics.jsonl),
-``distributed`` (torchrun / DDP), ``rng`` (seeding and RNG state), ``loop`` (:func:`fit`).
-"""
+"""One training loop for classification and language modelling (:func:`fit`), with typed
+configs (``config``), tasks, deterministic batch sources, optimiser and schedule, validated
+checkpoints, ``metrics.jsonl``, torchrun/DDP and RNG state."""
 
 from .batches import BatchSource, DatasetBatches, WindowBatches, token_windows
 from .checkpoint import load_checkpoint, save_checkpoint

@@ -1,17 +1,7 @@
-"""Deterministic, resumable batch sources for the step-based loop.
-
-A batch source has ``len(source)`` (steps per epoch) and ``source.batches(epoch, start=0)``
-(the batches of ``epoch`` from index ``start``). Here every batch is a pure function of
-``(seed, epoch, batch index, rank)``: the epoch's sample order comes from a generator seeded by
-``(seed, epoch)``, and loading a batch (dataset transforms, ``batch_transform`` such as
-MixUp/CutMix) runs under Python, NumPy and torch generators seeded by ``(seed, epoch, index,
-rank)`` and restored afterwards, in the main process or a worker alike. A resumed run sees
-exactly the batches it would have seen, whatever ``num_workers``, without loading the skipped
-ones, and loading never perturbs the training random stream.
-
-Under DDP each rank takes the shard ``perm[rank::world_size]`` of the epoch permutation (like
-``DistributedSampler``), so batch ``i`` of all ranks together is batch ``i`` of one process with
-``batch_size * world_size``.
+"""Deterministic, resumable batch sources: ``len(source)`` steps per epoch and
+``source.batches(epoch, start=0)``. Batch ``i`` of epoch ``e`` on ``rank`` is a pure function of
+``(seed, e, i, rank)`` (order seeded by ``(seed, e)``, loading under restored generators seeded
+by all four), so a resumed run sees exactly its batches; rank ``r`` takes ``perm[r::world]``.
 """
 
 from __future__ import annotations
@@ -43,6 +33,7 @@ class BatchSource(Protocol):
 
 
 def _resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """``(rank, world_size)``: as given (both or neither) or from ``torch.distributed``."""
     if (rank is None) != (world_size is None):
         raise ValueError(f"give both rank and world_size or neither, got rank={rank}, "
                          f"world_size={world_size}")
@@ -56,11 +47,22 @@ def _resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
     return rank, world_size  # type: ignore[return-value]
 
 
-def _check_epoch_start(epoch: int, start: int, length: int) -> None:
-    if epoch < 0:
-        raise ValueError(f"epoch must be >= 0, got {epoch}")
-    if not 0 <= start <= length:
-        raise ValueError(f"start must be in [0, {length}], got {start}")
+class _SeededSource:
+    """What both batch sources share: batch size, data seed, rank and the ``batches`` checks."""
+
+    def __init__(self, batch_size: int, seed: int, rank: int | None,
+                 world_size: int | None) -> None:
+        self.batch_size = check_int("batch_size", batch_size, 1)
+        _resolve_rank(rank, world_size)
+        self.seed, self.rank, self.world_size = int(seed), rank, world_size
+
+    def _checked_rank(self, epoch: int, start: int) -> int:
+        """This rank, after checking ``epoch`` and ``start`` of :meth:`batches`."""
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        if not 0 <= start <= len(self):  # type: ignore[arg-type]
+            raise ValueError(f"start must be in [0, {len(self)}], got {start}")  # type: ignore
+        return _resolve_rank(self.rank, self.world_size)[0]
 
 
 class _BatchFetcher(torch.utils.data.Dataset):
@@ -87,26 +89,14 @@ def _unbatched(item: Any) -> Any:
     return item
 
 
-class DatasetBatches:
-    """Batches of a map-style dataset, deterministic per (seed, epoch, index, rank).
+class DatasetBatches(_SeededSource):
+    """Batches (``batch_size`` per process) of a map-style dataset (``len``, ``dataset[i]`` or
+    ``__getitems__``, optional ``set_epoch(epoch)``), deterministic per (seed, epoch, index, rank).
 
-    Args:
-        dataset: ``len()`` and ``dataset[i]`` (or ``__getitems__``); its ``set_epoch(epoch)``,
-            if any, is called at the start of every epoch.
-        batch_size: Per process.
-        shuffle: Permute each epoch by a generator seeded with ``(seed, epoch)``.
-        seed: Data seed (order and per-batch randomness).
-        drop_last: Drop the tail so that every batch on every rank is full.
-        num_workers, pin_memory: Of the ``DataLoader`` (0 workers: load in this process).
-        collate_fn: Samples → batch (default ``default_collate``).
-        batch_transform: Applied to each collated batch under its seeded generators.
-        even_shards: Without ``drop_last``, pad the permutation by wrapping so that all ranks
-            have as many batches (training under DDP); ``False`` scores each sample once
-            (evaluation).
-        rank, world_size: Both or neither (default from ``torch.distributed``).
-
-    Raises:
-        ValueError: A non-positive ``batch_size``, negative ``num_workers``, an empty dataset.
+    ``shuffle`` permutes each epoch; ``drop_last`` drops the tail so every batch on every rank is
+    full; else ``even_shards`` pads by wrapping so all ranks have as many batches (training;
+    ``False`` scores each sample once). ``batch_transform`` (e.g. MixUp) runs on each collated
+    batch under its seeded generators. ``rank``, ``world_size``: both or neither.
     """
 
     def __init__(self, dataset: Any, batch_size: int, *, shuffle: bool = True, seed: int = 0,
@@ -115,15 +105,13 @@ class DatasetBatches:
                  batch_transform: Callable[[Any], Any] | None = None,
                  pin_memory: bool = False, even_shards: bool = True,
                  rank: int | None = None, world_size: int | None = None) -> None:
-        self.batch_size = check_int("batch_size", batch_size, 1)
+        super().__init__(batch_size, seed, rank, world_size)
         self.num_workers = check_int("num_workers", num_workers, 0)
         if len(dataset) == 0:
             raise ValueError("dataset is empty; expected at least one sample")
-        _resolve_rank(rank, world_size)
-        self.dataset, self.shuffle, self.seed = dataset, shuffle, int(seed)
+        self.dataset, self.shuffle = dataset, shuffle
         self.drop_last, self.pin_memory, self.even_shards = drop_last, pin_memory, even_shards
         self.collate_fn, self.batch_transform = collate_fn or default_collate, batch_transform
-        self.rank, self.world_size = rank, world_size
 
     def __len__(self) -> int:
         rank, world = _resolve_rank(self.rank, self.world_size)
@@ -152,10 +140,9 @@ class DatasetBatches:
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[Any]:
         """Yield batches ``start .. len - 1`` of ``epoch``; skipped batches are never loaded."""
-        _check_epoch_start(epoch, start, len(self))
+        rank = self._checked_rank(epoch, start)
         if callable(getattr(self.dataset, "set_epoch", None)):
             self.dataset.set_epoch(epoch)
-        rank, _ = _resolve_rank(self.rank, self.world_size)
         plan = [(derive_seed(self.seed, epoch, i, rank), idx)
                 for i, idx in enumerate(self.index_batches(epoch))][start:]
         fetcher = _BatchFetcher(self.dataset, plan, self.collate_fn, self.batch_transform)
@@ -171,38 +158,26 @@ class DatasetBatches:
                                                                                   epoch)))
 
 
-class WindowBatches:
+class WindowBatches(_SeededSource):
     """Random batches (e.g. language-model windows): batch ``i`` of epoch ``e`` is
-    ``sample_fn(generator, batch_size)`` with a generator seeded by ``(seed, e, i, rank)``; an
-    "epoch" is just ``steps_per_epoch`` batches (for schedules, logging and evaluation).
-
-    Args:
-        sample_fn: ``(generator, batch_size) -> batch``, drawing only from the generator
-            (:func:`token_windows` makes one).
-        batch_size: Per process (ranks draw different windows).
-        steps_per_epoch: Batches per epoch.
-        seed: Data seed.
-        rank, world_size: Both or neither (default from ``torch.distributed``).
-    """
+    ``sample_fn(generator, batch_size)`` (drawing only from the generator, see
+    :func:`token_windows`) seeded by ``(seed, e, i, rank)``; an epoch is ``steps_per_epoch``."""
 
     def __init__(self, sample_fn: Callable[[torch.Generator, int], Any], batch_size: int,
                  steps_per_epoch: int, *, seed: int = 0, rank: int | None = None,
                  world_size: int | None = None) -> None:
         if not callable(sample_fn):
             raise TypeError(f"sample_fn must be callable, got {type(sample_fn).__name__}")
-        self.batch_size = check_int("batch_size", batch_size, 1)
+        super().__init__(batch_size, seed, rank, world_size)
         self.steps_per_epoch = check_int("steps_per_epoch", steps_per_epoch, 1)
-        _resolve_rank(rank, world_size)
-        self.sample_fn, self.seed = sample_fn, int(seed)
-        self.rank, self.world_size = rank, world_size
+        self.sample_fn = sample_fn
 
     def __len__(self) -> int:
         return self.steps_per_epoch
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[Any]:
         """Yield batches ``start .. steps_per_epoch - 1`` of ``epoch``."""
-        _check_epoch_start(epoch, start, self.steps_per_epoch)
-        rank, _ = _resolve_rank(self.rank, self.world_size)
+        rank = self._checked_rank(epoch, start)
         for i in range(start, self.steps_per_epoch):
             g = torch.Generator().manual_seed(derive_seed(self.seed, epoch, i, rank))
             yield self.sample_fn(g, self.batch_size)
@@ -210,12 +185,8 @@ class WindowBatches:
 
 def token_windows(tokens: np.ndarray | torch.Tensor | Sequence[int], block_size: int
                   ) -> Callable[[torch.Generator, int], tuple[torch.Tensor, torch.Tensor]]:
-    """A ``sample_fn`` of random windows of a 1-D token array (nanoGPT-style; only the sampled
-    windows of e.g. a ``np.memmap`` are read): ``(x, y)``, int64 ``(B, T)``, ``y`` shifted by 1.
-
-    Raises:
-        ValueError: The array is not 1-D or has at most ``block_size`` tokens.
-    """
+    """A ``sample_fn`` of random windows of a 1-D token array (only the sampled windows of e.g.
+    a ``np.memmap`` are read): ``(x, y)``, int64 ``(B, T)``, ``y`` shifted by one."""
     arr = tokens if isinstance(tokens, (np.ndarray, torch.Tensor)) else np.asarray(tokens)
     if arr.ndim != 1:
         raise ValueError(f"tokens must be 1-D, got shape {tuple(arr.shape)}")

@@ -1,10 +1,5 @@
-"""Distributed data parallel through ``torchrun`` environment variables.
-
-Launch with ``torchrun --nproc_per_node=N script.py`` (or ``python -m torch.distributed.run``);
-:func:`setup_distributed` reads ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``, initialises the
-process group (NCCL on CUDA, Gloo on CPU) and pins the CUDA device. Without those variables it
-describes a single process and initialises nothing.
-"""
+"""Distributed data parallel from ``torchrun``'s ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``
+(NCCL on CUDA, Gloo on CPU); without them, one process and nothing initialised."""
 
 from __future__ import annotations
 
@@ -17,29 +12,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = [
-    "DistInfo",
-    "setup_distributed",
-    "cleanup_distributed",
-    "dist_info",
-    "wrap_model",
-    "unwrap_model",
-    "all_reduce_sums",
-    "all_gather_objects",
-    "barrier",
-]
+__all__ = ["DistInfo", "setup_distributed", "cleanup_distributed", "dist_info", "wrap_model",
+           "unwrap_model", "all_reduce_sums", "all_gather_objects", "barrier"]
 
 
 @dataclass(frozen=True)
 class DistInfo:
-    """Where this process stands in a (possibly one-process) job.
-
-    Attributes:
-        rank: Global rank.
-        world_size: Number of processes.
-        local_rank: Rank on this machine (selects the CUDA device).
-        device: The device this process trains on.
-    """
+    """Where this process stands in a (possibly one-process) job; ``local_rank`` selects the
+    CUDA device."""
 
     rank: int = 0
     world_size: int = 1
@@ -68,19 +48,14 @@ def _env_int(name: str, default: int) -> int:
 
 
 def _default_device(local_rank: int, device: str | torch.device | None) -> torch.device:
-    if device is not None:
-        d = torch.device(device)
-        if d.type == "cuda" and d.index is None:
-            d = torch.device("cuda", local_rank)
-        return d
-    if torch.cuda.is_available():
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
+    d = torch.device(device if device is not None
+                     else "cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device("cuda", local_rank) if d.type == "cuda" and d.index is None else d
 
 
 def dist_info(device: str | torch.device | None = None) -> DistInfo:
     """Describe this process from the initialised process group or the environment."""
-    if dist.is_available() and dist.is_initialized():
+    if _is_initialized():
         rank, world = dist.get_rank(), dist.get_world_size()
     else:
         rank, world = _env_int("RANK", 0), _env_int("WORLD_SIZE", 1)
@@ -90,32 +65,17 @@ def dist_info(device: str | torch.device | None = None) -> DistInfo:
 
 def setup_distributed(backend: str | None = None,
                       device: str | torch.device | None = None) -> DistInfo:
-    """Initialise the process group when launched by ``torchrun`` (idempotent).
-
-    Args:
-        backend: ``"nccl"``, ``"gloo"`` or ``None`` (NCCL when the device is CUDA, else Gloo).
-        device: Device override; ``None`` uses ``cuda:LOCAL_RANK`` when CUDA is available.
-
-    Returns:
-        The :class:`DistInfo` of this process.
-
-    Raises:
-        ValueError: If the environment variables are inconsistent.
-    """
-    world = _env_int("WORLD_SIZE", 1)
-    rank = _env_int("RANK", 0)
-    local = _env_int("LOCAL_RANK", 0)
+    """Initialise the process group when launched by ``torchrun`` (idempotent); ``backend``
+    ``None``: NCCL on CUDA, else Gloo; ``device`` ``None``: ``cuda:LOCAL_RANK`` if available."""
+    world, rank = _env_int("WORLD_SIZE", 1), _env_int("RANK", 0)
     if world < 1 or not 0 <= rank < world:
         raise ValueError(f"need 0 <= RANK < WORLD_SIZE, got RANK={rank}, WORLD_SIZE={world}")
-    info_device = _default_device(local, device)
+    info_device = _default_device(_env_int("LOCAL_RANK", 0), device)
     if info_device.type == "cuda":
         torch.cuda.set_device(info_device)
     if world > 1 and not dist.is_initialized():
-        if backend is None:
-            backend = "nccl" if info_device.type == "cuda" else "gloo"
-        kwargs: dict[str, Any] = {}
-        if backend == "nccl":
-            kwargs["device_id"] = info_device
+        backend = backend or ("nccl" if info_device.type == "cuda" else "gloo")
+        kwargs: dict[str, Any] = {"device_id": info_device} if backend == "nccl" else {}
         # DDP imports torch.distributed.nn.functional, whose functions take the default group
         # as a default argument evaluated at import time: imported after init_process_group,
         # they would keep the group (and Gloo's threads) alive past destroy_process_group
@@ -127,39 +87,31 @@ def setup_distributed(backend: str | None = None,
 
 
 def cleanup_distributed() -> None:
-    """Wait for every rank, then destroy the process group (if one was initialised).
-
-    Call it on every rank at the end of a successful run: the barrier keeps a rank from
-    closing its connections while another is still inside a collective. A process that
-    exits without calling it still tears the group down (see :func:`setup_distributed`).
-    """
-    if dist.is_available() and dist.is_initialized():
+    """Wait for every rank (so none closes its connections while another is inside a
+    collective), then destroy the process group if one was initialised."""
+    if _is_initialized():
         barrier()
         dist.destroy_process_group()
 
 
 def _destroy_at_exit() -> None:
-    """Destroy a Gloo process group left at interpreter exit (no barrier: peers may be gone).
-
-    A Gloo group still alive when the interpreter finalises is destroyed during the C++
-    static teardown, which races with its own threads and aborts the process (SIGABRT,
-    "terminate called without an active exception"; 5 of 36 such exits measured). NCCL
-    groups are left to torch: destroying one while a peer is inside a collective can hang.
-    """
-    if dist.is_available() and dist.is_initialized() and dist.get_backend() == "gloo":
+    """Destroy a Gloo group left at interpreter exit: torch's C++ static teardown races with its
+    threads and aborts (SIGABRT, 5 of 36 exits measured). NCCL is left alone (may hang)."""
+    if _is_initialized() and dist.get_backend() == "gloo":
         dist.destroy_process_group()
 
 
+def _is_initialized() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
 def _is_dist() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    return _is_initialized() and dist.get_world_size() > 1
 
 
 def wrap_model(model: nn.Module, info: DistInfo, **ddp_kwargs: Any) -> nn.Module:
-    """Wrap ``model`` in ``DistributedDataParallel`` when running distributed.
-
-    The model must already be on ``info.device``. DDP broadcasts rank 0's parameters and
-    buffers, so every rank starts from the same weights.
-    """
+    """``model`` (already on ``info.device``) in ``DistributedDataParallel`` when distributed;
+    DDP broadcasts rank 0's weights."""
     if not (info.distributed and _is_dist()):
         return model
     if info.device.type == "cuda":
@@ -180,13 +132,8 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 
 def all_reduce_sums(values: dict[str, float], device: torch.device | None = None
                     ) -> dict[str, float]:
-    """Sum each value over all ranks (identity when not distributed).
-
-    Args:
-        values: Name → number; every rank must pass the same names.
-        device: Device of the reduction tensor (CUDA for NCCL); default: CPU for Gloo,
-            the current CUDA device for NCCL.
-    """
+    """Sum each value (same names on every rank) over all ranks (identity when not distributed);
+    ``device`` default: CPU for Gloo, the current CUDA device for NCCL."""
     if not _is_dist() or not values:
         return dict(values)
     names = sorted(values)

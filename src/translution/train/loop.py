@@ -1,16 +1,8 @@
 """The training loop of classification and language modelling: :func:`fit` runs a :class:`Trainer`.
 
-Training is step-based: global step ``s`` is batch ``s % steps_per_epoch`` of epoch
-``s // steps_per_epoch``, so a run can stop and resume anywhere. Everything that decides the next
-step (weights, optimiser, learning rate, random generators, the batch, the logging window) is
-checkpointed or a function of the step, so on CPU a resumed run repeats the per-step losses of
-an uninterrupted one bit for bit. A run ends after ``train.max_steps`` (or ``train.epochs``)
-steps or once ``train.time_budget_s`` of training time is spent (summed over resumes; evaluation
-and checkpoints not counted).
-
-Files in ``out_dir`` (rank 0): ``config.yaml`` (the resolved RunConfig), ``metrics.jsonl`` (one
-record per training log or evaluation; ``"set"`` names the evaluation set), ``last.pt`` (the one
-before kept as ``prev.pt``), ``best.pt``, and ``metrics_*.csv`` with ``train.csv``.
+Step ``s`` is batch ``s % steps_per_epoch`` of epoch ``s // steps_per_epoch``; all that decides
+the next step is checkpointed or a function of ``s``, so on CPU a resumed run is bit-exact.
+Rank 0 writes ``config.yaml``, ``metrics.jsonl``, ``last.pt``/``prev.pt``, ``best.pt``, CSVs.
 """
 
 from __future__ import annotations
@@ -23,7 +15,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -109,8 +101,8 @@ def _resolve_best(task: Task, metric: str | None, mode: str) -> tuple[str, str]:
 
 def _restore(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
              schedule: LRSchedule, rank: int, optim_name: str) -> dict[str, Any]:
-    """Load a checkpoint into the live objects, keeping (and logging) the optimiser settings of
-    the new config; refuse a checkpoint of another optimiser."""
+    """Load a checkpoint into the live objects, keeping (and logging) the new config's optimiser
+    settings; a checkpoint of another optimiser is refused."""
     fresh = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
     fresh_base = list(schedule.base_lrs)
     obj = load_checkpoint(path, model, optimizer, schedule, rank=rank, restore_rng=True)
@@ -121,16 +113,14 @@ def _restore(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                          f"asks for {optim_name!r}. Resuming with another optimiser is not "
                          f"supported: set optim.name={saved} or start afresh (--restart, "
                          f"resume=False or another output folder)")
-    changes = {}
-    if schedule.base_lrs != fresh_base:
-        changes["lr"] = (schedule.base_lrs[0], fresh_base[0])
-        schedule.base_lrs = fresh_base
+    changes = {} if schedule.base_lrs == fresh_base else {
+        "lr": (schedule.base_lrs[0], fresh_base[0])}
     for group, new in zip(optimizer.param_groups, fresh):
         for key, value in new.items():
-            if key != "lr" and group.get(key) != value:
-                if key != "initial_lr":
-                    changes.setdefault(key, (group.get(key), value))
-                group[key] = value
+            if key not in ("lr", "initial_lr") and group[key] != value:
+                changes.setdefault(key, (group[key], value))
+        group.update(new)  # lr: set by the schedule before the next step
+    schedule.base_lrs = fresh_base
     if changes:
         log.warning("resuming %s with the new optimiser settings: %s", path, ", ".join(
             f"optim.{k} {old!r} -> {new!r}" for k, (old, new) in changes.items()))
@@ -138,11 +128,8 @@ def _restore(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
 
 
 class Trainer:
-    """One training run; :meth:`run` trains (resuming when asked) and returns a summary.
-
-    Arguments are those of :func:`fit`, with ``eval_sets`` a mapping name → batches
-    (``{None: batches}``: one unnamed set, whose records carry no ``"set"`` key).
-    """
+    """One training run (the arguments of :func:`fit`, ``eval_sets`` a mapping name → batches;
+    ``{None: batches}``: one unnamed set); :meth:`run` trains and returns a summary."""
 
     def __init__(self, model: nn.Module, task: Task, train_batches: BatchSource,
                  config: RunConfig, eval_sets: Mapping[str | None, Any], *,
@@ -151,7 +138,7 @@ class Trainer:
                  stop_after_steps: int | None, tokenizer: dict | None) -> None:
         if not isinstance(config, RunConfig):
             raise TypeError(f"config must be a RunConfig, got {type(config).__name__}")
-        if not (hasattr(train_batches, "batches") and hasattr(train_batches, "__len__")):
+        if not isinstance(train_batches, BatchSource):
             raise TypeError(f"train_batches must have __len__ and batches(epoch, start), got "
                             f"{type(train_batches).__name__}")
         if stop_after_steps is not None and stop_after_steps < 1:
@@ -194,6 +181,12 @@ class Trainer:
     def elapsed(self) -> float:
         """Training seconds so far (summed over resumes; evaluation and checkpoints excluded)."""
         return self.base_elapsed + self.wall.seconds - self.paused.seconds
+
+    def check_budget(self) -> bool:
+        """Note (in ``budget_spent``) and return whether ``train.time_budget_s`` is spent."""
+        budget = self.tc.time_budget_s
+        self.budget_spent = budget is not None and self.elapsed() >= budget
+        return self.budget_spent
 
     def emit(self, event: dict[str, Any]) -> None:
         for cb in self.callbacks:
@@ -333,9 +326,7 @@ class Trainer:
     def after_step(self, lr: float) -> bool:
         """Log, evaluate and checkpoint as configured; ``True`` ends the current epoch pass."""
         tc, step = self.tc, self.step
-        budget = tc.time_budget_s
-        self.budget_spent = budget is not None and self.elapsed() >= budget
-        final = step >= self.total_steps or self.budget_spent
+        final = self.check_budget() or step >= self.total_steps
         epoch_done, n_epochs = step % self.steps_per_epoch == 0, step // self.steps_per_epoch
         self.stopped = self.stop_after_steps is not None and \
             self.run_steps >= self.stop_after_steps
@@ -374,8 +365,7 @@ class Trainer:
         """Resume if asked, train to the end (steps or time budget), return :meth:`summary`."""
         self._resume()
         self._open_outputs()
-        budget = self.tc.time_budget_s
-        self.budget_spent = budget is not None and self.elapsed() >= budget
+        self.check_budget()
         self.window.start = self.elapsed()
         try:
             with self.wall:
@@ -391,10 +381,7 @@ class Trainer:
         return self.summary()
 
     def summary(self) -> dict[str, Any]:
-        """``steps``, ``total_steps``, ``epochs``, ``seconds`` (training time), ``parameters``,
-        ``train`` (last record), ``eval`` (last metrics of the first set), ``evals`` (all
-        sets), ``best``, ``stopped_early``, ``budget_spent``, ``resumed_from_step``,
-        ``out_dir``, ``world_size``."""
+        """The run so far: ``train`` is the last record, ``eval`` the first set's last metrics."""
         return {
             "steps": self.step, "total_steps": self.total_steps,
             "epochs": self.step / self.steps_per_epoch, "seconds": self.elapsed(),
@@ -412,38 +399,15 @@ def fit(model: nn.Module, task: Task, train_batches: BatchSource, config: RunCon
         out_dir: str | os.PathLike | None = None, resume: bool | str | os.PathLike = True,
         callbacks: Sequence[Callback] = (), device: str | torch.device | None = None,
         stop_after_steps: int | None = None, tokenizer: dict | None = None) -> dict[str, Any]:
-    """Train ``model`` on ``task`` for ``config.train.max_steps`` steps or ``epochs`` epochs, or
-    until ``config.train.time_budget_s`` seconds of training are spent.
+    """Train ``model`` (moved to the device, wrapped under DDP) on ``task`` for
+    ``config.train.max_steps`` steps (or ``epochs``) or ``time_budget_s``; returns the summary.
 
-    Args:
-        model: Built and seeded by the caller; moved to the device and, under DDP, wrapped
-            internally (the object passed in holds the trained weights afterwards).
-        task: A :class:`~translution.train.tasks.Task` (loss and evaluation).
-        train_batches: A :class:`~translution.train.batches.BatchSource`.
-        config: The resolved run configuration (``train``, ``optim``, ``schedule`` drive the
-            loop; all of it is recorded).
-        eval_batches: One evaluation set: a batch source (its epoch 0) or a re-iterable of
-            batches; ``None``: no evaluation.
-        eval_sets: Several named sets instead (``{"val": ..., "test": ...}``): one record per
-            set with ``"set": name``; the first decides ``best.pt`` and the summary's ``eval``.
-        out_dir: Output folder (default ``config.train.out_dir``; ``None``: nothing written).
-        resume: ``True`` resumes from ``out_dir/last.pt`` (``prev.pt`` when it is damaged), a
-            path from that file, ``False`` starts afresh. Changed optimiser settings are applied
-            and logged; another optimiser is refused.
-        callbacks: Called with every event: ``{"event": "step", "step", "epoch", "loss",
-            "lr"}`` after each step (one device sync), each ``"train"``/``"eval"`` record, and
-            ``{"event": "checkpoint", "kind", "path", "step"}``. An exception stops training.
-        device: Default ``config.train.device``, else CUDA when available.
-        stop_after_steps: Stop after this many steps of this call, writing ``last.pt``.
-        tokenizer: Tokenizer meta stored in every checkpoint (so generation needs no data).
-
-    Returns:
-        :meth:`Trainer.summary`.
-
-    Raises:
-        TypeError: ``config`` is not a RunConfig or ``train_batches`` not a batch source.
-        ValueError: An empty batch source, an invalid checkpoint or one of another optimiser,
-            an unknown best metric.
+    ``eval_batches``: one evaluation set (a batch source or a re-iterable); ``eval_sets``: named
+    ones (records carry ``"set"``; the first decides ``best.pt``). ``resume``: ``True`` resumes
+    from ``out_dir/last.pt`` (``prev.pt`` if damaged), a path from that file, ``False`` starts
+    afresh (another optimiser is refused). ``callbacks`` get every event (``"step"``,
+    ``"train"``, ``"eval"``, ``"checkpoint"``). ``stop_after_steps`` stops this call early.
+    ``tokenizer`` meta goes into every checkpoint.
     """
     if eval_batches is not None and eval_sets is not None:
         raise ValueError("give eval_batches (one set) or eval_sets (named sets), not both")

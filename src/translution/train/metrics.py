@@ -1,15 +1,11 @@
-"""Metric helpers and the ``metrics.jsonl`` writer.
-
-Every record is one JSON object per line with at least ``event`` (``"train"`` or ``"eval"``),
-``step``, ``epoch`` (fractional: ``step / steps_per_epoch``) and ``time`` (seconds of training
-so far, continued across resumes). Training records add ``lr``, ``loss`` and whatever the task
-reports; evaluation records add the task's metrics (``top1``/``top5`` in percent, ``loss``,
-``ppl``...).
-"""
+"""Top-k counts and ``metrics.jsonl``: one JSON record per line with ``event`` (``"train"`` or
+``"eval"``), ``step``, ``epoch`` (``step / steps_per_epoch``), ``time`` (training seconds, over
+resumes), and ``lr``, ``loss``... (training) or the task's metrics (evaluation)."""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -19,24 +15,15 @@ from typing import Any, Iterable
 
 import torch
 
+from ..utils import atomic_write_text
+
 __all__ = ["topk_correct", "MetricsLogger", "read_metrics", "write_csv"]
 
 
 def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks: Iterable[int] = (1, 5)
                  ) -> dict[int, int]:
-    """Count samples whose target is among the top-k logits.
-
-    Args:
-        logits: ``(B, C)`` scores.
-        targets: ``(B,)`` class indices, or ``(B, C)`` soft targets (their argmax is used).
-        ks: The k values; a k larger than ``C`` counts every sample.
-
-    Returns:
-        ``{k: number of hits}``.
-
-    Raises:
-        ValueError: If the shapes disagree.
-    """
+    """``{k: samples whose target is among the top-k}`` of ``logits`` ``(B, C)`` and targets
+    ``(B,)`` or soft ``(B, C)`` (argmax used); a ``k`` above ``C`` counts every sample."""
     if logits.ndim != 2:
         raise ValueError(f"logits must be (B, C), got shape {tuple(logits.shape)}")
     if targets.ndim == 2:
@@ -59,14 +46,13 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-class MetricsLogger:
-    """Append records to ``metrics.jsonl`` (and optionally CSV files) in a directory.
+def _jsonl(records: Iterable[dict[str, Any]]) -> str:
+    return "".join(json.dumps(r) + "\n" for r in records)
 
-    Args:
-        out_dir: Directory; ``None`` keeps records in memory only.
-        enabled: Write files (``False`` on ranks other than 0).
-        csv: Also maintain ``metrics_<event>.csv`` (rewritten by :meth:`flush_csv`).
-    """
+
+class MetricsLogger:
+    """Append records to ``out_dir/metrics.jsonl`` (``None``: memory only; ``enabled=False`` on
+    ranks other than 0); ``csv`` also keeps ``metrics_<event>.csv`` (see :meth:`flush_csv`)."""
 
     def __init__(self, out_dir: str | os.PathLike | None, *, enabled: bool = True,
                  csv: bool = False) -> None:
@@ -75,46 +61,41 @@ class MetricsLogger:
         self.csv = csv
         self.records: list[dict[str, Any]] = []
 
+    def _file(self) -> Path | None:
+        """The file when writing is on and it exists."""
+        return self.path if self.enabled and self.path.exists() else None  # type: ignore
+
     def log(self, record: dict[str, Any]) -> dict[str, Any]:
         """Append one record (tensors become floats) and return it."""
         record = {k: _jsonable(v) for k, v in record.items()}
         self.records.append(record)
-        if self.enabled and self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+        if self.enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
+            with open(self.path, "a") as f:  # type: ignore[arg-type]
+                f.write(_jsonl([record]))
         return record
 
     def truncate_after(self, step: int) -> None:
-        """Drop records with ``step > step`` (those an interrupted run wrote after its last
+        """Drop records with ``step > step`` (written after an interrupted run's last
         checkpoint), so a resumed run does not duplicate them."""
-        if not self.enabled or self.path is None or not self.path.exists():
-            return
-        kept = [r for r in read_metrics(self.path) if int(r.get("step", 0)) <= step]
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        os.replace(tmp, self.path)
+        if path := self._file():
+            atomic_write_text(path, _jsonl(r for r in read_metrics(path)
+                                           if int(r.get("step", 0)) <= step))
 
     def reset(self) -> None:
         """Delete ``metrics.jsonl`` (a fresh, non-resumed run)."""
-        if self.enabled and self.path is not None and self.path.exists():
-            self.path.unlink()
+        if path := self._file():
+            path.unlink()
 
     def flush_csv(self) -> None:
         """Rewrite ``metrics_<event>.csv`` from ``metrics.jsonl`` when CSV output is on."""
-        if self.enabled and self.csv and self.path is not None and self.path.exists():
-            write_csv(self.path)
+        if self.csv and (path := self._file()):
+            write_csv(path)
 
 
 def read_metrics(path: str | os.PathLike, event: str | None = None) -> list[dict[str, Any]]:
-    """Read ``metrics.jsonl``, optionally keeping only one ``event`` kind.
-
-    A final line without its newline that is not valid JSON is a record torn by an
-    interrupted write (kill -9, a full disk); it is dropped with a warning.
-
-    Raises:
-        ValueError: If any other line is not valid JSON (the message names file and line).
-    """
+    """The records of ``metrics.jsonl`` (of one ``event`` kind); a torn last line (an
+    interrupted write) is dropped with a warning, any other bad line is a ValueError."""
     p = Path(path)
     text = p.read_text()
     lines = text.splitlines()
@@ -138,21 +119,15 @@ def read_metrics(path: str | os.PathLike, event: str | None = None) -> list[dict
 def write_csv(jsonl_path: str | os.PathLike) -> list[Path]:
     """Write one CSV per event kind next to a ``metrics.jsonl`` file; return the paths."""
     p = Path(jsonl_path)
-    records = read_metrics(p)
     by_event: dict[str, list[dict[str, Any]]] = {}
-    for r in records:
+    for r in read_metrics(p):
         by_event.setdefault(str(r.get("event", "record")), []).append(r)
     written = []
     for event, recs in by_event.items():
-        columns: list[str] = []
-        for r in recs:
-            columns += [k for k in r if k not in columns and k != "event"]
-        out = p.with_name(f"metrics_{event}.csv")
-        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-            w.writeheader()
-            w.writerows(recs)
-        os.replace(tmp, out)
-        written.append(out)
+        columns = list(dict.fromkeys(k for r in recs for k in r if k != "event"))
+        text = io.StringIO(newline="")
+        w = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(recs)
+        written.append(atomic_write_text(p.with_name(f"metrics_{event}.csv"), text.getvalue()))
     return written

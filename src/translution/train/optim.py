@@ -12,11 +12,7 @@ __all__ = ["build_optimizer"]
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     """``AdamW``, ``Adadelta`` or ``SGD`` over the trainable parameters of ``model``; with
-    ``cfg.decay_1d=False`` parameters of fewer than two dims (biases, norms) get no decay.
-
-    Raises:
-        ValueError: The model has no trainable parameters.
-    """
+    ``cfg.decay_1d=False`` parameters of fewer than two dims (biases, norms) get no decay."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError(f"model {type(model).__name__} has no trainable parameters")

@@ -1,10 +1,5 @@
-"""Learning-rate schedules as pure functions of the global step.
-
-:class:`LRSchedule` sets ``lr = f(base_lr, t)`` on every parameter group before each optimiser
-step, ``t`` being the step or the number of completed epochs, so resuming needs no state beyond
-the base rates. ``step`` equals PyTorch's ``StepLR(step_size, gamma)`` and ``cosine`` its
-``CosineAnnealingLR(T_max=total, eta_min=min_lr)`` stepped at the same cadence.
-"""
+"""Learning-rate schedules as pure functions of the global step (resuming needs only the base
+rates): ``step`` equals PyTorch's ``StepLR``, ``cosine`` its ``CosineAnnealingLR``."""
 
 from __future__ import annotations
 
@@ -34,14 +29,8 @@ def lr_factor(cfg: ScheduleConfig, t: int, horizon: int, base_lr: float) -> floa
 
 
 class LRSchedule:
-    """Sets the learning rate of every parameter group from the global step.
-
-    Args:
-        optimizer: Each group's ``lr`` is its base rate (kept as ``initial_lr``, as PyTorch's
-            schedulers do).
-        cfg: Schedule settings.
-        steps_per_epoch, total_steps: Of the run (> 0).
-    """
+    """Sets every parameter group's learning rate from the global step; a group's ``lr`` at
+    construction is its base rate (kept as ``initial_lr``, as PyTorch's schedulers do)."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, cfg: ScheduleConfig,
                  steps_per_epoch: int, total_steps: int) -> None:

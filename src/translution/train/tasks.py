@@ -1,13 +1,10 @@
-"""Tasks: what a batch means, its loss, and how a model is evaluated.
+"""Tasks: what a batch means, its loss, and how a model is evaluated. Evaluation sums, reduces
+the sums (an all-reduce under DDP), then divides, so distributed metrics equal one process's.
 
-* :class:`ClassificationTask`: ``(inputs, targets)`` → ``(B, C)`` logits, cross-entropy with hard
-  ``(B,)`` or soft ``(B, C)`` targets (MixUp/CutMix); evaluation: ``loss``, ``top1``/``top5``
-  (percent), ``samples``.
+* :class:`ClassificationTask`: ``(inputs, targets)`` → ``(B, C)`` logits; hard ``(B,)`` or soft
+  ``(B, C)`` targets; ``loss``, ``top1``/``top5`` (percent), ``samples``.
 * :class:`LanguageModelTask`: tokens ``(B, T+1)`` or ``(inputs, targets)`` ``(B, T)`` →
-  ``(B, T, V)`` logits, next-token cross-entropy; evaluation: ``loss``, ``ppl``, ``tokens``.
-
-Evaluation sums, calls ``reduce`` on the sums (an all-reduce under DDP) and only then divides,
-so distributed metrics equal single-process ones.
+  ``(B, T, V)`` logits; ``loss``, ``ppl``, ``tokens``.
 """
 
 from __future__ import annotations
@@ -29,15 +26,10 @@ Reduce = Callable[[dict[str, float]], dict[str, float]]
 
 @runtime_checkable
 class Task(Protocol):
-    """What the loop needs from a task.
+    """What the loop needs from a task."""
 
-    Attributes:
-        default_best: ``(metric, mode)`` deciding ``best.pt`` when the config names none.
-        metric_modes: ``"min"`` or ``"max"`` for each evaluation metric.
-    """
-
-    default_best: tuple[str, str]
-    metric_modes: dict[str, str]
+    default_best: tuple[str, str]              # (metric, mode) deciding best.pt by default
+    metric_modes: dict[str, str]               # "min" or "max" for each evaluation metric
 
     def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, Any]]:
         """The scalar training loss and extra values to log (averaged over the log window)."""
@@ -75,14 +67,18 @@ def _shape(x: Any) -> Any:
     return tuple(x.shape) if isinstance(x, torch.Tensor) else type(x)
 
 
-class ClassificationTask:
-    """Classification with cross-entropy.
+def _reduced(sums: dict[str, float], reduce: Reduce | None, count: str, what: str
+             ) -> tuple[dict[str, float], float]:
+    """``(sums reduced over ranks, sums[count])``; ValueError when the count is 0."""
+    sums = reduce(sums) if reduce else sums
+    if sums[count] <= 0:
+        raise ValueError(f"evaluation {what}; expected at least one batch")
+    return sums, sums[count]
 
-    Args:
-        label_smoothing: Of the training loss.
-        topk: Accuracies to report (``top{k}``, percent; ``k`` above the class count counts
-            every sample).
-    """
+
+class ClassificationTask:
+    """Classification with cross-entropy (``label_smoothing`` in training); reports ``top{k}``
+    accuracies in percent for each ``k`` of ``topk``."""
 
     default_best = ("top1", "max")
 
@@ -116,11 +112,7 @@ class ClassificationTask:
 
     def evaluate(self, model: nn.Module, batches: Iterable[Any],
                  reduce: Reduce | None = None) -> dict[str, float]:
-        """``{"loss" (no label smoothing), "top1", "top5", ..., "samples"}``.
-
-        Raises:
-            ValueError: No samples (on all ranks together).
-        """
+        """``{"loss" (no label smoothing), "top1", "top5", ..., "samples"}``."""
         sums = {"loss_sum": 0.0, "samples": 0.0, **{f"hits{k}": 0.0 for k in self.topk}}
         with _eval_mode(model):
             for batch in batches:
@@ -129,10 +121,7 @@ class ClassificationTask:
                 sums["samples"] += logits.shape[0]
                 for k, hits in topk_correct(logits, targets, self.topk).items():
                     sums[f"hits{k}"] += hits
-        sums = reduce(sums) if reduce else sums
-        n = sums["samples"]
-        if n <= 0:
-            raise ValueError("evaluation saw no samples; expected at least one batch")
+        sums, n = _reduced(sums, reduce, "samples", "saw no samples")
         return {"loss": sums["loss_sum"] / n,
                 **{f"top{k}": 100.0 * sums[f"hits{k}"] / n for k in self.topk},
                 "samples": int(n)}
@@ -176,21 +165,14 @@ class LanguageModelTask:
 
     def evaluate(self, model: nn.Module, batches: Iterable[Any],
                  reduce: Reduce | None = None) -> dict[str, float]:
-        """``{"loss" (per token), "ppl", "tokens"}``.
-
-        Raises:
-            ValueError: No token was scored.
-        """
+        """``{"loss" (per token), "ppl", "tokens"}``."""
         sums = {"loss_sum": 0.0, "tokens": 0.0}
         with _eval_mode(model):
             for batch in batches:
                 loss, y = self._losses(model, batch, "sum")
                 sums["loss_sum"] += float(loss)
                 sums["tokens"] += float((y != self.ignore_index).sum())
-        sums = reduce(sums) if reduce else sums
-        n = sums["tokens"]
-        if n <= 0:
-            raise ValueError("evaluation scored no tokens; expected at least one batch")
+        sums, n = _reduced(sums, reduce, "tokens", "scored no tokens")
         loss = sums["loss_sum"] / n
         return {"loss": loss, "ppl": math.exp(loss) if loss < 700 else math.inf,
                 "tokens": int(n)}
