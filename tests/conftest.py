@@ -58,7 +58,7 @@ def run_backends():
 def _write_mnist(root, sizes=(64, 24), sides=None):
     """An MNIST IDX folder with ``sizes`` (train, test) images: random pixels and labels, or
     (``sides``) one bright square at a random place whose side ``sides[label]`` is learnable."""
-    from translution.data.idx import write_idx
+    from translution.data.mnist import write_idx
     root.mkdir(parents=True, exist_ok=True)
     g = torch.Generator().manual_seed(0)
     for split, n in zip(("train", "t10k"), sizes):

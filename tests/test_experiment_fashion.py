@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from translution.cli import main
-from translution.data.idx import write_idx
+from translution.data.mnist import write_idx
 from translution.data.mnist import RandomCropFlip
 from translution.experiments import common, fashion
 from translution.train.config import replace_settings

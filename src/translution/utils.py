@@ -1,19 +1,22 @@
-"""The package's small shared helpers, one of each: atomic writes, digests, validation, timing."""
+"""The package's small shared helpers, one of each: atomic writes, digests, validation, timing,
+optional imports."""
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import operator
 import os
 import tempfile
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable, Optional, Union
 
 __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_write_json",
            "sha256_bytes", "sha256_file", "check_int", "check_bool", "Stopwatch",
-           "remove_stale_temporaries"]
+           "remove_stale_temporaries", "require"]
 
 PathLike = Union[str, os.PathLike]
 _TMP_MARK = ".tmp-"
@@ -70,13 +73,21 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of the file at ``path``, read in chunks."""
-    digest = hashlib.sha256()
+def sha256_file(path: PathLike) -> str:
+    """Hex SHA-256 of the file at ``path``."""
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def require(module: str, extra: Optional[str] = None) -> ModuleType:
+    """``import module``, or an ``ImportError`` saying what to install: translution's ``extra``,
+    else the module's own package."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        package = module.partition(".")[0]
+        raise ImportError(f"needs {package}: pip install "
+                          + (f"'translution[{extra}]'" if extra else package)) from exc
 
 
 def check_int(name: str, value: Any, minimum: Optional[int] = None) -> int:

@@ -11,7 +11,7 @@ import torch
 
 from translution.data import fetch
 from translution.data import mnist as mnist_mod
-from translution.data.idx import check_idx, write_idx
+from translution.data.mnist import check_idx, write_idx
 from translution.data.mnist import DataUnavailableError, load_fashion_mnist, load_mnist
 
 pytest.importorskip("torchvision")

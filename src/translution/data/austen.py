@@ -14,7 +14,8 @@ import zlib
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from ..utils import PathLike, atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
+from ..utils import (PathLike, atomic_write_bytes, atomic_write_json, require, sha256_bytes,
+                     sha256_file)
 from .fetch import AUSTEN_DEB, AUSTEN_RDATA_DIR, default_cache_dir, unpacked_deb
 
 
@@ -29,11 +30,7 @@ _MANIFEST_VERSION = 2
 
 def _parse_r(data: bytes, where: str) -> Any:
     """An R serialization (plain or gzip) as Python objects, by ``rdata``."""
-    try:
-        import rdata
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("reading the Austen R data needs rdata: "
-                          "pip install 'translution[text]'") from exc
+    rdata = require("rdata", "text")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "Unknown file type: assumed RDS"

