@@ -3,12 +3,12 @@ gradient), a number of ops that does not grow with the slots, and a bounded work
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from translution import AlphaTranslution, Translution
 from translution import functional as F
 from translution.backends import BACKENDS, BatchedBackend, default_order, select_backend
 from translution.backends.batched import DEFAULT_MEMORY_BUDGET
+from translution.bench.op import OpCounter
 from translution.layouts import Grid, Sequence
 
 SUBSETS = ["q", "k", "v", "qk", "qv", "kv", "qkv"]
@@ -128,25 +128,9 @@ def test_fp16_autocast_scores_stay_finite_for_large_inputs():
     torch.testing.assert_close(s.double(), ref, rtol=2e-2, atol=2e-2 * ref.abs().max().item())
 
 
-class _OpCounter(TorchDispatchMode):
-    """Counts dispatched ops and records the largest tensor any of them produces."""
-
-    def __init__(self):
-        super().__init__()
-        self.ops, self.largest = 0, 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops += 1
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, (tuple, list)) else [out]:
-            if isinstance(t, torch.Tensor):
-                self.largest = max(self.largest, t.numel() * t.element_size())
-        return out
-
-
 def _count(layer, x):
     layer(x).sum().backward()                  # plans are built and cached on the first call
-    with _OpCounter() as mode:
+    with OpCounter() as mode:
         layer(x).sum().backward()
     return mode
 
@@ -179,10 +163,10 @@ def test_working_set_is_bounded_by_the_memory_budget():
     full = 4 * max(b * heads * (n * n + 1), layout.num_slots * c * inner,
                    b * (n + 1) * max(c, inner))
     budget = 4 << 10
-    with _OpCounter() as mode:
+    with OpCounter() as mode:
         F.translution(x, *ws, layout, heads=heads, backend=BatchedBackend(budget)).sum().backward()
     assert mode.largest <= max(full, budget)
-    with _OpCounter() as loose:
+    with OpCounter() as loose:
         loose_backend = BatchedBackend(1 << 30)
         F.translution(x, *ws, layout, heads=heads, backend=loose_backend).sum().backward()
     assert loose.largest > max(full, budget)     # the budget is what bounds the chunks

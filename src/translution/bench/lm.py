@@ -1,11 +1,6 @@
-"""Language-model cost across context lengths: training and cached generation, per attention kind.
+"""Language-model cost across context lengths: training and cached generation per attention kind.
 
-A small GPT (``gpt_micro_<kind>``, ``block_size = L``) per variant (``kind`` or ``kind:K`` for
-``max_distance=K``) and context length ``L``: training tokens/s and peak memory (forward +
-backward, median step), cached-generation ms/token at context ≈ L, cache size and peak memory,
-one (variant, L, phase) per process; the growth of each cost per doubling of ``L`` and a plot.
-Command line: ``translution bench lm --help``; Python: ``run_lm_bench(quick=True, out=None)``.
-"""
+Small GPTs per variant (``kind[:K]``) and length ``L``; setup: ``benchmarks/README.md`` §2."""
 
 from __future__ import annotations
 
@@ -255,19 +250,13 @@ def markdown(report: Dict) -> str:
         f"Machine: {report['machine']}.  ",
         f"Commit: `{report['commit']}`.  ",
         f"Command: `{report['command']}`", "",
-        f"GPT `gpt_micro_<kind>` with dim {c['dim']}, depth {c['depth']}, {c['heads']} heads × "
-        f"{c['dim_head']}, vocabulary {c['vocab_size']}, block_size = L; `kind K=k` sets "
-        f"`max_distance=k`. Training: batch {c['batch']}, forward + backward (no optimiser "
-        f"step), tokens/s = batch·L / median of {c['train_steps']} step(s) after a warm-up step "
-        f"(¹: the warm-up step alone, slower than {c['slow_step_s']:g} s). Cached generation: "
-        f"batch 1, the prompt fills the cache to L − {c['decode_tokens'] + _WARM_TOKENS}, then "
-        f"{_WARM_TOKENS} warm-up and {c['decode_tokens']} greedy tokens, each timed (median "
-        "reported; context ≈ L). "
-        "Memory: peak above the process's level before the model was built "
-        + ("(CUDA allocator)" if device == "CUDA" else "(resident set)")
-        + "; decode peak = model + cache + one step. "
+        f"GPT `gpt_micro_<kind>`: dim {c['dim']}, depth {c['depth']}, {c['heads']} heads × "
+        f"{c['dim_head']}, vocabulary {c['vocab_size']}; training batch {c['batch']}, "
+        f"{c['train_steps']} timed step(s) (¹: the warm-up step alone, slower than "
+        f"{c['slow_step_s']:g} s); {c['decode_tokens']} timed decode tokens. "
         + ("One configuration and phase per process." if report["isolated"]
-           else "All configurations in one process (memory peaks are indicative only)."),
+           else "All configurations in one process (memory peaks are indicative only).")
+        + " Setup and columns: `benchmarks/README.md`, section 2.",
         "", *_tables(report), "",
         "**Why.** Why each cost grows with L or stops growing: `benchmarks/README.md`, section 2, "
         "\"Reading the table\".", "",
@@ -324,10 +313,9 @@ def run_lm_bench(quick: bool, out: Optional[str], *, variants: Optional[Sequence
                  command: Optional[str] = None, plot: Optional[str] = None,
                  progress: Callable[[str], None] = functools.partial(print, flush=True),
                  **options) -> str:
-    """Run the benchmark; return the markdown report, also written to ``out`` with the raw
-    numbers in its ``.json`` sibling and the plot in ``plot`` (default: its ``.png`` sibling;
-    ``""``: none). ``isolate`` (default: unless ``quick``): one process per case and phase;
-    ``timeout``: seconds per such process; ``options``: :class:`LMCase` fields."""
+    """The markdown report, also written to ``out`` with a ``.json`` sibling and the plot in
+    ``plot`` (default ``out``'s ``.png``; ``""``: none); ``isolate`` (default: unless ``quick``):
+    one process per case and phase, ``timeout`` s each; ``options``: :class:`LMCase` fields."""
     cases = default_cases(quick, variants, lengths, **options)
     isolate = (not quick) if isolate is None else isolate
     t0 = time.perf_counter()

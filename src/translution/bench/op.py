@@ -1,9 +1,6 @@
-"""Operation benchmark (``translution bench op``): forward+backward time, peak memory and
-dispatched ops of one layer, one configuration per process: ``paper`` (the paper code's
-gathered-weight algorithm, baseline only), Translution on the ``grouped`` / ``batched`` backends,
-``alpha`` (α-Translution, rank ``r``) and ``sdpa`` (standard attention). Also the machine's dense
-fp32 matmul rate, α's FLOP ratio ``F`` to attention, and training steps/s of the Dynamic MNIST
-main job's models."""
+"""Operation benchmark (``translution bench op``): forward+backward time, peak memory and ops of
+one layer per process for each of :data:`IMPLS`; the matmul rate, α's FLOP ratio ``F`` and the
+Dynamic MNIST models' training steps/s. Columns: ``benchmarks/README.md`` §1."""
 
 from __future__ import annotations
 
@@ -94,15 +91,20 @@ def matmul_rate(sizes=(1024, 2048, 4096), repeats: int = 5) -> float:
 
 
 class OpCounter(TorchDispatchMode):
-    """Counts the ops dispatched while it is active (views and in-place ops included)."""
+    """Counts the ops dispatched while it is active (views and in-place ops included) in ``ops``,
+    and the bytes of the largest tensor any of them returns in ``largest``."""
 
     def __init__(self):
         super().__init__()
-        self.ops = 0
+        self.ops, self.largest = 0, 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         self.ops += 1
-        return func(*args, **(kwargs or {}))
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else [out]:
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel() * t.element_size())
+        return out
 
 
 def count_ops(fn: Callable[[], object]) -> int:
@@ -285,23 +287,12 @@ def markdown(report: Dict) -> str:
             f"{case['dim_head']}) | {_cell(get('sdpa'), False)} | {_cell(get('alpha'), False)} | "
             f"{ratio} | {_cell(get('grouped'))} | {_cell(get('batched'))} | {share} | "
             f"{_cell(get('paper'))} | {_ratio(get('paper'), best, '{:.0f}×')} | {ops} |")
-    lines += ["", "Times: forward + backward of one layer (the attention operation and its output "
-              "`Linear`), best of the repeats; memory: the process's peak RSS. F: α-Translution's "
-              "forward FLOPs over standard attention's (`FlopCounterMode`, as issue 7 defines "
-              "it: it does not count the CPU flash-attention kernel; \"with the core\" counts "
-              "attention through the math SDPA path). % of matmul rate: the "
-              "relative projections' useful work (forward + two backward GEMMs, 3 × 2·B·P·C·C' "
-              "each; recomputation not counted) per second, over the dense matmul rate. Ops: "
-              "dispatched by one forward + backward (`TorchDispatchMode` count)."]
     if report.get("models"):
         lines += ["", "| model (Dynamic MNIST main job) | parameters | training steps/s | "
                   "ms/step |", "|---|---|---|---|"]
         lines += [f"| {m['label']} | {m['parameters']:,} | {m['steps_per_s']:.2f} | "
                   f"{m['ms_per_step']:.1f} |" for m in report["models"]]
-        m = report["models"][0]
-        lines += ["", "Models: built by the experiment's `build_model(QUICK, run_id)`; a training "
-                  "step = forward + backward + AdamW step on random inputs of shape "
-                  f"{tuple(m['input_shape'])}, the median of {m['steps']} after a warm-up."]
+    lines += ["", "Every column is defined in `benchmarks/README.md`, section 1."]
     return "\n".join(lines)
 
 

@@ -1,8 +1,5 @@
 """Data sets and input pipelines: readers here, fetching in :mod:`translution.data.fetch`.
-
-ImageFolder needs the ``vision`` extra; text (:mod:`.text`, :mod:`.tokenizers`, :mod:`.austen`,
-:mod:`.openwebtext`) the ``text`` extra.
-"""
+ImageFolder needs the ``vision`` extra; the text modules the ``text`` extra."""
 from .fetch import DataUnavailableError, default_cache_dir
 from .mnist import MNIST_MEAN, MNIST_STD, check_idx, load_fashion_mnist, load_mnist, write_idx
 from .dynamic_mnist import DynamicMNIST

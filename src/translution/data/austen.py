@@ -1,10 +1,6 @@
-"""Jane Austen's six novels from the Debian package ``r-cran-janeaustenr`` (no R needed).
-
-The package's R lazy-load database ``Rdata.{rdx,rdb}`` (zlib records of serialized character
-vectors, parsed by ``rdata``) is read once into a cache of UTF-8 ``<novel>.txt`` files (lines
-joined by ``"\\n"``, NA lines empty; sizes :data:`AUSTEN_CHARS`) with a ``manifest.json`` of
-sizes and SHA-256; a cache that does not match it is rebuilt.
-"""
+"""Jane Austen's six novels from the Debian package ``r-cran-janeaustenr`` (no R needed): its R
+lazy-load database, read once by ``rdata`` into a cache of UTF-8 ``<novel>.txt`` files (lines
+joined by ``"\\n"``, NA lines empty) with a ``manifest.json``; a mismatching cache is rebuilt."""
 from __future__ import annotations
 
 import json

@@ -1,13 +1,6 @@
-"""Dynamic MNIST (SPEC section 7): ``d x d`` digits pasted on a blank ``canvas x canvas`` image.
-
-Placements: ``"static"`` (the patch-aligned offset nearest the centre, ties to the smaller; for
-``canvas=42, patch=7`` rows/columns 7..34), ``"patch"`` (random multiples of ``patch``),
-``"pixel"`` (random pixels) and ``"roll"`` (the static image rolled circularly by random whole
-patches; the digit may wrap). ``shift=(dr, dc)`` moves a static digit (the shift sweep). Item
-``i``'s offset is a SplitMix64 hash of ``(seed, epoch, i)``: independent of torch's RNG, the
-workers and the data set length, so resumes are exact. Pixels are normalised with the MNIST
-mean/std; the blank background is ``-0.1307 / 0.3081``.
-"""
+"""Dynamic MNIST (SPEC section 7): ``d x d`` digits pasted on a blank ``canvas x canvas`` image
+(MNIST-normalised, background ``-0.1307 / 0.3081``). Item ``i``'s offset is a SplitMix64 hash of
+``(seed, epoch, i)``, independent of torch's RNG, the workers and the length: resumes are exact."""
 from __future__ import annotations
 
 from typing import Sequence, Tuple, Union
@@ -21,7 +14,8 @@ from .mnist import MNIST_MEAN, MNIST_STD
 
 __all__ = ["DynamicMNIST", "PLACEMENTS", "static_offset", "placement_offsets"]
 
-#: Valid placement modes.
+#: ``"static"``: :func:`static_offset`; ``"patch"`` / ``"pixel"``: random multiples of ``patch`` /
+#: pixels; ``"roll"``: the static image rolled circularly by random whole patches (it may wrap).
 PLACEMENTS = ("static", "patch", "pixel", "roll")
 
 
@@ -45,7 +39,7 @@ def _hash_stream(seed: int, epoch: int, indices: np.ndarray, stream: int) -> np.
 
 def static_offset(canvas: int, digit: int, patch: int) -> int:
     """``k * patch`` nearest ``(canvas - digit) / 2`` with ``0 <= k * patch <= canvas - digit``
-    (ties towards the smaller offset)."""
+    (ties towards the smaller offset; 7 for ``canvas=42, patch=7``)."""
     free = canvas - digit
     ks = np.arange(free // patch + 1)
     return int(ks[np.argmin(np.abs(2 * ks * patch - free))]) * patch  # argmin: first tie
@@ -71,11 +65,9 @@ def placement_offsets(n: int, canvas: int, digit: int, patch: int, placement: st
 
 
 class DynamicMNIST(Dataset):
-    """Digits ``images`` uint8 ``(N, d, d)`` with ``labels`` ``(N,)`` placed on a canvas.
-
-    Items are ``(x float32 (1, canvas, canvas), y int64 ())``; ``placement`` is one of
-    :data:`PLACEMENTS`, ``shift`` a ``(dr, dc)`` pixel move of a ``"static"`` digit.
-    """
+    """Digits ``images`` uint8 ``(N, d, d)`` with ``labels`` ``(N,)`` placed on a canvas by
+    ``placement`` (:data:`PLACEMENTS`), a ``"static"`` digit moved by ``shift=(dr, dc)`` pixels;
+    items ``(x float32 (1, canvas, canvas), y int64 ())``."""
 
     def __init__(self, images: torch.Tensor, labels: Union[torch.Tensor, Sequence[int]],
                  canvas: int = 42, patch: int = 7, placement: str = "static",

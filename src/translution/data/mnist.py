@@ -1,10 +1,6 @@
-"""MNIST and Fashion-MNIST from IDX files, an IDX checker and writer, and crop/flip augmentation.
-
-A split is read from ``root`` (the four standard files, plain or ``.gz``, in ``root`` or its
-``MNIST/raw``; checked for format, not digests, so subsets work), else from the cache
-``<cache>/MNIST/raw`` (``FashionMNIST/raw``), digest-checked and filled by :mod:`.fetch`.
-IDX: ``00 00 08 ndim``, ``ndim`` big-endian uint32 sizes, then the uint8 data.
-"""
+"""MNIST and Fashion-MNIST from IDX files (``00 00 08 ndim``, ``ndim`` big-endian uint32 sizes,
+uint8 data) in ``root`` (format-checked) or the digest-checked cache of :mod:`.fetch`; an IDX
+checker and writer; batch crop/flip augmentation."""
 from __future__ import annotations
 
 import gzip
@@ -84,7 +80,8 @@ def write_idx(path: PathLike, tensor: torch.Tensor) -> Path:
 def _read_idx(data: bytes, where: PathLike, ndim: int) -> torch.Tensor:
     """The uint8 tensor of IDX ``data``, checked by :func:`_idx_shape`."""
     shape = _idx_shape(data, where, ndim)
-    return torch.from_numpy(np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape).copy())
+    return torch.from_numpy(np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
+                            .copy())
 
 
 def _read_pair(folder: Path, names: Tuple[str, str], expected_n: Optional[int]

@@ -1,9 +1,6 @@
-"""OpenWebText -> GPT-2 token files, token for token as nanoGPT's ``prepare.py`` makes them.
-
-Hugging Face ``"openwebtext"`` split by ``train_test_split(test_size=0.0005, seed=2357)``, each
-document encoded with ``encode_ordinary`` plus end-of-text, each split a ``uint16`` file. Tests
-inject documents and tokenizer; ``datasets`` (not a dependency) is imported for the real corpus.
-"""
+"""OpenWebText -> GPT-2 token files, token for token as nanoGPT's ``prepare.py`` makes them: HF
+``"openwebtext"`` split by ``train_test_split(test_size=0.0005, seed=2357)``, each document
+``encode_ordinary`` plus end-of-text, each split a ``uint16`` file."""
 from __future__ import annotations
 
 import math
@@ -69,11 +66,9 @@ def prepare_openwebtext(out_dir: PathLike, *,
                         val_fraction: float = OWT_VAL_FRACTION, seed: int = OWT_SEED,
                         batch_docs: int = 1024, num_proc: int | None = 8, progress: bool = True,
                         dataset_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Write ``train.bin``, ``val.bin`` and ``meta.json`` into ``out_dir`` (see the module).
-
-    ``documents``: a sequence of str, an HF ``Dataset`` with a ``"text"`` column, an iterable, a
-    callable returning one, or ``None`` for the real corpus (:func:`load_openwebtext_documents`
-    with ``num_proc`` and ``dataset_kwargs``). ``batch_docs`` documents are tokenized at once."""
+    """Write ``train.bin``, ``val.bin`` and ``meta.json`` into ``out_dir`` from ``documents``: str
+    sequence, HF ``Dataset`` (``"text"`` column), iterable, callable returning one, or ``None``
+    (:func:`load_openwebtext_documents` with ``num_proc``, ``dataset_kwargs``)."""
     source_name = "documents"
     if documents is None:
         documents = load_openwebtext_documents(num_proc=num_proc, **dict(dataset_kwargs or {}))

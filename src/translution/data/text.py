@@ -1,9 +1,6 @@
-"""Token files on disk (the nanoGPT-style text pipeline).
-
-A corpus folder holds ``<split>.bin`` (ids concatenated, little-endian ``uint16`` below 65,536
-ids, else ``uint32``; byte-compatible with nanoGPT) and ``meta.json`` (tokenizer, dtype, and per
-split tokens, bytes, SHA-256), all written atomically.
-"""
+"""Token files on disk, nanoGPT-style: a corpus folder holds ``<split>.bin`` (ids concatenated,
+little-endian ``uint16`` below 65,536 ids, else ``uint32``) and ``meta.json`` (tokenizer, dtype,
+per split tokens, bytes, SHA-256), all written atomically."""
 from __future__ import annotations
 
 import hashlib
@@ -118,11 +115,9 @@ def prepare_corpus(texts_train: Sequence[str], texts_val: Sequence[str], out_dir
                    tokenizer: Union[str, Tokenizer] = "char", *, separator: str | None = None,
                    append_eot: bool | None = None, char_vocab_from: str = "train",
                    extra_meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Tokenize texts into ``train.bin``, ``val.bin`` and ``meta.json`` in ``out_dir``.
-
-    ``tokenizer``: ``"char"`` (vocabulary from the training texts and ``separator``, default
-    ``"\\n\\n"`` between documents; ``char_vocab_from="all"`` adds the validation texts),
-    ``"gpt2"`` (end-of-text after each document) or a :class:`Tokenizer`."""
+    """Tokenize texts into ``train.bin``, ``val.bin``, ``meta.json`` in ``out_dir``: ``"char"``
+    (vocabulary of the training texts, or all with ``char_vocab_from="all"``, and ``separator``,
+    default ``"\\n\\n"``), ``"gpt2"`` (end-of-text after each document) or a :class:`Tokenizer`."""
     texts_train = _check_texts("texts_train", texts_train)
     texts_val = _check_texts("texts_val", texts_val)
     if separator is None:
@@ -176,11 +171,9 @@ def read_meta(data_dir: PathLike) -> dict[str, Any]:
 
 
 class TokenDataset:
-    """One split of a prepared corpus: ``data``, a read-only ``np.memmap`` ``(num_tokens,)``.
-
-    Checks ``meta.json``, the file size, (``verify``) the SHA-256, remembered by size and mtime
-    in ``.<split>.bin.verified.json``, and (``tokenizer``) the tokenizer; ``ValueError`` on a
-    mismatch."""
+    """One split of a prepared corpus: ``data``, a read-only ``np.memmap`` ``(num_tokens,)``,
+    checked against ``meta.json``: size, (``verify``) SHA-256, remembered by size and mtime in
+    ``.<split>.bin.verified.json``, and (``tokenizer``) the tokenizer."""
 
     def __init__(self, data_dir: PathLike, split: str = "train", *,
                  tokenizer: Tokenizer | None = None, verify: bool = True) -> None:
