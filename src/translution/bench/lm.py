@@ -82,11 +82,6 @@ class LMCase:
         if self.device not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
 
-    @property
-    def variant(self) -> str:
-        """``kind`` or ``kind K=…`` (the table's row label)."""
-        return _label(self.kind, self.max_distance)
-
 
 def _label(kind: str, max_distance: Optional[int]) -> str:
     return kind if max_distance is None else f"{kind} K={max_distance}"
@@ -327,7 +322,8 @@ def run_lm_bench(quick: bool, out: Optional[str], *, variants: Optional[Sequence
         for case in cases:
             r = _run_case(case, isolate, threads, timeout)
             rows.append({"case": asdict(case), "result": r})
-            progress(f"{case.variant:>18} L={case.length:<5} " + (r["error"] if "error" in r else
+            label = _label(case.kind, case.max_distance)
+            progress(f"{label:>18} L={case.length:<5} " + (r["error"] if "error" in r else
                      f"train {r['train_tokens_per_s']:,.0f} tok/s, {_mib(r['train_peak_bytes'])} "
                      f"MiB; decode {r['decode_ms_per_token']:.2f} ms/token, cache "
                      f"{_mib(r['cache_bytes'])} MiB"))

@@ -146,21 +146,18 @@ def tar_members(blob: bytes, members: Sequence[str], what: str) -> Dict[str, byt
     return out
 
 
-def apt_download(package: str, version: str, dest: PathLike) -> Path:
-    """``apt-get download <package>=<version>`` into ``dest``; the ``.deb``."""
-    _run("apt-get", ["download", f"{package}={version}"], dest)
-    debs = sorted(Path(dest).glob(f"{package}_*.deb"))
-    if not debs:
-        raise DataUnavailableError(f"`apt-get download {package}` left no .deb in {dest}")
-    return debs[-1]
-
-
 def unpacked_deb(package: Tuple[str, str, str], dest: PathLike,
                  deb: Optional[PathLike] = None) -> Path:
     """``<dest>/root`` holding the pinned Debian ``package`` (name, version, SHA-256), from the
     ``.deb`` file ``deb`` or ``apt-get download``."""
-    deb = Path(deb) if deb else apt_download(package[0], package[1], dest)
-    verified(deb.read_bytes(), package[2], deb.name)
+    name, version, sha256 = package
+    if not deb:
+        _run("apt-get", ["download", f"{name}={version}"], dest)
+        deb = max(Path(dest).glob(f"{name}_*.deb"), default=None)
+        if deb is None:
+            raise DataUnavailableError(f"`apt-get download {name}` left no .deb in {dest}")
+    deb = Path(deb)
+    verified(deb.read_bytes(), sha256, deb.name)
     return extract_deb(deb, Path(dest) / "root")
 
 

@@ -3,6 +3,7 @@ little-endian ``uint16`` below 65,536 ids, else ``uint32``) and ``meta.json`` (t
 per split tokens, bytes, SHA-256), all written atomically."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from pathlib import Path
@@ -202,18 +203,14 @@ class TokenDataset:
     def _verify_digest(self, expected: str) -> None:
         st, cache = self.path.stat(), _verified_cache(self.path)
         key = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": expected}
-        try:
+        with contextlib.suppress(OSError, ValueError):
             if json.loads(cache.read_text()) == key:
                 return
-        except (OSError, ValueError):
-            pass
         found = sha256_file(self.path)
         if found != expected:
             raise ValueError(f"{self.path}: expected sha256 {expected}, found {found}")
-        try:
+        with contextlib.suppress(OSError):  # a read-only corpus folder: re-hash next time
             atomic_write_json(cache, key)
-        except OSError:  # read-only corpus folder: re-hash next time
-            pass
 
     def _check_tokenizer(self, tokenizer: Tokenizer) -> None:
         meta, kind = self.meta, self.meta["tokenizer"].get("kind")

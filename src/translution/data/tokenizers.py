@@ -1,11 +1,9 @@
 """Tokenizers of the text experiments: characters, and GPT-2 BPE through tiktoken (offline, its
-cache primed by :mod:`.fetch`). :func:`tokenizer_from_meta` rebuilds ``tok`` from ``tok.to_meta()``.
-"""
+cache primed by :mod:`.fetch`). :func:`tokenizer_from_meta` rebuilds ``tok`` from ``tok.to_meta()``."""
 from __future__ import annotations
 
 import base64
 import os
-from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence, Union
 from unittest import mock
@@ -19,32 +17,17 @@ GPT2_N_VOCAB = 50257
 GPT2_EOT = 50256
 
 
-class Tokenizer(ABC):
-    """``encode``/``decode`` between ``str`` and ids ``0 .. vocab_size - 1``; ``kind`` is
-    ``"char"`` or ``"gpt2"``, ``eot_token`` the end-of-text id or ``None``."""
+class Tokenizer:
+    """Base of the tokenizers: ``encode``/``decode`` between ``str`` and ids ``0 .. vocab_size - 1``
+    (a list, array or tensor), ``to_meta()`` for :func:`tokenizer_from_meta`; ``kind``: ``"char"``
+    or ``"gpt2"``, ``eot_token``: the end-of-text id or ``None``."""
 
     kind: str = ""
     eot_token: int | None = None
 
-    @property
-    @abstractmethod
-    def vocab_size(self) -> int: ...
-
-    @abstractmethod
-    def encode(self, text: str) -> list[int]:
-        """Token ids of ``text``."""
-
     def encode_array(self, text: str) -> np.ndarray:
         """Token ids of ``text``, int64 ``(n,)``."""
         return np.asarray(self.encode(text), dtype=np.int64)
-
-    @abstractmethod
-    def decode(self, ids: Iterable[int]) -> str:
-        """Text of a sequence of ids (list, array or tensor)."""
-
-    @abstractmethod
-    def to_meta(self) -> dict[str, Any]:
-        """A JSON-able description for :func:`tokenizer_from_meta`."""
 
 
 def _ids_list(ids: Any, n: int) -> list[int]:
