@@ -1,18 +1,18 @@
-"""MNIST and Fashion-MNIST from IDX files (``00 00 08 ndim``, ``ndim`` big-endian uint32 sizes,
-uint8 data) in ``root`` (format-checked) or the digest-checked cache of :mod:`.fetch`; an IDX
-checker and writer; batch crop/flip augmentation."""
+"""MNIST and Fashion-MNIST through torchvision's IDX readers, from ``root`` (header-checked: IDX is
+``00 00 08 ndim``, ``ndim`` big-endian uint32 sizes, uint8 data) or the digest-checked cache of
+:mod:`.fetch`; an IDX header checker and writer; batch crop/flip augmentation."""
 from __future__ import annotations
 
 import gzip
 import math
 import struct
+import tempfile
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
-import numpy as np
 import torch
 
-from ..utils import PathLike, atomic_write_bytes, check_bool, check_int
+from ..utils import PathLike, atomic_write_bytes, check_bool, check_int, require
 from .fetch import IDX_DATASETS, MNIST_FILES, DataUnavailableError, cached_idx, folder_files
 
 
@@ -77,19 +77,19 @@ def write_idx(path: PathLike, tensor: torch.Tensor) -> Path:
     return atomic_write_bytes(path, data)
 
 
-def _read_idx(data: bytes, where: PathLike, ndim: int) -> torch.Tensor:
-    """The uint8 tensor of IDX ``data``, checked by :func:`_idx_shape`."""
-    shape = _idx_shape(data, where, ndim)
-    return torch.from_numpy(np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
-                            .copy())
-
-
 def _read_pair(folder: Path, names: Tuple[str, str], expected_n: Optional[int]
                ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Images ``(N, 28, 28)`` uint8 and labels ``(N,)`` int64 from ``folder`` (plain or ``.gz``)."""
+    """Images ``(N, 28, 28)`` uint8 and labels ``(N,)`` int64 from ``folder`` (plain or ``.gz``),
+    header-checked, then read by torchvision's IDX readers (from a temporary plain copy)."""
+    reader = require("torchvision.datasets.mnist", "vision")
     files, where = folder_files(folder, names), [folder / name for name in names]
-    images = _read_idx(files[names[0]], where[0], 3)
-    labels = _read_idx(files[names[1]], where[1], 1).long()
+    for name, ndim in zip(names, (3, 1)):
+        _idx_shape(files[name], folder / name, ndim)
+    with tempfile.TemporaryDirectory(prefix="translution-idx-") as tmp:
+        for name in names:
+            (Path(tmp) / name).write_bytes(files[name])
+        images = reader.read_image_file(str(Path(tmp) / names[0]))
+        labels = reader.read_label_file(str(Path(tmp) / names[1])).long()
     if tuple(images.shape[1:]) != (28, 28):
         raise ValueError(f"{where[0]}: expected 28x28 images, got {images.shape[1]}x"
                          f"{images.shape[2]}")
