@@ -251,7 +251,6 @@ class Trainer:
 
     def evaluate(self) -> dict[str | None, dict[str, float]]:
         """Evaluate every set, log one record per set, and keep ``best.pt`` (first set)."""
-        reduce = all_reduce_sums if self.info.distributed else None
         with self.paused:
             for name, batches in self.eval_sets.items():
                 if callable(getattr(batches, "batches", None)):
@@ -259,7 +258,8 @@ class Trainer:
                 # evaluation must not disturb the training random stream (exact resume)
                 with preserved_rng(), self.autocast():
                     metrics = self.task.evaluate(
-                        self.fwd, (to_device(b, self.info.device) for b in batches), reduce)
+                        self.fwd, (to_device(b, self.info.device) for b in batches),
+                        all_reduce_sums)
                 self.last_evals[name] = dict(metrics)
                 named = {} if name is None else {"set": name}
                 record = self.logger.log({"event": "eval", **named, "step": self.step,
@@ -287,9 +287,8 @@ class Trainer:
         sums, count = self.window.floats(), self.window.count
         if count == 0:
             return
-        if self.info.distributed:
-            sums = {k: v / self.info.world_size for k, v in all_reduce_sums(sums).items()}
-        means = {k: v / count for k, v in sums.items()}
+        world = self.info.world_size                # all_reduce_sums: identity on one process
+        means = {k: v / world / count for k, v in all_reduce_sums(sums).items()}
         dt = max(self.elapsed() - self.window.start, 0.0) / count
         self.last_train = self.logger.log({
             "event": "train", "step": self.step, "epoch": self._epoch(), "lr": lr, **means,
