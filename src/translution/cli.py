@@ -50,10 +50,6 @@ def _experiment(args) -> int:
     return 0
 
 
-def _bench_lm(args) -> int:                    # reached only through main()'s dispatch
-    raise SystemExit("usage: translution bench lm [--quick] [--out FILE] [...]")
-
-
 def _train(args) -> int:
     import torch
     from . import recipes
@@ -82,11 +78,10 @@ def _eval(args) -> int:
     if args.overrides:
         cfg = RunConfig.from_dict(with_overrides(cfg.to_dict(), args.overrides))
     task, _, eval_batches = recipes.build_task_and_batches(cfg, model)
-    batches = eval_batches.batches(0) if hasattr(eval_batches, "batches") else eval_batches
     device = next(model.parameters()).device
     with torch.autocast(device.type, dtype=torch.bfloat16,     # as fit evaluated
                         enabled=cfg.train.precision == "bf16"):
-        metrics = task.evaluate(model, batches)
+        metrics = task.evaluate(model, eval_batches.batches(0))
     print(json.dumps(metrics, indent=1))
     return 0
 
@@ -163,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
     op = bench_sub.add_parser("op", help="time and peak memory of one layer, forward+backward")
-    op.add_argument("--quick", action="store_true", help="two small configurations only, no model table")
+    op.add_argument("--quick", action="store_true",
+                    help="two small configurations only, no model table")
     op.add_argument("--impl", action="append",
                     choices=["paper", "grouped", "batched", "alpha", "sdpa"],
                     help="implementations to run (repeatable; default all)")
@@ -172,9 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="skip the paper's algorithm where it needs more GB than this")
     op.add_argument("--out", help="write the table to OUT.md and the raw numbers to OUT.json")
     op.set_defaults(func=_bench_op)
-    lm = bench_sub.add_parser("lm", help="training and generation tokens/s per attention kind "
-                              "(options: translution bench lm --help)", add_help=False)
-    lm.set_defaults(func=_bench_lm)
+    bench_sub.add_parser("lm", add_help=False,       # run by main() with its own parser
+                         help="training and generation tokens/s per attention kind (options: "
+                              "translution bench lm --help)")
 
     train = sub.add_parser("train", help="train a model from a YAML config plus key=value "
                            "overrides (resumes OUT/last.pt when present)")
@@ -212,8 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Errors a user can cause (configuration, data, checkpoints): one line on stderr, exit 2.
-USER_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError, PermissionError,
-               UnicodeError, OSError)
+USER_ERRORS = (ValueError, TypeError, KeyError, OSError)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

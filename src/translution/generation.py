@@ -1,7 +1,5 @@
-"""Autoregressive sampling from a causal language model (:class:`~translution.models.GPT`):
-``logits, cache = model.decode(tokens, cache)`` reads the next positions. Past the model's
-length limit :func:`generate` raises, unless ``sliding_window=True`` (each further token from
-the last ``block_size`` tokens, recomputed without cache)."""
+"""Autoregressive sampling from a causal language model (:class:`~translution.models.GPT`),
+whose ``logits, cache = model.decode(tokens, cache)`` reads the next positions."""
 
 from __future__ import annotations
 
@@ -60,10 +58,9 @@ def generate(model: nn.Module, prompt: torch.Tensor, max_new_tokens: int,
              temperature: float = 1.0, top_k: Optional[int] = None, use_cache: bool = True,
              generator: Optional[torch.Generator] = None,
              sliding_window: bool = False) -> torch.Tensor:
-    """``prompt`` ``(B, T0)`` followed by ``max_new_tokens`` sampled tokens (see
-    :func:`sample_next`): ``(B, T0 + max_new_tokens)`` in the prompt's dtype. ``use_cache=False``
-    recomputes the whole context per token (same result); past the model's length limit,
-    ``sliding_window`` predicts from the last ``block_size`` tokens instead of raising."""
+    """``prompt`` ``(B, T0)`` and ``max_new_tokens`` tokens of :func:`sample_next`, in its dtype;
+    ``use_cache=False`` recomputes the context per token (same result). Past the model's length
+    limit, ``sliding_window`` predicts from the last ``block_size`` tokens instead of raising."""
     if not (isinstance(model, nn.Module) and callable(getattr(model, "decode", None))
             and hasattr(model, "max_length")):
         raise TypeError(f"expected a language model with cached decoding (decode() and "

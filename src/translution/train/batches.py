@@ -1,8 +1,6 @@
-"""Deterministic, resumable batch sources: ``len(source)`` steps per epoch and
-``source.batches(epoch, start=0)``. Batch ``i`` of epoch ``e`` on ``rank`` is a pure function of
-``(seed, e, i, rank)`` (order seeded by ``(seed, e)``, loading under restored generators seeded
-by all four), so a resumed run sees exactly its batches; rank ``r`` takes ``perm[r::world]``.
-"""
+"""Deterministic, resumable batch sources (``len(source)`` steps per epoch,
+``source.batches(epoch, start=0)``): batch ``i`` of epoch ``e`` on ``rank`` is a pure function of
+``(seed, e, i, rank)``, so a resumed run sees exactly its batches."""
 
 from __future__ import annotations
 
@@ -90,14 +88,9 @@ def _unbatched(item: Any) -> Any:
 
 
 class DatasetBatches(_SeededSource):
-    """Batches (``batch_size`` per process) of a map-style dataset (``len``, ``dataset[i]`` or
-    ``__getitems__``, optional ``set_epoch(epoch)``), deterministic per (seed, epoch, index, rank).
-
-    ``shuffle`` permutes each epoch; ``drop_last`` drops the tail so every batch on every rank is
-    full; else ``even_shards`` pads by wrapping so all ranks have as many batches (training;
-    ``False`` scores each sample once). ``batch_transform`` (e.g. MixUp) runs on each collated
-    batch under its seeded generators. ``rank``, ``world_size``: both or neither.
-    """
+    """Batches (``batch_size`` per process, rank ``r`` of the epoch's order ``perm[r::world]``) of
+    a map-style dataset; without ``drop_last``, ``even_shards`` pads by wrapping so all ranks have
+    as many batches (``False``: each sample once). ``batch_transform``: e.g. MixUp, seeded."""
 
     def __init__(self, dataset: Any, batch_size: int, *, shuffle: bool = True, seed: int = 0,
                  drop_last: bool = False, num_workers: int = 0,

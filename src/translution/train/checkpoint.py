@@ -1,8 +1,6 @@
 """Atomic, validated, self-describing training checkpoints: a ``torch.save`` dict of
-:data:`REQUIRED_KEYS` plus ``model_config`` (from which :func:`translution.models.model_from_config`
-rebuilds the model) and ``tokenizer`` meta (``None`` in older files). Loading checks every
-member's CRC-32, uses ``weights_only=True`` and raises ``ValueError`` naming the file.
-"""
+:data:`REQUIRED_KEYS`, ``model_config`` (for :func:`translution.models.model_from_config`) and
+``tokenizer`` meta; loading checks CRC-32s, uses ``weights_only`` and raises ``ValueError``."""
 
 from __future__ import annotations
 

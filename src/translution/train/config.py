@@ -1,9 +1,6 @@
-"""Typed configuration: dataclass sections, a strict YAML loader and ``key=value`` overrides.
-
-A :class:`RunConfig` has the sections ``model`` (``{name: <registered model>, **its config}``),
-``data``, ``train``, ``optim`` and ``schedule``. Values are converted to their annotations and
-checked against their :func:`bounded` bounds; an unknown key is an error naming close matches.
-Experiment presets load the same way: ``load_settings(MySettings, "my_quick", ["epochs=3"])``.
+"""Typed configuration: dataclass sections (values converted to their annotations, checked
+against their :func:`bounded` bounds, unknown keys refused naming close matches), a strict YAML
+loader and ``key=value`` overrides; :class:`RunConfig` for runs, :func:`load_settings` for presets.
 """
 
 from __future__ import annotations
@@ -73,10 +70,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         kinds = args if origin is tuple else args * len(value)
         out = [_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, kinds))]
         return tuple(out) if origin is tuple else out
-    if origin is dict or tp is dict:
+    if origin is dict:
         if not isinstance(value, Mapping):
             raise TypeError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
-        key_tp, value_tp = args or (Any, Any)
+        key_tp, value_tp = args
         return {_coerce(k, key_tp, where): _coerce(v, value_tp, _join(where, k))
                 for k, v in value.items()}
     if tp in (bool, str):
@@ -116,16 +113,17 @@ def unknown_key(where: str, key: Any, valid: Sequence[str]) -> ValueError:
 
 
 def _converted(cls: type, values: Mapping[str, Any], where: str,
-               other_keys: Sequence[str] = ()) -> dict[str, Any]:
-    """The items of ``values`` converted to the fields of dataclass ``cls`` (``other_keys`` are
-    left for the caller); an unknown key is an error."""
+               other_keys: Sequence[str] = (), convert: bool = True) -> dict[str, Any]:
+    """The items of ``values`` converted (unless ``convert=False``) to the fields of dataclass
+    ``cls`` (``other_keys`` are left for the caller); an unknown key is an error."""
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    hints, out = typing.get_type_hints(cls), {}
+    hints, out = typing.get_type_hints(cls) if convert else {}, {}
     for key, value in values.items():
         if key not in other_keys:
             if key not in fields:
                 raise unknown_key(where, key, [*other_keys, *fields])
-            out[key] = _checked(fields[key], hints[key], value, _join(where, key))
+            out[key] = _checked(fields[key], hints[key], value, _join(where, key)) \
+                if convert else value
     return out
 
 
@@ -171,7 +169,8 @@ def settings_from_dict(cls: type[T], values: Mapping[str, Any] | None, where: st
     if not isinstance(values, Mapping):
         raise TypeError(f"{where or cls.__name__}: expected a mapping, got "
                         f"{type(values).__name__} {values!r}")
-    return cls(**_converted(cls, values, where))
+    # a Section converts its fields itself (Section.__post_init__)
+    return cls(**_converted(cls, values, where, convert=not issubclass(cls, Section)))
 
 
 def replace_settings(settings: T, overrides: Sequence[str]) -> T:

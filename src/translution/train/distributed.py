@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import atexit
+import importlib
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -12,8 +13,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["DistInfo", "setup_distributed", "cleanup_distributed", "dist_info", "wrap_model",
-           "unwrap_model", "all_reduce_sums", "all_gather_objects", "barrier"]
+__all__ = ["DistInfo", "setup_distributed", "cleanup_distributed", "wrap_model", "unwrap_model",
+           "all_reduce_sums", "all_gather_objects", "barrier"]
 
 
 @dataclass(frozen=True)
@@ -47,22 +48,6 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"environment variable {name} must be an integer, got {raw!r}") from None
 
 
-def _default_device(local_rank: int, device: str | torch.device | None) -> torch.device:
-    d = torch.device(device if device is not None
-                     else "cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device("cuda", local_rank) if d.type == "cuda" and d.index is None else d
-
-
-def dist_info(device: str | torch.device | None = None) -> DistInfo:
-    """Describe this process from the initialised process group or the environment."""
-    if _is_initialized():
-        rank, world = dist.get_rank(), dist.get_world_size()
-    else:
-        rank, world = _env_int("RANK", 0), _env_int("WORLD_SIZE", 1)
-    local = _env_int("LOCAL_RANK", 0)
-    return DistInfo(rank, world, local, _default_device(local, device))
-
-
 def setup_distributed(backend: str | None = None,
                       device: str | torch.device | None = None) -> DistInfo:
     """Initialise the process group when launched by ``torchrun`` (idempotent); ``backend``
@@ -70,8 +55,12 @@ def setup_distributed(backend: str | None = None,
     world, rank = _env_int("WORLD_SIZE", 1), _env_int("RANK", 0)
     if world < 1 or not 0 <= rank < world:
         raise ValueError(f"need 0 <= RANK < WORLD_SIZE, got RANK={rank}, WORLD_SIZE={world}")
-    info_device = _default_device(_env_int("LOCAL_RANK", 0), device)
+    local = _env_int("LOCAL_RANK", 0)
+    info_device = torch.device(device if device is not None
+                               else "cuda" if torch.cuda.is_available() else "cpu")
     if info_device.type == "cuda":
+        if info_device.index is None:
+            info_device = torch.device("cuda", local)
         torch.cuda.set_device(info_device)
     if world > 1 and not dist.is_initialized():
         backend = backend or ("nccl" if info_device.type == "cuda" else "gloo")
@@ -80,10 +69,12 @@ def setup_distributed(backend: str | None = None,
         # as a default argument evaluated at import time: imported after init_process_group,
         # they would keep the group (and Gloo's threads) alive past destroy_process_group
         # until interpreter exit, whose late teardown aborts the process now and then.
-        import torch.distributed.nn.functional  # noqa: F401
+        importlib.import_module("torch.distributed.nn.functional")
         dist.init_process_group(backend=backend, rank=rank, world_size=world, **kwargs)
         atexit.register(_destroy_at_exit)
-    return dist_info(info_device)
+    if _is_initialized():
+        rank, world = dist.get_rank(), dist.get_world_size()
+    return DistInfo(rank, world, local, info_device)
 
 
 def cleanup_distributed() -> None:
@@ -130,16 +121,13 @@ def unwrap_model(model: nn.Module) -> nn.Module:
             return model
 
 
-def all_reduce_sums(values: dict[str, float], device: torch.device | None = None
-                    ) -> dict[str, float]:
-    """Sum each value (same names on every rank) over all ranks (identity when not distributed);
-    ``device`` default: CPU for Gloo, the current CUDA device for NCCL."""
+def all_reduce_sums(values: dict[str, float]) -> dict[str, float]:
+    """Sum each value (same names on every rank) over all ranks (identity when not distributed),
+    on the current CUDA device for NCCL, else on the CPU."""
     if not _is_dist() or not values:
         return dict(values)
     names = sorted(values)
-    if device is None:
-        device = (torch.device("cuda", torch.cuda.current_device())
-                  if dist.get_backend() == "nccl" else torch.device("cpu"))
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
     t = torch.tensor([float(values[n]) for n in names], dtype=torch.float64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return dict(zip(names, t.cpu().tolist()))

@@ -1,9 +1,6 @@
-"""The training loop of classification and language modelling: :func:`fit` runs a :class:`Trainer`.
-
-Step ``s`` is batch ``s % steps_per_epoch`` of epoch ``s // steps_per_epoch``; all that decides
-the next step is checkpointed or a function of ``s``, so on CPU a resumed run is bit-exact.
-Rank 0 writes ``config.yaml``, ``metrics.jsonl``, ``last.pt``/``prev.pt``, ``best.pt``, CSVs.
-"""
+"""The training loop (:func:`fit` runs a :class:`Trainer`): step ``s`` is batch
+``s % steps_per_epoch`` of epoch ``s // steps_per_epoch`` and all else that decides the next step
+is checkpointed, so on CPU a resumed run is bit-exact. Rank 0 writes every file."""
 
 from __future__ import annotations
 
@@ -254,7 +251,6 @@ class Trainer:
 
     def evaluate(self) -> dict[str | None, dict[str, float]]:
         """Evaluate every set, log one record per set, and keep ``best.pt`` (first set)."""
-        reduce = all_reduce_sums if self.info.distributed else None
         with self.paused:
             for name, batches in self.eval_sets.items():
                 if callable(getattr(batches, "batches", None)):
@@ -262,7 +258,8 @@ class Trainer:
                 # evaluation must not disturb the training random stream (exact resume)
                 with preserved_rng(), self.autocast():
                     metrics = self.task.evaluate(
-                        self.fwd, (to_device(b, self.info.device) for b in batches), reduce)
+                        self.fwd, (to_device(b, self.info.device) for b in batches),
+                        all_reduce_sums)
                 self.last_evals[name] = dict(metrics)
                 named = {} if name is None else {"set": name}
                 record = self.logger.log({"event": "eval", **named, "step": self.step,
@@ -290,9 +287,8 @@ class Trainer:
         sums, count = self.window.floats(), self.window.count
         if count == 0:
             return
-        if self.info.distributed:
-            sums = {k: v / self.info.world_size for k, v in all_reduce_sums(sums).items()}
-        means = {k: v / count for k, v in sums.items()}
+        world = self.info.world_size                # all_reduce_sums: identity on one process
+        means = {k: v / world / count for k, v in all_reduce_sums(sums).items()}
         dt = max(self.elapsed() - self.window.start, 0.0) / count
         self.last_train = self.logger.log({
             "event": "train", "step": self.step, "epoch": self._epoch(), "lr": lr, **means,
@@ -323,26 +319,28 @@ class Trainer:
                        "loss": float(loss.detach()), "lr": lr})
         return lr
 
+    def _due(self, every: int, every_epochs: int) -> bool:
+        """Whether this step ends a period of ``every`` steps or ``every_epochs`` epochs (0: off)."""
+        epochs, rest = divmod(self.step, self.steps_per_epoch)
+        return bool(every and self.step % every == 0 or
+                    rest == 0 and every_epochs and epochs % every_epochs == 0)
+
     def after_step(self, lr: float) -> bool:
         """Log, evaluate and checkpoint as configured; ``True`` ends the current epoch pass."""
-        tc, step = self.tc, self.step
-        final = self.check_budget() or step >= self.total_steps
-        epoch_done, n_epochs = step % self.steps_per_epoch == 0, step // self.steps_per_epoch
+        tc = self.tc
+        final = self.check_budget() or self.step >= self.total_steps
         self.stopped = self.stop_after_steps is not None and \
             self.run_steps >= self.stop_after_steps
         # no extra record when stopping early: the logging window is checkpointed and a
         # resumed run logs exactly what an uninterrupted one would
-        if step % tc.log_every == 0 or final:
+        if final or self._due(tc.log_every, 0):
             self.log_train(lr)
-        if self.eval_sets and (final or (tc.eval_every and step % tc.eval_every == 0) or (
-                epoch_done and tc.eval_every_epochs and n_epochs % tc.eval_every_epochs == 0)):
+        if self.eval_sets and (final or self._due(tc.eval_every, tc.eval_every_epochs)):
             self.evaluate()
-        if self.out is not None and (final or self.stopped or (
-                tc.checkpoint_every and step % tc.checkpoint_every == 0) or (
-                epoch_done and tc.checkpoint_every_epochs
-                and n_epochs % tc.checkpoint_every_epochs == 0)):
+        if self.out is not None and (final or self.stopped or self._due(
+                tc.checkpoint_every, tc.checkpoint_every_epochs)):
             self.checkpoint("last")
-        return final or self.stopped or epoch_done
+        return final or self.stopped or self.step % self.steps_per_epoch == 0
 
     def train_epoch(self) -> None:
         """Train from the current step to the end of its epoch (or until the run stops)."""
@@ -399,16 +397,9 @@ def fit(model: nn.Module, task: Task, train_batches: BatchSource, config: RunCon
         out_dir: str | os.PathLike | None = None, resume: bool | str | os.PathLike = True,
         callbacks: Sequence[Callback] = (), device: str | torch.device | None = None,
         stop_after_steps: int | None = None, tokenizer: dict | None = None) -> dict[str, Any]:
-    """Train ``model`` (moved to the device, wrapped under DDP) on ``task`` for
-    ``config.train.max_steps`` steps (or ``epochs``) or ``time_budget_s``; returns the summary.
-
-    ``eval_batches``: one evaluation set (a batch source or a re-iterable); ``eval_sets``: named
-    ones (records carry ``"set"``; the first decides ``best.pt``). ``resume``: ``True`` resumes
-    from ``out_dir/last.pt`` (``prev.pt`` if damaged), a path from that file, ``False`` starts
-    afresh (another optimiser is refused). ``callbacks`` get every event (``"step"``,
-    ``"train"``, ``"eval"``, ``"checkpoint"``). ``stop_after_steps`` stops this call early.
-    ``tokenizer`` meta goes into every checkpoint.
-    """
+    """Train ``model`` on ``task`` for ``config.train``'s steps, epochs or seconds; returns the
+    summary. ``eval_sets``: named sets (the first decides ``best.pt``); ``resume``: ``True``
+    (``out_dir/last.pt``, ``prev.pt`` if damaged), a path or ``False``; ``callbacks``: events."""
     if eval_batches is not None and eval_sets is not None:
         raise ValueError("give eval_batches (one set) or eval_sets (named sets), not both")
     sets = dict(eval_sets) if eval_sets is not None else \

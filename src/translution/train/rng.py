@@ -10,6 +10,8 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from ..utils import check_int
+
 __all__ = ["seed_everything", "derive_seed", "capture_rng_state", "restore_rng_state",
            "preserved_rng", "seeded_rng"]
 
@@ -25,10 +27,7 @@ def _seed_cpu(seed: int) -> None:
 def seed_everything(seed: int, *, deterministic: bool = False) -> int:
     """Seed Python, NumPy and torch (CPU and every CUDA device) with ``seed`` (an int >= 0) and
     return it; ``deterministic`` also asks torch for deterministic algorithms (warn only)."""
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
+    seed = check_int("seed", seed, 0)
     _seed_cpu(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
     if deterministic:

@@ -1,11 +1,5 @@
-"""Tasks: what a batch means, its loss, and how a model is evaluated. Evaluation sums, reduces
-the sums (an all-reduce under DDP), then divides, so distributed metrics equal one process's.
-
-* :class:`ClassificationTask`: ``(inputs, targets)`` → ``(B, C)`` logits; hard ``(B,)`` or soft
-  ``(B, C)`` targets; ``loss``, ``top1``/``top5`` (percent), ``samples``.
-* :class:`LanguageModelTask`: tokens ``(B, T+1)`` or ``(inputs, targets)`` ``(B, T)`` →
-  ``(B, T, V)`` logits; ``loss``, ``ppl``, ``tokens``.
-"""
+"""Tasks: what a batch means, its loss, and how a model is evaluated (sums reduced over ranks,
+then divided, so distributed metrics equal one process's)."""
 
 from __future__ import annotations
 
@@ -77,8 +71,8 @@ def _reduced(sums: dict[str, float], reduce: Reduce | None, count: str, what: st
 
 
 class ClassificationTask:
-    """Classification with cross-entropy (``label_smoothing`` in training); reports ``top{k}``
-    accuracies in percent for each ``k`` of ``topk``."""
+    """Cross-entropy (``label_smoothing`` in training) of ``(B, C)`` logits against hard ``(B,)``
+    or soft ``(B, C)`` targets; reports ``top{k}`` accuracies in percent for each ``k``."""
 
     default_best = ("top1", "max")
 
@@ -128,8 +122,8 @@ class ClassificationTask:
 
 
 class LanguageModelTask:
-    """Next-token prediction with cross-entropy; targets equal to ``ignore_index`` (padding)
-    are not scored."""
+    """Next-token cross-entropy of ``(B, T, V)`` logits of tokens ``(B, T+1)`` or ``(inputs,
+    targets)`` ``(B, T)``; targets equal to ``ignore_index`` (padding) are not scored."""
 
     default_best = ("loss", "min")
 
