@@ -44,8 +44,8 @@ Kind = Literal["ape", "rope", "bias", "translution", "alpha", "hybrid"]
 @dataclass
 class AustenSettings(ExperimentSettings):
     """Protocols and sizes (presets ``configs/austen_{quick,full}.yaml``, quick = defaults):
-    models ``gpt_<size>_<kind>`` (``dim`` … ``mlp_dim`` and ``model_overrides`` per kind override
-    it); ``prompt``, ``samples`` … ``sample_seed``: the equal-time samples (temperature 0: greedy)."""
+    models ``gpt_<size>_<kind>`` (``dim`` … ``mlp_dim``, ``model_overrides`` per kind override
+    it); ``prompt``, ``samples`` … ``sample_seed``: equal-time samples (temperature 0: greedy)."""
 
     tokenizer: Literal["char", "gpt2"] = "char"
     val_novel: str = "persuasion"
@@ -112,15 +112,6 @@ QUICK = load_settings(AustenSettings, "austen_quick")
 FULL = load_settings(AustenSettings, "austen_full")
 
 
-def _check_corpus(corpus) -> Tuple[List[str], List[str]]:
-    if not (isinstance(corpus, (tuple, list)) and len(corpus) == 2 and all(
-            isinstance(t, (tuple, list)) and t and all(isinstance(x, str) for x in t)
-            for t in corpus)):
-        raise ValueError("corpus must be a pair (train_texts, val_texts) of non-empty lists of "
-                         f"str, got {type(corpus).__name__}")
-    return list(corpus[0]), list(corpus[1])
-
-
 def prepare_tokens(settings: AustenSettings, corpus=None, data_dir: Optional[Path] = None,
                    log: Callable[[str], None] = print) -> Tuple[Path, dict]:
     """Tokenize the novels (``settings.tokenizer``, ``val_novel`` held out), or ``corpus``
@@ -137,7 +128,12 @@ def prepare_tokens(settings: AustenSettings, corpus=None, data_dir: Optional[Pat
             suffix = "" if settings.val_novel == "persuasion" else f"-val-{settings.val_novel}"
             data_dir = default_cache_root() / f"austen-{settings.tokenizer}{suffix}"
     else:
-        train, val = _check_corpus(corpus)
+        if not (isinstance(corpus, (tuple, list)) and len(corpus) == 2 and all(
+                isinstance(t, (tuple, list)) and t and all(isinstance(x, str) for x in t)
+                for t in corpus)):
+            raise ValueError("corpus must be a pair (train_texts, val_texts) of non-empty lists "
+                             f"of str, got {type(corpus).__name__}")
+        train, val = map(list, corpus)
         source = "custom corpus"
         if data_dir is None:
             raise ValueError("prepare_tokens needs data_dir when a custom corpus is given")

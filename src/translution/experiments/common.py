@@ -44,7 +44,7 @@ class ExperimentSettings(Section):
 
 
 def mean_std(values: Sequence[float]) -> Tuple[float, float]:
-    """Mean and sample standard deviation (``ddof=1``; 0 for a single value); ValueError for none."""
+    """Mean and sample std (``ddof=1``; 0 for a single value); ValueError for no values."""
     values = [float(v) for v in values]
     if not values:
         raise ValueError("mean_std needs at least one value, got none")

@@ -334,6 +334,7 @@ def _sweep_series(per_model: Dict[str, Dict[str, Any]], patch: int):
 
 
 def _figures(out: Path, s: DynamicMNISTSettings, results, records, data) -> List[str]:
+    from ..train import load_checkpoint
     from . import plots
     main = {label: row for label, row in results.items() if label != "sweep"}
     plots.accuracy_bars({m: {k.replace(" → ", "\n→ "): (v["accuracy"], v["accuracy_std"])
@@ -357,13 +358,8 @@ def _figures(out: Path, s: DynamicMNISTSettings, results, records, data) -> List
               records[key][0]["loss_curve"] for key in records}
     plots.lines({"": curves}, out / "curves.png", "step", "training loss",
                 "training loss (first seed)", ylog=True)
-    return figures + ["curves.png"] + _model_figures(out, s, data)
-
-
-def _model_figures(out: Path, s: DynamicMNISTSettings, data) -> List[str]:
-    from ..train import load_checkpoint
-    from . import plots
-    figures, setting, static = [], s.train_settings[0], {}
+    figures.append("curves.png")
+    setting, static = s.train_settings[0], {}
     for run_id in s.models:                        # first-seed models, from their last.pt
         static[run_id] = build_model(s, run_id).eval()
         static[run_id].load_state_dict(load_checkpoint(
@@ -385,23 +381,7 @@ def _model_figures(out: Path, s: DynamicMNISTSettings, data) -> List[str]:
     return figures
 
 
-def _cell(stat: Dict[str, Any]) -> str:
-    return pm(stat, "accuracy", 1, 100)
-
-
-def _protocol(s: DynamicMNISTSettings, wall_seconds: float, records) -> List[str]:
-    own = ", ".join(f"{a['label']} {a['epochs']}" for a in s.models.values() if "epochs" in a)
-    return [f"Canvas {s.canvas}×{s.canvas}, patch {s.patch} ({s.canvas // s.patch}×"
-            f"{s.canvas // s.patch} grid + class token; an arm may set its own canvas); "
-            f"{s.train_size or 60000} training / {s.test_size or 10000} test digits "
-            f"({s.sweep_size} for the shift sweep); {s.epochs} epoch(s) (unless an arm says "
-            f"otherwise: {own or 'none does'}), batch {s.batch_size}, "
-            f"{s.optimizer} lr {s.lr}, weight decay {s.weight_decay}, {s.schedule} schedule; "
-            f"models: dim {s.dim}, depth {s.depth}, {s.heads} heads × {s.dim_head}, MLP "
-            f"{s.mlp_dim}, α rank {s.rank}.", "",
-            s.seeds_note("accuracies") + f" Wall time of this invocation: {wall_seconds / 60:.1f}"
-            f" min for {sum(map(len, records.values()))} training run(s) (runs finished by an "
-            "earlier invocation are read back, not retrained).", ""]
+_cell = functools.partial(pm, metric="accuracy", digits=1, scale=100)
 
 
 def report_markdown(results: Dict, s: DynamicMNISTSettings, figures: List[str],
@@ -412,8 +392,19 @@ def report_markdown(results: Dict, s: DynamicMNISTSettings, figures: List[str],
     rows = [[label, f"{next(iter(row.values()))['parameters']:,}",
              " / ".join(dict.fromkeys(f"{v['seconds']:.0f}" for v in row.values()))]
             + [_cell(row[k]) if k in row else "–" for k in settings] for label, row in main.items()]
-    lines = ["# Dynamic MNIST", ""] + _protocol(s, wall_seconds, records or {})
-    lines += ["Test accuracy (%):", ""]
+    own = ", ".join(f"{a['label']} {a['epochs']}" for a in s.models.values() if "epochs" in a)
+    grid = s.canvas // s.patch
+    lines = ["# Dynamic MNIST", "", f"Canvas {s.canvas}×{s.canvas}, patch {s.patch} ({grid}×{grid} "
+             f"grid + class token; an arm may set its own canvas); {s.train_size or 60000} "
+             f"training / {s.test_size or 10000} test digits ({s.sweep_size} for the shift sweep); "
+             f"{s.epochs} epoch(s) (unless an arm says otherwise: {own or 'none does'}), batch "
+             f"{s.batch_size}, {s.optimizer} lr {s.lr}, weight decay {s.weight_decay}, "
+             f"{s.schedule} schedule; models: dim {s.dim}, depth {s.depth}, {s.heads} heads × "
+             f"{s.dim_head}, MLP {s.mlp_dim}, α rank {s.rank}.", "",
+             s.seeds_note("accuracies") + f" Wall time of this invocation: "
+             f"{wall_seconds / 60:.1f} min for {sum(map(len, (records or {}).values()))} training "
+             "run(s) (runs finished by an earlier invocation are read back, not retrained).", "",
+             "Test accuracy (%):", ""]
     lines += markdown_table(["model", "params", "train time (s)", *settings], rows)
     lines += ["", "Train time: mean over seeds, one number per training setting."]
     for setting_label, per_model in results.get("sweep", {}).items():

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -105,8 +105,9 @@ def _grown(s: FashionSettings, arm: Dict[str, Any], target: int) -> Dict[str, in
     deeper = arm.get("grow", "width") == "depth"
 
     def size(n: int) -> Dict[str, int]:
-        return {"depth": n} if deeper else {"dim": n, "mlp_dim": max(1, round(s.mlp_dim * n / s.dim)),
-                                            "dim_head": max(1, round(s.dim_head * n / s.dim))}
+        return {"depth": n} if deeper else {"dim": n,
+                                            "dim_head": max(1, round(s.dim_head * n / s.dim)),
+                                            "mlp_dim": max(1, round(s.mlp_dim * n / s.dim))}
     return size(grow_to_match(lambda n: parameter_count(_section(s, arm, **size(n))), target,
                               s.depth if deeper else s.dim))
 
@@ -151,13 +152,14 @@ def _run_config(s: FashionSettings, section: Dict[str, Any], seed: int, steps: i
     })
 
 
-def _train_one(run_dir: Path, s: FashionSettings, section: Dict, seed: int, data: Dict,
+def _train_one(run_dir: Path, s: FashionSettings, section: Dict, seed: int, data: Tuple,
                log: Callable[[str], None], name: str) -> Dict[str, Any]:
-    """Train (or resume, or read back) one arm at one seed; returns its per-seed record."""
+    """Train (or resume, or read back) one arm at one seed; ``data``: (task, training set,
+    test batches); returns its per-seed record."""
     from ..data.mnist import RandomCropFlip
     from ..recipes import build_model
     from ..train import DatasetBatches, read_metrics
-    train_set = data["train_batches"].dataset
+    task, train_set, test_batches = data
     augment = RandomCropFlip(s.crop_padding, s.flip, fill=train_set.background)
     batches = DatasetBatches(train_set, s.batch_size, shuffle=True, seed=seed, drop_last=True,
                              batch_transform=augment)
@@ -166,9 +168,9 @@ def _train_one(run_dir: Path, s: FashionSettings, section: Dict, seed: int, data
 
     def train() -> Dict[str, Any]:
         torch.manual_seed(seed)
-        summary = fit_with_bar(name, len(batches) * s.epochs, build_model(section), data["task"],
-                               batches, cfg, eval_sets={"test": data["test_batches"]},
-                               out_dir=run_dir, device=s.device)
+        summary = fit_with_bar(name, len(batches) * s.epochs, build_model(section), task,
+                               batches, cfg, eval_sets={"test": test_batches}, out_dir=run_dir,
+                               device=s.device)
         log(f"    {summary['eval']['top1']:.2f} %, {summary['parameters']:,} parameters, "
             f"{summary['seconds']:.0f} s")
         curve = [(r["time"], r["top1"] / 100)
@@ -176,15 +178,6 @@ def _train_one(run_dir: Path, s: FashionSettings, section: Dict, seed: int, data
         return {"accuracy": summary["eval"]["top1"] / 100, "parameters": summary["parameters"],
                 "seconds": summary["seconds"], "steps": summary["steps"], "curve": curve}
     return read_or_train(run_dir, name, train, log)
-
-
-def _data(s: FashionSettings, sections: Dict[str, Dict]) -> Dict[str, Any]:
-    """Task and batches exactly as ``translution train``/``eval`` build them from a run config
-    (Fashion-MNIST on a 28×28 canvas, normalised; the training set is re-batched per seed)."""
-    from ..recipes import build_task_and_batches
-    cfg = _run_config(s, next(iter(sections.values())), s.seed, 1)
-    task, train_batches, test_batches = build_task_and_batches(cfg)
-    return {"task": task, "train_batches": train_batches, "test_batches": test_batches}
 
 
 #: A few minutes on 2 CPU cores: 2 000 / 1 000 images, dim 32, depth 2, 2 seeds.
@@ -203,13 +196,16 @@ def run(out: Path, settings: FashionSettings = QUICK,
 
 
 def _run(out: Path, s: FashionSettings, log: Callable[[str], None]) -> Dict[str, Dict]:
+    from ..recipes import build_task_and_batches
     out.mkdir(parents=True, exist_ok=True)
     sections = arm_sections(s)
     slugs = {label: _slug(s, sec) for label, sec in sections.items()}
-    log("loading Fashion-MNIST ...")
-    data = _data(s, sections)
-    log(f"{len(data['train_batches'].dataset)} training / {len(data['test_batches'].dataset)} "
-        f"test images; {len(sections)} arms × {s.seeds} seeds")
+    log("loading Fashion-MNIST ...")         # as `translution train`/`eval` build it
+    task, train_batches, test_batches = build_task_and_batches(
+        _run_config(s, next(iter(sections.values())), s.seed, 1))
+    data = (task, train_batches.dataset, test_batches)
+    log(f"{len(data[1])} training / {len(test_batches.dataset)} test images; {len(sections)} "
+        f"arms × {s.seeds} seeds")
     results: Dict[str, Dict] = {}
 
     def train(label: str, seed: int) -> Dict[str, Any]:

@@ -98,7 +98,8 @@ def value_kernels(model: torch.nn.Module, path, bank: str = "wv",
     norm of each slot's matrix of ``bank`` (``wv``; α-Translution: ``mv``); ``None`` if none."""
     maps = []
     for module in model.modules():
-        weights, layout = getattr(module, bank, None), getattr(module, "layout", None)
+        weights = getattr(module, bank, None)
+        layout = getattr(module, "layout", None)
         if (isinstance(weights, torch.Tensor) and weights.dim() == 3 and layout is not None
                 and layout.ndim == 2 and not layout.symmetric
                 and not getattr(layout, "circular", False)):
