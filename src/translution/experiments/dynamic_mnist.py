@@ -41,9 +41,6 @@ _ARM_KEYS = ("label", "kind", "canvas", "epochs")
 #: ViT config fields fixed by the experiment.
 _FIXED = ("image_size", "patch_size", "in_channels", "num_classes", "attention")
 
-TrainPlacement = Literal["static", "patch", "pixel"]
-TestPlacement = Literal["static", "patch", "pixel", "roll"]
-
 
 @dataclass
 class DynamicMNISTSettings(ExperimentSettings):
@@ -71,8 +68,9 @@ class DynamicMNISTSettings(ExperimentSettings):
     warmup_steps: int = bounded(50, ge=0)
     step_gamma: float = bounded(0.7, gt=0, le=1)
     test_seed: int = bounded(1234, ge=0)
-    train_settings: List[TrainPlacement] = field(default_factory=lambda: ["static"])
-    test_placements: List[TestPlacement] = field(
+    train_settings: List[Literal["static", "patch", "pixel"]] = field(
+        default_factory=lambda: ["static"])
+    test_placements: List[Literal["static", "patch", "pixel", "roll"]] = field(
         default_factory=lambda: ["static", "patch", "pixel", "roll"])
     models: Dict[str, Dict[str, Any]] = field(default_factory=lambda: {
         "ape": dict(MODELS["ape"]), "bias": {**MODELS["bias"], "epochs": 5},
@@ -173,11 +171,6 @@ class _Data:
         self.train = [t[:s.train_size] for t in load_mnist("train", root=root)]
         self.test = [t[:s.test_size] for t in load_mnist("test", root=root)]
 
-    def train_set(self, canvas: int, placement: str, seed: int):
-        from ..data.dynamic_mnist import DynamicMNIST
-        return DynamicMNIST(*self.train, canvas=canvas, patch=self.s.patch, placement=placement,
-                            seed=seed)
-
     @functools.lru_cache(maxsize=None)
     def test_set(self, canvas: int, placement: str, shift: Optional[Tuple[int, int]] = None):
         """The test digits at ``placement``, or the first ``sweep_size`` moved by ``shift``."""
@@ -224,6 +217,7 @@ def direction_of(dr: int, dc: int) -> str:
 def _train_one(out: Path, s: DynamicMNISTSettings, data: _Data, setting: str, run_id: str,
                k: int, log: Callable[[str], None]) -> Dict[str, Any]:
     """Train (or resume, or read back) arm ``run_id`` with seed ``s.seed + k``."""
+    from ..data.dynamic_mnist import DynamicMNIST
     from ..train import ClassificationTask, DatasetBatches, read_metrics
     run_dir = out / "runs" / setting / run_id / f"seed{k}"
     seed, canvas = s.seed + k, s.arm_canvas(run_id)
@@ -232,8 +226,9 @@ def _train_one(out: Path, s: DynamicMNISTSettings, data: _Data, setting: str, ru
     def train() -> Dict[str, Any]:
         torch.manual_seed(seed)
         model = build_model(s, run_id)
-        batches = DatasetBatches(data.train_set(canvas, setting, seed), s.batch_size,
-                                 shuffle=True, seed=seed, drop_last=True)
+        batches = DatasetBatches(DynamicMNIST(*data.train, canvas=canvas, patch=s.patch,
+                                              placement=setting, seed=seed),
+                                 s.batch_size, shuffle=True, seed=seed, drop_last=True)
         total = len(batches) * s.arm_epochs(run_id)
         log(f"    {model.num_parameters():,} parameters, {total} steps")
         summary = fit_with_bar(name, total, model, ClassificationTask(topk=(1,)), batches,
@@ -254,9 +249,8 @@ def _train_one(out: Path, s: DynamicMNISTSettings, data: _Data, setting: str, ru
         return {"label": s.models[run_id]["label"], "seed": seed, **evaluation,
                 "parameters": summary["parameters"], "seconds": round(summary["seconds"], 1),
                 "eval_seconds": round(watch.seconds, 1), "loss_curve": curve}
-    eval_key = {k: getattr(s, k) for k in ("test_placements", "test_size", "sweep_size",
-                                           "test_seed")}
-    return read_or_train(run_dir, name, train, log, eval_key)
+    evaluated = ("test_placements", "test_size", "sweep_size", "test_seed")
+    return read_or_train(run_dir, name, train, log, {f: getattr(s, f) for f in evaluated})
 
 
 def run(out: Path, settings: DynamicMNISTSettings = QUICK, data_root: Optional[str] = None,
