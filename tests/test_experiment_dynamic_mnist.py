@@ -39,7 +39,7 @@ def test_presets_are_valid_and_quick_is_the_default():
     assert ("translution", False, None, None, True, None) in kinds
     assert ("translution", False, None, None, False, 56) in kinds
     for run_id in exp.FULL.models:                       # every arm builds
-        exp._model_overrides(exp.FULL, run_id)
+        exp._model_section(exp.FULL, run_id)
 
 
 @pytest.mark.parametrize("models, match", [

@@ -1,11 +1,7 @@
 """Language modelling on Jane Austen (one novel held out): causal Translution against
-self-attention at equal training time, at equal steps over seeds, and beyond the trained context.
-
-Every model but APE has ``max_distance=K`` (default ``block_size − 1``), so it reads any length.
-Protocols: ``"time"`` (``OUT/runs/time/<kind>``: ``budget_seconds`` of training each, the step
-count planned by a timed calibration) and ``"steps"`` (``OUT/runs/steps/<kind>/seed<s>``:
-``steps`` steps per seed, then perplexity at every ``eval_lengths`` on the same validation
-tokens). ``results.json``: label → the equal-time record (``val_loss``, ``val_ppl``,
+self-attention at equal training time (``OUT/runs/time/<kind>``, steps planned by a timed
+calibration), at equal steps over seeds (``OUT/runs/steps/<kind>/seed<s>``) and beyond the
+trained context. ``results.json``: label → the equal-time record (``val_loss``, ``val_ppl``,
 ``sample``, ...), ``equal_steps`` (``perplexity``, ``perplexity_std``, ``seeds``, ...) and
 ``length`` (``{L: {perplexity, perplexity_std, seeds}}``, or ``None`` and a ``note``).
 """
@@ -23,7 +19,8 @@ import torch
 
 from ..train.config import bounded, load_settings
 from ..utils import atomic_write_json, atomic_write_text, sha256_bytes
-from .common import ExperimentSettings, fit_with_bar, mean_std, read_or_train, run_arms, running
+from .common import (ExperimentSettings, fit_with_bar, markdown_table, mean_std, pm, read_or_train,
+                     run_arms, running, seed_stats)
 
 __all__ = ["AustenSettings", "QUICK", "FULL", "MODELS", "run", "model_section", "prepare_tokens",
            "report_markdown"]
@@ -47,11 +44,8 @@ Kind = Literal["ape", "rope", "bias", "translution", "alpha", "hybrid"]
 @dataclass
 class AustenSettings(ExperimentSettings):
     """Protocols and sizes (presets ``configs/austen_{quick,full}.yaml``, quick = defaults):
-    ``size`` names ``gpt_<size>_<kind>`` (``dim`` … ``mlp_dim`` override it when set,
-    ``model_overrides`` per kind); AdamW with warm-up over ``warmup_fraction`` of the steps and
-    cosine decay; ``val_chunks`` validation stretches as long as the longest evaluation length;
-    ``prompt``, ``samples`` … ``sample_seed``: the equal-time models' samples (temperature 0:
-    greedy)."""
+    models ``gpt_<size>_<kind>`` (``dim`` … ``mlp_dim``, ``model_overrides`` per kind override
+    it); ``prompt``, ``samples`` … ``sample_seed``: equal-time samples (temperature 0: greedy)."""
 
     tokenizer: Literal["char", "gpt2"] = "char"
     val_novel: str = "persuasion"
@@ -118,15 +112,6 @@ QUICK = load_settings(AustenSettings, "austen_quick")
 FULL = load_settings(AustenSettings, "austen_full")
 
 
-def _check_corpus(corpus) -> Tuple[List[str], List[str]]:
-    if not (isinstance(corpus, (tuple, list)) and len(corpus) == 2 and all(
-            isinstance(t, (tuple, list)) and t and all(isinstance(x, str) for x in t)
-            for t in corpus)):
-        raise ValueError("corpus must be a pair (train_texts, val_texts) of non-empty lists of "
-                         f"str, got {type(corpus).__name__}")
-    return list(corpus[0]), list(corpus[1])
-
-
 def prepare_tokens(settings: AustenSettings, corpus=None, data_dir: Optional[Path] = None,
                    log: Callable[[str], None] = print) -> Tuple[Path, dict]:
     """Tokenize the novels (``settings.tokenizer``, ``val_novel`` held out), or ``corpus``
@@ -143,7 +128,12 @@ def prepare_tokens(settings: AustenSettings, corpus=None, data_dir: Optional[Pat
             suffix = "" if settings.val_novel == "persuasion" else f"-val-{settings.val_novel}"
             data_dir = default_cache_root() / f"austen-{settings.tokenizer}{suffix}"
     else:
-        train, val = _check_corpus(corpus)
+        if not (isinstance(corpus, (tuple, list)) and len(corpus) == 2 and all(
+                isinstance(t, (tuple, list)) and t and all(isinstance(x, str) for x in t)
+                for t in corpus)):
+            raise ValueError("corpus must be a pair (train_texts, val_texts) of non-empty lists "
+                             f"of str, got {type(corpus).__name__}")
+        train, val = map(list, corpus)
         source = "custom corpus"
         if data_dir is None:
             raise ValueError("prepare_tokens needs data_dir when a custom corpus is given")
@@ -315,15 +305,6 @@ def _samples(model, tokenizer, s: AustenSettings, device) -> List[str]:
     return [tokenizer.decode(row.tolist()) for row in out.cpu()]
 
 
-def run(out: Path, settings: AustenSettings = QUICK, corpus=None,
-        log: Callable[[str], None] = print) -> Dict:
-    """Run (or resume) the protocols of ``settings`` into ``out`` (on ``corpus`` ``(train_texts,
-    val_texts)`` instead of the novels when given); returns ``results.json``'s dict. Raises
-    ValueError for a bad corpus or prompt, a short split, or a folder of other settings."""
-    with running(settings, AustenSettings):
-        return _run(Path(out), settings, corpus, log)
-
-
 def _data(out: Path, s: AustenSettings, corpus, log: Callable[[str], None]) -> Dict:
     """Token folder, tokenizer, training sampler and fixed validation batches per length."""
     from ..data.text import TokenDataset
@@ -346,6 +327,15 @@ def _data(out: Path, s: AustenSettings, corpus, log: Callable[[str], None]) -> D
             "sample_fn": token_windows(train_ds.data, s.block_size), "val": val,
             "tokens_train": len(train_ds), "tokens_val": len(val_ds),
             "val_tokens": sum(b[0].numel() for b in val[s.block_size])}
+
+
+def run(out: Path, settings: AustenSettings = QUICK, corpus=None,
+        log: Callable[[str], None] = print) -> Dict:
+    """Run (or resume) the protocols of ``settings`` into ``out`` (on ``corpus`` ``(train_texts,
+    val_texts)`` instead of the novels when given); returns ``results.json``'s dict. Raises
+    ValueError for a bad corpus or prompt, a short split, or a folder of other settings."""
+    with running(settings, AustenSettings):
+        return _run(Path(out), settings, corpus, log)
 
 
 def _run(out: Path, s: AustenSettings, corpus, log: Callable[[str], None]) -> Dict:
@@ -387,38 +377,26 @@ def _steps_summary(rs: List[Dict], s: AustenSettings) -> Dict[str, Dict]:
     length = {}
     for n in rs[0]["length"]:
         losses = [r["length"][n] for r in rs]
-        if any(v is None for v in losses):
-            length[n] = {"perplexity": None, "perplexity_std": None, "seeds": [],
-                         "note": f"absolute positions only up to {s.block_size}"}
-        else:
-            seeds = [math.exp(min(v, 700.0)) for v in losses]
-            length[n] = dict(zip(("perplexity", "perplexity_std"), _mean_std(seeds)), seeds=seeds)
-    ppl = [r["val_ppl"] for r in rs]
-    return {"equal_steps": {**dict(zip(("perplexity", "perplexity_std"), _mean_std(ppl))),
-                            "seeds": ppl, "parameters": rs[0]["parameters"],
-                            "steps": rs[0]["steps"], "tokens": rs[0]["tokens"],
+        length[n] = ({"perplexity": None, "perplexity_std": None, "seeds": [],
+                      "note": f"absolute positions only up to {s.block_size}"} if None in losses
+                     else seed_stats([math.exp(min(v, 700.0)) for v in losses], "perplexity", None))
+    return {"equal_steps": {**seed_stats([r["val_ppl"] for r in rs], "perplexity", None),
+                            "parameters": rs[0]["parameters"], "steps": rs[0]["steps"],
+                            "tokens": rs[0]["tokens"],
                             "seconds": mean_std([r["seconds"] for r in rs])[0]},
             "length": length}
 
 
-def _mean_std(values: Sequence[float]) -> Tuple[float, Optional[float]]:
-    """Mean and sample standard deviation (``None`` for a single value)."""
-    mean, std = mean_std(values)
-    return mean, std if len(values) > 1 else None
-
-
-def _curves(out: Path, s: AustenSettings, where: str):
-    """Training loss by step, validation loss by step and by time of the runs ``where``."""
+def _curve(out: Path, s: AustenSettings, where: str, event: str, x: str) -> Dict[str, List]:
+    """Label → ``(record[x], loss)`` of the ``event`` records (``eval``: validation) of the runs
+    ``where``."""
     from ..train import read_metrics
-    train, val, val_time = {}, {}, {}
+    curves = {}
     for label, kind in s.models.items():
         path = out / "runs" / where.format(kind=kind) / "metrics.jsonl"
-        records = read_metrics(path) if path.is_file() else []
-        train[label] = [(x["step"], x["loss"]) for x in records if x["event"] == "train"]
-        evals = [x for x in records if x["event"] == "eval" and x.get("set") == "val"]
-        val[label] = [(x["step"], x["loss"]) for x in evals]
-        val_time[label] = [(x["time"], x["loss"]) for x in evals]
-    return train, val, val_time
+        records = read_metrics(path, event) if path.is_file() else []
+        curves[label] = [(r[x], r["loss"]) for r in records if r.get("set", "val") == "val"]
+    return curves
 
 
 def _figures(out: Path, s: AustenSettings, results: Dict) -> List[str]:
@@ -426,18 +404,18 @@ def _figures(out: Path, s: AustenSettings, results: Dict) -> List[str]:
     loss = f"loss ({'nats/char' if s.tokenizer == 'char' else 'nats/token'})"
     specs = []
     if "time" in s.protocols:
-        train, val, val_time = _curves(out, s, "time/{kind}")
-        specs += [("curves_train.png", train, "step", "training " + loss,
+        specs += [("curves_train.png", "time/{kind}", "train", "step", "training " + loss,
                    "equal time: training loss (mean over each logging window)"),
-                  ("curves_val.png", val, "step", "validation " + loss,
+                  ("curves_val.png", "time/{kind}", "eval", "step", "validation " + loss,
                    "equal time: validation loss"),
-                  ("val_vs_time.png", val_time, "training time (s)", "validation " + loss,
+                  ("val_vs_time.png", "time/{kind}", "eval", "time", "validation " + loss,
                    f"validation loss against training time (budget {s.budget_seconds:g} s)")]
     if "steps" in s.protocols:
-        specs.append(("curves_val_steps.png", _curves(out, s, f"steps/{{kind}}/seed{s.seed}")[1],
-                      "step", "validation " + loss, f"equal steps: validation loss, seed {s.seed}"))
-    for name, curves, xlabel, ylabel, title in specs:
-        plots.lines({"": curves}, out / name, xlabel, ylabel, title, ylog=True)
+        specs.append(("curves_val_steps.png", f"steps/{{kind}}/seed{s.seed}", "eval", "step",
+                      "validation " + loss, f"equal steps: validation loss, seed {s.seed}"))
+    for name, where, event, x, ylabel, title in specs:
+        plots.lines({"": _curve(out, s, where, event, x)}, out / name,
+                    "training time (s)" if x == "time" else "step", ylabel, title, ylog=True)
     if "steps" not in s.protocols:
         return [spec[0] for spec in specs]
     plots.lines({"": {label: [(int(n), sum(e["seeds"]) / len(e["seeds"]), min(e["seeds"]),
@@ -447,10 +425,6 @@ def _figures(out: Path, s: AustenSettings, results: Dict) -> List[str]:
                 f"{s.block_size}: perplexity by evaluation length (band: min … max over seeds)",
                 xlog=2, xticks=sorted(s.eval_lengths))
     return [spec[0] for spec in specs] + ["length.png"]
-
-
-def _pm(mean: Optional[float], std: Optional[float]) -> str:
-    return f"{mean:.2f}" + ("" if std is None else f" ± {std:.2f}")
 
 
 def _tables(results: Dict, s: AustenSettings) -> List[str]:
@@ -463,42 +437,37 @@ def _tables(results: Dict, s: AustenSettings) -> List[str]:
             "optimiser step and batch sampling, as timed by `fit`), one after the other, seed "
             f"{s.seed}; a timed calibration of {s.calibration_steps} steps plans the step count "
             "(the cosine schedule's length). Timings on a shared machine include interference.",
-            "", "| model | name | dim / depth / heads × dim_head | parameters | steps | tokens "
-            "seen | train s | tokens/s | val loss | val ppl |", "|" + "---|" * 10]
-        lines += [f"| {label} | `{r['model']}` | {r['config']['dim']} / {r['config']['depth']} / "
-                  f"{r['config']['heads']} × {r['config']['dim_head']} | {r['parameters']:,} | "
-                  f"{r['steps']} | {r['tokens']:,} | {r['seconds']:.0f} | "
-                  f"{r['tokens_per_s']:,.0f} | {r['val_loss']:.4f} | {r['val_ppl']:.2f} |"
-                  for label, r in results.items()] + [""]
+            ""] + markdown_table(
+            ["model", "name", "dim / depth / heads × dim_head", "parameters", "steps",
+             "tokens seen", "train s", "tokens/s", "val loss", "val ppl"],
+            [[label, f"`{r['model']}`", "{dim} / {depth} / {heads} × {dim_head}".format(
+                **r["config"]), f"{r['parameters']:,}", r["steps"], f"{r['tokens']:,}",
+              f"{r['seconds']:.0f}", f"{r['tokens_per_s']:,.0f}", f"{r['val_loss']:.4f}",
+              f"{r['val_ppl']:.2f}"] for label, r in results.items()]) + [""]
     if "steps" not in s.protocols:
         return lines
-    k = s.block_size - 1 if s.max_distance is None else s.max_distance
+    steps = {label: r["equal_steps"] for label, r in results.items()}
     lines += [
         "## Equal steps (the paper's protocol)", "",
         f"Every model trains {s.steps} steps of {s.batch_size} × {s.block_size} tokens "
-        f"({s.steps * s.batch_size * s.block_size:,} tokens) per seed, seeds {s.seed} … "
-        f"{s.seed + s.seeds - 1} (weights and training windows). Validation perplexity: mean ± "
-        "sample standard deviation over the seeds.", "",
-        "| model | parameters | tokens seen | train s per seed | val ppl | per seed |",
-        "|---|---|---|---|---|---|"]
-    lines += [f"| {label} | {e['parameters']:,} | {e['tokens']:,} | {e['seconds']:.0f} | "
-              f"{_pm(e['perplexity'], e['perplexity_std'])} | "
-              f"{', '.join(f'{p:.2f}' for p in e['seeds'])} |"
-              for label, e in ((label, r["equal_steps"]) for label, r in results.items())]
+        f"({s.steps * s.batch_size * s.block_size:,} tokens) per seed (weights and training "
+        f"windows). " + s.seeds_note("validation perplexity"), ""] + markdown_table(
+        ["model", "parameters", "tokens seen", "train s per seed", "val ppl", "per seed"],
+        [[label, f"{e['parameters']:,}", f"{e['tokens']:,}", f"{e['seconds']:.0f}",
+          pm(e, "perplexity", 2), ", ".join(f"{p:.2f}" for p in e["seeds"])]
+         for label, e in steps.items()])
+    k = s.block_size - 1 if s.max_distance is None else s.max_distance
     lines += [
         "", "## Length generalisation", "",
         f"The equal-steps models (trained with context {s.block_size}) read windows of each "
         f"length; every length scores the same {s.val_chunks} stretches of {s.span} validation "
         f"tokens. All but APE run at any length (max_distance K = {k}: offsets beyond K share "
         "a slot; RoPE has no slots); APE has block_size positions. Perplexity, mean ± std over "
-        "the seeds.", "",
-        "| model | " + " | ".join(f"L = {n}" for n in s.eval_lengths) + " |",
-        "|" + "---|" * (1 + len(s.eval_lengths))]
-    lines += [f"| {label} | " + " | ".join(
-        f"n/a: {e['note']}" if e["perplexity"] is None else _pm(e["perplexity"],
-                                                                  e["perplexity_std"])
-        for e in (r["length"][str(n)] for n in s.eval_lengths)) + " |"
-        for label, r in results.items()]
+        "the seeds.", ""] + markdown_table(
+        ["model"] + [f"L = {n}" for n in s.eval_lengths],
+        [[label] + [f"n/a: {e['note']}" if e["perplexity"] is None else pm(e, "perplexity", 2)
+                    for e in (r["length"][str(n)] for n in s.eval_lengths)]
+         for label, r in results.items()])
     return lines + [""]
 
 

@@ -10,15 +10,17 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple
+from typing import (Any, Callable, Dict, Hashable, Iterable, List, Mapping, Optional, Sequence,
+                    Tuple)
 
 import torch
 
 from ..train.config import Section, bounded
 from ..utils import Stopwatch, atomic_write_json
 
-__all__ = ["ExperimentSettings", "mean_std", "seed_summary", "run_arms", "read_or_train", "fit_with_bar", "running",
-           "run_slug", "check_fingerprint", "parameter_count", "grow_to_match"]
+__all__ = ["ExperimentSettings", "mean_std", "seed_stats", "seed_summary", "markdown_table", "pm",
+           "run_arms", "read_or_train", "fit_with_bar", "running", "run_slug", "check_fingerprint",
+           "parameter_count", "grow_to_match"]
 
 
 @dataclass
@@ -35,13 +37,14 @@ class ExperimentSettings(Section):
     device: Optional[str] = "cpu"
     threads: Optional[int] = bounded(None, ge=1)
 
+    def seeds_note(self, what: str) -> str:
+        """The reports' sentence on seeds: ``what`` is a mean ± sample std over them."""
+        return (f"{self.seeds} seed(s) per arm (seeds {self.seed} … {self.seed + self.seeds - 1})"
+                f"; {what}: mean ± sample std over the seeds.")
+
 
 def mean_std(values: Sequence[float]) -> Tuple[float, float]:
-    """Mean and sample standard deviation (``ddof=1``; 0 for a single value).
-
-    Raises:
-        ValueError: No values.
-    """
+    """Mean and sample std (``ddof=1``; 0 for a single value); ValueError for no values."""
     values = [float(v) for v in values]
     if not values:
         raise ValueError("mean_std needs at least one value, got none")
@@ -51,14 +54,35 @@ def mean_std(values: Sequence[float]) -> Tuple[float, float]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
+def seed_stats(values: Sequence[float], metric: str, single_std: Optional[float] = 0.0
+               ) -> Dict[str, Any]:
+    """``{metric: mean, metric_std: sample std (single_std for one value), "seeds": values}``."""
+    mean, std = mean_std(values)
+    return {metric: mean, f"{metric}_std": std if len(values) > 1 else single_std,
+            "seeds": list(values)}
+
+
 def seed_summary(records: Sequence[Mapping[str, Any]], metric: str) -> Dict[str, Any]:
-    """``{metric: mean, metric_std, "seeds": per-seed values, "parameters", "seconds" (mean),
-    "seconds_std", "steps"}`` of one arm's per-seed records."""
-    mean, std = mean_std([r[metric] for r in records])
+    """:func:`seed_stats` of one arm's per-seed records plus ``parameters``, ``seconds`` (mean),
+    ``seconds_std`` and ``steps``."""
     seconds, seconds_std = mean_std([r["seconds"] for r in records])
-    return {metric: mean, f"{metric}_std": std, "seeds": [r[metric] for r in records],
+    return {**seed_stats([r[metric] for r in records], metric),
             "parameters": records[0]["parameters"], "seconds": seconds,
             "seconds_std": seconds_std, "steps": records[0]["steps"]}
+
+
+def pm(stat: Mapping[str, Any], metric: str, digits: int = 1, scale: float = 1.0) -> str:
+    """A report cell: ``stat[metric]`` "± ``stat[metric_std]``" (no std for a single seed)."""
+    text = f"{scale * stat[metric]:.{digits}f}"
+    std = stat.get(f"{metric}_std")
+    return text if std is None or len(stat["seeds"]) < 2 else f"{text} ± {scale * std:.{digits}f}"
+
+
+def markdown_table(header: Sequence[Any], rows: Iterable[Sequence[Any]]) -> List[str]:
+    """The lines of a Markdown table: header, rule, one line per row."""
+    def line(cells: Sequence[Any]) -> str:
+        return "| " + " | ".join(map(str, cells)) + " |"
+    return [line(header), "|" + "---|" * len(header)] + [line(row) for row in rows]
 
 
 @contextlib.contextmanager

@@ -1,33 +1,26 @@
 """The Dynamic MNIST experiment (SPEC §7): does accuracy survive when the digits move?
 
-28×28 digits on a larger canvas (default 42×42, patch 7: a 6×6 grid + class token), trained on
-static (patch-aligned centre) and optionally shifted digits, tested on static, patch-shifted,
-pixel-shifted and circularly rolled digits (seeded placements) and on a sweep of fixed
-displacements (whole patches in eight directions, ``0 … patch`` pixels along the axes).
-
-Arms (``models``: run id → ``{label, kind, [canvas], [epochs], [ViT config overrides]}``) are
-trained for ``seeds`` seeds, each a resumable :func:`translution.train.fit` run in
-``OUT/runs/<train setting>/<run id>/seed<k>`` (``result.json`` once finished, read back later).
-``OUT`` holds ``results.json`` (``label → "train X → test Y" → {accuracy, accuracy_std, seeds,
-parameters, seconds}``, ``"sweep" → "train X" → label → "dr,dc" → {accuracy, accuracy_std,
-seeds}``), ``report.md`` and the figures. Presets: ``configs/dynamic_mnist_*.yaml``.
+Digits on a larger canvas (default 42×42, patch 7) trained static (patch-aligned) or shifted,
+tested static, patch-/pixel-shifted, rolled and on a sweep of fixed displacements. Arm × seed runs:
+``OUT/runs/<train setting>/<run id>/seed<k>``; ``OUT/results.json``: label → "train X → test Y" →
+``{accuracy, accuracy_std, seeds, parameters, seconds}``, ``"sweep"`` → "train X" → label →
+``"dr,dc"`` → ``{accuracy, accuracy_std, seeds}``. Presets: ``configs/dynamic_mnist_*.yaml``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import re
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Literal, Optional, Tuple
 
 import torch
 
-from ..train.config import bounded, load_settings
+from ..train.config import bounded, check_model_section, load_settings
 from ..utils import Stopwatch, atomic_write_json, atomic_write_text
-from .common import ExperimentSettings, fit_with_bar, mean_std, read_or_train, run_arms, running
+from .common import (ExperimentSettings, fit_with_bar, markdown_table, mean_std, pm, read_or_train,
+                     run_arms, running, seed_stats)
 
 __all__ = ["DynamicMNISTSettings", "QUICK", "FULL", "MODELS", "run", "build_model",
            "sweep_shifts", "direction_of", "setting_name", "report_markdown"]
@@ -47,9 +40,6 @@ DIGIT = 28
 _ARM_KEYS = ("label", "kind", "canvas", "epochs")
 #: ViT config fields fixed by the experiment.
 _FIXED = ("image_size", "patch_size", "in_channels", "num_classes", "attention")
-
-TrainPlacement = Literal["static", "patch", "pixel"]
-TestPlacement = Literal["static", "patch", "pixel", "roll"]
 
 
 @dataclass
@@ -78,18 +68,18 @@ class DynamicMNISTSettings(ExperimentSettings):
     warmup_steps: int = bounded(50, ge=0)
     step_gamma: float = bounded(0.7, gt=0, le=1)
     test_seed: int = bounded(1234, ge=0)
-    train_settings: List[TrainPlacement] = field(default_factory=lambda: ["static"])
-    test_placements: List[TestPlacement] = field(
+    train_settings: List[Literal["static", "patch", "pixel"]] = field(
+        default_factory=lambda: ["static"])
+    test_placements: List[Literal["static", "patch", "pixel", "roll"]] = field(
         default_factory=lambda: ["static", "patch", "pixel", "roll"])
     models: Dict[str, Dict[str, Any]] = field(default_factory=lambda: {
         "ape": dict(MODELS["ape"]), "bias": {**MODELS["bias"], "epochs": 5},
         "translution": dict(MODELS["translution"]), "alpha": dict(MODELS["alpha"])})
 
     def check(self) -> None:
-        if not self.train_settings or not self.test_placements:
-            raise ValueError("train_settings and test_placements must not be empty")
-        if not self.models:
-            raise ValueError("models must name at least one arm (run id: {label, kind})")
+        if not (self.train_settings and self.test_placements and self.models):
+            raise ValueError("train_settings, test_placements and models (run id: {label, kind}) "
+                             "must not be empty")
         labels = [arm.get("label") for arm in self.models.values()]
         if len(set(labels)) != len(labels):
             raise ValueError(f"every arm needs its own label, got {labels}")
@@ -106,31 +96,26 @@ class DynamicMNISTSettings(ExperimentSettings):
 
 
 def _check_arm(s: DynamicMNISTSettings, run_id: str, arm: Dict[str, Any]) -> None:
-    from ..models import ViTConfig
     where = f"models.{run_id}"
     if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", run_id):
         raise ValueError(f"{where}: run ids name folders; use lowercase letters, digits, '_' "
                          f"and '-', got {run_id!r}")
-    if not isinstance(arm, dict) or not isinstance(arm.get("label"), str) or not arm["label"]:
-        raise ValueError(f"{where} must be a mapping with a non-empty 'label', got {arm!r}")
-    if arm.get("label") == "sweep":
-        raise ValueError(f"{where}: the label 'sweep' is reserved for results.json's sweep")
+    if not isinstance(arm.get("label"), str) or arm["label"] in ("", "sweep"):
+        raise ValueError(f"{where} needs a non-empty 'label' other than 'sweep' (results.json's "
+                         f"sweep), got {arm!r}")
     if arm.get("kind") not in KINDS:
         raise ValueError(f"{where}.kind must be one of {KINDS}, got {arm.get('kind')!r}")
     fixed = sorted(set(arm) & set(_FIXED))
     if fixed:
         raise ValueError(f"{where} may not set {fixed} (fixed by the experiment)")
-    canvas = s.arm_canvas(run_id)
-    if isinstance(canvas, bool) or not isinstance(arm.get("canvas", canvas), int) \
-            or canvas < DIGIT or canvas % s.patch:
+    canvas = arm.get("canvas", s.canvas)
+    if type(canvas) is not int or canvas < DIGIT or canvas % s.patch:
         raise ValueError(f"{where}.canvas must be an int >= {DIGIT} divisible by patch "
-                         f"{s.patch}, got {arm.get('canvas')!r}")
-    fields = {f.name for f in dataclasses.fields(ViTConfig)}
-    unknown = sorted(set(arm) - fields - set(_ARM_KEYS))
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; an arm holds label, kind, canvas "
-                         f"and ViT config fields ({', '.join(sorted(fields - set(_FIXED)))})")
-    ViTConfig(**_model_overrides(s, run_id))     # bad values raise here
+                         f"{s.patch}, got {canvas!r}")
+    try:                                         # unknown ViT fields and bad values
+        check_model_section(_model_section(s, run_id))
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"{where}: {e}") from None
 
 
 def setting_name(train: str, test: str) -> str:
@@ -138,20 +123,19 @@ def setting_name(train: str, test: str) -> str:
     return f"train {PLACEMENT_NAMES[train]} → test {PLACEMENT_NAMES[test]}"
 
 
-def _model_overrides(s: DynamicMNISTSettings, run_id: str) -> Dict[str, Any]:
+def _model_section(s: DynamicMNISTSettings, run_id: str) -> Dict[str, Any]:
+    """The ``model`` section of arm ``run_id``: ``{"name": "vit_mnist_<kind>", ...}``."""
     arm = s.models[run_id]
-    sizes = dict(image_size=s.arm_canvas(run_id), patch_size=s.patch, in_channels=1,
-                 num_classes=10, dim=s.dim, depth=s.depth, heads=s.heads, dim_head=s.dim_head,
-                 mlp_dim=s.mlp_dim, rank=s.rank, attention=arm["kind"])
-    sizes.update({k: v for k, v in arm.items() if k not in _ARM_KEYS})
-    return sizes
+    return {"name": f"vit_mnist_{arm['kind']}", "image_size": s.arm_canvas(run_id),
+            "patch_size": s.patch, "in_channels": 1, "num_classes": 10, "dim": s.dim,
+            "depth": s.depth, "heads": s.heads, "dim_head": s.dim_head, "mlp_dim": s.mlp_dim,
+            "rank": s.rank, **{k: v for k, v in arm.items() if k not in _ARM_KEYS}}
 
 
 def build_model(s: DynamicMNISTSettings, run_id: str) -> torch.nn.Module:
     """The ViT of arm ``run_id`` (a key of ``s.models``) at the experiment's size."""
-    from ..models import create_model
-    overrides = _model_overrides(s, run_id)
-    return create_model(f"vit_mnist_{overrides.pop('attention')}", **overrides)
+    from ..recipes import build_model as build
+    return build(_model_section(s, run_id))
 
 
 #: The main job's protocol (``configs/dynamic_mnist_quick.yaml``).
@@ -165,10 +149,8 @@ def _run_config(s: DynamicMNISTSettings, run_id: str, train_setting: str, seed: 
     sched = (ScheduleConfig(name="step", step_size=1, gamma=s.step_gamma, per="epoch")
              if s.schedule == "step" else
              ScheduleConfig(name=s.schedule, warmup=s.warmup_steps, per="step"))
-    overrides = _model_overrides(s, run_id)
-    name = f"vit_mnist_{overrides.pop('attention')}"
     return RunConfig(
-        model={"name": name, **overrides},
+        model=_model_section(s, run_id),
         data={"dataset": "dynamic-mnist", "canvas": s.arm_canvas(run_id), "patch": s.patch,
               "placement": train_setting, "train_size": s.train_size,
               "test_size": s.test_size, "test_placement": "static", "test_seed": s.test_seed},
@@ -188,11 +170,6 @@ class _Data:
         self.s = s
         self.train = [t[:s.train_size] for t in load_mnist("train", root=root)]
         self.test = [t[:s.test_size] for t in load_mnist("test", root=root)]
-
-    def train_set(self, canvas: int, placement: str, seed: int):
-        from ..data.dynamic_mnist import DynamicMNIST
-        return DynamicMNIST(*self.train, canvas=canvas, patch=self.s.patch, placement=placement,
-                            seed=seed)
 
     @functools.lru_cache(maxsize=None)
     def test_set(self, canvas: int, placement: str, shift: Optional[Tuple[int, int]] = None):
@@ -237,22 +214,10 @@ def direction_of(dr: int, dc: int) -> str:
     return "-".join(p for p in (vertical, horizontal) if p) or "none"
 
 
-def _evaluate(model, s: DynamicMNISTSettings, data: _Data, canvas: int) -> Dict[str, Any]:
-    shifts = sweep_shifts(canvas, s.patch) if s.sweep_size else []
-    return {"accuracy": {p: accuracy(model, data.test_set(canvas, p), s.eval_batch_size)
-                         for p in s.test_placements},
-            "sweep": {f"{dr},{dc}": accuracy(model, data.test_set(canvas, "static", (dr, dc)),
-                                             s.eval_batch_size) for dr, dc in shifts}}
-
-
-def _eval_key(s: DynamicMNISTSettings) -> Dict[str, Any]:
-    return {"test_placements": list(s.test_placements), "test_size": s.test_size,
-            "sweep_size": s.sweep_size, "test_seed": s.test_seed}
-
-
 def _train_one(out: Path, s: DynamicMNISTSettings, data: _Data, setting: str, run_id: str,
                k: int, log: Callable[[str], None]) -> Dict[str, Any]:
     """Train (or resume, or read back) arm ``run_id`` with seed ``s.seed + k``."""
+    from ..data.dynamic_mnist import DynamicMNIST
     from ..train import ClassificationTask, DatasetBatches, read_metrics
     run_dir = out / "runs" / setting / run_id / f"seed{k}"
     seed, canvas = s.seed + k, s.arm_canvas(run_id)
@@ -261,15 +226,21 @@ def _train_one(out: Path, s: DynamicMNISTSettings, data: _Data, setting: str, ru
     def train() -> Dict[str, Any]:
         torch.manual_seed(seed)
         model = build_model(s, run_id)
-        batches = DatasetBatches(data.train_set(canvas, setting, seed), s.batch_size,
-                                 shuffle=True, seed=seed, drop_last=True)
+        batches = DatasetBatches(DynamicMNIST(*data.train, canvas=canvas, patch=s.patch,
+                                              placement=setting, seed=seed),
+                                 s.batch_size, shuffle=True, seed=seed, drop_last=True)
         total = len(batches) * s.arm_epochs(run_id)
         log(f"    {model.num_parameters():,} parameters, {total} steps")
         summary = fit_with_bar(name, total, model, ClassificationTask(topk=(1,)), batches,
                                _run_config(s, run_id, setting, seed), out_dir=run_dir,
                                device=s.device)
         with Stopwatch() as watch:
-            evaluation = _evaluate(model, s, data, canvas)
+            shifts = sweep_shifts(canvas, s.patch) if s.sweep_size else []
+            evaluation = {
+                "accuracy": {p: accuracy(model, data.test_set(canvas, p), s.eval_batch_size)
+                             for p in s.test_placements},
+                "sweep": {f"{dr},{dc}": accuracy(model, data.test_set(canvas, "static", (
+                    dr, dc)), s.eval_batch_size) for dr, dc in shifts}}
         log(f"    {summary['seconds']:.0f} s training, {watch.seconds:.0f} s evaluation; "
             + ", ".join(f"{PLACEMENT_NAMES[p]} {100 * a:.2f} %"
                         for p, a in evaluation["accuracy"].items()))
@@ -278,38 +249,28 @@ def _train_one(out: Path, s: DynamicMNISTSettings, data: _Data, setting: str, ru
         return {"label": s.models[run_id]["label"], "seed": seed, **evaluation,
                 "parameters": summary["parameters"], "seconds": round(summary["seconds"], 1),
                 "eval_seconds": round(watch.seconds, 1), "loss_curve": curve}
-    return read_or_train(run_dir, name, train, log, _eval_key(s))
-
-
-def _trained(out: Path, s: DynamicMNISTSettings, setting: str, run_id: str) -> torch.nn.Module:
-    """Arm ``run_id``'s first-seed model, read back from its ``last.pt``."""
-    from ..train import load_checkpoint
-    model = build_model(s, run_id)
-    path = out / "runs" / setting / run_id / "seed0" / "last.pt"
-    model.load_state_dict(load_checkpoint(path)["model"])
-    return model.eval()
+    evaluated = ("test_placements", "test_size", "sweep_size", "test_seed")
+    return read_or_train(run_dir, name, train, log, {f: getattr(s, f) for f in evaluated})
 
 
 def run(out: Path, settings: DynamicMNISTSettings = QUICK, data_root: Optional[str] = None,
         log: Callable[[str], None] = print) -> Dict:
     """Run (or resume) the whole experiment and write the report; returns ``results.json``'s dict
     (it and ``report.md`` are rewritten after every training, the figures at the end)."""
-    with running(settings, DynamicMNISTSettings):
-        return _run(Path(out), settings, data_root, log)
-
-
-def _run(out: Path, s: DynamicMNISTSettings, data_root: Optional[str], log) -> Dict:
-    out.mkdir(parents=True, exist_ok=True)
+    s = settings
+    out = Path(out)
     records: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
-    with Stopwatch() as wall:
+    with running(s, DynamicMNISTSettings), Stopwatch() as wall:
+        out.mkdir(parents=True, exist_ok=True)
         log("loading MNIST ...")
         data = _Data(s, data_root)
 
         def write(new: Dict[Tuple[str, str], List[Dict[str, Any]]]) -> None:
             records.update(new)
-            atomic_write_json(out / "results.json", aggregate(s, records))
-            atomic_write_text(out / "report.md", report_markdown(
-                aggregate(s, records), s, [], wall.seconds, records))
+            results = aggregate(s, records)
+            atomic_write_json(out / "results.json", results)
+            atomic_write_text(out / "report.md", report_markdown(results, s, [], wall.seconds,
+                                                                 records))
 
         for setting in s.train_settings:     # a whole seed of every arm before the next seed
             run_arms({(setting, r): (setting, r) for r in s.models}, range(s.seeds),
@@ -322,11 +283,6 @@ def _run(out: Path, s: DynamicMNISTSettings, data_root: Optional[str], log) -> D
     return results
 
 
-def _stats(values: List[float]) -> Dict[str, Any]:
-    mean, std = mean_std(values)
-    return {"accuracy": mean, "accuracy_std": std, "seeds": list(values)}
-
-
 def aggregate(s: DynamicMNISTSettings, records: Dict[Tuple[str, str], List[Dict[str, Any]]]
               ) -> Dict[str, Any]:
     """``results.json``'s dict from the per-seed records of every (train setting, run id)."""
@@ -334,18 +290,16 @@ def aggregate(s: DynamicMNISTSettings, records: Dict[Tuple[str, str], List[Dict[
     sweep: Dict[str, Any] = {}
     for (setting, run_id), runs in records.items():
         label = s.models[run_id]["label"]
-        row = results.setdefault(label, {})
+        seconds = round(mean_std([r["seconds"] for r in runs])[0], 1)
         for placement in runs[0]["accuracy"]:
-            row[setting_name(setting, placement)] = {
-                **_stats([r["accuracy"][placement] for r in runs]),
-                "parameters": runs[0]["parameters"],
-                "seconds": round(mean_std([r["seconds"] for r in runs])[0], 1)}
+            results.setdefault(label, {})[setting_name(setting, placement)] = {
+                **seed_stats([r["accuracy"][placement] for r in runs], "accuracy"),
+                "parameters": runs[0]["parameters"], "seconds": seconds}
         if runs[0]["sweep"]:
             sweep.setdefault(f"train {PLACEMENT_NAMES[setting]}", {})[label] = {
-                shift: _stats([r["sweep"][shift] for r in runs]) for shift in runs[0]["sweep"]}
-    if sweep:
-        results["sweep"] = sweep
-    return results
+                shift: seed_stats([r["sweep"][shift] for r in runs], "accuracy")
+                for shift in runs[0]["sweep"]}
+    return {**results, "sweep": sweep} if sweep else results
 
 
 def _sweep_series(per_model: Dict[str, Dict[str, Any]], patch: int):
@@ -374,6 +328,7 @@ def _sweep_series(per_model: Dict[str, Dict[str, Any]], patch: int):
 
 
 def _figures(out: Path, s: DynamicMNISTSettings, results, records, data) -> List[str]:
+    from ..train import load_checkpoint
     from . import plots
     main = {label: row for label, row in results.items() if label != "sweep"}
     plots.accuracy_bars({m: {k.replace(" → ", "\n→ "): (v["accuracy"], v["accuracy_std"])
@@ -397,13 +352,12 @@ def _figures(out: Path, s: DynamicMNISTSettings, results, records, data) -> List
               records[key][0]["loss_curve"] for key in records}
     plots.lines({"": curves}, out / "curves.png", "step", "training loss",
                 "training loss (first seed)", ylog=True)
-    return figures + ["curves.png"] + _model_figures(out, s, data)
-
-
-def _model_figures(out: Path, s: DynamicMNISTSettings, data) -> List[str]:
-    from . import plots
-    figures, setting = [], s.train_settings[0]
-    static = {run_id: _trained(out, s, setting, run_id) for run_id in s.models}
+    figures.append("curves.png")
+    setting, static = s.train_settings[0], {}
+    for run_id in s.models:                        # first-seed models, from their last.pt
+        static[run_id] = build_model(s, run_id).eval()
+        static[run_id].load_state_dict(load_checkpoint(
+            out / "runs" / setting / run_id / "seed0" / "last.pt")["model"])
     for run_id, model in static.items():
         arm = s.models[run_id]
         bank = {"translution": "wv", "alpha": "mv"}.get(arm["kind"])
@@ -421,30 +375,7 @@ def _model_figures(out: Path, s: DynamicMNISTSettings, data) -> List[str]:
     return figures
 
 
-def _cell(stat: Dict[str, Any]) -> str:
-    text = f"{100 * stat['accuracy']:.1f}"
-    return text + (f" ± {100 * stat['accuracy_std']:.1f}" if len(stat["seeds"]) > 1 else "")
-
-
-def _arm_epochs_note(s: DynamicMNISTSettings) -> str:
-    own = [f"{arm['label']} {arm['epochs']}" for arm in s.models.values() if "epochs" in arm]
-    return ", ".join(own) or "none does"
-
-
-def _protocol(s: DynamicMNISTSettings, wall_seconds: float, records) -> List[str]:
-    n_runs = sum(len(v) for v in records.values())
-    return [f"Canvas {s.canvas}×{s.canvas}, patch {s.patch} ({s.canvas // s.patch}×"
-            f"{s.canvas // s.patch} grid + class token; an arm may set its own canvas); "
-            f"{s.train_size or 60000} training / {s.test_size or 10000} test digits "
-            f"({s.sweep_size} for the shift sweep); {s.epochs} epoch(s) (unless an arm says "
-            f"otherwise: {_arm_epochs_note(s)}), batch {s.batch_size}, "
-            f"{s.optimizer} lr {s.lr}, weight decay {s.weight_decay}, {s.schedule} schedule; "
-            f"models: dim {s.dim}, depth {s.depth}, {s.heads} heads × {s.dim_head}, MLP "
-            f"{s.mlp_dim}, α rank {s.rank}.", "",
-            f"{s.seeds} seed(s) per arm (seeds {s.seed} … {s.seed + s.seeds - 1}); accuracies "
-            "are mean ± sample std over seeds. Wall time of this invocation: "
-            f"{wall_seconds / 60:.1f} min for {n_runs} training run(s) (runs finished by an "
-            "earlier invocation are read back, not retrained).", ""]
+_cell = functools.partial(pm, metric="accuracy", digits=1, scale=100)
 
 
 def report_markdown(results: Dict, s: DynamicMNISTSettings, figures: List[str],
@@ -452,15 +383,23 @@ def report_markdown(results: Dict, s: DynamicMNISTSettings, figures: List[str],
     """The report: protocol, accuracy table, sweep tables, automatic checks, figures."""
     main = {label: row for label, row in results.items() if label != "sweep"}
     settings = list(dict.fromkeys(k for row in main.values() for k in row))
-    lines = ["# Dynamic MNIST", ""] + _protocol(s, wall_seconds, records or {})
-    lines += ["Test accuracy (%):", "",
-              "| model | params | train time (s) | " + " | ".join(settings) + " |",
-              "|---|---|---|" + "---|" * len(settings)]
-    for label, row in main.items():
-        first = next(iter(row.values()))
-        seconds = " / ".join(dict.fromkeys(f"{v['seconds']:.0f}" for v in row.values()))
-        lines.append(f"| {label} | {first['parameters']:,} | {seconds} | "
-                     + " | ".join(_cell(row[k]) if k in row else "–" for k in settings) + " |")
+    rows = [[label, f"{next(iter(row.values()))['parameters']:,}",
+             " / ".join(dict.fromkeys(f"{v['seconds']:.0f}" for v in row.values()))]
+            + [_cell(row[k]) if k in row else "–" for k in settings] for label, row in main.items()]
+    own = ", ".join(f"{a['label']} {a['epochs']}" for a in s.models.values() if "epochs" in a)
+    grid = s.canvas // s.patch
+    lines = ["# Dynamic MNIST", "", f"Canvas {s.canvas}×{s.canvas}, patch {s.patch} ({grid}×{grid} "
+             f"grid + class token; an arm may set its own canvas); {s.train_size or 60000} "
+             f"training / {s.test_size or 10000} test digits ({s.sweep_size} for the shift sweep); "
+             f"{s.epochs} epoch(s) (unless an arm says otherwise: {own or 'none does'}), batch "
+             f"{s.batch_size}, {s.optimizer} lr {s.lr}, weight decay {s.weight_decay}, "
+             f"{s.schedule} schedule; models: dim {s.dim}, depth {s.depth}, {s.heads} heads × "
+             f"{s.dim_head}, MLP {s.mlp_dim}, α rank {s.rank}.", "",
+             s.seeds_note("accuracies") + f" Wall time of this invocation: "
+             f"{wall_seconds / 60:.1f} min for {sum(map(len, (records or {}).values()))} training "
+             "run(s) (runs finished by an earlier invocation are read back, not retrained).", "",
+             "Test accuracy (%):", ""]
+    lines += markdown_table(["model", "params", "train time (s)", *settings], rows)
     lines += ["", "Train time: mean over seeds, one number per training setting."]
     for setting_label, per_model in results.get("sweep", {}).items():
         lines += [""] + _sweep_table(setting_label, per_model, s)
@@ -472,26 +411,19 @@ def report_markdown(results: Dict, s: DynamicMNISTSettings, figures: List[str],
 
 def _sweep_table(setting_label: str, per_model: Dict[str, Any], s: DynamicMNISTSettings
                  ) -> List[str]:
-    shifts = list(dict.fromkeys(k for m in per_model.values() for k in m))
-    one_patch = _one_patch(s.patch)
-    pixels = sorted({abs(int(a)) + abs(int(b)) for a, b in (k.split(",") for k in shifts)
-                     if int(a) == 0 or int(b) == 0})
-    head = [f"{d} px" for d in pixels] + [f"{d} 1 patch" for d in one_patch.values()] + [
-        "asymmetry"]
-    lines = [f"Shift sweep, {setting_label} (%): mean over the four axis directions for each "
-             "pixel distance; then each direction at one patch; asymmetry = max − min of those "
-             "four.", "", "| model | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
+    one_patch, pixel = _one_patch(s.patch), _sweep_series(per_model, s.patch)[0]
+    distances = sorted({point[0] for points in pixel.values() for point in points})
+    rows = []
     for label, stats in per_model.items():
-        cells = []
-        for d in pixels:
-            keys = [k for k in stats if (lambda a, b: (a == 0 or b == 0) and abs(a) + abs(b) == d)
-                    (*map(int, k.split(",")))]
-            cells.append(f"{100 * statistics.fmean(stats[k]['accuracy'] for k in keys):.1f}")
         at_patch = [stats[k]["accuracy"] for k in one_patch if k in stats]
-        cells += [_cell(stats[k]) if k in stats else "–" for k in one_patch]
-        cells.append(f"{100 * (max(at_patch) - min(at_patch)):.1f}" if at_patch else "–")
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return lines
+        rows.append([label] + [f"{100 * mean:.1f}" for _, mean, _, _ in pixel[label]]
+                    + [_cell(stats[k]) if k in stats else "–" for k in one_patch]
+                    + [f"{100 * (max(at_patch) - min(at_patch)):.1f}" if at_patch else "–"])
+    head = ([f"{d} px" for d in distances] + [f"{d} 1 patch" for d in one_patch.values()]
+            + ["asymmetry"])
+    return [f"Shift sweep, {setting_label} (%): mean over the four axis directions for each "
+            "pixel distance; then each direction at one patch; asymmetry = max − min of those "
+            "four.", ""] + markdown_table(["model", *head], rows)
 
 
 def _one_patch(patch: int) -> Dict[str, str]:
@@ -511,18 +443,16 @@ def _gap(hi: Dict[str, Any], lo: Dict[str, Any]) -> str:
 def _checks(main: Dict[str, Any], s: DynamicMNISTSettings) -> List[str]:
     """Facts computed from the table: static accuracy ≥ 95 % and the circular-roll check."""
     lines = ["Checks:", ""]
-    static = setting_name("static", "static")
     for label, row in main.items():
-        if static in row:
-            low = min(row[static]["seeds"])
+        if setting_name("static", "static") in row:
+            low = min(row[setting_name("static", "static")]["seeds"])
             lines.append(f"- {label}: static → static ≥ 95 % in every seed: "
                          f"{'yes' if low >= 0.95 else 'NO'} (lowest {100 * low:.2f} %)")
-    roll = setting_name(s.train_settings[0], "roll")
-    for run_id, arm in s.models.items():
+    static, roll = (setting_name(s.train_settings[0], p) for p in ("static", "roll"))
+    for arm in s.models.values():
         row = main.get(arm["label"], {})
         if arm.get("circular") and roll in row:
-            static = row[setting_name(s.train_settings[0], "static")]["seeds"]
-            same = static == row[roll]["seeds"]
+            same = row[static]["seeds"] == row[roll]["seeds"]
             lines.append(f"- {arm['label']}: rolled digits keep the static accuracy exactly in "
                          f"every seed: {'yes' if same else 'NO'}")
     return lines
@@ -532,14 +462,12 @@ def _findings(main: Dict[str, Any], sweep: Dict[str, Any], s: DynamicMNISTSettin
               ) -> List[str]:
     """Rankings and gaps computed from the tables."""
     lines = ["Findings (computed from the tables above):", ""]
-    for setting in s.train_settings:
-        for placement in s.test_placements:
-            key = setting_name(setting, placement)
-            ranked = sorted(((row[key], label) for label, row in main.items() if key in row),
-                            key=lambda pair: -pair[0]["accuracy"])
-            if placement == "static" or len(ranked) < 2:
-                continue
-            (a, first), (b, second) = ranked[0], ranked[1]
+    for key in (setting_name(t, p) for t in s.train_settings for p in s.test_placements
+                if p != "static"):
+        ranked = sorted(((row[key], label) for label, row in main.items() if key in row),
+                        key=lambda pair: -pair[0]["accuracy"])
+        if len(ranked) > 1:
+            (a, first), (b, second) = ranked[:2]
             lines.append(f"- {key}: " + " > ".join(f"{label} {_cell(stat)}"
                                                     for stat, label in ranked)
                          + f"; the lead of {first} over {second} is {_gap(a, b)}")

@@ -1,12 +1,7 @@
-"""Fashion-MNIST on the paper's token geometry (28×28, patch 7: a 4×4 grid + class token, the
-grid of the paper's ImageNet ViTs): ViT (absolute position embedding, 2-D RoPE, a
-parameter-matched one grown in width or depth), α-Translution, Translution and ``lor_rope``;
-``ablations: true`` adds Translution's relative subsets and ``symmetric=True``.
-
-Every arm × seed is a resumable :func:`translution.train.fit` run in ``OUT/runs/<arm>/seed<k>``
-(AdamW, warm-up + cosine, random crop and flip; accuracy of the final weights). ``OUT`` holds
-``results.json`` (label → ``{accuracy, accuracy_std, seeds, parameters, seconds, ...}``),
-``report.md``, ``accuracy.png`` and ``accuracy_vs_time.png``, rewritten after every run.
+"""Fashion-MNIST on the paper's 4×4 token grid (28×28, patch 7): ViT (APE, 2-D RoPE, a
+parameter-matched APE), α-Translution, Translution, ``lor_rope`` (``ablations: true`` adds
+Translution's relative subsets and ``symmetric``). Arm × seed runs: ``OUT/runs/<arm>/seed<k>``;
+``OUT/results.json``: label → ``{accuracy, accuracy_std, seeds, parameters, seconds, ...}``.
 """
 
 from __future__ import annotations
@@ -14,14 +9,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
 from ..train.config import bounded, load_settings
 from ..utils import atomic_write_json, atomic_write_text
-from .common import (ExperimentSettings, check_fingerprint, fit_with_bar, grow_to_match, mean_std, parameter_count,
-                     read_or_train, run_arms, run_slug, running, seed_summary)
+from .common import (ExperimentSettings, check_fingerprint, fit_with_bar, grow_to_match,
+                     markdown_table, mean_std, parameter_count, pm, read_or_train, run_arms,
+                     run_slug, running, seed_summary)
 
 __all__ = ["FashionSettings", "QUICK", "FULL", "MODELS", "ABLATIONS", "run", "arm_sections",
            "report_markdown"]
@@ -46,11 +42,9 @@ _SPECIAL = ("attention", "match", "grow")
 
 @dataclass
 class FashionSettings(ExperimentSettings):
-    """Protocol and sizes (presets ``configs/fashion_{quick,full}.yaml``): data (``None``: all
-    images; cache, then Debian), AdamW with warm-up and cosine decay to ``lr·min_lr_ratio``,
-    crop/flip augmentation, the common ViT size, ``eval_points`` evaluations for the accuracy
-    against time curves, ``models`` (label → ``{attention, **ViTConfig overrides}``, ``match:
-    LABEL`` grows an arm in ``grow: width|depth`` to that arm's parameters)."""
+    """Protocol and sizes (presets ``configs/fashion_{quick,full}.yaml``); ``models``: label →
+    ``{attention, **ViTConfig overrides}``, ``match: LABEL`` grows an arm in ``grow: width|depth``
+    to that arm's parameters."""
 
     data_root: Optional[str] = None
     train_size: Optional[int] = bounded(None, ge=1)
@@ -108,17 +102,14 @@ def _section(s: FashionSettings, arm: Dict[str, Any], **size: int) -> Dict[str, 
 
 def _grown(s: FashionSettings, arm: Dict[str, Any], target: int) -> Dict[str, int]:
     """Size overrides making ``arm`` the closest in parameters to ``target``."""
-    if arm.get("grow", "width") == "depth":
-        def size(n):
-            return {"depth": n}
-        start = s.depth
-    else:
-        def size(n):
-            return {"dim": n, "dim_head": max(1, round(s.dim_head * n / s.dim)),
-                    "mlp_dim": max(1, round(s.mlp_dim * n / s.dim))}
-        start = s.dim
+    deeper = arm.get("grow", "width") == "depth"
+
+    def size(n: int) -> Dict[str, int]:
+        return {"depth": n} if deeper else {"dim": n,
+                                            "dim_head": max(1, round(s.dim_head * n / s.dim)),
+                                            "mlp_dim": max(1, round(s.mlp_dim * n / s.dim))}
     return size(grow_to_match(lambda n: parameter_count(_section(s, arm, **size(n))), target,
-                              start))
+                              s.depth if deeper else s.dim))
 
 
 def arm_sections(s: FashionSettings) -> Dict[str, Dict[str, Any]]:
@@ -161,13 +152,14 @@ def _run_config(s: FashionSettings, section: Dict[str, Any], seed: int, steps: i
     })
 
 
-def _train_one(run_dir: Path, s: FashionSettings, section: Dict, seed: int, data: Dict,
+def _train_one(run_dir: Path, s: FashionSettings, section: Dict, seed: int, data: Tuple,
                log: Callable[[str], None], name: str) -> Dict[str, Any]:
-    """Train (or resume, or read back) one arm at one seed; returns its per-seed record."""
+    """Train (or resume, or read back) one arm at one seed; ``data``: (task, training set,
+    test batches); returns its per-seed record."""
     from ..data.mnist import RandomCropFlip
     from ..recipes import build_model
     from ..train import DatasetBatches, read_metrics
-    train_set = data["train_batches"].dataset
+    task, train_set, test_batches = data
     augment = RandomCropFlip(s.crop_padding, s.flip, fill=train_set.background)
     batches = DatasetBatches(train_set, s.batch_size, shuffle=True, seed=seed, drop_last=True,
                              batch_transform=augment)
@@ -176,9 +168,9 @@ def _train_one(run_dir: Path, s: FashionSettings, section: Dict, seed: int, data
 
     def train() -> Dict[str, Any]:
         torch.manual_seed(seed)
-        summary = fit_with_bar(name, len(batches) * s.epochs, build_model(section), data["task"],
-                               batches, cfg, eval_sets={"test": data["test_batches"]},
-                               out_dir=run_dir, device=s.device)
+        summary = fit_with_bar(name, len(batches) * s.epochs, build_model(section), task,
+                               batches, cfg, eval_sets={"test": test_batches}, out_dir=run_dir,
+                               device=s.device)
         log(f"    {summary['eval']['top1']:.2f} %, {summary['parameters']:,} parameters, "
             f"{summary['seconds']:.0f} s")
         curve = [(r["time"], r["top1"] / 100)
@@ -186,15 +178,6 @@ def _train_one(run_dir: Path, s: FashionSettings, section: Dict, seed: int, data
         return {"accuracy": summary["eval"]["top1"] / 100, "parameters": summary["parameters"],
                 "seconds": summary["seconds"], "steps": summary["steps"], "curve": curve}
     return read_or_train(run_dir, name, train, log)
-
-
-def _data(s: FashionSettings, sections: Dict[str, Dict]) -> Dict[str, Any]:
-    """Task and batches exactly as ``translution train``/``eval`` build them from a run config
-    (Fashion-MNIST on a 28×28 canvas, normalised; the training set is re-batched per seed)."""
-    from ..recipes import build_task_and_batches
-    cfg = _run_config(s, next(iter(sections.values())), s.seed, 1)
-    task, train_batches, test_batches = build_task_and_batches(cfg)
-    return {"task": task, "train_batches": train_batches, "test_batches": test_batches}
 
 
 #: A few minutes on 2 CPU cores: 2 000 / 1 000 images, dim 32, depth 2, 2 seeds.
@@ -213,13 +196,16 @@ def run(out: Path, settings: FashionSettings = QUICK,
 
 
 def _run(out: Path, s: FashionSettings, log: Callable[[str], None]) -> Dict[str, Dict]:
+    from ..recipes import build_task_and_batches
     out.mkdir(parents=True, exist_ok=True)
     sections = arm_sections(s)
     slugs = {label: _slug(s, sec) for label, sec in sections.items()}
-    log("loading Fashion-MNIST ...")
-    data = _data(s, sections)
-    log(f"{len(data['train_batches'].dataset)} training / {len(data['test_batches'].dataset)} "
-        f"test images; {len(sections)} arms × {s.seeds} seeds")
+    log("loading Fashion-MNIST ...")         # as `translution train`/`eval` build it
+    task, train_batches, test_batches = build_task_and_batches(
+        _run_config(s, next(iter(sections.values())), s.seed, 1))
+    data = (task, train_batches.dataset, test_batches)
+    log(f"{len(data[1])} training / {len(test_batches.dataset)} test images; {len(sections)} "
+        f"arms × {s.seeds} seeds")
     results: Dict[str, Dict] = {}
 
     def train(label: str, seed: int) -> Dict[str, Any]:
@@ -270,22 +256,16 @@ def report_markdown(results: Dict[str, Dict], s: FashionSettings, figures: List[
         f"{s.dim_head}, MLP {s.mlp_dim}, α rank {s.rank}. Test accuracy of the final weights; "
         f"mean ± sample std over {'/'.join(map(str, seeds))} seed(s). Train time: mean "
         f"training seconds of one run (device {s.device or 'auto'}, torch threads "
-        f"{torch.get_num_threads()}; a shared machine inflates it).", "",
-        "| model | size (dim / depth / heads × dim_head / MLP) | parameters | accuracy (%) | "
-        "seeds | train time (s) | steps |", "|---|---|---|---|---|---|---|"]
-    for label, r in results.items():
-        m = sections[label]
-        lines.append(
-            f"| {label} | {m['dim']} / {m['depth']} / {m['heads']} × {m['dim_head']} / "
-            f"{m['mlp_dim']} | {r['parameters']:,} | {100 * r['accuracy']:.2f} ± "
-            f"{100 * r['accuracy_std']:.2f} | {len(r['seeds'])} | {r['seconds']:.0f} | "
-            f"{r['steps']} |")
-    arms = s.arms()
-    for label, arm in arms.items():
+        f"{torch.get_num_threads()}; a shared machine inflates it).", ""] + markdown_table(
+        ["model", "size (dim / depth / heads × dim_head / MLP)", "parameters", "accuracy (%)",
+         "seeds", "train time (s)", "steps"],
+        [[label, "{dim} / {depth} / {heads} × {dim_head} / {mlp_dim}".format(**sections[label]),
+          f"{r['parameters']:,}", pm(r, "accuracy", 2, 100), len(r["seeds"]),
+          f"{r['seconds']:.0f}", r["steps"]] for label, r in results.items()])
+    for label, arm in s.arms().items():
         if "match" in arm and label in results and arm["match"] in results:
             mine, theirs = results[label]["parameters"], results[arm["match"]]["parameters"]
             lines += ["", f"{label}: grown in {arm.get('grow', 'width')} to {mine:,} "
                       f"parameters against {theirs:,} for {arm['match']} "
                       f"({100 * (mine / theirs - 1):+.1f} %)."]
-    lines += [""] + [f"![{f}]({f})" for f in figures]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + [""] + [f"![{f}]({f})" for f in figures]) + "\n"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import torch
 
@@ -92,27 +92,20 @@ def accuracy_bars(accuracy: Mapping[str, Mapping[str, tuple]], path, title: str 
     return _save(fig, path)
 
 
-def slot_norm_maps(model: torch.nn.Module, bank: str = "wv") -> List[torch.Tensor]:
-    """Per relative layer on an unclipped, asymmetric, non-circular 2-D grid, the norm of each
-    slot's matrix of ``bank`` (``wv``; α-Translution: ``mv``) as a ``(2H−1, 2W−1)`` map."""
+def value_kernels(model: torch.nn.Module, path, bank: str = "wv",
+                  title: str = "") -> Optional[Path]:
+    """One heat map per relative layer on an unclipped, asymmetric, non-circular 2-D grid: the
+    norm of each slot's matrix of ``bank`` (``wv``; α-Translution: ``mv``); ``None`` if none."""
     maps = []
     for module in model.modules():
         weights = getattr(module, bank, None)
         layout = getattr(module, "layout", None)
-        if not isinstance(weights, torch.Tensor) or weights.dim() != 3 or layout is None:
-            continue
-        if layout.ndim != 2 or layout.symmetric or getattr(layout, "circular", False):
-            continue
-        rows, cols = (2 * r + 1 for r in layout.radii)
-        norms = weights.detach().float().flatten(1).norm(dim=1)[: rows * cols]
-        maps.append(norms.reshape(rows, cols).cpu())
-    return maps
-
-
-def value_kernels(model: torch.nn.Module, path, bank: str = "wv",
-                  title: str = "") -> Optional[Path]:
-    """One heat map per relative layer of :func:`slot_norm_maps`; ``None`` if the model has none."""
-    maps = slot_norm_maps(model, bank)
+        if (isinstance(weights, torch.Tensor) and weights.dim() == 3 and layout is not None
+                and layout.ndim == 2 and not layout.symmetric
+                and not getattr(layout, "circular", False)):
+            rows, cols = (2 * r + 1 for r in layout.radii)
+            norms = weights.detach().float().flatten(1).norm(dim=1)[: rows * cols]
+            maps.append(norms.reshape(rows, cols).cpu())
     if not maps:
         return None
     plt = _pyplot()
