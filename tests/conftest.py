@@ -38,6 +38,26 @@ def make_alpha_params():
     return _alpha_params
 
 
+def _alpha_case(layout, relative):
+    """``(fn, inputs)``: ``fn(*inputs, backend=...)`` runs α-Translution (2 heads, float64)."""
+    from translution import functional as F
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, layout.num_tokens, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    params = _alpha_params(layout, relative, generator=g)
+    names = list(params)
+
+    def fn(x, *values, backend):
+        kw = dict(zip(names, values))
+        return F.alpha_translution(x, kw.pop("wq"), kw.pop("wk"), kw.pop("wv"), layout, heads=2,
+                                   backend=backend, **kw)
+    return fn, [x, *params.values()]
+
+
+@pytest.fixture
+def alpha_case():
+    return _alpha_case
+
+
 def _grads_match(fn, inputs, backends=("reference", "grouped"), seed=0):
     """Run fn(*inputs, backend=b) for each backend; return outputs and gradients per backend."""
     results = []

@@ -66,18 +66,8 @@ def test_translution_equals_reference(layout, relative, variant):
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("layout", LAYOUTS[:10], ids=repr)
 @pytest.mark.parametrize("relative", SUBSETS)
-def test_alpha_translution_equals_reference(layout, relative, variant, make_alpha_params):
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(2, layout.num_tokens, 5, dtype=torch.float64, generator=g, requires_grad=True)
-    params = make_alpha_params(layout, relative, generator=g)
-    names = list(params)
-
-    def fn(x, *values, backend):
-        kw = dict(zip(names, values))
-        return F.alpha_translution(x, kw.pop("wq"), kw.pop("wk"), kw.pop("wv"), layout, heads=2,
-                                   backend=backend, **kw)
-
-    inputs = [x, *params.values()]
+def test_alpha_translution_equals_reference(layout, relative, variant, alpha_case):
+    fn, inputs = alpha_case(layout, relative)
     _assert_same(_run(fn, inputs, "reference"), _run(fn, inputs, VARIANTS[variant]))
 
 

@@ -49,18 +49,9 @@ def test_translution_fast_equals_reference(layout, relative, backend, make_weigh
 @pytest.mark.parametrize("layout", LAYOUTS[:10], ids=repr)
 @pytest.mark.parametrize("relative", SUBSETS)
 def test_alpha_translution_fast_equals_reference(layout, relative, backend, run_backends,
-                                                 make_alpha_params):
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(2, layout.num_tokens, 5, dtype=torch.float64, generator=g, requires_grad=True)
-    params = make_alpha_params(layout, relative, generator=g)
-    names = list(params)
-
-    def fn(x, *values, backend):
-        kw = dict(zip(names, values))
-        return F.alpha_translution(x, kw.pop("wq"), kw.pop("wk"), kw.pop("wv"), layout, heads=2,
-                                   backend=backend, **kw)
-
-    ref, fast = run_backends(fn, [x, *params.values()], ("reference", backend))
+                                                 alpha_case):
+    fn, inputs = alpha_case(layout, relative)
+    ref, fast = run_backends(fn, inputs, ("reference", backend))
     _close(ref, fast)
 
 
