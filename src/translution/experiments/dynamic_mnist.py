@@ -361,6 +361,8 @@ def _figures(out: Path, s: DynamicMNISTSettings, results, records, data) -> List
     for run_id, model in static.items():
         arm = s.models[run_id]
         bank = {"translution": "wv", "alpha": "mv"}.get(arm["kind"])
+        if bank and arm.get("parameterization") == "residual":
+            bank += "_delta"                       # what each offset learned beyond shared W
         if bank and plots.value_kernels(model, out / f"kernels_{run_id}.png", bank, title=(
                 f"{arm['label']} (trained {PLACEMENT_NAMES[setting]}): ‖{bank}[δ]‖ per layer")):
             figures.append(f"kernels_{run_id}.png")
