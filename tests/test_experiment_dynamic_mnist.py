@@ -101,6 +101,10 @@ def test_quick_code_path_with_seeds_sweep_and_resume(tmp_path, mnist_root):
         assert (tmp_path / "out" / name).stat().st_size > 0
         assert f"![{name}]({name})" in report
     assert any("arm time" in line for line in logs)
+    signals = json.loads((tmp_path / "out" / "position_signal.json").read_text())
+    assert list(signals) == labels and all(len(v) == 2 and len(v[0]) == s.depth
+                                           for v in signals.values())
+    assert "Position signal on a blank canvas" in report
     # a second invocation reads every finished run back
     logs.clear()
     again = exp.run(tmp_path / "out", s, data_root=str(mnist_root), log=logs.append)
@@ -168,3 +172,18 @@ def test_runs_of_earlier_code_are_read_back(tmp_path):
     for placement, acc in old["accuracy"].items():
         assert row[exp.setting_name("static", placement)]["seeds"] == [acc]
     assert {p.name: p.read_bytes() for p in seed0.iterdir()} == before
+
+
+@pytest.mark.parametrize("kind", ["translution", "alpha"])
+def test_position_signal_is_zero_exactly_where_no_absolute_position_exists(kind):
+    """A circular layout has no border, so blank patches stay alike (0); the same layer on a
+    bounded grid, and a ViT with an absolute embedding, tell positions apart (> 0)."""
+    torch.manual_seed(0)
+    s = dataclasses.replace(exp.QUICK, **TINY)
+    def signal(**arm):
+        s.models["x"] = {"label": "x", **arm}
+        return exp.position_signal(exp.build_model(s, "x"), s.canvas)
+    circular = signal(kind=kind, circular=True)
+    assert len(circular) == s.depth and max(circular) < 1e-5
+    assert min(signal(kind=kind)) > 1e-3
+    assert min(signal(kind="ape")) > 1e-2

@@ -277,8 +277,10 @@ def run(out: Path, settings: DynamicMNISTSettings = QUICK, data_root: Optional[s
                      lambda arm, k: _train_one(out, s, data, *arm, k, log), write)
         results = aggregate(s, records)
         figures = _figures(out, s, results, records, data)
+        signals = _position_signals(out, s)
+        atomic_write_json(out / "position_signal.json", signals)
     atomic_write_text(out / "report.md", report_markdown(results, s, figures, wall.seconds,
-                                                         records))
+                                                         records, signals))
     log(f"report: {out / 'report.md'} ({wall.seconds / 60:.1f} min)")
     return results
 
@@ -325,6 +327,47 @@ def _sweep_series(per_model: Dict[str, Dict[str, Any]], patch: int):
         zero = lines.pop("none", [])
         directions[label] = {name: zero + points for name, points in lines.items()}
     return pixel, patches, directions
+
+
+@torch.no_grad()
+def position_signal(model: torch.nn.Module, canvas: int) -> List[float]:
+    """Per block, how much the patch tokens' features differ on a blank canvas:
+    ``mean_i ‖h_i − mean_j h_j‖ / mean_i ‖h_i‖`` (0: no absolute position, e.g. a circular layout;
+    a ViT with an absolute embedding is far from 0)."""
+    from ..data.mnist import MNIST_MEAN, MNIST_STD
+    outs: List[torch.Tensor] = []
+    hooks = [b.register_forward_hook(lambda m, a, o: outs.append(o[0])) for b in model.blocks]
+    try:
+        model.eval()(torch.full((1, 1, canvas, canvas), -MNIST_MEAN / MNIST_STD))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    tokens = [h[0 if model.cls_token is None else 1:] for h in outs]     # (patches, dim) each
+    return [float((t - t.mean(0)).norm(dim=1).mean() / t.norm(dim=1).mean()) for t in tokens]
+
+
+def _position_signals(out: Path, s: DynamicMNISTSettings) -> Dict[str, List[List[float]]]:
+    """Label → per seed, :func:`position_signal` of the model trained on the first setting."""
+    from ..train import load_checkpoint
+    signals: Dict[str, List[List[float]]] = {}
+    for run_id, arm in s.models.items():
+        for k in range(s.seeds):
+            model = build_model(s, run_id)
+            model.load_state_dict(load_checkpoint(
+                out / "runs" / s.train_settings[0] / run_id / f"seed{k}" / "last.pt")["model"])
+            signals.setdefault(arm["label"], []).append(
+                position_signal(model, s.arm_canvas(run_id)))
+    return signals
+
+
+def _position_table(signals: Dict[str, List[List[float]]]) -> List[str]:
+    depth = max(len(v[0]) for v in signals.values())
+    rows = [[label] + [pm(seed_stats([seed[b] for seed in per_seed], "x"), "x", 3)
+                       for b in range(depth)] for label, per_seed in signals.items()]
+    return ["Position signal on a blank canvas (spread of the patch tokens' features after each "
+            "block, relative to their norm; 0 = every blank patch alike, i.e. no absolute "
+            "position; mean ± std over seeds):", "",
+            *markdown_table(["model"] + [f"block {b + 1}" for b in range(depth)], rows), ""]
 
 
 def _figures(out: Path, s: DynamicMNISTSettings, results, records, data) -> List[str]:
@@ -381,8 +424,9 @@ _cell = functools.partial(pm, metric="accuracy", digits=1, scale=100)
 
 
 def report_markdown(results: Dict, s: DynamicMNISTSettings, figures: List[str],
-                    wall_seconds: float = 0.0, records=None) -> str:
-    """The report: protocol, accuracy table, sweep tables, automatic checks, figures."""
+                    wall_seconds: float = 0.0, records=None, signals=None) -> str:
+    """The report: protocol, accuracy table, sweep tables, automatic checks, the position
+    signal (``signals``: label → per seed, per block), figures."""
     main = {label: row for label, row in results.items() if label != "sweep"}
     settings = list(dict.fromkeys(k for row in main.values() for k in row))
     rows = [[label, f"{next(iter(row.values()))['parameters']:,}",
@@ -407,7 +451,8 @@ def report_markdown(results: Dict, s: DynamicMNISTSettings, figures: List[str],
         lines += [""] + _sweep_table(setting_label, per_model, s)
     lines += [""] + _checks(main, s)
     lines += [""] + _findings(main, results.get("sweep", {}), s)
-    lines += [""] + [f"![{f}]({f})" for f in figures]
+    lines += ([""] + _position_table(signals) if signals else []) + [""]
+    lines += [f"![{f}]({f})" for f in figures]
     return "\n".join(lines) + "\n"
 
 
