@@ -97,7 +97,8 @@ def test_quick_code_path_with_seeds_sweep_and_resume(tmp_path, mnist_root):
     report = (tmp_path / "out" / "report.md").read_text()
     assert "Shift sweep, train static" in report and "± " in report
     for name in ("accuracy.png", "sweep_static.png", "directions_static.png", "curves.png",
-                 "kernels_translution.png", "kernels_alpha.png", "attention.png"):
+                 "kernels_translution.png", "kernels_alpha.png", "attention.png",
+                 "position_signal.png"):
         assert (tmp_path / "out" / name).stat().st_size > 0
         assert f"![{name}]({name})" in report
     assert any("arm time" in line for line in logs)

@@ -276,9 +276,10 @@ def run(out: Path, settings: DynamicMNISTSettings = QUICK, data_root: Optional[s
             run_arms({(setting, r): (setting, r) for r in s.models}, range(s.seeds),
                      lambda arm, k: _train_one(out, s, data, *arm, k, log), write)
         results = aggregate(s, records)
-        figures = _figures(out, s, results, records, data)
         signals = _position_signals(out, s)
         atomic_write_json(out / "position_signal.json", signals)
+        figures = _figures(out, s, results, records, data) + _signal_figure(out, s, signals,
+                                                                                records)
     atomic_write_text(out / "report.md", report_markdown(results, s, figures, wall.seconds,
                                                          records, signals))
     log(f"report: {out / 'report.md'} ({wall.seconds / 60:.1f} min)")
@@ -358,6 +359,21 @@ def _position_signals(out: Path, s: DynamicMNISTSettings) -> Dict[str, List[List
             signals.setdefault(arm["label"], []).append(
                 position_signal(model, s.arm_canvas(run_id)))
     return signals
+
+
+def _signal_figure(out: Path, s: DynamicMNISTSettings, signals, records) -> List[str]:
+    """Patch-shift accuracy against the position signal after block 1, one point per seed."""
+    from . import plots
+    setting, test = s.train_settings[0], "patch"
+    if test not in s.test_placements:
+        return []
+    points = {s.models[run_id]["label"]: [
+        (signals[s.models[run_id]["label"]][k][0], r["accuracy"][test]) for k, r in enumerate(runs)]
+        for (train, run_id), runs in records.items() if train == setting}
+    plots.scatter(points, out / "position_signal.png", "position signal on a blank canvas, "
+                  "block 1", f"test accuracy, {PLACEMENT_NAMES[test]} (%)", f"trained "
+                  f"{PLACEMENT_NAMES[setting]}: one point per seed", scale=100)
+    return ["position_signal.png"]
 
 
 def _position_table(signals: Dict[str, List[List[float]]]) -> List[str]:

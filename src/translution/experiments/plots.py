@@ -67,6 +67,24 @@ def lines(panels: Mapping[str, Mapping[str, Sequence[tuple]]], path, xlabel: str
     return _save(fig, path)
 
 
+def scatter(points: Mapping[str, Sequence[tuple]], path, xlabel: str, ylabel: str,
+            title: str = "", scale: float = 1.0) -> Path:
+    """One marker per point ``(x, y)`` (``y`` times ``scale``), one colour per label."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    markers = "osD^v<>ph*"
+    for k, (label, pts) in enumerate(points.items()):
+        x, y = zip(*pts)
+        ax.scatter(x, [scale * v for v in y], label=label, s=22, marker=markers[k % 10], alpha=.8)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
 def accuracy_bars(accuracy: Mapping[str, Mapping[str, tuple]], path, title: str = "") -> Path:
     """Grouped bars of ``{model: {setting: (mean, std)}}`` (accuracies in [0, 1]; a setting a
     model lacks is a gap); the axis starts a little below the lowest bar."""
