@@ -188,3 +188,14 @@ def test_position_signal_is_zero_exactly_where_no_absolute_position_exists(kind)
     assert len(circular) == s.depth and max(circular) < 1e-5
     assert min(signal(kind=kind)) > 1e-3
     assert min(signal(kind="ape")) > 1e-2
+
+
+def test_sweep_table_aligns_arms_with_different_canvases():
+    stat = {"accuracy": 0.5, "accuracy_std": 0.0, "seeds": [0.5]}
+    small = {f"{dr},{dc}": stat for dr, dc in exp.sweep_shifts(42, 7)}
+    large = {f"{dr},{dc}": stat for dr, dc in exp.sweep_shifts(56, 7)}
+    assert set(large) > set(small)
+    header, _, row_small, row_large = exp._sweep_table("train static", {"a": small, "b": large},
+                                                       exp.QUICK)[2:6]
+    assert header.count("|") == row_small.count("|") == row_large.count("|")
+    assert "| – |" in row_small and "| – |" not in row_large

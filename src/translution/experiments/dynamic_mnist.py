@@ -479,7 +479,8 @@ def _sweep_table(setting_label: str, per_model: Dict[str, Any], s: DynamicMNISTS
     rows = []
     for label, stats in per_model.items():
         at_patch = [stats[k]["accuracy"] for k in one_patch if k in stats]
-        rows.append([label] + [f"{100 * mean:.1f}" for _, mean, _, _ in pixel[label]]
+        means = {dist: mean for dist, mean, _, _ in pixel[label]}     # arms' canvases differ
+        rows.append([label] + [f"{100 * means[d]:.1f}" if d in means else "–" for d in distances]
                     + [_cell(stats[k]) if k in stats else "–" for k in one_patch]
                     + [f"{100 * (max(at_patch) - min(at_patch)):.1f}" if at_patch else "–"])
     head = ([f"{d} px" for d in distances] + [f"{d} 1 patch" for d in one_patch.values()]
