@@ -72,10 +72,11 @@ def scatter(points: Mapping[str, Sequence[tuple]], path, xlabel: str, ylabel: st
     """One marker per point ``(x, y)`` (``y`` times ``scale``), one colour per label."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    markers = "osD^v<>ph*"
+    markers = "osD^v<>"                  # 7 markers × 10 colours: 70 distinct styles
     for k, (label, pts) in enumerate(points.items()):
         x, y = zip(*pts)
-        ax.scatter(x, [scale * v for v in y], label=label, s=22, marker=markers[k % 10], alpha=.8)
+        ax.scatter(x, [scale * v for v in y], label=label, s=22, marker=markers[k % 7],
+                   color=f"C{k % 10}", alpha=.8)
     ax.set_xlabel(xlabel, fontsize=8)
     ax.set_ylabel(ylabel, fontsize=8)
     ax.tick_params(labelsize=7)
