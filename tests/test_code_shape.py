@@ -23,7 +23,7 @@ def test_no_function_longer_than_80_lines():
 
 #: Everything outside the op core (layouts, backends, functional, layers) and the models (data/,
 #: train/, experiments/, bench/, generation, recipes, cli, utils): a ratchet against growth. Issue
-#: 10 aims at 6,000; at the time of writing the code holds 6,423 lines.
+#: 10 aims at 6,000; at the time of writing the code holds 6,425 lines.
 NON_CORE_BUDGET = 6450
 CORE = ("layouts.py", "backends", "functional.py", "layers.py", "models", "__init__.py")
 
