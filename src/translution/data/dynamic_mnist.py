@@ -12,7 +12,10 @@ from torch.utils.data import Dataset
 from ..utils import check_int
 from .mnist import MNIST_MEAN, MNIST_STD
 
-__all__ = ["DynamicMNIST", "PLACEMENTS", "static_offset", "placement_offsets"]
+__all__ = ["DynamicMNIST", "PLACEMENTS", "BACKGROUND", "static_offset", "placement_offsets"]
+
+#: The blank canvas value: a zero pixel, MNIST-normalised.
+BACKGROUND = (0.0 - MNIST_MEAN) / MNIST_STD
 
 #: ``"static"``: :func:`static_offset`; ``"patch"`` / ``"pixel"``: random multiples of ``patch`` /
 #: pixels; ``"roll"``: the static image rolled circularly by random whole patches (it may wrap).
@@ -97,7 +100,7 @@ class DynamicMNIST(Dataset):
         self.images, self.labels, self.digit = images, labels.long(), digit
         self.canvas, self.patch, self.placement = canvas, patch, placement
         self.shift = self._check_shift(shift)
-        self.background = (0.0 - MNIST_MEAN) / MNIST_STD
+        self.background = BACKGROUND
         self.epoch = 0
         self._offsets = self._placements(0)
 

@@ -80,16 +80,22 @@ def write_idx(path: PathLike, tensor: torch.Tensor) -> Path:
 def _read_pair(folder: Path, names: Tuple[str, str], expected_n: Optional[int]
                ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Images ``(N, 28, 28)`` uint8 and labels ``(N,)`` int64 from ``folder`` (plain or ``.gz``),
-    header-checked, then read by torchvision's IDX readers (from a temporary plain copy)."""
+    header-checked, then read by torchvision's IDX readers (a ``.gz`` from a temporary plain
+    copy: they read plain files only)."""
     reader = require("torchvision.datasets.mnist", "vision")
     files, where = folder_files(folder, names), [folder / name for name in names]
     for name, ndim in zip(names, (3, 1)):
         _idx_shape(files[name], folder / name, ndim)
     with tempfile.TemporaryDirectory(prefix="translution-idx-") as tmp:
+        paths = []
         for name in names:
-            (Path(tmp) / name).write_bytes(files[name])
-        images = reader.read_image_file(str(Path(tmp) / names[0]))
-        labels = reader.read_label_file(str(Path(tmp) / names[1])).long()
+            path = folder / name
+            if not path.is_file():
+                path = Path(tmp) / name
+                path.write_bytes(files[name])
+            paths.append(str(path))
+        images = reader.read_image_file(paths[0])
+        labels = reader.read_label_file(paths[1]).long()
     if tuple(images.shape[1:]) != (28, 28):
         raise ValueError(f"{where[0]}: expected 28x28 images, got {images.shape[1]}x"
                          f"{images.shape[2]}")

@@ -276,10 +276,11 @@ def run(out: Path, settings: DynamicMNISTSettings = QUICK, data_root: Optional[s
             run_arms({(setting, r): (setting, r) for r in s.models}, range(s.seeds),
                      lambda arm, k: _train_one(out, s, data, *arm, k, log), write)
         results = aggregate(s, records)
-        signals = _position_signals(out, s)
+        models = _trained(out, s)
+        signals = _position_signals(s, models)
         atomic_write_json(out / "position_signal.json", signals)
-        figures = _figures(out, s, results, records, data) + _signal_figure(out, s, signals,
-                                                                                records)
+        figures = (_figures(out, s, results, records, data, models)
+                   + _signal_figure(out, s, signals, records))
     atomic_write_text(out / "report.md", report_markdown(results, s, figures, wall.seconds,
                                                          records, signals))
     log(f"report: {out / 'report.md'} ({wall.seconds / 60:.1f} min)")
@@ -335,11 +336,11 @@ def position_signal(model: torch.nn.Module, canvas: int) -> List[float]:
     """Per block, how much the patch tokens' features differ on a blank canvas:
     ``mean_i ‖h_i − mean_j h_j‖ / mean_i ‖h_i‖`` (0: no absolute position, e.g. a circular layout;
     a ViT with an absolute embedding is far from 0)."""
-    from ..data.mnist import MNIST_MEAN, MNIST_STD
+    from ..data.dynamic_mnist import BACKGROUND
     outs: List[torch.Tensor] = []
     hooks = [b.register_forward_hook(lambda m, a, o: outs.append(o[0])) for b in model.blocks]
     try:
-        model.eval()(torch.full((1, 1, canvas, canvas), -MNIST_MEAN / MNIST_STD))
+        model.eval()(torch.full((1, 1, canvas, canvas), BACKGROUND))
     finally:
         for hook in hooks:
             hook.remove()
@@ -347,18 +348,24 @@ def position_signal(model: torch.nn.Module, canvas: int) -> List[float]:
     return [float((t - t.mean(0)).norm(dim=1).mean() / t.norm(dim=1).mean()) for t in tokens]
 
 
-def _position_signals(out: Path, s: DynamicMNISTSettings) -> Dict[str, List[List[float]]]:
-    """Label → per seed, :func:`position_signal` of the model trained on the first setting."""
+def _trained(out: Path, s: DynamicMNISTSettings) -> Dict[str, List[torch.nn.Module]]:
+    """Run id → per seed, the model trained on the first setting (from its ``last.pt``)."""
     from ..train import load_checkpoint
-    signals: Dict[str, List[List[float]]] = {}
-    for run_id, arm in s.models.items():
+    models: Dict[str, List[torch.nn.Module]] = {}
+    for run_id in s.models:
         for k in range(s.seeds):
-            model = build_model(s, run_id)
+            model = build_model(s, run_id).eval()
             model.load_state_dict(load_checkpoint(
                 out / "runs" / s.train_settings[0] / run_id / f"seed{k}" / "last.pt")["model"])
-            signals.setdefault(arm["label"], []).append(
-                position_signal(model, s.arm_canvas(run_id)))
-    return signals
+            models.setdefault(run_id, []).append(model)
+    return models
+
+
+def _position_signals(s: DynamicMNISTSettings, models: Dict[str, List[torch.nn.Module]]
+                      ) -> Dict[str, List[List[float]]]:
+    """Label → per seed, :func:`position_signal` of each trained model."""
+    return {s.models[run_id]["label"]: [position_signal(m, s.arm_canvas(run_id)) for m in seeds]
+            for run_id, seeds in models.items()}
 
 
 def _signal_figure(out: Path, s: DynamicMNISTSettings, signals, records) -> List[str]:
@@ -386,8 +393,7 @@ def _position_table(signals: Dict[str, List[List[float]]]) -> List[str]:
             *markdown_table(["model"] + [f"block {b + 1}" for b in range(depth)], rows), ""]
 
 
-def _figures(out: Path, s: DynamicMNISTSettings, results, records, data) -> List[str]:
-    from ..train import load_checkpoint
+def _figures(out: Path, s: DynamicMNISTSettings, results, records, data, models) -> List[str]:
     from . import plots
     main = {label: row for label, row in results.items() if label != "sweep"}
     plots.accuracy_bars({m: {k.replace(" → ", "\n→ "): (v["accuracy"], v["accuracy_std"])
@@ -412,11 +418,8 @@ def _figures(out: Path, s: DynamicMNISTSettings, results, records, data) -> List
     plots.lines({"": curves}, out / "curves.png", "step", "training loss",
                 "training loss (first seed)", ylog=True)
     figures.append("curves.png")
-    setting, static = s.train_settings[0], {}
-    for run_id in s.models:                        # first-seed models, from their last.pt
-        static[run_id] = build_model(s, run_id).eval()
-        static[run_id].load_state_dict(load_checkpoint(
-            out / "runs" / setting / run_id / "seed0" / "last.pt")["model"])
+    setting = s.train_settings[0]
+    static = {run_id: seeds[0] for run_id, seeds in models.items()}      # first-seed models
     for run_id, model in static.items():
         arm = s.models[run_id]
         bank = {"translution": "wv", "alpha": "mv"}.get(arm["kind"])
