@@ -19,8 +19,8 @@ import torch
 
 from ..train.config import bounded, load_settings
 from ..utils import atomic_write_json, atomic_write_text, sha256_bytes
-from .common import (ExperimentSettings, fit_with_bar, markdown_table, mean_std, pm, read_or_train,
-                     run_arms, running, seed_stats)
+from .common import (ExperimentSettings, check_fingerprint, fit_with_bar, markdown_table,
+                     mean_std, pm, read_or_train, run_arms, running, seed_stats)
 
 __all__ = ["AustenSettings", "QUICK", "FULL", "MODELS", "run", "model_section", "prepare_tokens",
            "report_markdown"]
@@ -223,26 +223,19 @@ def _plan(run_dir: Path, s: AustenSettings, model, section: Dict, data: Dict, se
           steps: Optional[int], log) -> Dict:
     """The run's plan (``plan.json``), made once: ``steps`` steps, or (``None``) as many as the
     calibrated step time fits into the time budget. A folder of another plan is refused."""
+    def plan() -> Dict:
+        step_time = None if steps else _step_time(model, section, data, s)
+        planned = steps or max(1, int(s.budget_seconds / step_time))
+        if step_time:
+            log(f"{section['name']}: {model.num_parameters():,} parameters, "
+                f"{1000 * step_time:.0f} ms/step measured → {planned} steps planned for "
+                f"{s.budget_seconds:g} s")
+        return {"calibrated_step_time": step_time, "planned_steps": planned,
+                "warmup": min(int(s.warmup_fraction * planned), max(0, planned - 1))}
     fingerprint = {"format": _RUN_FORMAT, "model": section, "data": data["corpus_id"],
                    "seed": seed, "steps": steps, **{k: getattr(s, k) for k in _RECIPE},
                    "budget_seconds": s.budget_seconds if steps is None else None}
-    path = run_dir / "plan.json"
-    if path.is_file():
-        plan = json.loads(path.read_text())
-        if plan.get("fingerprint") != json.loads(json.dumps(fingerprint)):
-            raise ValueError(f"{run_dir} holds a run with other settings (model, data, budget or "
-                             f"recipe differ); use another output folder or delete {run_dir}")
-        return plan
-    step_time = None if steps else _step_time(model, section, data, s)
-    planned = steps or max(1, int(s.budget_seconds / step_time))
-    plan = {"fingerprint": fingerprint, "calibrated_step_time": step_time,
-            "planned_steps": planned,
-            "warmup": min(int(s.warmup_fraction * planned), max(0, planned - 1))}
-    atomic_write_json(path, plan)
-    if step_time:
-        log(f"{section['name']}: {model.num_parameters():,} parameters, {1000 * step_time:.0f} "
-            f"ms/step measured → {planned} steps planned for {s.budget_seconds:g} s")
-    return plan
+    return check_fingerprint(run_dir, fingerprint, "plan.json", plan)
 
 
 def _train_one(run_dir: Path, s: AustenSettings, label: str, kind: str, data: Dict,
@@ -322,7 +315,7 @@ def _data(out: Path, s: AustenSettings, corpus, log: Callable[[str], None]) -> D
                          f"{s.block_size} needs more than that")
     device = torch.device(s.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     val = _length_batches(val_ds.data, s, device)
-    return {"dir": data_dir, "meta": meta, "tokenizer": tokenizer, "device": device,
+    return {"dir": data_dir, "source": meta.get("source"), "tokenizer": tokenizer, "device": device,
             "vocab_size": int(meta["vocab_size"]), "corpus_id": meta["corpus_id"],
             "sample_fn": token_windows(train_ds.data, s.block_size), "val": val,
             "tokens_train": len(train_ds), "tokens_val": len(val_ds),
@@ -334,40 +327,36 @@ def run(out: Path, settings: AustenSettings = QUICK, corpus=None,
     """Run (or resume) the protocols of ``settings`` into ``out`` (on ``corpus`` ``(train_texts,
     val_texts)`` instead of the novels when given); returns ``results.json``'s dict. Raises
     ValueError for a bad corpus or prompt, a short split, or a folder of other settings."""
-    with running(settings, AustenSettings):
-        return _run(Path(out), settings, corpus, log)
+    out, s = Path(out), settings
+    with running(s, AustenSettings):
+        data = _data(out, s, corpus, log)
+        log(f"{s.tokenizer} tokens: {data['tokens_train']:,} train, {data['tokens_val']:,} "
+            f"validation, vocabulary {data['vocab_size']}; {data['val_tokens']:,} validation "
+            f"tokens scored at every length")
+        results: Dict[str, Dict] = {label: {} for label in s.models}
 
+        def protocol(name: str, seeds: Sequence[int], summary: Callable[[List[Dict]], Dict]):
+            def train(label: str, seed: int) -> Dict:
+                run_dir = out / "runs" / name / s.models[label]
+                return _train_one(run_dir / f"seed{seed}" if name == "steps" else run_dir, s,
+                                  label, s.models[label], data, log, seed,
+                                  s.steps if name == "steps" else None)
 
-def _run(out: Path, s: AustenSettings, corpus, log: Callable[[str], None]) -> Dict:
-    out.mkdir(parents=True, exist_ok=True)
-    data = _data(out, s, corpus, log)
-    log(f"{s.tokenizer} tokens: {data['tokens_train']:,} train, {data['tokens_val']:,} "
-        f"validation, vocabulary {data['vocab_size']}; {data['val_tokens']:,} validation "
-        f"tokens scored at every length")
-    results: Dict[str, Dict] = {label: {} for label in s.models}
+            def write(records: Dict[str, List[Dict]]) -> None:
+                for label, rs in records.items():
+                    results[label].update(summary(rs))
+                atomic_write_json(out / "results.json", results)
+            run_arms(s.models, seeds, train, write)
 
-    def protocol(name: str, seeds: Sequence[int], summary: Callable[[List[Dict]], Dict]):
-        def train(label: str, seed: int) -> Dict:
-            run_dir = out / "runs" / name / s.models[label]
-            return _train_one(run_dir / f"seed{seed}" if name == "steps" else run_dir, s, label,
-                              s.models[label], data, log, seed, s.steps if name == "steps"
-                              else None)
-
-        def write(records: Dict[str, List[Dict]]) -> None:
-            for label, rs in records.items():
-                results[label].update(summary(rs))
-            atomic_write_json(out / "results.json", results)
-        run_arms(s.models, seeds, train, write)
-
-    if "time" in s.protocols:
-        protocol("time", [s.seed], lambda rs: {**rs[0], "sample": rs[0]["samples"][0]})
-    if "steps" in s.protocols:
-        protocol("steps", range(s.seed, s.seed + s.seeds), lambda rs: _steps_summary(rs, s))
-    figures = _figures(out, s, results)
-    info = {k: data[k] for k in ("tokens_train", "tokens_val", "vocab_size", "val_tokens")}
-    info.update(source=data["meta"].get("source"), threads=torch.get_num_threads(),
-                device=str(data["device"]))
-    atomic_write_text(out / "report.md", report_markdown(results, s, figures, info))
+        if "time" in s.protocols:
+            protocol("time", [s.seed], lambda rs: {**rs[0], "sample": rs[0]["samples"][0]})
+        if "steps" in s.protocols:
+            protocol("steps", range(s.seed, s.seed + s.seeds), lambda rs: _steps_summary(rs, s))
+        info = {k: data[k] for k in ("tokens_train", "tokens_val", "vocab_size", "val_tokens",
+                                     "source")}
+        info.update(threads=torch.get_num_threads(), device=str(data["device"]))
+        atomic_write_text(out / "report.md", report_markdown(results, s, _figures(out, s, results),
+                                                             info))
     log(f"report: {out / 'report.md'}")
     return results
 
@@ -387,39 +376,34 @@ def _steps_summary(rs: List[Dict], s: AustenSettings) -> Dict[str, Dict]:
             "length": length}
 
 
-def _curve(out: Path, s: AustenSettings, where: str, event: str, x: str) -> Dict[str, List]:
-    """Label → ``(record[x], loss)`` of the ``event`` records (``eval``: validation) of the runs
-    ``where``."""
-    from ..train import read_metrics
-    curves = {}
-    for label, kind in s.models.items():
-        path = out / "runs" / where.format(kind=kind) / "metrics.jsonl"
-        records = read_metrics(path, event) if path.is_file() else []
-        curves[label] = [(r[x], r["loss"]) for r in records if r.get("set", "val") == "val"]
-    return curves
-
-
 def _figures(out: Path, s: AustenSettings, results: Dict) -> List[str]:
+    """Loss curves of the protocols run and (equal steps) perplexity by evaluation length."""
     from . import plots
-    loss = f"loss ({'nats/char' if s.tokenizer == 'char' else 'nats/token'})"
-    specs = []
+    from ..train import read_metrics
+    unit = "nats/char" if s.tokenizer == "char" else "nats/token"
+    specs = []                                          # file, runs, event, x, title
     if "time" in s.protocols:
-        specs += [("curves_train.png", "time/{kind}", "train", "step", "training " + loss,
+        specs += [("curves_train.png", "time/{kind}", "train", "step",
                    "equal time: training loss (mean over each logging window)"),
-                  ("curves_val.png", "time/{kind}", "eval", "step", "validation " + loss,
-                   "equal time: validation loss"),
-                  ("val_vs_time.png", "time/{kind}", "eval", "time", "validation " + loss,
+                  ("curves_val.png", "time/{kind}", "eval", "step", "equal time: validation loss"),
+                  ("val_vs_time.png", "time/{kind}", "eval", "time",
                    f"validation loss against training time (budget {s.budget_seconds:g} s)")]
     if "steps" in s.protocols:
         specs.append(("curves_val_steps.png", f"steps/{{kind}}/seed{s.seed}", "eval", "step",
-                      "validation " + loss, f"equal steps: validation loss, seed {s.seed}"))
-    for name, where, event, x, ylabel, title in specs:
-        plots.lines({"": _curve(out, s, where, event, x)}, out / name,
-                    "training time (s)" if x == "time" else "step", ylabel, title, ylog=True)
+                      f"equal steps: validation loss, seed {s.seed}"))
+    for name, where, event, x, title in specs:
+        paths = {label: out / "runs" / where.format(kind=kind) / "metrics.jsonl"
+                 for label, kind in s.models.items()}
+        curves = {label: [(r[x], r["loss"]) for r in (read_metrics(path, event) if path.is_file()
+                                                      else []) if r.get("set", "val") == "val"]
+                  for label, path in paths.items()}
+        plots.lines({"": curves}, out / name, "training time (s)" if x == "time" else "step",
+                    f"{'training' if event == 'train' else 'validation'} loss ({unit})", title,
+                    ylog=True)
     if "steps" not in s.protocols:
         return [spec[0] for spec in specs]
-    plots.lines({"": {label: [(int(n), sum(e["seeds"]) / len(e["seeds"]), min(e["seeds"]),
-                                max(e["seeds"])) for n, e in r["length"].items() if e["seeds"]]
+    plots.lines({"": {label: [(int(n), e["perplexity"], min(e["seeds"]), max(e["seeds"]))
+                              for n, e in r["length"].items() if e["seeds"]]
                       for label, r in results.items()}}, out / "length.png",
                 "evaluation length (tokens)", "validation perplexity", f"trained with context "
                 f"{s.block_size}: perplexity by evaluation length (band: min … max over seeds)",

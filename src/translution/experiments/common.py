@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import re
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import (Any, Callable, Dict, Hashable, Iterable, List, Mapping, Optional, Sequence,
@@ -48,10 +48,7 @@ def mean_std(values: Sequence[float]) -> Tuple[float, float]:
     values = [float(v) for v in values]
     if not values:
         raise ValueError("mean_std needs at least one value, got none")
-    mean = sum(values) / len(values)
-    if len(values) == 1:
-        return mean, 0.0
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    return sum(values) / len(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def seed_stats(values: Sequence[float], metric: str, single_std: Optional[float] = 0.0
@@ -154,17 +151,21 @@ def run_slug(attention: str, overrides: Mapping[str, Any]) -> str:
     return re.sub(r"[^a-z0-9_.-]+", "", name.lower())
 
 
-def check_fingerprint(run_dir: Path, fingerprint: Mapping[str, Any]) -> None:
-    """Write ``run_dir/run.json`` the first time; refuse (ValueError) a folder of other settings."""
-    path = Path(run_dir) / "run.json"
+def check_fingerprint(run_dir: Path, fingerprint: Mapping[str, Any], name: str = "run.json",
+                      plan: Optional[Callable[[], Dict[str, Any]]] = None) -> Dict[str, Any]:
+    """``run_dir/name``, written the first time: ``fingerprint`` (with ``plan``: ``{"fingerprint":
+    ..., **plan()}``); refuses (ValueError) a folder of other settings."""
+    path = Path(run_dir) / name
     plain = json.loads(json.dumps(fingerprint))
     if path.is_file():
-        if json.loads(path.read_text()) != plain:
-            raise ValueError(f"{run_dir} holds a run with other settings (model, data or "
+        held = json.loads(path.read_text())
+        if (held if plan is None else held.get("fingerprint")) != plain:
+            raise ValueError(f"{run_dir} holds a run with other settings (model, data, budget or "
                              f"recipe differ); use another output folder or delete {run_dir}")
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, plain)
+        return held
+    held = plain if plan is None else {"fingerprint": plain, **plan()}
+    atomic_write_json(path, held)
+    return held
 
 
 def parameter_count(section: Mapping[str, Any]) -> int:

@@ -185,10 +185,8 @@ def accuracy(model: torch.nn.Module, dataset, batch_size: int = 500) -> float:
     """Top-1 accuracy (fraction) of ``model`` on a :class:`DynamicMNIST` set."""
     model.eval()
     device = next(model.parameters()).device
-    correct = 0
-    for start in range(0, len(dataset), batch_size):
-        x, y = dataset.get_batch(torch.arange(start, min(start + batch_size, len(dataset))))
-        correct += int((model(x.to(device)).argmax(-1).cpu() == y).sum())
+    batches = map(dataset.get_batch, torch.arange(len(dataset)).split(batch_size))
+    correct = sum(int((model(x.to(device)).argmax(-1).cpu() == y).sum()) for x, y in batches)
     return correct / max(1, len(dataset))
 
 
@@ -199,12 +197,9 @@ def sweep_shifts(canvas: int, patch: int, digit: int = DIGIT) -> List[Tuple[int,
     base = static_offset(canvas, digit, patch)
     lo, hi = -base, canvas - digit - base
     steps = [k * patch for k in range(-(base // patch), hi // patch + 1)]
-    shifts = {(r, c) for r in steps for c in steps}
-    for t in range(1, patch + 1):
-        for dr, dc in ((-t, 0), (t, 0), (0, -t), (0, t)):
-            if lo <= dr <= hi and lo <= dc <= hi:
-                shifts.add((dr, dc))
-    return sorted(shifts)
+    axes = {(dr, dc) for t in range(1, patch + 1) for dr, dc in ((-t, 0), (t, 0), (0, -t), (0, t))
+            if lo <= dr <= hi and lo <= dc <= hi}
+    return sorted(axes | {(r, c) for r in steps for c in steps})
 
 
 def direction_of(dr: int, dc: int) -> str:
@@ -277,10 +272,10 @@ def run(out: Path, settings: DynamicMNISTSettings = QUICK, data_root: Optional[s
                      lambda arm, k: _train_one(out, s, data, *arm, k, log), write)
         results = aggregate(s, records)
         models = _trained(out, s)
-        signals = _position_signals(s, models)
+        signals = {s.models[run_id]["label"]: [position_signal(m, s.arm_canvas(run_id))
+                                               for m in seeds] for run_id, seeds in models.items()}
         atomic_write_json(out / "position_signal.json", signals)
-        figures = (_figures(out, s, results, records, data, models)
-                   + _signal_figure(out, s, signals, records))
+        figures = _figures(out, s, results, records, data, models, signals)
     atomic_write_text(out / "report.md", report_markdown(results, s, figures, wall.seconds,
                                                          records, signals))
     log(f"report: {out / 'report.md'} ({wall.seconds / 60:.1f} min)")
@@ -361,28 +356,6 @@ def _trained(out: Path, s: DynamicMNISTSettings) -> Dict[str, List[torch.nn.Modu
     return models
 
 
-def _position_signals(s: DynamicMNISTSettings, models: Dict[str, List[torch.nn.Module]]
-                      ) -> Dict[str, List[List[float]]]:
-    """Label → per seed, :func:`position_signal` of each trained model."""
-    return {s.models[run_id]["label"]: [position_signal(m, s.arm_canvas(run_id)) for m in seeds]
-            for run_id, seeds in models.items()}
-
-
-def _signal_figure(out: Path, s: DynamicMNISTSettings, signals, records) -> List[str]:
-    """Patch-shift accuracy against the position signal after block 1, one point per seed."""
-    from . import plots
-    setting, test = s.train_settings[0], "patch"
-    if test not in s.test_placements:
-        return []
-    points = {s.models[run_id]["label"]: [
-        (signals[s.models[run_id]["label"]][k][0], r["accuracy"][test]) for k, r in enumerate(runs)]
-        for (train, run_id), runs in records.items() if train == setting}
-    plots.scatter(points, out / "position_signal.png", "position signal on a blank canvas, "
-                  "block 1", f"test accuracy, {PLACEMENT_NAMES[test]} (%)", f"trained "
-                  f"{PLACEMENT_NAMES[setting]}: one point per seed", scale=100)
-    return ["position_signal.png"]
-
-
 def _position_table(signals: Dict[str, List[List[float]]]) -> List[str]:
     depth = max(len(v[0]) for v in signals.values())
     rows = [[label] + [pm(seed_stats([seed[b] for seed in per_seed], "x"), "x", 3)
@@ -393,7 +366,10 @@ def _position_table(signals: Dict[str, List[List[float]]]) -> List[str]:
             *markdown_table(["model"] + [f"block {b + 1}" for b in range(depth)], rows), ""]
 
 
-def _figures(out: Path, s: DynamicMNISTSettings, results, records, data, models) -> List[str]:
+def _figures(out: Path, s: DynamicMNISTSettings, results, records, data, models, signals
+             ) -> List[str]:
+    """Every figure of the report (``models``: run id → first-setting models per seed;
+    ``signals``: label → per seed :func:`position_signal`); returns their file names."""
     from . import plots
     main = {label: row for label, row in results.items() if label != "sweep"}
     plots.accuracy_bars({m: {k.replace(" → ", "\n→ "): (v["accuracy"], v["accuracy_std"])
@@ -436,6 +412,14 @@ def _figures(out: Path, s: DynamicMNISTSettings, results, records, data, models)
                              title="class-token attention, last block, models trained "
                                    f"{PLACEMENT_NAMES[setting]}, pixel-shifted test digits")
         figures.append("attention.png")
+    if "patch" in s.test_placements:       # patch-shift accuracy against the signal after block 1
+        points = {s.models[run_id]["label"]: [(signals[s.models[run_id]["label"]][k][0],
+                                              r["accuracy"]["patch"]) for k, r in enumerate(runs)]
+                  for (train, run_id), runs in records.items() if train == setting}
+        plots.scatter(points, out / "position_signal.png", "position signal on a blank canvas, "
+                      "block 1", f"test accuracy, {PLACEMENT_NAMES['patch']} (%)", f"trained "
+                      f"{PLACEMENT_NAMES[setting]}: one point per seed", scale=100)
+        figures.append("position_signal.png")
     return figures
 
 

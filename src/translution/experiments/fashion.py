@@ -37,7 +37,6 @@ ABLATIONS: Dict[str, Dict[str, Any]] = {
        for r in ("q", "k", "v", "qk", "qv", "kv", "qkv")},
     "Translution (symmetric)": {"attention": "translution", "symmetric": True},
 }
-_SPECIAL = ("attention", "match", "grow")
 
 
 @dataclass
@@ -93,32 +92,27 @@ class FashionSettings(ExperimentSettings):
 def _section(s: FashionSettings, arm: Dict[str, Any], **size: int) -> Dict[str, Any]:
     """The checked ``model`` section of an arm: ``{"name": "vit_mnist_<kind>", ...}``."""
     from ..train.config import check_model_section
-    over = {k: v for k, v in arm.items() if k not in _SPECIAL}
-    base = dict(dim=s.dim, depth=s.depth, heads=s.heads, dim_head=s.dim_head, mlp_dim=s.mlp_dim,
-                rank=s.rank)
-    return check_model_section({"name": f"vit_mnist_{arm['attention']}",
-                                **base, **size, **over})
-
-
-def _grown(s: FashionSettings, arm: Dict[str, Any], target: int) -> Dict[str, int]:
-    """Size overrides making ``arm`` the closest in parameters to ``target``."""
-    deeper = arm.get("grow", "width") == "depth"
-
-    def size(n: int) -> Dict[str, int]:
-        return {"depth": n} if deeper else {"dim": n,
-                                            "dim_head": max(1, round(s.dim_head * n / s.dim)),
-                                            "mlp_dim": max(1, round(s.mlp_dim * n / s.dim))}
-    return size(grow_to_match(lambda n: parameter_count(_section(s, arm, **size(n))), target,
-                              s.depth if deeper else s.dim))
+    over = {k: v for k, v in arm.items() if k not in ("attention", "match", "grow")}
+    return check_model_section({"name": f"vit_mnist_{arm['attention']}", **{
+        k: getattr(s, k) for k in ("dim", "depth", "heads", "dim_head", "mlp_dim", "rank")},
+        **size, **over})
 
 
 def arm_sections(s: FashionSettings) -> Dict[str, Dict[str, Any]]:
-    """Label → model section, parameter-matched arms grown to their target's count."""
+    """Label → model section, parameter-matched arms grown (in width or depth) to the closest
+    parameter count to their target's."""
+    def size(deeper: bool, n: int) -> Dict[str, int]:
+        return {"depth": n} if deeper else {"dim": n,
+                                            "dim_head": max(1, round(s.dim_head * n / s.dim)),
+                                            "mlp_dim": max(1, round(s.mlp_dim * n / s.dim))}
     arms = s.arms()
     out = {label: _section(s, arm) for label, arm in arms.items() if "match" not in arm}
     for label, arm in arms.items():
         if "match" in arm:
-            out[label] = _section(s, arm, **_grown(s, arm, parameter_count(out[arm["match"]])))
+            deeper = arm.get("grow", "width") == "depth"
+            n = grow_to_match(lambda n: parameter_count(_section(s, arm, **size(deeper, n))),
+                              parameter_count(out[arm["match"]]), s.depth if deeper else s.dim)
+            out[label] = _section(s, arm, **size(deeper, n))
     return {label: out[label] for label in arms}
 
 
@@ -191,35 +185,30 @@ def run(out: Path, settings: FashionSettings = QUICK,
     """Run (or resume) every arm for every seed and write the report (also after every run);
     returns ``results.json``'s dict. Raises TypeError or ValueError for bad settings, missing
     data, or a folder holding other runs."""
-    with running(settings, FashionSettings):
-        return _run(Path(out), settings, log)
-
-
-def _run(out: Path, s: FashionSettings, log: Callable[[str], None]) -> Dict[str, Dict]:
     from ..recipes import build_task_and_batches
-    out.mkdir(parents=True, exist_ok=True)
-    sections = arm_sections(s)
-    slugs = {label: _slug(s, sec) for label, sec in sections.items()}
-    log("loading Fashion-MNIST ...")         # as `translution train`/`eval` build it
-    task, train_batches, test_batches = build_task_and_batches(
-        _run_config(s, next(iter(sections.values())), s.seed, 1))
-    data = (task, train_batches.dataset, test_batches)
-    log(f"{len(data[1])} training / {len(test_batches.dataset)} test images; {len(sections)} "
-        f"arms × {s.seeds} seeds")
-    results: Dict[str, Dict] = {}
+    out, s, results = Path(out), settings, {}
+    with running(s, FashionSettings):
+        sections = arm_sections(s)
+        slugs = {label: _slug(s, sec) for label, sec in sections.items()}
+        log("loading Fashion-MNIST ...")         # as `translution train`/`eval` build it
+        task, train_batches, test_batches = build_task_and_batches(
+            _run_config(s, next(iter(sections.values())), s.seed, 1))
+        data = (task, train_batches.dataset, test_batches)
+        log(f"{len(data[1])} training / {len(test_batches.dataset)} test images; "
+            f"{len(sections)} arms × {s.seeds} seeds")
 
-    def train(label: str, seed: int) -> Dict[str, Any]:
-        return _train_one(out / "runs" / slugs[label] / f"seed{seed}", s, sections[label], seed,
-                          data, log, f"[seed {seed}] {label} ({slugs[label]})")
+        def train(label: str, seed: int) -> Dict[str, Any]:
+            return _train_one(out / "runs" / slugs[label] / f"seed{seed}", s, sections[label],
+                              seed, data, log, f"[seed {seed}] {label} ({slugs[label]})")
 
-    def write(records: Dict[str, List[Dict]]) -> None:
-        results.update({label: {**seed_summary(recs, "accuracy"), "model": sections[label],
-                                "run": slugs[label]} for label, recs in records.items()})
-        atomic_write_json(out / "results.json", results)
-        figures = _figures(out, results, records)
-        atomic_write_text(out / "report.md", report_markdown(results, s, figures, sections))
+        def write(records: Dict[str, List[Dict]]) -> None:
+            results.update({label: {**seed_summary(recs, "accuracy"), "model": sections[label],
+                                    "run": slugs[label]} for label, recs in records.items()})
+            atomic_write_json(out / "results.json", results)
+            figures = _figures(out, results, records)
+            atomic_write_text(out / "report.md", report_markdown(results, s, figures))
 
-    run_arms(slugs, range(s.seed, s.seed + s.seeds), train, write)
+        run_arms(slugs, range(s.seed, s.seed + s.seeds), train, write)
     log(f"report: {out / 'report.md'}")
     return results
 
@@ -229,21 +218,17 @@ def _figures(out: Path, results: Dict[str, Dict], records: Dict[str, List[Dict]]
     plots.accuracy_bars({k: {"test": (r["accuracy"], r["accuracy_std"])}
                          for k, r in results.items()}, out / "accuracy.png",
                         title="Fashion-MNIST test accuracy (mean ± std over seeds)")
-    curves = {}
-    for label, recs in records.items():
-        points = zip(*(r["curve"] for r in recs))          # per evaluation: one per seed
-        curves[label] = [(mean_std([t for t, _ in p])[0], m, m - sd, m + sd)
-                         for p in points for m, sd in [mean_std([a for _, a in p])]]
+    curves = {label: [(mean_std(t)[0], m, m - sd, m + sd)     # per evaluation, over the seeds
+                      for t, a in (zip(*p) for p in zip(*(r["curve"] for r in recs)))
+                      for m, sd in [mean_std(a)]] for label, recs in records.items()}
     plots.lines({"": curves}, out / "accuracy_vs_time.png", "training time (s)",
                 "test accuracy (%)", "test accuracy against training time (mean ± std over "
                 "seeds)", scale=100, xlog=10)
     return ["accuracy.png", "accuracy_vs_time.png"]
 
 
-def report_markdown(results: Dict[str, Dict], s: FashionSettings, figures: List[str],
-                    sections: Optional[Dict[str, Dict]] = None) -> str:
+def report_markdown(results: Dict[str, Dict], s: FashionSettings, figures: List[str]) -> str:
     """The report: protocol, table (mean ± std over seeds), parameter matching, figures."""
-    sections = sections or {k: r["model"] for k, r in results.items()}
     seeds = sorted({len(r["seeds"]) for r in results.values()})
     lines = [
         "# Fashion-MNIST on the paper's 4×4 token grid", "",
@@ -259,7 +244,7 @@ def report_markdown(results: Dict[str, Dict], s: FashionSettings, figures: List[
         f"{torch.get_num_threads()}; a shared machine inflates it).", ""] + markdown_table(
         ["model", "size (dim / depth / heads × dim_head / MLP)", "parameters", "accuracy (%)",
          "seeds", "train time (s)", "steps"],
-        [[label, "{dim} / {depth} / {heads} × {dim_head} / {mlp_dim}".format(**sections[label]),
+        [[label, "{dim} / {depth} / {heads} × {dim_head} / {mlp_dim}".format(**r["model"]),
           f"{r['parameters']:,}", pm(r, "accuracy", 2, 100), len(r["seeds"]),
           f"{r['seconds']:.0f}", r["steps"]] for label, r in results.items()])
     for label, arm in s.arms().items():
