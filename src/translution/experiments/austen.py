@@ -219,11 +219,18 @@ def _step_time(model, section: Dict, data: Dict, s: AustenSettings) -> float:
                           if r["event"] == "train" and r["step"] > 2]))
 
 
-def _plan(run_dir: Path, s: AustenSettings, model, section: Dict, data: Dict, seed: int,
-          steps: Optional[int], log) -> Dict:
-    """The run's plan (``plan.json``), made once: ``steps`` steps, or (``None``) as many as the
-    calibrated step time fits into the time budget. A folder of another plan is refused."""
-    def plan() -> Dict:
+def _train_one(run_dir: Path, s: AustenSettings, label: str, kind: str, data: Dict,
+               log: Callable[[str], None], seed: int, steps: Optional[int] = None) -> Dict:
+    """Train (or resume, or read back) one model for ``steps`` steps (``None``: as many as the
+    calibrated step time fits into the time budget, planned once in ``plan.json``); its record
+    with ``samples`` (equal time) or ``length`` (``{L: loss or None}``)."""
+    from ..recipes import build_model
+    from ..train import LanguageModelTask, WindowBatches
+    section = model_section(s, kind, data["vocab_size"])
+    torch.manual_seed(seed)
+    model = build_model(section)
+
+    def make_plan() -> Dict:
         step_time = None if steps else _step_time(model, section, data, s)
         planned = steps or max(1, int(s.budget_seconds / step_time))
         if step_time:
@@ -235,19 +242,7 @@ def _plan(run_dir: Path, s: AustenSettings, model, section: Dict, data: Dict, se
     fingerprint = {"format": _RUN_FORMAT, "model": section, "data": data["corpus_id"],
                    "seed": seed, "steps": steps, **{k: getattr(s, k) for k in _RECIPE},
                    "budget_seconds": s.budget_seconds if steps is None else None}
-    return check_fingerprint(run_dir, fingerprint, "plan.json", plan)
-
-
-def _train_one(run_dir: Path, s: AustenSettings, label: str, kind: str, data: Dict,
-               log: Callable[[str], None], seed: int, steps: Optional[int] = None) -> Dict:
-    """Train (or resume, or read back) one model for ``steps`` steps (``None``: the time
-    budget); its record with ``samples`` (equal time) or ``length`` (``{L: loss or None}``)."""
-    from ..recipes import build_model
-    from ..train import LanguageModelTask, WindowBatches
-    section = model_section(s, kind, data["vocab_size"])
-    torch.manual_seed(seed)
-    model = build_model(section)
-    plan = _plan(run_dir, s, model, section, data, seed, steps, log)
+    plan = check_fingerprint(run_dir, fingerprint, "plan.json", make_plan)
     last: Dict = {}
 
     def progress(event: Dict) -> None:

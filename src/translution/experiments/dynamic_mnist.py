@@ -84,38 +84,30 @@ class DynamicMNISTSettings(ExperimentSettings):
         if len(set(labels)) != len(labels):
             raise ValueError(f"every arm needs its own label, got {labels}")
         for run_id, arm in self.models.items():
-            _check_arm(self, run_id, arm)
+            where = f"models.{run_id}"
+            if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", run_id):
+                raise ValueError(f"{where}: run ids name folders; use lowercase letters, digits, "
+                                 f"'_' and '-', got {run_id!r}")
+            if not isinstance(arm.get("label"), str) or arm["label"] in ("", "sweep"):
+                raise ValueError(f"{where} needs a non-empty 'label' other than 'sweep' "
+                                 f"(results.json's sweep), got {arm!r}")
+            if arm.get("kind") not in KINDS:
+                raise ValueError(f"{where}.kind must be one of {KINDS}, got {arm.get('kind')!r}")
+            fixed = sorted(set(arm) & set(_FIXED))
+            if fixed:
+                raise ValueError(f"{where} may not set {fixed} (fixed by the experiment)")
+            canvas = arm.get("canvas", self.canvas)
+            if type(canvas) is not int or canvas < DIGIT or canvas % self.patch:
+                raise ValueError(f"{where}.canvas must be an int >= {DIGIT} divisible by patch "
+                                 f"{self.patch}, got {canvas!r}")
+            try:                                         # unknown ViT fields and bad values
+                check_model_section(_model_section(self, run_id))
+            except (TypeError, ValueError) as e:
+                raise type(e)(f"{where}: {e}") from None
 
     def arm_canvas(self, run_id: str) -> int:
         """The canvas side of arm ``run_id``."""
         return int(self.models[run_id].get("canvas", self.canvas))
-
-    def arm_epochs(self, run_id: str) -> int:
-        """The training epochs of arm ``run_id``."""
-        return int(self.models[run_id].get("epochs", self.epochs))
-
-
-def _check_arm(s: DynamicMNISTSettings, run_id: str, arm: Dict[str, Any]) -> None:
-    where = f"models.{run_id}"
-    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", run_id):
-        raise ValueError(f"{where}: run ids name folders; use lowercase letters, digits, '_' "
-                         f"and '-', got {run_id!r}")
-    if not isinstance(arm.get("label"), str) or arm["label"] in ("", "sweep"):
-        raise ValueError(f"{where} needs a non-empty 'label' other than 'sweep' (results.json's "
-                         f"sweep), got {arm!r}")
-    if arm.get("kind") not in KINDS:
-        raise ValueError(f"{where}.kind must be one of {KINDS}, got {arm.get('kind')!r}")
-    fixed = sorted(set(arm) & set(_FIXED))
-    if fixed:
-        raise ValueError(f"{where} may not set {fixed} (fixed by the experiment)")
-    canvas = arm.get("canvas", s.canvas)
-    if type(canvas) is not int or canvas < DIGIT or canvas % s.patch:
-        raise ValueError(f"{where}.canvas must be an int >= {DIGIT} divisible by patch "
-                         f"{s.patch}, got {canvas!r}")
-    try:                                         # unknown ViT fields and bad values
-        check_model_section(_model_section(s, run_id))
-    except (TypeError, ValueError) as e:
-        raise type(e)(f"{where}: {e}") from None
 
 
 def setting_name(train: str, test: str) -> str:
@@ -154,9 +146,9 @@ def _run_config(s: DynamicMNISTSettings, run_id: str, train_setting: str, seed: 
         data={"dataset": "dynamic-mnist", "canvas": s.arm_canvas(run_id), "patch": s.patch,
               "placement": train_setting, "train_size": s.train_size,
               "test_size": s.test_size, "test_placement": "static", "test_seed": s.test_seed},
-        train=TrainConfig(epochs=s.arm_epochs(run_id), batch_size=s.batch_size, seed=seed,
-                          log_every=10, eval_every=0, checkpoint_every=100, save_best=False,
-                          progress=False, device=s.device),
+        train=TrainConfig(epochs=int(s.models[run_id].get("epochs", s.epochs)),
+                          batch_size=s.batch_size, seed=seed, log_every=10, eval_every=0,
+                          checkpoint_every=100, save_best=False, progress=False, device=s.device),
         optim=OptimConfig(name=s.optimizer, lr=s.lr, weight_decay=s.weight_decay,
                           grad_clip=s.grad_clip),
         schedule=sched)
@@ -224,11 +216,11 @@ def _train_one(out: Path, s: DynamicMNISTSettings, data: _Data, setting: str, ru
         batches = DatasetBatches(DynamicMNIST(*data.train, canvas=canvas, patch=s.patch,
                                               placement=setting, seed=seed),
                                  s.batch_size, shuffle=True, seed=seed, drop_last=True)
-        total = len(batches) * s.arm_epochs(run_id)
+        cfg = _run_config(s, run_id, setting, seed)
+        total = len(batches) * cfg.train.epochs
         log(f"    {model.num_parameters():,} parameters, {total} steps")
-        summary = fit_with_bar(name, total, model, ClassificationTask(topk=(1,)), batches,
-                               _run_config(s, run_id, setting, seed), out_dir=run_dir,
-                               device=s.device)
+        summary = fit_with_bar(name, total, model, ClassificationTask(topk=(1,)), batches, cfg,
+                               out_dir=run_dir, device=s.device)
         with Stopwatch() as watch:
             shifts = sweep_shifts(canvas, s.patch) if s.sweep_size else []
             evaluation = {
@@ -252,11 +244,9 @@ def run(out: Path, settings: DynamicMNISTSettings = QUICK, data_root: Optional[s
         log: Callable[[str], None] = print) -> Dict:
     """Run (or resume) the whole experiment and write the report; returns ``results.json``'s dict
     (it and ``report.md`` are rewritten after every training, the figures at the end)."""
-    s = settings
-    out = Path(out)
+    s, out = settings, Path(out)
     records: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
     with running(s, DynamicMNISTSettings), Stopwatch() as wall:
-        out.mkdir(parents=True, exist_ok=True)
         log("loading MNIST ...")
         data = _Data(s, data_root)
 
@@ -307,20 +297,19 @@ def _sweep_series(per_model: Dict[str, Dict[str, Any]], patch: int):
     averaged over directions); and per direction along an axis ``(distance, mean)``."""
     pixel, patches, directions = {}, {}, {}
     for label, shifts in per_model.items():
-        rings: Dict[Tuple[str, int], List[List[float]]] = {}
-        lines = directions[label] = {}
+        rings: Dict[str, Dict[int, List[List[float]]]] = {"pixel": {}, "patch": {}}
+        lines: Dict[str, List[Tuple[int, float]]] = {}
         for key, stat in shifts.items():
             dr, dc = (int(v) for v in key.split(","))
             if dr == 0 or dc == 0:
-                rings.setdefault(("pixel", abs(dr) + abs(dc)), []).append(stat["seeds"])
+                rings["pixel"].setdefault(abs(dr + dc), []).append(stat["seeds"])
                 lines.setdefault(direction_of(dr, dc), []).append((abs(dr + dc), stat["accuracy"]))
             if dr % patch == 0 and dc % patch == 0:
-                rings.setdefault(("patch", max(abs(dr), abs(dc)) // patch), []).append(
-                    stat["seeds"])
-        for (kind, dist), seeds in sorted(rings.items()):
-            mean, std = mean_std([mean_std(v)[0] for v in zip(*seeds)])
-            (pixel if kind == "pixel" else patches).setdefault(label, []).append(
-                (dist, mean, mean - std, mean + std))
+                rings["patch"].setdefault(max(abs(dr), abs(dc)) // patch, []).append(stat["seeds"])
+        for kind, series in (("pixel", pixel), ("patch", patches)):
+            series[label] = [(dist, m, m - sd, m + sd)    # per seed: the mean over the shifts
+                             for dist, seeds in sorted(rings[kind].items())
+                             for m, sd in [mean_std([mean_std(v)[0] for v in zip(*seeds)])]]
         zero = lines.pop("none", [])
         directions[label] = {name: zero + points for name, points in lines.items()}
     return pixel, patches, directions

@@ -7,6 +7,8 @@ from typing import Mapping, Optional, Sequence
 
 import torch
 
+from ..utils import atomic_write
+
 
 def _pyplot():
     import matplotlib
@@ -16,11 +18,7 @@ def _pyplot():
 
 
 def _save(fig, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    tmp.replace(path)
+    path = atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
     _pyplot().close(fig)
     return path
 
@@ -178,8 +176,6 @@ def attention_maps(models: Mapping[str, torch.nn.Module], images: torch.Tensor, 
             axes[row][i].imshow(images[i, 0].cpu().numpy(), cmap="gray")
             axes[row][i].imshow(up.numpy(), cmap="inferno", alpha=0.6)
         axes[row][0].set_ylabel(name, fontsize=7)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
+    plt.setp(axes.flat, xticks=[], yticks=[])
     fig.suptitle(title or "class-token attention, last block (mean over heads)", fontsize=9)
     return _save(fig, path)
