@@ -38,12 +38,11 @@ def lines(panels: Mapping[str, Mapping[str, Sequence[tuple]]], path, xlabel: str
             if not points:
                 continue
             x, *ys = zip(*sorted(points))
-            y = [scale * v for v in ys[0]]
+            y, *band = ([scale * v for v in column] for column in ys)
             line, = ax.plot(x, y, label=label, linewidth=1.2,
                             marker="o" if len(x) <= 40 else None, markersize=2.5)
-            if len(ys) == 3:
-                ax.fill_between(x, [scale * v for v in ys[1]], [scale * v for v in ys[2]],
-                                color=line.get_color(), alpha=0.2, linewidth=0)
+            if band:
+                ax.fill_between(x, *band, color=line.get_color(), alpha=0.2, linewidth=0)
         ax.set_title(name, fontsize=8)
         ax.set_xlabel(xlabel, fontsize=8)
         ax.tick_params(labelsize=7)
@@ -141,27 +140,10 @@ def value_kernels(model: torch.nn.Module, path, bank: str = "wv",
 
 
 @torch.no_grad()
-def class_token_attention(model: torch.nn.Module, images: torch.Tensor,
-                          layer: int = -1) -> torch.Tensor:
-    """``(B, h, w)`` class-token attention on each patch in block ``layer`` (mean over heads) of
-    a ViT with ``pool="cls"``, for images ``(B, C, H, W)``."""
-    captured = {}
-    block = model.blocks[layer]
-    handle = block.attn.register_forward_hook(
-        lambda module, args, kwargs_or_out: captured.setdefault("x", args[0]))
-    try:
-        model(images)
-    finally:
-        handle.remove()
-    grid = model._grid_of(images)
-    shape = None if grid == model.config.grid else grid
-    attn = block.attn.attention_weights(captured["x"], shape=shape)     # (B, heads, N, N)
-    return attn[:, :, 0, 1:].mean(1).reshape(images.shape[0], *grid).float().cpu()
-
-
 def attention_maps(models: Mapping[str, torch.nn.Module], images: torch.Tensor, path,
                    patch_size: int, title: str = "") -> Path:
-    """Rows: the input digits, then each model's last-block class-token attention."""
+    """Rows: the input digits ``(B, C, H, W)``, then each model's (a ViT with ``pool="cls"``)
+    class-token attention on each patch in the last block, mean over heads."""
     plt = _pyplot()
     n = images.shape[0]
     fig, axes = plt.subplots(1 + len(models), n, figsize=(1.5 * n, 1.6 * (1 + len(models))),
@@ -170,7 +152,16 @@ def attention_maps(models: Mapping[str, torch.nn.Module], images: torch.Tensor, 
         axes[0][i].imshow(images[i, 0].cpu().numpy(), cmap="gray")
     axes[0][0].set_ylabel("input", fontsize=8)
     for row, (name, model) in enumerate(models.items(), start=1):
-        maps = class_token_attention(model, images)
+        captured, layer = {}, model.blocks[-1].attn
+        handle = layer.register_forward_hook(lambda m, args, out: captured.setdefault("x", args[0]))
+        try:
+            model(images)
+        finally:
+            handle.remove()
+        grid = model._grid_of(images)
+        attn = layer.attention_weights(captured["x"], shape=None if grid == model.config.grid
+                                       else grid)                          # (B, heads, N, N)
+        maps = attn[:, :, 0, 1:].mean(1).reshape(n, *grid).float().cpu()    # (B, h, w)
         for i in range(n):
             up = maps[i].repeat_interleave(patch_size, 0).repeat_interleave(patch_size, 1)
             axes[row][i].imshow(images[i, 0].cpu().numpy(), cmap="gray")
