@@ -360,56 +360,52 @@ def _figures(out: Path, s: DynamicMNISTSettings, results, records, data, models,
     """Every figure of the report (``models``: run id → first-setting models per seed;
     ``signals``: label → per seed :func:`position_signal`); returns their file names."""
     from . import plots
-    main = {label: row for label, row in results.items() if label != "sweep"}
-    plots.accuracy_bars({m: {k.replace(" → ", "\n→ "): (v["accuracy"], v["accuracy_std"])
-                             for k, v in row.items()} for m, row in main.items()},
-                        out / "accuracy.png", f"Dynamic MNIST: accuracy per test placement "
-                        f"(mean ± std, {s.seeds} seed{'s' * (s.seeds > 1)})")
-    figures = ["accuracy.png"]
+    figures = [plots.accuracy_bars(
+        {m: {k.replace(" → ", "\n→ "): (v["accuracy"], v["accuracy_std"]) for k, v in row.items()}
+         for m, row in results.items() if m != "sweep"}, out / "accuracy.png",
+        f"Dynamic MNIST: accuracy per test placement (mean ± std, {s.seeds} "
+        f"seed{'s' * (s.seeds > 1)})")]
     for slug in s.train_settings:
         setting = f"train {PLACEMENT_NAMES[slug]}"
-        if setting not in results.get("sweep", {}):
-            continue
-        pixel, patches, directions = _sweep_series(results["sweep"][setting], s.patch)
-        plots.lines({f"pixels along an axis (0 … {s.patch})": pixel,
-                     "whole patches (any direction)": patches}, out / f"sweep_{slug}.png",
-                    "displacement", "test accuracy (%)", f"{setting}: test accuracy vs "
-                    "displacement from the training position (mean ± std over seeds)", scale=100)
-        plots.lines(directions, out / f"directions_{slug}.png", "pixels", "test accuracy (%)",
-                    f"{setting}: accuracy by shift direction (mean over seeds)", scale=100)
-        figures += [f"sweep_{slug}.png", f"directions_{slug}.png"]
-    curves = {f"{records[key][0]['label']} ({PLACEMENT_NAMES[key[0]]})":
-              records[key][0]["loss_curve"] for key in records}
-    plots.lines({"": curves}, out / "curves.png", "step", "training loss",
-                "training loss (first seed)", ylog=True)
-    figures.append("curves.png")
+        if setting in results.get("sweep", {}):
+            pixel, patches, directions = _sweep_series(results["sweep"][setting], s.patch)
+            figures += [plots.lines({f"pixels along an axis (0 … {s.patch})": pixel,
+                                     "whole patches (any direction)": patches},
+                                    out / f"sweep_{slug}.png", "displacement", "test accuracy (%)",
+                                    f"{setting}: test accuracy vs displacement from the training "
+                                    "position (mean ± std over seeds)", scale=100),
+                        plots.lines(directions, out / f"directions_{slug}.png", "pixels",
+                                    "test accuracy (%)", f"{setting}: accuracy by shift direction "
+                                    "(mean over seeds)", scale=100)]
+    curves = {f"{runs[0]['label']} ({PLACEMENT_NAMES[train]})": runs[0]["loss_curve"]
+              for (train, _), runs in records.items()}
+    figures.append(plots.lines({"": curves}, out / "curves.png", "step", "training loss",
+                               "training loss (first seed)", ylog=True))
     setting = s.train_settings[0]
     static = {run_id: seeds[0] for run_id, seeds in models.items()}      # first-seed models
     for run_id, model in static.items():
         arm = s.models[run_id]
         bank = {"translution": "wv", "alpha": "mv"}.get(arm["kind"])
-        if bank and arm.get("parameterization") == "residual":
-            bank += "_delta"                       # what each offset learned beyond shared W
-        if bank and plots.value_kernels(model, out / f"kernels_{run_id}.png", bank, title=(
-                f"{arm['label']} (trained {PLACEMENT_NAMES[setting]}): ‖{bank}[δ]‖ per layer")):
-            figures.append(f"kernels_{run_id}.png")
+        if bank:      # residual: the ΔW of each offset, what it learned beyond the shared W
+            bank += "_delta" if arm.get("parameterization") == "residual" else ""
+            figures.append(plots.value_kernels(model, out / f"kernels_{run_id}.png", bank, title=(
+                f"{arm['label']} (trained {PLACEMENT_NAMES[setting]}): ‖{bank}[δ]‖ per layer")))
     same = {s.models[r]["label"]: m for r, m in static.items() if s.arm_canvas(r) == s.canvas}
     if same and "pixel" in s.test_placements:
         pixel = data.test_set(s.canvas, "pixel")
-        images = pixel.get_batch(torch.arange(min(6, len(pixel))))[0]
-        plots.attention_maps(same, images, out / "attention.png", s.patch,
-                             title="class-token attention, last block, models trained "
-                                   f"{PLACEMENT_NAMES[setting]}, pixel-shifted test digits")
-        figures.append("attention.png")
+        figures.append(plots.attention_maps(
+            same, pixel.get_batch(torch.arange(min(6, len(pixel))))[0], out / "attention.png",
+            s.patch, title="class-token attention, last block, models trained "
+                           f"{PLACEMENT_NAMES[setting]}, pixel-shifted test digits"))
     if "patch" in s.test_placements:       # patch-shift accuracy against the signal after block 1
         points = {s.models[run_id]["label"]: [(signals[s.models[run_id]["label"]][k][0],
                                               r["accuracy"]["patch"]) for k, r in enumerate(runs)]
                   for (train, run_id), runs in records.items() if train == setting}
-        plots.scatter(points, out / "position_signal.png", "position signal on a blank canvas, "
-                      "block 1", f"test accuracy, {PLACEMENT_NAMES['patch']} (%)", f"trained "
-                      f"{PLACEMENT_NAMES[setting]}: one point per seed", scale=100)
-        figures.append("position_signal.png")
-    return figures
+        figures.append(plots.scatter(
+            points, out / "position_signal.png", "position signal on a blank canvas, block 1",
+            f"test accuracy, {PLACEMENT_NAMES['patch']} (%)",
+            f"trained {PLACEMENT_NAMES[setting]}: one point per seed", scale=100))
+    return [path.name for path in figures if path is not None]
 
 
 _cell = functools.partial(pm, metric="accuracy", digits=1, scale=100)
