@@ -347,9 +347,7 @@ def run(out: Path, settings: AustenSettings = QUICK, corpus=None,
             protocol("time", [s.seed], lambda rs: {**rs[0], "sample": rs[0]["samples"][0]})
         if "steps" in s.protocols:
             protocol("steps", range(s.seed, s.seed + s.seeds), lambda rs: _steps_summary(rs, s))
-        info = {k: data[k] for k in ("tokens_train", "tokens_val", "vocab_size", "val_tokens",
-                                     "source")}
-        info.update(threads=torch.get_num_threads(), device=str(data["device"]))
+        info = {**data, "threads": torch.get_num_threads(), "device": str(data["device"])}
         atomic_write_text(out / "report.md", report_markdown(results, s, _figures(out, s, results),
                                                              info))
     log(f"report: {out / 'report.md'}")

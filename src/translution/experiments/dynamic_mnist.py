@@ -244,6 +244,7 @@ def run(out: Path, settings: DynamicMNISTSettings = QUICK, data_root: Optional[s
         log: Callable[[str], None] = print) -> Dict:
     """Run (or resume) the whole experiment and write the report; returns ``results.json``'s dict
     (it and ``report.md`` are rewritten after every training, the figures at the end)."""
+    from ..train import load_checkpoint
     s, out = settings, Path(out)
     records: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
     with running(s, DynamicMNISTSettings), Stopwatch() as wall:
@@ -261,7 +262,12 @@ def run(out: Path, settings: DynamicMNISTSettings = QUICK, data_root: Optional[s
             run_arms({(setting, r): (setting, r) for r in s.models}, range(s.seeds),
                      lambda arm, k: _train_one(out, s, data, *arm, k, log), write)
         results = aggregate(s, records)
-        models = _trained(out, s)
+        models = {run_id: [build_model(s, run_id).eval() for _ in range(s.seeds)]
+                  for run_id in s.models}                # as trained on the first setting
+        for run_id, seeds in models.items():
+            for k, model in enumerate(seeds):
+                model.load_state_dict(load_checkpoint(out / "runs" / s.train_settings[0] / run_id
+                                                      / f"seed{k}" / "last.pt")["model"])
         signals = {s.models[run_id]["label"]: [position_signal(m, s.arm_canvas(run_id))
                                                for m in seeds] for run_id, seeds in models.items()}
         atomic_write_json(out / "position_signal.json", signals)
@@ -330,29 +336,6 @@ def position_signal(model: torch.nn.Module, canvas: int) -> List[float]:
             hook.remove()
     tokens = [h[0 if model.cls_token is None else 1:] for h in outs]     # (patches, dim) each
     return [float((t - t.mean(0)).norm(dim=1).mean() / t.norm(dim=1).mean()) for t in tokens]
-
-
-def _trained(out: Path, s: DynamicMNISTSettings) -> Dict[str, List[torch.nn.Module]]:
-    """Run id → per seed, the model trained on the first setting (from its ``last.pt``)."""
-    from ..train import load_checkpoint
-    models: Dict[str, List[torch.nn.Module]] = {}
-    for run_id in s.models:
-        for k in range(s.seeds):
-            model = build_model(s, run_id).eval()
-            model.load_state_dict(load_checkpoint(
-                out / "runs" / s.train_settings[0] / run_id / f"seed{k}" / "last.pt")["model"])
-            models.setdefault(run_id, []).append(model)
-    return models
-
-
-def _position_table(signals: Dict[str, List[List[float]]]) -> List[str]:
-    depth = max(len(v[0]) for v in signals.values())
-    rows = [[label] + [pm(seed_stats([seed[b] for seed in per_seed], "x"), "x", 3)
-                       for b in range(depth)] for label, per_seed in signals.items()]
-    return ["Position signal on a blank canvas (spread of the patch tokens' features after each "
-            "block, relative to their norm; 0 = every blank patch alike, i.e. no absolute "
-            "position; mean ± std over seeds):", "",
-            *markdown_table(["model"] + [f"block {b + 1}" for b in range(depth)], rows), ""]
 
 
 def _figures(out: Path, s: DynamicMNISTSettings, results, records, data, models, signals
@@ -437,11 +420,17 @@ def report_markdown(results: Dict, s: DynamicMNISTSettings, figures: List[str],
     lines += ["", "Train time: mean over seeds, one number per training setting."]
     for setting_label, per_model in results.get("sweep", {}).items():
         lines += [""] + _sweep_table(setting_label, per_model, s)
-    lines += [""] + _checks(main, s)
-    lines += [""] + _findings(main, results.get("sweep", {}), s)
-    lines += ([""] + _position_table(signals) if signals else []) + [""]
-    lines += [f"![{f}]({f})" for f in figures]
-    return "\n".join(lines) + "\n"
+    lines += ["", *_checks(main, s), "", *_findings(main, results.get("sweep", {}), s), ""]
+    if signals:
+        depth = max(len(v[0]) for v in signals.values())
+        lines += ["Position signal on a blank canvas (spread of the patch tokens' features after "
+                  "each block, relative to their norm; 0 = every blank patch alike, i.e. no "
+                  "absolute position; mean ± std over seeds):", "", *markdown_table(
+                      ["model"] + [f"block {b + 1}" for b in range(depth)],
+                      [[label] + [pm(seed_stats([seed[b] for seed in per_seed], "x"), "x", 3)
+                                  for b in range(depth)] for label, per_seed in signals.items()]),
+                  "", ""]
+    return "\n".join(lines + [f"![{f}]({f})" for f in figures]) + "\n"
 
 
 def _sweep_table(setting_label: str, per_model: Dict[str, Any], s: DynamicMNISTSettings
