@@ -3,8 +3,7 @@ self-attention at equal training time (``OUT/runs/time/<kind>``, steps planned b
 calibration), at equal steps over seeds (``OUT/runs/steps/<kind>/seed<s>``) and beyond the
 trained context. ``results.json``: label → the equal-time record (``val_loss``, ``val_ppl``,
 ``sample``, ...), ``equal_steps`` (``perplexity``, ``perplexity_std``, ``seeds``, ...) and
-``length`` (``{L: {perplexity, perplexity_std, seeds}}``, or ``None`` and a ``note``).
-"""
+``length`` (``{L: {perplexity, perplexity_std, seeds}}``, or ``None`` and a ``note``)."""
 
 from __future__ import annotations
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from ..train.config import Section, bounded
 from ..utils import Stopwatch, atomic_write_json
 
 __all__ = ["ExperimentSettings", "mean_std", "seed_stats", "seed_summary", "markdown_table", "pm",
-           "run_arms", "read_or_train", "fit_with_bar", "running", "run_slug", "check_fingerprint",
+           "run_arms", "read_or_train", "fit_with_bar", "running", "check_fingerprint",
            "parameter_count", "grow_to_match"]
 
 
@@ -143,12 +142,6 @@ def fit_with_bar(desc: str, total: int, *args: Any, callbacks: Sequence[Callable
                 bar.update(1)
                 bar.set_postfix(loss=f"{event['loss']:.3f}", refresh=False)
         return fit(*args, callbacks=[step, *callbacks], **kwargs)
-
-
-def run_slug(attention: str, overrides: Mapping[str, Any]) -> str:
-    """A folder name for an arm: ``translution``, ``translution-relative_q``, ..."""
-    name = "-".join([attention] + [f"{k}_{v}" for k, v in sorted(overrides.items())])
-    return re.sub(r"[^a-z0-9_.-]+", "", name.lower())
 
 
 def check_fingerprint(run_dir: Path, fingerprint: Mapping[str, Any], name: str = "run.json",

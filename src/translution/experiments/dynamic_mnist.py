@@ -4,8 +4,7 @@ Digits on a larger canvas (default 42×42, patch 7) trained static (patch-aligne
 tested static, patch-/pixel-shifted, rolled and on a sweep of fixed displacements. Arm × seed runs:
 ``OUT/runs/<train setting>/<run id>/seed<k>``; ``OUT/results.json``: label → "train X → test Y" →
 ``{accuracy, accuracy_std, seeds, parameters, seconds}``, ``"sweep"`` → "train X" → label →
-``"dr,dc"`` → ``{accuracy, accuracy_std, seeds}``. Presets: ``configs/dynamic_mnist_*.yaml``.
-"""
+``"dr,dc"`` → ``{accuracy, accuracy_std, seeds}``. Presets: ``configs/dynamic_mnist_*.yaml``."""
 
 from __future__ import annotations
 
@@ -136,24 +135,6 @@ QUICK = load_settings(DynamicMNISTSettings, "dynamic_mnist_quick")
 FULL = load_settings(DynamicMNISTSettings, "dynamic_mnist_full")
 
 
-def _run_config(s: DynamicMNISTSettings, run_id: str, train_setting: str, seed: int):
-    from ..train import OptimConfig, RunConfig, ScheduleConfig, TrainConfig
-    sched = (ScheduleConfig(name="step", step_size=1, gamma=s.step_gamma, per="epoch")
-             if s.schedule == "step" else
-             ScheduleConfig(name=s.schedule, warmup=s.warmup_steps, per="step"))
-    return RunConfig(
-        model=_model_section(s, run_id),
-        data={"dataset": "dynamic-mnist", "canvas": s.arm_canvas(run_id), "patch": s.patch,
-              "placement": train_setting, "train_size": s.train_size,
-              "test_size": s.test_size, "test_placement": "static", "test_seed": s.test_seed},
-        train=TrainConfig(epochs=int(s.models[run_id].get("epochs", s.epochs)),
-                          batch_size=s.batch_size, seed=seed, log_every=10, eval_every=0,
-                          checkpoint_every=100, save_best=False, progress=False, device=s.device),
-        optim=OptimConfig(name=s.optimizer, lr=s.lr, weight_decay=s.weight_decay,
-                          grad_clip=s.grad_clip),
-        schedule=sched)
-
-
 class _Data:
     """MNIST loaded once; test sets cached per (canvas, placement)."""
 
@@ -205,10 +186,24 @@ def _train_one(out: Path, s: DynamicMNISTSettings, data: _Data, setting: str, ru
                k: int, log: Callable[[str], None]) -> Dict[str, Any]:
     """Train (or resume, or read back) arm ``run_id`` with seed ``s.seed + k``."""
     from ..data.dynamic_mnist import DynamicMNIST
-    from ..train import ClassificationTask, DatasetBatches, read_metrics
+    from ..train import (ClassificationTask, DatasetBatches, OptimConfig, RunConfig,
+                         ScheduleConfig, TrainConfig, read_metrics)
     run_dir = out / "runs" / setting / run_id / f"seed{k}"
     seed, canvas = s.seed + k, s.arm_canvas(run_id)
     name = f"[train {PLACEMENT_NAMES[setting]}] {run_id} seed {k}"
+    cfg = RunConfig(
+        model=_model_section(s, run_id),
+        data={"dataset": "dynamic-mnist", "canvas": canvas, "patch": s.patch,
+              "placement": setting, "train_size": s.train_size, "test_size": s.test_size,
+              "test_placement": "static", "test_seed": s.test_seed},
+        train=TrainConfig(epochs=int(s.models[run_id].get("epochs", s.epochs)),
+                          batch_size=s.batch_size, seed=seed, log_every=10, eval_every=0,
+                          checkpoint_every=100, save_best=False, progress=False, device=s.device),
+        optim=OptimConfig(name=s.optimizer, lr=s.lr, weight_decay=s.weight_decay,
+                          grad_clip=s.grad_clip),
+        schedule=ScheduleConfig(name="step", step_size=1, gamma=s.step_gamma, per="epoch")
+        if s.schedule == "step" else ScheduleConfig(name=s.schedule, warmup=s.warmup_steps,
+                                                    per="step"))
 
     def train() -> Dict[str, Any]:
         torch.manual_seed(seed)
@@ -216,7 +211,6 @@ def _train_one(out: Path, s: DynamicMNISTSettings, data: _Data, setting: str, ru
         batches = DatasetBatches(DynamicMNIST(*data.train, canvas=canvas, patch=s.patch,
                                               placement=setting, seed=seed),
                                  s.batch_size, shuffle=True, seed=seed, drop_last=True)
-        cfg = _run_config(s, run_id, setting, seed)
         total = len(batches) * cfg.train.epochs
         log(f"    {model.num_parameters():,} parameters, {total} steps")
         summary = fit_with_bar(name, total, model, ClassificationTask(topk=(1,)), batches, cfg,
@@ -282,7 +276,7 @@ def aggregate(s: DynamicMNISTSettings, records: Dict[Tuple[str, str], List[Dict[
               ) -> Dict[str, Any]:
     """``results.json``'s dict from the per-seed records of every (train setting, run id)."""
     results: Dict[str, Any] = {}
-    sweep: Dict[str, Any] = {}
+    sweep: Dict[str, Any] = {}                      # train setting → label → shift → stats
     for (setting, run_id), runs in records.items():
         label = s.models[run_id]["label"]
         seconds = round(mean_std([r["seconds"] for r in runs])[0], 1)
@@ -420,7 +414,7 @@ def report_markdown(results: Dict, s: DynamicMNISTSettings, figures: List[str],
     lines += ["", "Train time: mean over seeds, one number per training setting."]
     for setting_label, per_model in results.get("sweep", {}).items():
         lines += [""] + _sweep_table(setting_label, per_model, s)
-    lines += ["", *_checks(main, s), "", *_findings(main, results.get("sweep", {}), s), ""]
+    lines += ["", *_findings(main, results.get("sweep", {}), s), ""]
     if signals:
         depth = max(len(v[0]) for v in signals.values())
         lines += ["Position signal on a blank canvas (spread of the patch tokens' features after "
@@ -465,12 +459,14 @@ def _gap(hi: Dict[str, Any], lo: Dict[str, Any]) -> str:
                                          "(within the seed spread or one seed)")
 
 
-def _checks(main: Dict[str, Any], s: DynamicMNISTSettings) -> List[str]:
-    """Facts computed from the table: static accuracy ≥ 95 % and the circular-roll check."""
-    lines = ["Checks:", ""]
+def _findings(main: Dict[str, Any], sweep: Dict[str, Any], s: DynamicMNISTSettings
+              ) -> List[str]:
+    """Checks (static accuracy ≥ 95 %, circular roll), rankings and gaps computed from the
+    tables."""
+    lines, both_static = ["Checks:", ""], setting_name("static", "static")
     for label, row in main.items():
-        if setting_name("static", "static") in row:
-            low = min(row[setting_name("static", "static")]["seeds"])
+        if both_static in row:
+            low = min(row[both_static]["seeds"])
             lines.append(f"- {label}: static → static ≥ 95 % in every seed: "
                          f"{'yes' if low >= 0.95 else 'NO'} (lowest {100 * low:.2f} %)")
     static, roll = (setting_name(s.train_settings[0], p) for p in ("static", "roll"))
@@ -480,13 +476,7 @@ def _checks(main: Dict[str, Any], s: DynamicMNISTSettings) -> List[str]:
             same = row[static]["seeds"] == row[roll]["seeds"]
             lines.append(f"- {arm['label']}: rolled digits keep the static accuracy exactly in "
                          f"every seed: {'yes' if same else 'NO'}")
-    return lines
-
-
-def _findings(main: Dict[str, Any], sweep: Dict[str, Any], s: DynamicMNISTSettings
-              ) -> List[str]:
-    """Rankings and gaps computed from the tables."""
-    lines = ["Findings (computed from the tables above):", ""]
+    lines += ["", "Findings (computed from the tables above):", ""]
     for key in (setting_name(t, p) for t in s.train_settings for p in s.test_placements
                 if p != "static"):
         ranked = sorted(((row[key], label) for label, row in main.items() if key in row),

@@ -1,12 +1,12 @@
 """Fashion-MNIST on the paper's 4×4 token grid (28×28, patch 7): ViT (APE, 2-D RoPE, a
 parameter-matched APE), α-Translution, Translution, ``lor_rope`` (``ablations: true`` adds
 Translution's relative subsets and ``symmetric``). Arm × seed runs: ``OUT/runs/<arm>/seed<k>``;
-``OUT/results.json``: label → ``{accuracy, accuracy_std, seeds, parameters, seconds, ...}``.
-"""
+``OUT/results.json``: label → ``{accuracy, accuracy_std, seeds, parameters, seconds, ...}``."""
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -17,7 +17,7 @@ from ..train.config import bounded, load_settings
 from ..utils import atomic_write_json, atomic_write_text
 from .common import (ExperimentSettings, check_fingerprint, fit_with_bar, grow_to_match,
                      markdown_table, mean_std, parameter_count, pm, read_or_train, run_arms,
-                     run_slug, running, seed_summary)
+                     running, seed_summary)
 
 __all__ = ["FashionSettings", "QUICK", "FULL", "MODELS", "ABLATIONS", "run", "arm_sections",
            "report_markdown"]
@@ -117,14 +117,15 @@ def arm_sections(s: FashionSettings) -> Dict[str, Dict[str, Any]]:
 
 
 def _slug(s: FashionSettings, section: Dict[str, Any]) -> str:
-    """Run folder of a section: its kind plus the fields that differ from the kind's defaults
-    at the common size (so ``relative: qkv`` is the plain Translution run)."""
+    """Run folder of a section (``translution``, ``translution-relative_q``, ...): its kind plus
+    the fields that differ from the kind's defaults at the common size (so ``relative: qkv`` is
+    the plain Translution run)."""
     from ..models import get_model_config
     kind = section["name"][len("vit_mnist_"):]
     plain = get_model_config(section["name"], **{k: v for k, v in _section(
         s, {"attention": kind}).items() if k != "name"})
-    diff = {k: v for k, v in section.items() if k != "name" and getattr(plain, k) != v}
-    return run_slug(kind, diff)
+    diff = sorted((k, v) for k, v in section.items() if k != "name" and getattr(plain, k) != v)
+    return re.sub(r"[^a-z0-9_.-]+", "", "-".join([kind] + [f"{k}_{v}" for k, v in diff]).lower())
 
 
 def _run_config(s: FashionSettings, section: Dict[str, Any], seed: int, steps: int):
@@ -214,17 +215,17 @@ def run(out: Path, settings: FashionSettings = QUICK,
 
 
 def _figures(out: Path, results: Dict[str, Dict], records: Dict[str, List[Dict]]) -> List[str]:
+    """The accuracy bars and the accuracy against training time; returns their file names."""
     from . import plots
-    plots.accuracy_bars({k: {"test": (r["accuracy"], r["accuracy_std"])}
-                         for k, r in results.items()}, out / "accuracy.png",
-                        title="Fashion-MNIST test accuracy (mean ± std over seeds)")
     curves = {label: [(mean_std(t)[0], m, m - sd, m + sd)     # per evaluation, over the seeds
                       for t, a in (zip(*p) for p in zip(*(r["curve"] for r in recs)))
                       for m, sd in [mean_std(a)]] for label, recs in records.items()}
-    plots.lines({"": curves}, out / "accuracy_vs_time.png", "training time (s)",
-                "test accuracy (%)", "test accuracy against training time (mean ± std over "
-                "seeds)", scale=100, xlog=10)
-    return ["accuracy.png", "accuracy_vs_time.png"]
+    return [plots.accuracy_bars({k: {"test": (r["accuracy"], r["accuracy_std"])}
+                                 for k, r in results.items()}, out / "accuracy.png",
+                                title="Fashion-MNIST test accuracy (mean ± std over seeds)").name,
+            plots.lines({"": curves}, out / "accuracy_vs_time.png", "training time (s)",
+                        "test accuracy (%)", "test accuracy against training time (mean ± std "
+                        "over seeds)", scale=100, xlog=10).name]
 
 
 def report_markdown(results: Dict[str, Dict], s: FashionSettings, figures: List[str]) -> str:
