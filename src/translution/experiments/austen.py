@@ -126,16 +126,15 @@ def prepare_tokens(settings: AustenSettings, corpus=None, data_dir: Optional[Pat
         if data_dir is None:
             suffix = "" if settings.val_novel == "persuasion" else f"-val-{settings.val_novel}"
             data_dir = default_cache_root() / f"austen-{settings.tokenizer}{suffix}"
+    elif not (isinstance(corpus, (tuple, list)) and len(corpus) == 2 and all(
+            isinstance(t, (tuple, list)) and t and all(isinstance(x, str) for x in t)
+            for t in corpus)):
+        raise ValueError("corpus must be a pair (train_texts, val_texts) of non-empty lists of "
+                         f"str, got {type(corpus).__name__}")
+    elif data_dir is None:
+        raise ValueError("prepare_tokens needs data_dir when a custom corpus is given")
     else:
-        if not (isinstance(corpus, (tuple, list)) and len(corpus) == 2 and all(
-                isinstance(t, (tuple, list)) and t and all(isinstance(x, str) for x in t)
-                for t in corpus)):
-            raise ValueError("corpus must be a pair (train_texts, val_texts) of non-empty lists "
-                             f"of str, got {type(corpus).__name__}")
-        train, val = map(list, corpus)
-        source = "custom corpus"
-        if data_dir is None:
-            raise ValueError("prepare_tokens needs data_dir when a custom corpus is given")
+        (train, val), source = map(list, corpus), "custom corpus"
     cid = sha256_bytes(json.dumps([settings.tokenizer, train, val]).encode())[:16]
     data_dir = Path(data_dir)
     try:
