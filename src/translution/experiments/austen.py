@@ -146,9 +146,8 @@ def prepare_tokens(settings: AustenSettings, corpus=None, data_dir: Optional[Pat
     except (FileNotFoundError, ValueError):
         pass
     log(f"tokenizing ({settings.tokenizer}) into {data_dir} ...")
-    meta = prepare_corpus(train, val, data_dir, settings.tokenizer,
-                          extra_meta={"corpus_id": cid, "source": source})
-    return data_dir, meta
+    return data_dir, prepare_corpus(train, val, data_dir, settings.tokenizer,
+                                    extra_meta={"corpus_id": cid, "source": source})
 
 
 def _length_batches(val: np.ndarray, s: AustenSettings, device) -> Dict[int, List[Tuple]]:
@@ -166,8 +165,7 @@ def _length_batches(val: np.ndarray, s: AustenSettings, device) -> Dict[int, Lis
         w = torch.from_numpy(np.asarray(val[first[:, None] + np.arange(length + 1)])
                              .astype(np.int64))                         # (W, L+1)
         per = max(1, s.eval_batch_size * s.block_size // length)
-        out[length] = [(w[i:i + per, :-1].to(device), w[i:i + per, 1:].to(device))
-                       for i in range(0, len(w), per)]
+        out[length] = [(b[:, :-1].to(device), b[:, 1:].to(device)) for b in w.split(per)]
     return out
 
 

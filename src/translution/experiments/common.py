@@ -1,6 +1,5 @@
-"""The shared runner of the experiments: an experiment is a list of arms (report label → model)
-trained for several seeds plus a report step. :func:`run_arms` runs them seed by seed, each
-arm × seed through :func:`read_or_train` (resumable, ``result.json`` per run)."""
+"""The shared runner of the experiments: arms (report label → model) × seeds, run seed by seed
+(:func:`run_arms`), each through :func:`read_or_train` (resumable, ``result.json`` per run)."""
 
 from __future__ import annotations
 
@@ -99,9 +98,8 @@ def run_arms(arms: Mapping[Hashable, Hashable], seeds: Sequence[int],
              train: Callable[[Any, int], Dict[str, Any]],
              on_result: Callable[[Dict[Any, List[Dict[str, Any]]]], None] = lambda r: None
              ) -> Dict[Any, List[Dict[str, Any]]]:
-    """Every arm for every seed, seed by seed (a partial run already fills a table); arms with
-    the same run key share one ``train(arm, seed)`` per seed; ``on_result`` gets the records so
-    far (arm → one per seed) after every run."""
+    """Every arm for every seed, seed by seed; arms with the same run key share one ``train(arm,
+    seed)``; ``on_result`` gets the records so far (arm → one per seed) after every run."""
     done: Dict[Tuple[Any, int], Dict[str, Any]] = {}
     records: Dict[Any, List[Dict[str, Any]]] = {label: [] for label in arms}
     for seed in seeds:
@@ -162,16 +160,14 @@ def check_fingerprint(run_dir: Path, fingerprint: Mapping[str, Any], name: str =
 
 
 def parameter_count(section: Mapping[str, Any]) -> int:
-    """Parameters of the model ``{"name": ..., **overrides}``, built on the meta device (no
-    memory, no initialisation cost)."""
+    """Parameters of the model ``{"name": ..., **overrides}``, built on the meta device."""
     from ..recipes import build_model
     with torch.device("meta"):
         return sum(p.numel() for p in build_model(dict(section)).parameters())
 
 
 def grow_to_match(count: Callable[[int], int], target: int, start: int) -> int:
-    """The ``n >= start`` whose ``count(n)`` is closest to ``target``, for a non-decreasing
-    ``count`` (doubling, then bisection)."""
+    """The ``n >= start`` whose ``count(n)`` (non-decreasing) is closest to ``target``."""
     lo, hi = start, start
     while count(hi) < target:
         lo, hi = hi, hi * 2
