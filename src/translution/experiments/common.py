@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import json
 import statistics
@@ -168,10 +169,8 @@ def parameter_count(section: Mapping[str, Any]) -> int:
 
 def grow_to_match(count: Callable[[int], int], target: int, start: int) -> int:
     """The ``n >= start`` whose ``count(n)`` (non-decreasing) is closest to ``target``."""
-    lo, hi = start, start
+    hi = start
     while count(hi) < target:
-        lo, hi = hi, hi * 2
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if count(mid) < target else (lo, mid)
-    return min((lo, hi), key=lambda n: (abs(count(n) - target), n))
+        hi *= 2
+    n = start + bisect.bisect_left(range(start, hi + 1), target, key=count)   # first count >= it
+    return min({max(start, n - 1), n}, key=lambda m: (abs(count(m) - target), m))
