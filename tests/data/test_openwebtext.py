@@ -81,7 +81,7 @@ def test_prepare_tiny_corpus(tmp_path, tok):
     assert meta["dtype"] == "uint16" and meta["documents"] == {"train": 2999, "val": 2}
     assert meta["val_fraction"] == 0.0005 and meta["seed"] == 2357
     ds = TokenDataset(tmp_path, "val", tokenizer=tok)
-    assert ds.tokenizer().decode(ds.data).split("<|endoftext|>")[:2] == [docs[i] for i in val_idx]
+    assert tok.decode(ds.data).split("<|endoftext|>")[:2] == [docs[i] for i in val_idx]
     assert len(TokenDataset(tmp_path, "train")) == meta["splits"]["train"]["tokens"]
 
 

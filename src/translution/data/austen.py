@@ -97,12 +97,9 @@ def fetch_austen(cache_dir: Optional[PathLike] = None, *, deb_path: Optional[Pat
     if not force and _cache_ok(cache, verify):
         return cache
     with tempfile.TemporaryDirectory(prefix="translution-austen-") as tmp:
-        if extracted_dir is not None:
-            root = Path(extracted_dir)
-            data_dir = root if (root / "Rdata.rdx").is_file() else root / AUSTEN_RDATA_DIR
-        else:
-            data_dir = unpacked_deb(AUSTEN_DEB, tmp, deb_path) / AUSTEN_RDATA_DIR
-        texts = _novels_from(data_dir)
+        root = (Path(extracted_dir) if extracted_dir is not None
+                else unpacked_deb(AUSTEN_DEB, tmp, deb_path))
+        texts = _novels_from(root if (root / "Rdata.rdx").is_file() else root / AUSTEN_RDATA_DIR)
     manifest = {}
     for name, text in texts.items():
         data = text.encode("utf-8")
@@ -114,16 +111,11 @@ def fetch_austen(cache_dir: Optional[PathLike] = None, *, deb_path: Optional[Pat
     return cache
 
 
-def read_austen(cache_dir: Optional[PathLike] = None, *, novels: Optional[Sequence[str]] = None,
-                **fetch_kwargs: Any) -> Dict[str, str]:
-    """``{novel: text}`` of all six (or ``novels``) in :data:`AUSTEN_NOVELS` order, from the
-    cache of :func:`fetch_austen` (given ``fetch_kwargs``)."""
-    names = list(AUSTEN_NOVELS) if novels is None else list(novels)
-    unknown = [n for n in names if n not in AUSTEN_NOVELS]
-    if unknown:
-        raise ValueError(f"expected novels from {list(AUSTEN_NOVELS)}, found {unknown}")
+def read_austen(cache_dir: Optional[PathLike] = None, **fetch_kwargs: Any) -> Dict[str, str]:
+    """``{novel: text}`` in :data:`AUSTEN_NOVELS` order, from the cache of :func:`fetch_austen`
+    (given ``fetch_kwargs``)."""
     cache, out = fetch_austen(cache_dir, **fetch_kwargs), {}
-    for name in names:
+    for name in AUSTEN_NOVELS:
         path = cache / f"{name}.txt"
         try:
             out[name] = path.read_bytes().decode("utf-8")
