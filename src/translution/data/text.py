@@ -99,19 +99,6 @@ def _check_texts(name: str, texts: Any) -> list[str]:
     return list(texts)
 
 
-def _tokenizer(tokenizer: Union[str, Tokenizer], vocab_texts: list[str], char_vocab_from: str
-               ) -> Tokenizer:
-    if isinstance(tokenizer, Tokenizer):
-        return tokenizer
-    if tokenizer == "gpt2":
-        return GPT2Tokenizer()
-    if tokenizer != "char":
-        raise ValueError(f"tokenizer must be 'char' or 'gpt2', got {tokenizer!r}")
-    if char_vocab_from not in ("train", "all"):
-        raise ValueError(f"char_vocab_from must be 'train' or 'all', got {char_vocab_from!r}")
-    return CharTokenizer.from_texts(vocab_texts)
-
-
 def prepare_corpus(texts_train: Sequence[str], texts_val: Sequence[str], out_dir: PathLike,
                    tokenizer: Union[str, Tokenizer] = "char", *, separator: str | None = None,
                    append_eot: bool | None = None, char_vocab_from: str = "train",
@@ -121,11 +108,18 @@ def prepare_corpus(texts_train: Sequence[str], texts_val: Sequence[str], out_dir
     default ``"\\n\\n"``), ``"gpt2"`` (end-of-text after each document) or a :class:`Tokenizer`."""
     texts_train = _check_texts("texts_train", texts_train)
     texts_val = _check_texts("texts_val", texts_val)
+    if not isinstance(tokenizer, Tokenizer) and tokenizer not in ("char", "gpt2"):
+        raise ValueError(f"tokenizer must be 'char' or 'gpt2', got {tokenizer!r}")
+    if char_vocab_from not in ("train", "all"):
+        raise ValueError(f"char_vocab_from must be 'train' or 'all', got {char_vocab_from!r}")
     if separator is None:
-        is_char = tokenizer == "char" or isinstance(tokenizer, CharTokenizer)
-        separator = "\n\n" if is_char else ""
-    vocab_texts = texts_train + (texts_val if char_vocab_from == "all" else []) + [separator]
-    tok = _tokenizer(tokenizer, vocab_texts, char_vocab_from)
+        separator = "\n\n" if tokenizer == "char" or isinstance(tokenizer, CharTokenizer) else ""
+    tok = tokenizer
+    if tokenizer == "char":
+        vocab_texts = texts_train + (texts_val if char_vocab_from == "all" else [])
+        tok = CharTokenizer.from_texts(vocab_texts + [separator])
+    elif tokenizer == "gpt2":
+        tok = GPT2Tokenizer()
     append_eot = tok.eot_token is not None if append_eot is None else append_eot
     if append_eot and tok.eot_token is None:
         raise ValueError(f"append_eot=True but the {tok.kind!r} tokenizer has no end-of-text id")
