@@ -22,10 +22,6 @@ import torch
 from ..utils import atomic_write_json, atomic_write_text, check_int
 from .common import PeakMemory, git_commit, machine_description, run_in_child, timings
 
-__all__ = ["LMCase", "DEFAULT_VARIANTS", "DEFAULT_LENGTHS", "QUICK_VARIANTS", "QUICK_LENGTHS",
-           "parse_variant", "default_cases", "measure", "growth", "run_lm_bench", "markdown",
-           "plot_cost", "main"]
-
 KINDS = ("ape", "rope", "bias", "translution", "alpha", "lor_rope", "hybrid")
 DEFAULT_VARIANTS = ("rope", "translution:32", "translution:128", "alpha:32", "alpha:128")
 DEFAULT_LENGTHS = (256, 512, 1024, 2048, 4096)
@@ -40,12 +36,9 @@ _MIB = 2.0 ** 20
 def parse_variant(text: str) -> Tuple[str, Optional[int]]:
     """``"translution:32"`` → ``("translution", 32)``; ``"rope"`` → ``("rope", None)``."""
     kind, _, k = str(text).partition(":")
-    if kind not in KINDS:
-        raise ValueError(f"unknown attention kind {kind!r} in variant {text!r}; expected one of "
-                         f"{list(KINDS)}, optionally with ':K' (max_distance), e.g. "
-                         f"'translution:32'")
-    if k and not k.isdigit():
-        raise ValueError(f"max_distance in variant {text!r} must be a non-negative integer")
+    if kind not in KINDS or (k and not k.isdigit()):
+        raise ValueError(f"bad variant {text!r}: expected an attention kind of {list(KINDS)}, "
+                         f"optionally with ':K' (max_distance K >= 0), e.g. 'translution:32'")
     return kind, int(k) if k else None
 
 
@@ -290,12 +283,10 @@ def _run_case(case: LMCase, isolate: bool, threads: Optional[int],
               timeout: Optional[float]) -> Dict:
     result: Dict = {}
     for phase in PHASES:
-        if not isolate:
-            result.update(measure(case, phase))
-            continue
         job = json.dumps({"case": asdict(case), "phase": phase})
         part = run_in_child(["translution.bench.lm", "--child", job]
-                            + (["--threads", str(threads)] if threads else []), timeout)
+                            + (["--threads", str(threads)] if threads else []),
+                            timeout) if isolate else measure(case, phase)
         if "error" in part:
             return {"error": f"{phase}: {part['error']}"}
         result.update(part)
