@@ -75,26 +75,25 @@ def _novels_from(data_dir: Path) -> Dict[str, str]:
     return texts
 
 
-def _cache_ok(cache: Path, verify: bool) -> bool:
-    """Whether the cache matches its manifest and the known sizes (and digests)."""
+def _cache_ok(cache: Path) -> bool:
+    """Whether the cache matches its manifest (sizes and digests) and the known sizes."""
     try:
         novels = json.loads((cache / "manifest.json").read_text(encoding="utf-8"))["novels"]
         return all(novels[n]["chars"] == AUSTEN_CHARS[n]
                    and (cache / f"{n}.txt").stat().st_size == novels[n]["bytes"]
-                   and (not verify or sha256_file(cache / f"{n}.txt") == novels[n]["sha256"])
+                   and sha256_file(cache / f"{n}.txt") == novels[n]["sha256"]
                    for n in AUSTEN_NOVELS)
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
 
 def fetch_austen(cache_dir: Optional[PathLike] = None, *, deb_path: Optional[PathLike] = None,
-                 extracted_dir: Optional[PathLike] = None, force: bool = False,
-                 verify: bool = True) -> Path:
+                 extracted_dir: Optional[PathLike] = None) -> Path:
     """The cache folder of the novels' text files (default ``<cache>/austen``), (re)built when
-    wrong (``verify``: by SHA-256 too) or ``force`` from ``extracted_dir`` (an unpacked package or
-    its ``…/janeaustenr/data``), ``deb_path`` (the pinned ``.deb``), else ``apt-get download``."""
+    wrong from ``extracted_dir`` (an unpacked package or its ``…/janeaustenr/data``),
+    ``deb_path`` (the pinned ``.deb``), else ``apt-get download``."""
     cache = Path(cache_dir).expanduser().resolve() if cache_dir else default_cache_dir() / "austen"
-    if not force and _cache_ok(cache, verify):
+    if _cache_ok(cache):
         return cache
     with tempfile.TemporaryDirectory(prefix="translution-austen-") as tmp:
         root = (Path(extracted_dir) if extracted_dir is not None

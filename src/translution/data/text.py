@@ -100,41 +100,37 @@ def _check_texts(name: str, texts: Any) -> list[str]:
 
 
 def prepare_corpus(texts_train: Sequence[str], texts_val: Sequence[str], out_dir: PathLike,
-                   tokenizer: Union[str, Tokenizer] = "char", *, separator: str | None = None,
-                   append_eot: bool | None = None, char_vocab_from: str = "train",
+                   tokenizer: Union[str, Tokenizer] = "char", *, char_vocab_from: str = "train",
                    extra_meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Tokenize texts into ``train.bin``, ``val.bin``, ``meta.json`` in ``out_dir``: ``"char"``
-    (vocabulary of the training texts, or all with ``char_vocab_from="all"``, and ``separator``,
-    default ``"\\n\\n"``), ``"gpt2"`` (end-of-text after each document) or a :class:`Tokenizer`."""
+    (vocabulary of the training texts, or all with ``char_vocab_from="all"``; documents separated
+    by ``"\\n\\n"``), ``"gpt2"`` (end-of-text after each document) or a :class:`Tokenizer`."""
     texts_train = _check_texts("texts_train", texts_train)
     texts_val = _check_texts("texts_val", texts_val)
     if not isinstance(tokenizer, Tokenizer) and tokenizer not in ("char", "gpt2"):
         raise ValueError(f"tokenizer must be 'char' or 'gpt2', got {tokenizer!r}")
     if char_vocab_from not in ("train", "all"):
         raise ValueError(f"char_vocab_from must be 'train' or 'all', got {char_vocab_from!r}")
-    if separator is None:
-        separator = "\n\n" if tokenizer == "char" or isinstance(tokenizer, CharTokenizer) else ""
     tok = tokenizer
     if tokenizer == "char":
         vocab_texts = texts_train + (texts_val if char_vocab_from == "all" else [])
-        tok = CharTokenizer.from_texts(vocab_texts + [separator])
+        tok = CharTokenizer.from_texts(vocab_texts + ["\n\n"])
     elif tokenizer == "gpt2":
         tok = GPT2Tokenizer()
-    append_eot = tok.eot_token is not None if append_eot is None else append_eot
-    if append_eot and tok.eot_token is None:
-        raise ValueError(f"append_eot=True but the {tok.kind!r} tokenizer has no end-of-text id")
+    eot = tok.eot_token  # documents end with it, or else are separated by a blank line
+    separator = "" if eot is not None else "\n\n"
 
     def ids(texts: list[str]) -> Iterable[np.ndarray]:
         for i, text in enumerate(texts):
             if i and separator:
                 yield tok.encode_array(separator)
             yield tok.encode_array(text)
-            if append_eot:
-                yield np.array([tok.eot_token])
+            if eot is not None:
+                yield np.array([eot])
 
     return write_corpus(out_dir, tok, {
         "train": (len(texts_train), ids(texts_train)), "val": (len(texts_val), ids(texts_val))},
-        {"separator": separator, "append_eot": bool(append_eot), **(extra_meta or {})})
+        {"separator": separator, "append_eot": eot is not None, **(extra_meta or {})})
 
 
 def read_meta(data_dir: PathLike) -> dict[str, Any]:
