@@ -12,7 +12,6 @@ from tiktoken_ext import openai_public
 from translution.data.openwebtext import (
     OWT_SEED,
     OWT_VAL_FRACTION,
-    load_openwebtext_documents,
     prepare_openwebtext,
     split_indices,
     tokenize_documents,
@@ -120,8 +119,6 @@ def test_prepare_errors(tmp_path, monkeypatch, tok):
     with pytest.raises(TypeError, match="GPT2Tokenizer, got str"):
         prepare_openwebtext(tmp_path, documents=["a", "b"], tokenizer="gpt2")
     monkeypatch.setitem(sys.modules, "datasets", None)  # behave as if not installed
-    with pytest.raises(ImportError, match="pip install datasets"):
-        load_openwebtext_documents()
     with pytest.raises(ImportError, match="pip install datasets"):
         prepare_openwebtext(tmp_path, tokenizer=tok)
 

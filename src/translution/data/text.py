@@ -185,8 +185,11 @@ class TokenDataset:
                              f"{self.dtype.itemsize}), found {found}")
         if verify:
             self._verify_digest(info["sha256"])
-        if tokenizer is not None:
-            self._check_tokenizer(tokenizer)
+        if tokenizer is not None and tokenizer.to_meta() != meta["tokenizer"]:
+            raise ValueError(f"{self.path}: expected vocab_size {self.vocab_size}, kind "
+                             f"{meta['tokenizer'].get('kind')!r} and the vocabulary of meta.json, "
+                             f"found {tokenizer.vocab_size}, {tokenizer.kind!r} or a different "
+                             "vocabulary for the given tokenizer")
         self.data = (np.memmap(self.path, dtype=self.dtype, mode="r", shape=(self.num_tokens,))
                      if self.num_tokens else np.zeros(0, dtype=self.dtype))
 
@@ -201,16 +204,6 @@ class TokenDataset:
             raise ValueError(f"{self.path}: expected sha256 {expected}, found {found}")
         with contextlib.suppress(OSError):  # a read-only corpus folder: re-hash next time
             atomic_write_json(cache, key)
-
-    def _check_tokenizer(self, tokenizer: Tokenizer) -> None:
-        meta, kind = self.meta, self.meta["tokenizer"].get("kind")
-        if (tokenizer.vocab_size, tokenizer.kind) != (self.vocab_size, kind):
-            raise ValueError(f"{self.path}: expected vocab_size {self.vocab_size} and kind "
-                             f"{kind!r} (from meta.json), found {tokenizer.vocab_size} and "
-                             f"{tokenizer.kind!r} for the given tokenizer")
-        if tokenizer.to_meta() != meta["tokenizer"]:
-            raise ValueError(f"{self.path}: the given {kind} tokenizer differs from the one in "
-                             "meta.json (same kind and vocab_size, different vocabulary)")
 
     def __len__(self) -> int:
         return self.num_tokens
