@@ -156,12 +156,12 @@ def measure(case: LMCase, phase: str) -> Dict:
     return (_measure_train if phase == "train" else _measure_decode)(case, PeakMemory(case.device))
 
 
-#: Growth metrics: name → value of a result.
+#: Growth metrics: name → (unit, value of a result).
 _METRICS = {
-    "train time/token": lambda r: 1e6 / r["train_tokens_per_s"],
-    "train memory": lambda r: r["train_peak_bytes"] / _MIB,
-    "decode time/token": lambda r: r["decode_ms_per_token"],
-    "cache": lambda r: r["cache_bytes"] / _MIB,
+    "train time/token": ("µs / token", lambda r: 1e6 / r["train_tokens_per_s"]),
+    "train memory": ("peak MiB", lambda r: r["train_peak_bytes"] / _MIB),
+    "decode time/token": ("ms / token", lambda r: r["decode_ms_per_token"]),
+    "cache": ("MiB", lambda r: r["cache_bytes"] / _MIB),
 }
 
 
@@ -181,15 +181,14 @@ def growth(report: Dict) -> Dict[str, Dict[str, Dict]]:
     out = {}
     for label, rows in _series(report).items():
         out[label] = {}
-        for metric, value in _METRICS.items():
+        for metric, (_, value) in _METRICS.items():
             points = [(n, value(r)) for n, r in rows if "error" not in r]
             factors = [(v2 / v1) ** (1 / math.log2(n2 / n1)) if v1 > 0 else math.inf
                        for (n1, v1), (n2, v2) in zip(points, points[1:])]
             tail = len(list(itertools.takewhile(lambda f: f < _FLAT, reversed(factors))))
-            flat = points[len(factors) - tail][0] if tail else None
             out[label][metric] = {"lengths": [n for n, _ in points],
                                   "values": [v for _, v in points], "factors": factors,
-                                  "flat_from": flat}
+                                  "flat_from": points[len(factors) - tail][0] if tail else None}
     return out
 
 
@@ -260,9 +259,8 @@ def plot_cost(report: Dict, path) -> Path:
 
     from ..experiments.plots import _pyplot, _save
     fig, axes = _pyplot().subplots(2, 2, figsize=(10, 7.5), constrained_layout=True)
-    units = ("µs / token", "peak MiB", "ms / token", "MiB")
     curves = growth(report)
-    for ax, metric, unit in zip(axes.flat, _METRICS, units):
+    for ax, (metric, (unit, _)) in zip(axes.flat, _METRICS.items()):
         for label, metrics in curves.items():
             if metrics[metric]["lengths"]:
                 ax.plot(metrics[metric]["lengths"], metrics[metric]["values"], marker="o",

@@ -79,8 +79,7 @@ def matmul_rate(sizes=(1024, 2048, 4096), repeats: int = 5) -> float:
     rates = []
     for size in sizes:
         a, b = torch.randn(size, size), torch.randn(size, size)
-        seconds = min(timings(lambda: a @ b, repeats + 1)[1:])
-        rates.append(2.0 * size ** 3 / seconds / 1e9)
+        rates.append(2.0 * size ** 3 / min(timings(lambda: a @ b, repeats + 1)[1:]) / 1e9)
     return max(rates)
 
 
@@ -107,11 +106,10 @@ def build_layer(case: Case, impl: str):
     layout = case.build_layout()
     if impl == "sdpa":
         return SelfAttention(case.dim, layout, case.heads, case.dim_head)
+    backend = impl.partition(":")[2] or (impl if impl in TRANSLUTION_IMPLS else None)
     if impl.startswith("alpha"):
-        backend = impl.partition(":")[2] or None
         return AlphaTranslution(case.dim, layout, case.heads, case.dim_head, rank=case.rank,
                                 backend=backend)
-    backend = impl if impl in TRANSLUTION_IMPLS else None
     return Translution(case.dim, layout, case.heads, case.dim_head, backend=backend)
 
 

