@@ -110,6 +110,14 @@ def test_quick_run_without_output(bench_lm):
     assert "| lor_rope K=2 | 8 |" in table and "Plot:" not in table
 
 
+def test_isolated_run_measures_each_phase_in_a_child(bench_lm):
+    table = bench_lm.run_lm_bench(True, None, variants=["rope"], lengths=[8], isolate=True,
+                                  threads=1, progress=lambda m: None)
+    assert "One configuration and phase per process." in table
+    row = next(line for line in table.splitlines() if line.startswith("| rope | 8 |"))
+    assert "exit" not in row and "timed out" not in row
+
+
 def test_invalid_arguments(bench_lm):
     with pytest.raises(ValueError, match="bad variant 'conv': expected an attention kind"):
         bench_lm.run_lm_bench(True, None, variants=["conv"], progress=lambda m: None)

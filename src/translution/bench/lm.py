@@ -19,10 +19,10 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from ..models import ATTENTION_KINDS as KINDS, create_model
 from ..utils import atomic_write_json, atomic_write_text, check_int
 from .common import PeakMemory, git_commit, machine_description, run_in_child, timings
 
-KINDS = ("ape", "rope", "bias", "translution", "alpha", "lor_rope", "hybrid")
 DEFAULT_VARIANTS = ("rope", "translution:32", "translution:128", "alpha:32", "alpha:128")
 DEFAULT_LENGTHS = (256, 512, 1024, 2048, 4096)
 QUICK_VARIANTS = ("rope", "translution:4", "alpha:4")
@@ -94,7 +94,6 @@ def default_cases(quick: bool = False, variants: Optional[Sequence[str]] = None,
 
 
 def _build(case: LMCase):
-    from ..models import create_model
     torch.manual_seed(0)
     return create_model(f"gpt_micro_{case.kind}", vocab_size=case.vocab_size,
                         block_size=case.length, dim=case.dim, depth=case.depth,
@@ -281,10 +280,9 @@ def _run_case(case: LMCase, isolate: bool, threads: Optional[int],
               timeout: Optional[float]) -> Dict:
     result: Dict = {}
     for phase in PHASES:
-        job = json.dumps({"case": asdict(case), "phase": phase})
-        part = run_in_child(["translution.bench.lm", "--child", job]
-                            + (["--threads", str(threads)] if threads else []),
-                            timeout) if isolate else measure(case, phase)
+        job = json.dumps({"case": asdict(case), "phase": phase, "threads": threads})
+        part = (run_in_child(["translution.bench.lm", job], timeout) if isolate
+                else measure(case, phase))
         if "error" in part:
             return {"error": f"{phase}: {part['error']}"}
         result.update(part)
@@ -318,8 +316,7 @@ def run_lm_bench(quick: bool, out: Optional[str], *, variants: Optional[Sequence
                      f"{_mib(r['cache_bytes'])} MiB"))
     finally:
         torch.set_num_threads(old_threads)
-    if plot is None and out:
-        plot = str(Path(out).with_suffix(".png"))
+    plot = str(Path(out).with_suffix(".png")) if plot is None and out else plot
     report = {"machine": machine_description(threads), "commit": git_commit(),
               "command": command or shlex.join(sys.argv), "isolated": isolate,
               "seconds": time.perf_counter() - t0, "cases": rows, "plot": plot or None}
@@ -354,14 +351,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="seconds per isolated phase (default 3600)")
     parser.add_argument("--no-isolate", action="store_true",
                         help="measure every configuration in this process")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.child:
-        job = json.loads(args.child)
-        print(json.dumps(measure(LMCase(**job["case"]), job["phase"])))
-        return 0
     options = {name: getattr(args, name) for name in ("batch", "decode_tokens", "device")
                if getattr(args, name) is not None}
     argv_used = sys.argv[1:] if argv is None else argv
@@ -375,5 +365,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # a child of run_lm_bench: one phase of one case, as JSON
+    job = json.loads(sys.argv[1])
+    if job["threads"]:
+        torch.set_num_threads(job["threads"])
+    print(json.dumps(measure(LMCase(**job["case"]), job["phase"])))

@@ -12,8 +12,6 @@ from torch.utils.data import Dataset
 from ..utils import check_int
 from .mnist import MNIST_MEAN, MNIST_STD
 
-__all__ = ["DynamicMNIST", "PLACEMENTS", "BACKGROUND", "static_offset", "placement_offsets"]
-
 #: The blank canvas value: a zero pixel, MNIST-normalised.
 BACKGROUND = (0.0 - MNIST_MEAN) / MNIST_STD
 

@@ -10,8 +10,6 @@ import torch
 
 from ..utils import PathLike, check_int, require
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "build_transforms", "image_folder", "MixUpCutMix"]
-
 #: Per-channel mean and standard deviation of ImageNet (RGB, pixels in [0, 1]).
 IMAGENET_MEAN: Tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: Tuple[float, float, float] = (0.229, 0.224, 0.225)
