@@ -229,10 +229,9 @@ def _tables(report: Dict) -> List[str]:
 
 def markdown(report: Dict) -> str:
     """The report of :func:`run_lm_bench` as markdown (``report.json`` layout)."""
-    c = report["cases"][0]["case"] if report["cases"] else asdict(LMCase("rope", 256))
-    device = c.get("device", "cpu").upper()
+    c = report["cases"][0]["case"]  # every case shares the model and timing settings
     lines = [
-        f"# Language-model cost across context lengths ({device})", "",
+        f"# Language-model cost across context lengths ({c['device'].upper()})", "",
         f"Machine: {report['machine']}.  ",
         f"Commit: `{report['commit']}`.  ",
         f"Command: `{report['command']}`", "",

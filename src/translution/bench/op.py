@@ -271,8 +271,7 @@ def markdown(report: Dict) -> str:
                            if get(i).get("projection_gflops") else "—" for i in TRANSLUTION_IMPLS)
         timed = [get(i) for i in TRANSLUTION_IMPLS if "seconds" in get(i)]
         best = min(timed, key=lambda r: r["seconds"]) if timed else {}
-        ops = " / ".join(str(get(i).get("ops", "—"))
-                         for i in ("sdpa", "alpha") + TRANSLUTION_IMPLS)
+        ops = " / ".join(str(get(i).get("ops", "—")) for i in ("sdpa", "alpha") + TRANSLUTION_IMPLS)
         lines.append(
             f"| {row['label']} | {case['batch']} | {case['dim']} ({case['heads']} × "
             f"{case['dim_head']}) | {_cell(get('sdpa'), False)} | {_cell(get('alpha'), False)} | "

@@ -1,5 +1,5 @@
-"""Tokenizers of the text experiments: characters, and GPT-2 BPE through tiktoken (offline, its
-cache primed by :mod:`.fetch`). :func:`tokenizer_from_meta` rebuilds ``tok`` from ``tok.to_meta()``."""
+"""Tokenizers of the text experiments: characters, and GPT-2 BPE through tiktoken (offline, cache
+primed by :mod:`.fetch`); :func:`tokenizer_from_meta` rebuilds ``tok`` from ``tok.to_meta()``."""
 from __future__ import annotations
 
 import os
