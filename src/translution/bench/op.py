@@ -9,7 +9,7 @@ import json
 import statistics
 import sys
 from dataclasses import asdict, dataclass
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -65,12 +65,6 @@ def paper_gathered_translution(x, wq, wk, wv, layout, heads):
     return torch.einsum("bijh,bijhd->bihd", a, v.view(b, n, n, heads, -1)).flatten(-2)
 
 
-def paper_memory_estimate(case: Case) -> float:
-    """Bytes the paper's algorithm needs (≈ 16·B·N²·C·C', measured on this machine kind)."""
-    n = case.build_layout().num_tokens
-    return 16.0 * case.batch * n * n * case.dim * case.heads * case.dim_head
-
-
 def useful_projection_flops(case: Case, impl: str) -> float:
     """FLOPs of the relative projections in forward (×1) and backward (×2), no recompute:
     ``3 · 2·B·P·C·C'`` per relative projection (P = attended pairs)."""
@@ -85,8 +79,7 @@ def matmul_rate(sizes=(1024, 2048, 4096), repeats: int = 5) -> float:
     rates = []
     for size in sizes:
         a, b = torch.randn(size, size), torch.randn(size, size)
-        seconds = min(timings(lambda: a @ b, repeats + 1)[1:])
-        rates.append(2.0 * size ** 3 / seconds / 1e9)
+        rates.append(2.0 * size ** 3 / min(timings(lambda: a @ b, repeats + 1)[1:]) / 1e9)
     return max(rates)
 
 
@@ -107,24 +100,16 @@ class OpCounter(TorchDispatchMode):
         return out
 
 
-def count_ops(fn: Callable[[], object]) -> int:
-    """Ops dispatched by one call of ``fn`` (call it once before: caches fill on first use)."""
-    with OpCounter() as counter:
-        fn()
-    return counter.ops
-
-
 def build_layer(case: Case, impl: str):
     """The layer that ``impl`` times (the paper's algorithm uses a Translution layer's weights)."""
     from ..layers import AlphaTranslution, SelfAttention, Translution
     layout = case.build_layout()
     if impl == "sdpa":
         return SelfAttention(case.dim, layout, case.heads, case.dim_head)
+    backend = impl.partition(":")[2] or (impl if impl in TRANSLUTION_IMPLS else None)
     if impl.startswith("alpha"):
-        backend = impl.partition(":")[2] or None
         return AlphaTranslution(case.dim, layout, case.heads, case.dim_head, rank=case.rank,
                                 backend=backend)
-    backend = impl if impl in TRANSLUTION_IMPLS else None
     return Translution(case.dim, layout, case.heads, case.dim_head, backend=backend)
 
 
@@ -167,15 +152,21 @@ def run_one(case: Case, impl: str, repeats: int = 3, warmup: int = 1) -> Dict:
         y.sum().backward()
 
     times = timings(step, warmup + repeats)[warmup:]
-    return {"seconds": min(times), "times": times, "peak_rss": memory.peak(),
-            "base_rss": memory.base, "ops": count_ops(step)}
+    peak = memory.peak()
+    with OpCounter() as counter:  # after the warm-up: caches filled on first use
+        step()
+    return {"seconds": min(times), "times": times, "peak_rss": peak, "base_rss": memory.base,
+            "ops": counter.ops}
 
 
 def measure(case: Case, impl: str, repeats: int = 3, memory_limit: float = 14e9,
             timeout: float = 900) -> Dict:
     """Run :func:`run_one` in a fresh process (so peak memory is this case's alone)."""
-    if impl == "paper" and paper_memory_estimate(case) > memory_limit:
-        return {"skipped": f"needs ≈{paper_memory_estimate(case) / 1e9:.0f} GB"}
+    if impl == "paper":  # the paper's algorithm needs ≈ 16·B·N²·C·C' bytes
+        n = case.build_layout().num_tokens
+        need = 16.0 * case.batch * n * n * case.dim * case.heads * case.dim_head
+        if need > memory_limit:
+            return {"skipped": f"needs ≈{need / 1e9:.0f} GB"}
     job = json.dumps({"case": asdict(case), "impl": impl, "repeats": repeats})
     result = run_in_child(["translution.bench.op", job], timeout)
     return {"skipped": result["error"]} if "error" in result else result
@@ -280,8 +271,7 @@ def markdown(report: Dict) -> str:
                            if get(i).get("projection_gflops") else "—" for i in TRANSLUTION_IMPLS)
         timed = [get(i) for i in TRANSLUTION_IMPLS if "seconds" in get(i)]
         best = min(timed, key=lambda r: r["seconds"]) if timed else {}
-        ops = " / ".join(str(get(i).get("ops", "—"))
-                         for i in ("sdpa", "alpha") + TRANSLUTION_IMPLS)
+        ops = " / ".join(str(get(i).get("ops", "—")) for i in ("sdpa", "alpha") + TRANSLUTION_IMPLS)
         lines.append(
             f"| {row['label']} | {case['batch']} | {case['dim']} ({case['heads']} × "
             f"{case['dim_head']}) | {_cell(get('sdpa'), False)} | {_cell(get('alpha'), False)} | "

@@ -75,34 +75,30 @@ def _novels_from(data_dir: Path) -> Dict[str, str]:
     return texts
 
 
-def _cache_ok(cache: Path, verify: bool) -> bool:
-    """Whether the cache matches its manifest and the known sizes (and digests)."""
+def _cache_ok(cache: Path) -> bool:
+    """Whether the cache matches its manifest (sizes and digests) and the known sizes."""
     try:
         novels = json.loads((cache / "manifest.json").read_text(encoding="utf-8"))["novels"]
         return all(novels[n]["chars"] == AUSTEN_CHARS[n]
                    and (cache / f"{n}.txt").stat().st_size == novels[n]["bytes"]
-                   and (not verify or sha256_file(cache / f"{n}.txt") == novels[n]["sha256"])
+                   and sha256_file(cache / f"{n}.txt") == novels[n]["sha256"]
                    for n in AUSTEN_NOVELS)
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
 
 def fetch_austen(cache_dir: Optional[PathLike] = None, *, deb_path: Optional[PathLike] = None,
-                 extracted_dir: Optional[PathLike] = None, force: bool = False,
-                 verify: bool = True) -> Path:
+                 extracted_dir: Optional[PathLike] = None) -> Path:
     """The cache folder of the novels' text files (default ``<cache>/austen``), (re)built when
-    wrong (``verify``: by SHA-256 too) or ``force`` from ``extracted_dir`` (an unpacked package or
-    its ``…/janeaustenr/data``), ``deb_path`` (the pinned ``.deb``), else ``apt-get download``."""
+    wrong from ``extracted_dir`` (an unpacked package or its ``…/janeaustenr/data``),
+    ``deb_path`` (the pinned ``.deb``), else ``apt-get download``."""
     cache = Path(cache_dir).expanduser().resolve() if cache_dir else default_cache_dir() / "austen"
-    if not force and _cache_ok(cache, verify):
+    if _cache_ok(cache):
         return cache
     with tempfile.TemporaryDirectory(prefix="translution-austen-") as tmp:
-        if extracted_dir is not None:
-            root = Path(extracted_dir)
-            data_dir = root if (root / "Rdata.rdx").is_file() else root / AUSTEN_RDATA_DIR
-        else:
-            data_dir = unpacked_deb(AUSTEN_DEB, tmp, deb_path) / AUSTEN_RDATA_DIR
-        texts = _novels_from(data_dir)
+        root = (Path(extracted_dir) if extracted_dir is not None
+                else unpacked_deb(AUSTEN_DEB, tmp, deb_path))
+        texts = _novels_from(root if (root / "Rdata.rdx").is_file() else root / AUSTEN_RDATA_DIR)
     manifest = {}
     for name, text in texts.items():
         data = text.encode("utf-8")
@@ -114,16 +110,11 @@ def fetch_austen(cache_dir: Optional[PathLike] = None, *, deb_path: Optional[Pat
     return cache
 
 
-def read_austen(cache_dir: Optional[PathLike] = None, *, novels: Optional[Sequence[str]] = None,
-                **fetch_kwargs: Any) -> Dict[str, str]:
-    """``{novel: text}`` of all six (or ``novels``) in :data:`AUSTEN_NOVELS` order, from the
-    cache of :func:`fetch_austen` (given ``fetch_kwargs``)."""
-    names = list(AUSTEN_NOVELS) if novels is None else list(novels)
-    unknown = [n for n in names if n not in AUSTEN_NOVELS]
-    if unknown:
-        raise ValueError(f"expected novels from {list(AUSTEN_NOVELS)}, found {unknown}")
+def read_austen(cache_dir: Optional[PathLike] = None, **fetch_kwargs: Any) -> Dict[str, str]:
+    """``{novel: text}`` in :data:`AUSTEN_NOVELS` order, from the cache of :func:`fetch_austen`
+    (given ``fetch_kwargs``)."""
     cache, out = fetch_austen(cache_dir, **fetch_kwargs), {}
-    for name in names:
+    for name in AUSTEN_NOVELS:
         path = cache / f"{name}.txt"
         try:
             out[name] = path.read_bytes().decode("utf-8")

@@ -12,8 +12,6 @@ from torch.utils.data import Dataset
 from ..utils import check_int
 from .mnist import MNIST_MEAN, MNIST_STD
 
-__all__ = ["DynamicMNIST", "PLACEMENTS", "BACKGROUND", "static_offset", "placement_offsets"]
-
 #: The blank canvas value: a zero pixel, MNIST-normalised.
 BACKGROUND = (0.0 - MNIST_MEAN) / MNIST_STD
 
@@ -99,10 +97,8 @@ class DynamicMNIST(Dataset):
                              f"canvas={canvas}, patch={patch} (remainder {canvas % patch})")
         self.images, self.labels, self.digit = images, labels.long(), digit
         self.canvas, self.patch, self.placement = canvas, patch, placement
-        self.shift = self._check_shift(shift)
-        self.background = BACKGROUND
-        self.epoch = 0
-        self._offsets = self._placements(0)
+        self.shift, self.background, self.epoch = self._check_shift(shift), BACKGROUND, -1
+        self.set_epoch(0)
 
     def _check_shift(self, shift) -> Tuple[int, int]:
         if not isinstance(shift, (tuple, list)) or len(shift) != 2:
@@ -116,11 +112,6 @@ class DynamicMNIST(Dataset):
                              f"is {base}, so each shift must lie in [{-base}, {free - base}]")
         return shift
 
-    def _placements(self, epoch: int) -> torch.Tensor:
-        offsets = placement_offsets(len(self), self.canvas, self.digit, self.patch,
-                                    self.placement, self.seed, epoch)
-        return offsets + torch.tensor(self.shift, dtype=torch.long)
-
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
@@ -129,7 +120,9 @@ class DynamicMNIST(Dataset):
         hold copies: call this before each epoch, without ``persistent_workers=True``."""
         epoch = check_int("epoch", epoch, 0)
         if epoch != self.epoch:
-            self.epoch, self._offsets = epoch, self._placements(epoch)
+            offsets = placement_offsets(len(self), self.canvas, self.digit, self.patch,
+                                        self.placement, self.seed, epoch)
+            self.epoch, self._offsets = epoch, offsets + torch.tensor(self.shift, dtype=torch.long)
 
     def offsets(self) -> torch.Tensor:
         """(row, column) offsets of each digit's top-left corner this epoch, int64 ``(N, 2)``."""

