@@ -16,8 +16,7 @@ def _bench_op(args) -> int:
     report = bench.run_suite(cases, impls=impls, repeats=args.repeats,
                              memory_limit=args.paper_memory_limit * 1e9, models=not args.quick)
     table = bench.markdown(report)
-    print()
-    print(table)
+    print(f"\n{table}")
     if args.out:
         from .utils import atomic_write_json, atomic_write_text
         out = Path(args.out)
@@ -29,7 +28,7 @@ def _bench_op(args) -> int:
 
 def _settings(args, module):
     """The ``--preset`` (``--full``: ``full``; default ``quick``) with ``--seeds`` and ``--set``."""
-    from .train.config import CONFIG_DIR, load_settings, replace_settings
+    from .train.config import CONFIG_DIR, load_settings
     name = args.preset or ("full" if args.full else "quick")
     prefix = module.__name__.rsplit(".", 1)[1]
     path = Path(name) if name.endswith((".yaml", ".yml")) else CONFIG_DIR / f"{prefix}_{name}.yaml"
@@ -38,7 +37,7 @@ def _settings(args, module):
         raise ValueError(f"unknown preset {name!r}; available: {', '.join(names)} (or a YAML "
                          f"file)")
     seeds = [] if args.seeds is None else [f"seeds={args.seeds}"]
-    return replace_settings(load_settings(type(module.QUICK), path), seeds + (args.set or []))
+    return load_settings(type(module.QUICK), path, seeds + (args.set or []))
 
 
 def _experiment(args) -> int:
@@ -89,12 +88,10 @@ def _eval(args) -> int:
 def _generate(args) -> int:
     import torch
     from . import recipes
-    from .data.text import read_meta
     from .data.tokenizers import tokenizer_from_meta
     from .generation import generate
     model, cfg, obj = recipes.model_for_checkpoint(args.checkpoint)
-    meta = obj["tokenizer"] or read_meta(recipes.text_dir(cfg))["tokenizer"]
-    tokenizer = tokenizer_from_meta(meta)
+    tokenizer = tokenizer_from_meta(obj["tokenizer"] or recipes.tokenizer_meta(cfg))
     prompt = torch.tensor([tokenizer.encode(args.prompt)], dtype=torch.long)
     generator = torch.Generator().manual_seed(args.seed)
     out = generate(model, prompt, args.max_new_tokens, temperature=args.temperature,

@@ -35,16 +35,8 @@ def _model_section(cfg: RunConfig) -> Dict[str, Any]:
 
 def build(cfg: RunConfig) -> Tuple[nn.Module, Any, Any, Any]:
     """``(model, task, train_batches, eval_batches)``."""
-    _dataset_kind(cfg)
     model = build_model(_model_section(cfg))
     return (model, *build_task_and_batches(cfg, model))
-
-
-def _dataset_kind(cfg: RunConfig) -> str:
-    if cfg.data.dataset is None:
-        raise ValueError(f"data.dataset is not set; expected one of "
-                         f"{IMAGE_DATASETS + TEXT_DATASETS}")
-    return cfg.data.dataset
 
 
 def _image_sets(cfg: RunConfig, kind: str) -> Tuple[Any, Any, Any]:
@@ -92,7 +84,10 @@ def text_dir(cfg: RunConfig) -> Path:
 def build_task_and_batches(cfg: RunConfig, model: Optional[nn.Module] = None
                            ) -> Tuple[Any, Any, Any]:
     """``(task, train_batches, eval_batches)`` for ``cfg``."""
-    kind, tc, data = _dataset_kind(cfg), cfg.train, cfg.data
+    kind, tc, data = cfg.data.dataset, cfg.train, cfg.data
+    if kind is None:
+        raise ValueError(f"data.dataset is not set; expected one of "
+                         f"{IMAGE_DATASETS + TEXT_DATASETS}")
     eval_batch = tc.eval_batch_size or tc.batch_size
     if kind in IMAGE_DATASETS:
         train_set, test_set, mix = _image_sets(cfg, kind)
@@ -120,18 +115,18 @@ def build_task_and_batches(cfg: RunConfig, model: Optional[nn.Module] = None
 
 def tokenizer_meta(cfg: RunConfig) -> Optional[dict]:
     """The tokenizer meta of a text config (stored in its checkpoints), else ``None``."""
-    if _dataset_kind(cfg) not in TEXT_DATASETS:
+    if cfg.data.dataset not in TEXT_DATASETS:
         return None
     from .data.text import read_meta
     return read_meta(text_dir(cfg))["tokenizer"]
 
 
-def model_for_checkpoint(path, map_location="cpu") -> Tuple[nn.Module, RunConfig, dict]:
+def model_for_checkpoint(path) -> Tuple[nn.Module, RunConfig, dict]:
     """``(model in eval mode, run config, checkpoint dict)``: the model rebuilt from the
     checkpoint's ``model_config`` (older files: the run config's ``model``) with its weights."""
     from .models import model_from_config
     from .train import load_checkpoint
-    obj = load_checkpoint(path, map_location=map_location)
+    obj = load_checkpoint(path)
     cfg = RunConfig.from_dict(obj["config"]) if obj.get("config") else RunConfig()
     if obj["model_config"] is not None:
         model = model_from_config(obj["model_config"])

@@ -5,8 +5,7 @@ checkpoints, ``metrics.jsonl``, torchrun/DDP and RNG state."""
 from .batches import BatchSource, DatasetBatches, WindowBatches, token_windows
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import (DataConfig, OptimConfig, RunConfig, ScheduleConfig, Section, TrainConfig,
-                     bounded, config_to_dict, load_config, load_settings, save_config,
-                     with_overrides)
+                     bounded, load_config, load_settings, save_config, with_overrides)
 from .distributed import (DistInfo, cleanup_distributed, setup_distributed, unwrap_model,
                           wrap_model)
 from .loop import count_parameters, fit, to_device
@@ -18,7 +17,7 @@ from .tasks import ClassificationTask, LanguageModelTask, Task
 
 __all__ = [
     "RunConfig", "DataConfig", "TrainConfig", "OptimConfig", "ScheduleConfig", "load_config",
-    "save_config", "with_overrides", "config_to_dict", "Section", "bounded", "load_settings",
+    "save_config", "with_overrides", "Section", "bounded", "load_settings",
     "Task", "ClassificationTask", "LanguageModelTask",
     "BatchSource", "DatasetBatches", "WindowBatches", "token_windows",
     "fit", "to_device", "count_parameters",

@@ -77,9 +77,7 @@ class _BatchFetcher(torch.utils.data.Dataset):
     def __getitem__(self, j: int) -> Any:
         seed, indices = self.plan[j]
         with seeded_rng(seed):
-            getitems = getattr(self.dataset, "__getitems__", None)
-            batch = self.collate_fn(getitems(indices) if getitems is not None
-                                    else [self.dataset[i] for i in indices])
+            batch = self.collate_fn([self.dataset[i] for i in indices])
             return batch if self.batch_transform is None else self.batch_transform(batch)
 
 

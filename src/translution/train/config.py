@@ -19,12 +19,11 @@ from typing import Any, ClassVar, Literal, Mapping, Sequence, TypeVar, Union
 __all__ = ["Section", "bounded", "load_settings", "replace_settings", "settings_from_dict",
            "with_overrides", "unknown_key", "read_yaml", "CONFIG_DIR", "DataConfig",
            "OptimConfig", "ScheduleConfig", "TrainConfig", "RunConfig", "load_config",
-           "save_config", "config_to_dict"]
+           "save_config"]
 
 #: Where named presets live (``configs/`` at the repository root).
 CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
 T = TypeVar("T")
-_NONE = type(None)
 _BOUND_OPS = {"ge": (operator.ge, ">="), "gt": (operator.gt, ">"), "le": (operator.le, "<="),
               "lt": (operator.lt, "<")}
 
@@ -52,9 +51,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is Any:
         return value
     if origin in (Union, types.UnionType):
-        if value is None and _NONE in args:
+        if value is None and types.NoneType in args:
             return None
-        for arg in (a for a in args if a is not _NONE):
+        for arg in (a for a in args if a is not types.NoneType):
             with contextlib.suppress(TypeError, ValueError):
                 return _coerce(value, arg, where)
         raise _fail(where, tp, value)
@@ -374,11 +373,6 @@ class RunConfig(Section):
 
     def check(self) -> None:
         self.model = check_model_section(self.model)
-
-
-def config_to_dict(cfg: Section) -> dict[str, Any]:
-    """``cfg.to_dict()``: nested plain Python values."""
-    return cfg.to_dict()
 
 
 def load_config(path: str | os.PathLike | None = None,

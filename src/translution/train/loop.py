@@ -42,8 +42,6 @@ def to_device(batch: Any, device: torch.device) -> Any:
     """Move every tensor inside nested tuples/lists/dicts to ``device``."""
     if isinstance(batch, torch.Tensor):
         return batch.to(device, non_blocking=True)
-    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # namedtuple
-        return type(batch)(*(to_device(b, device) for b in batch))
     if isinstance(batch, (tuple, list)):
         return type(batch)(to_device(b, device) for b in batch)
     if isinstance(batch, dict):
@@ -51,10 +49,9 @@ def to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
-def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
-    """Number of (trainable) parameters of the unwrapped model."""
-    return sum(p.numel() for p in unwrap_model(model).parameters()
-               if p.requires_grad or not trainable_only)
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters of the unwrapped model."""
+    return sum(p.numel() for p in unwrap_model(model).parameters())
 
 
 class _Window:
@@ -125,14 +122,17 @@ def _restore(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
 
 
 class Trainer:
-    """One training run (the arguments of :func:`fit`, ``eval_sets`` a mapping name → batches;
-    ``{None: batches}``: one unnamed set); :meth:`run` trains and returns a summary."""
+    """One training run (the arguments of :func:`fit`); :meth:`run` trains and returns a
+    summary."""
 
     def __init__(self, model: nn.Module, task: Task, train_batches: BatchSource,
-                 config: RunConfig, eval_sets: Mapping[str | None, Any], *,
-                 out_dir: str | os.PathLike | None, resume: bool | str | os.PathLike,
-                 callbacks: Sequence[Callback], device: str | torch.device | None,
-                 stop_after_steps: int | None, tokenizer: dict | None) -> None:
+                 config: RunConfig, eval_batches: Any = None, *,
+                 eval_sets: Mapping[str, Any] | None = None,
+                 out_dir: str | os.PathLike | None = None, resume: bool | str | os.PathLike = True,
+                 callbacks: Sequence[Callback] = (), device: str | torch.device | None = None,
+                 stop_after_steps: int | None = None, tokenizer: dict | None = None) -> None:
+        if eval_batches is not None and eval_sets is not None:
+            raise ValueError("give eval_batches (one set) or eval_sets (named sets), not both")
         if not isinstance(config, RunConfig):
             raise TypeError(f"config must be a RunConfig, got {type(config).__name__}")
         if not isinstance(train_batches, BatchSource):
@@ -144,7 +144,9 @@ class Trainer:
         self.info: DistInfo = setup_distributed(device=device if device is not None
                                                 else tc.device)
         seed_everything(tc.seed + self.info.rank, deterministic=tc.deterministic)
-        self.task, self.train_batches, self.eval_sets = task, train_batches, dict(eval_sets)
+        self.task, self.train_batches = task, train_batches
+        self.eval_sets: dict[str | None, Any] = dict(eval_sets) if eval_sets is not None else \
+            ({} if eval_batches is None else {None: eval_batches})
         self.steps_per_epoch = len(train_batches)
         if self.steps_per_epoch < 1:
             raise ValueError(f"train_batches yields {self.steps_per_epoch} batches per epoch; "
@@ -217,7 +219,7 @@ class Trainer:
         log.info("resumed from %s at step %d", path, self.step)
 
     def _open_outputs(self) -> None:
-        self.logger = MetricsLogger(self.out, enabled=self.writer, csv=self.tc.csv)
+        self.logger = MetricsLogger(self.out if self.writer else None, csv=self.tc.csv)
         if self.writer:
             self.out.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
             save_config(self.config, self.out / "config.yaml")  # type: ignore[operator]
@@ -393,17 +395,9 @@ class Trainer:
 
 
 def fit(model: nn.Module, task: Task, train_batches: BatchSource, config: RunConfig,
-        eval_batches: Any = None, *, eval_sets: Mapping[str, Any] | None = None,
-        out_dir: str | os.PathLike | None = None, resume: bool | str | os.PathLike = True,
-        callbacks: Sequence[Callback] = (), device: str | torch.device | None = None,
-        stop_after_steps: int | None = None, tokenizer: dict | None = None) -> dict[str, Any]:
+        eval_batches: Any = None, **options: Any) -> dict[str, Any]:
     """Train ``model`` on ``task`` for ``config.train``'s steps, epochs or seconds; returns the
-    summary. ``eval_sets``: named sets (the first decides ``best.pt``); ``resume``: ``True``
-    (``out_dir/last.pt``, ``prev.pt`` if damaged), a path or ``False``; ``callbacks``: events."""
-    if eval_batches is not None and eval_sets is not None:
-        raise ValueError("give eval_batches (one set) or eval_sets (named sets), not both")
-    sets = dict(eval_sets) if eval_sets is not None else \
-        ({} if eval_batches is None else {None: eval_batches})
-    return Trainer(model, task, train_batches, config, sets, out_dir=out_dir, resume=resume,
-                   callbacks=callbacks, device=device, stop_after_steps=stop_after_steps,
-                   tokenizer=tokenizer).run()
+    summary. ``options`` (see :class:`Trainer`): ``eval_sets`` (named sets, the first decides
+    ``best.pt``), ``out_dir``, ``resume`` (``True``: ``out_dir/last.pt``, ``prev.pt`` if damaged;
+    a path; ``False``), ``callbacks`` (events), ``device``, ``stop_after_steps``, ``tokenizer``."""
+    return Trainer(model, task, train_batches, config, eval_batches, **options).run()

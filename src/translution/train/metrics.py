@@ -51,25 +51,23 @@ def _jsonl(records: Iterable[dict[str, Any]]) -> str:
 
 
 class MetricsLogger:
-    """Append records to ``out_dir/metrics.jsonl`` (``None`` or ``enabled=False``, as on ranks
-    other than 0: nothing written); ``csv`` also keeps ``metrics_<event>.csv`` (:meth:`flush_csv`)."""
+    """Append records to ``out_dir/metrics.jsonl`` (``None``, as on ranks other than 0: nothing
+    written); ``csv`` also keeps ``metrics_<event>.csv`` (:meth:`flush_csv`)."""
 
-    def __init__(self, out_dir: str | os.PathLike | None, *, enabled: bool = True,
-                 csv: bool = False) -> None:
+    def __init__(self, out_dir: str | os.PathLike | None, *, csv: bool = False) -> None:
         self.path = None if out_dir is None else Path(out_dir) / "metrics.jsonl"
-        self.enabled = enabled and self.path is not None
         self.csv = csv
 
     def _file(self) -> Path | None:
         """The file when writing is on and it exists."""
-        return self.path if self.enabled and self.path.exists() else None  # type: ignore
+        return self.path if self.path is not None and self.path.exists() else None
 
     def log(self, record: dict[str, Any]) -> dict[str, Any]:
         """Append one record (tensors become floats) and return it."""
         record = {k: _jsonable(v) for k, v in record.items()}
-        if self.enabled:
-            self.path.parent.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
-            with open(self.path, "a") as f:  # type: ignore[arg-type]
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a") as f:
                 f.write(_jsonl([record]))
         return record
 

@@ -43,19 +43,18 @@ class LRSchedule:
         self.base_lrs = [g["initial_lr"] for g in optimizer.param_groups]
         units = total_steps if cfg.per == "step" else math.ceil(total_steps / steps_per_epoch)
         self.horizon = units - cfg.warmup
-        self.last_lrs = list(self.base_lrs)
 
     def update(self, step: int) -> list[float]:
         """Set and return the group learning rates of the (0-based) optimiser step ``step``."""
         t = step if self.cfg.per == "step" else step // self.steps_per_epoch
-        self.last_lrs = [lr_factor(self.cfg, t, self.horizon, b) for b in self.base_lrs]
-        for g, lr in zip(self.optimizer.param_groups, self.last_lrs):
+        lrs = [lr_factor(self.cfg, t, self.horizon, b) for b in self.base_lrs]
+        for g, lr in zip(self.optimizer.param_groups, lrs):
             g["lr"] = lr
-        return self.last_lrs
+        return lrs
 
     def state_dict(self) -> dict[str, Any]:
         """The base learning rates (the schedule itself comes from the config)."""
-        return {"base_lrs": list(self.base_lrs), "last_lrs": list(self.last_lrs)}
+        return {"base_lrs": list(self.base_lrs)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the base learning rates (``ValueError`` for another number of groups)."""
@@ -63,6 +62,6 @@ class LRSchedule:
         if len(base) != len(self.optimizer.param_groups):
             raise ValueError(f"schedule state has {len(base)} parameter groups, the optimiser "
                              f"has {len(self.optimizer.param_groups)}")
-        self.base_lrs, self.last_lrs = base, list(state.get("last_lrs", base))
+        self.base_lrs = base
         for g, b in zip(self.optimizer.param_groups, base):
             g["initial_lr"] = b
