@@ -72,10 +72,9 @@ def _train(args) -> int:
 def _eval(args) -> int:
     import torch
     from . import recipes
-    from .train import RunConfig, with_overrides
+    from .train.config import replace_settings
     model, cfg, _ = recipes.model_for_checkpoint(args.checkpoint)
-    if args.overrides:
-        cfg = RunConfig.from_dict(with_overrides(cfg.to_dict(), args.overrides))
+    cfg = replace_settings(cfg, args.overrides)
     task, _, eval_batches = recipes.build_task_and_batches(cfg, model)
     device = next(model.parameters()).device
     with torch.autocast(device.type, dtype=torch.bfloat16,     # as fit evaluated

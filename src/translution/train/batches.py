@@ -137,16 +137,12 @@ class DatasetBatches(_SeededSource):
         plan = [(derive_seed(self.seed, epoch, i, rank), idx)
                 for i, idx in enumerate(self.index_batches(epoch))][start:]
         fetcher = _BatchFetcher(self.dataset, plan, self.collate_fn, self.batch_transform)
-        if self.num_workers == 0 and not self.pin_memory:
-            yield from (fetcher[j] for j in range(len(fetcher)))
-            return
         # own generator: creating the iterator must not draw from the global torch generator
         # (that would break exact resume)
-        yield from DataLoader(fetcher, batch_size=None, shuffle=False,
-                              num_workers=self.num_workers, collate_fn=_unbatched,
-                              pin_memory=self.pin_memory,
-                              generator=torch.Generator().manual_seed(derive_seed(self.seed,
-                                                                                  epoch)))
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, epoch))
+        yield from DataLoader(fetcher, batch_size=None, num_workers=self.num_workers,
+                              collate_fn=_unbatched, pin_memory=self.pin_memory,
+                              generator=generator)
 
 
 class WindowBatches(_SeededSource):

@@ -1,7 +1,6 @@
 """Typed configuration: dataclass sections (values converted to their annotations, checked
 against their :func:`bounded` bounds, unknown keys refused naming close matches), a strict YAML
-loader and ``key=value`` overrides; :class:`RunConfig` for runs, :func:`load_settings` for presets.
-"""
+loader and ``key=value`` overrides; :class:`RunConfig` for runs, :func:`load_settings` presets."""
 
 from __future__ import annotations
 
@@ -17,9 +16,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, Mapping, Sequence, TypeVar, Union
 
 __all__ = ["Section", "bounded", "load_settings", "replace_settings", "settings_from_dict",
-           "with_overrides", "unknown_key", "read_yaml", "CONFIG_DIR", "DataConfig",
-           "OptimConfig", "ScheduleConfig", "TrainConfig", "RunConfig", "load_config",
-           "save_config"]
+           "with_overrides", "unknown_key", "CONFIG_DIR", "DataConfig", "OptimConfig",
+           "ScheduleConfig", "TrainConfig", "RunConfig", "load_config", "save_config"]
 
 #: Where named presets live (``configs/`` at the repository root).
 CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
@@ -178,23 +176,6 @@ def replace_settings(settings: T, overrides: Sequence[str]) -> T:
                               with_overrides(dataclasses.asdict(settings), overrides))
 
 
-def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    """A YAML file holding a mapping (empty: ``{}``); ValueError if missing, invalid or not a
-    mapping."""
-    import yaml
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"config file {str(p)!r} does not exist")
-    try:
-        loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ValueError(f"config file {str(p)!r} is not valid YAML: {e}") from e
-    if loaded is not None and not isinstance(loaded, dict):
-        raise ValueError(f"config file {str(p)!r} must hold a mapping at the top level, "
-                         f"got {type(loaded).__name__}")
-    return loaded or {}
-
-
 def with_overrides(values: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """A copy of the nested mapping ``values`` with ``key=value`` items applied in order: dotted
     keys (``optim.lr``), values parsed as YAML (unparsable: a string), checked later."""
@@ -209,7 +190,7 @@ def with_overrides(values: Mapping[str, Any], overrides: Sequence[str]) -> dict[
         if not all(path):
             raise ValueError(f"override key must be a dotted path like 'optim.lr', got {key!r}")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = yaml.safe_load(raw)
         except yaml.YAMLError:
             value = raw
         node = out
@@ -223,15 +204,24 @@ def with_overrides(values: Mapping[str, Any], overrides: Sequence[str]) -> dict[
 
 def load_settings(cls: type[T], preset: str | os.PathLike | None = None,
                   overrides: Sequence[str] = ()) -> T:
-    """A settings dataclass from a preset (a YAML path, a name in ``configs/``, or ``None`` for
-    the defaults) plus ``key=value`` overrides, all checked."""
-    values: dict[str, Any] = {}
+    """A settings dataclass from a preset (a YAML file holding a mapping, a name in ``configs/``,
+    or ``None`` for the defaults) plus ``key=value`` overrides, all checked."""
+    import yaml
+    values = None
     if preset is not None:
         path = Path(preset)
         if path.suffix not in (".yaml", ".yml") and not path.exists():
             path = CONFIG_DIR / f"{preset}.yaml"
-        values = read_yaml(path)
-    return settings_from_dict(cls, with_overrides(values, overrides))
+        if not path.is_file():
+            raise ValueError(f"config file {str(path)!r} does not exist")
+        try:
+            values = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise ValueError(f"config file {str(path)!r} is not valid YAML: {e}") from e
+        if values is not None and not isinstance(values, dict):
+            raise ValueError(f"config file {str(path)!r} must hold a mapping at the top level, "
+                             f"got {type(values).__name__}")
+    return settings_from_dict(cls, with_overrides(values or {}, overrides))
 
 
 PLACEMENT = Literal["static", "patch", "pixel"]

@@ -4,7 +4,6 @@ is checkpointed, so on CPU a resumed run is bit-exact. Rank 0 writes every file.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import math
@@ -98,7 +97,6 @@ def _restore(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
     """Load a checkpoint into the live objects, keeping (and logging) the new config's optimiser
     settings; a checkpoint of another optimiser is refused."""
     fresh = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
-    fresh_base = list(schedule.base_lrs)
     obj = load_checkpoint(path, model, optimizer, schedule, rank=rank, restore_rng=True)
     saved = ((obj.get("config") or {}).get("optim") or {}).get("name")
     if saved not in (None, optim_name) or any(
@@ -107,14 +105,13 @@ def _restore(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                          f"asks for {optim_name!r}. Resuming with another optimiser is not "
                          f"supported: set optim.name={saved} or start afresh (--restart, "
                          f"resume=False or another output folder)")
-    changes = {} if schedule.base_lrs == fresh_base else {
-        "lr": (schedule.base_lrs[0], fresh_base[0])}
+    changes: dict[str, tuple[Any, Any]] = {}
     for group, new in zip(optimizer.param_groups, fresh):
-        for key, value in new.items():
-            if key not in ("lr", "initial_lr") and group[key] != value:
-                changes.setdefault(key, (group[key], value))
-        group.update(new)  # lr: set by the schedule before the next step
-    schedule.base_lrs = fresh_base
+        for key, value in new.items():        # lr: set by the schedule before the next step
+            if key != "lr" and group[key] != value:
+                changes.setdefault("lr" if key == "initial_lr" else key, (group[key], value))
+        group.update(new)
+    schedule.base_lrs = [g["initial_lr"] for g in optimizer.param_groups]
     if changes:
         log.warning("resuming %s with the new optimiser settings: %s", path, ", ".join(
             f"optim.{k} {old!r} -> {new!r}" for k, (old, new) in changes.items()))
@@ -168,8 +165,8 @@ class Trainer:
                                    self.total_steps)
         self.fwd: nn.Module = torch.compile(self.raw) if tc.compile else self.raw
         self.train_model = wrap_model(self.fwd, self.info)
-        self.autocast = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) \
-            if tc.precision == "bf16" else contextlib.nullcontext
+        bf16 = tc.precision == "bf16"
+        self.autocast = lambda: torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16)
         self.step, self.run_steps, self.best, self.resumed_from = 0, 0, None, None
         self.last_evals: dict[str | None, dict] = {}
         self.last_eval_step, self.last_train = -1, None
