@@ -10,9 +10,8 @@ from .distributed import (DistInfo, cleanup_distributed, setup_distributed, unwr
                           wrap_model)
 from .loop import count_parameters, fit, to_device
 from .metrics import MetricsLogger, read_metrics, topk_correct
-from .optim import build_optimizer
+from .optim import LRSchedule, build_optimizer
 from .rng import capture_rng_state, derive_seed, restore_rng_state, seed_everything
-from .schedule import LRSchedule
 from .tasks import ClassificationTask, LanguageModelTask, Task
 
 __all__ = [

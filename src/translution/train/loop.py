@@ -25,9 +25,8 @@ from .config import RunConfig, save_config
 from .distributed import (DistInfo, all_gather_objects, all_reduce_sums, barrier,
                           setup_distributed, unwrap_model, wrap_model)
 from .metrics import MetricsLogger
-from .optim import build_optimizer
+from .optim import LRSchedule, build_optimizer
 from .rng import capture_rng_state, preserved_rng, seed_everything
-from .schedule import LRSchedule
 from .tasks import Task
 
 __all__ = ["Trainer", "fit", "to_device", "count_parameters"]
