@@ -144,13 +144,13 @@ def remove_run_temporaries(out_dir: str | os.PathLike) -> int:
     return sum(remove_stale_temporaries(Path(out_dir) / name) for name in names)
 
 
-def resume_checkpoint(out_dir: str | os.PathLike | None, explicit: str | os.PathLike | None,
+def resume_checkpoint(out_dir: str | os.PathLike | None, resume: bool | str | os.PathLike,
                       load: Callable[[Path], dict]) -> tuple[Path, dict[str, Any]] | None:
-    """``(path, load(path))`` of the checkpoint to resume from, or ``None``: ``explicit`` as it
-    is, else ``out_dir/last.pt`` or, when missing or damaged, ``prev.pt`` (with a warning)."""
-    if explicit is not None:
-        return Path(explicit), load(Path(explicit))
-    if out_dir is None:
+    """``(path, load(path))`` of the checkpoint to resume from, or ``None``: ``resume`` if a path,
+    else (if true) ``out_dir/last.pt`` or, when missing or damaged, ``prev.pt`` (with a warning)."""
+    if isinstance(resume, (str, os.PathLike)):
+        return Path(resume), load(Path(resume))
+    if not resume or out_dir is None:
         return None
     last, prev = Path(out_dir) / "last.pt", Path(out_dir) / "prev.pt"
     if not last.exists() and not prev.exists():

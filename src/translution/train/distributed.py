@@ -19,12 +19,10 @@ __all__ = ["DistInfo", "setup_distributed", "cleanup_distributed", "wrap_model",
 
 @dataclass(frozen=True)
 class DistInfo:
-    """Where this process stands in a (possibly one-process) job; ``local_rank`` selects the
-    CUDA device."""
+    """Where this process stands in a (possibly one-process) job."""
 
     rank: int = 0
     world_size: int = 1
-    local_rank: int = 0
     device: torch.device = torch.device("cpu")
 
     @property
@@ -66,7 +64,7 @@ def setup_distributed(device: str | torch.device | None = None) -> DistInfo:
         atexit.register(_destroy_at_exit)
     if _is_initialized():
         rank, world = dist.get_rank(), dist.get_world_size()
-    return DistInfo(rank, world, local, info_device)
+    return DistInfo(rank, world, info_device)
 
 
 def cleanup_distributed() -> None:

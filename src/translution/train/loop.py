@@ -80,10 +80,9 @@ class _Window:
 
 def _resolve_best(task: Task, metric: str | None, mode: str) -> tuple[str, str]:
     """The metric deciding ``best.pt`` and its direction (``"auto"``: from the task)."""
-    if metric is None:
-        metric, default_mode = task.default_best
-        return metric, default_mode if mode == "auto" else mode
-    modes = getattr(task, "metric_modes", {})
+    default, default_mode = task.default_best
+    modes = {**getattr(task, "metric_modes", {}), default: default_mode}
+    metric = metric or default
     if mode == "auto" and metric not in modes:
         raise ValueError(f"train.best_mode='auto' cannot tell whether {metric!r} should be "
                          f"minimised or maximised; known metrics {modes}; set train.best_mode "
@@ -193,8 +192,7 @@ class Trainer:
     def _resume(self) -> None:
         if self.writer:
             remove_run_temporaries(self.out)  # type: ignore[arg-type]
-        explicit = self.resume if isinstance(self.resume, (str, os.PathLike)) else None
-        found = resume_checkpoint(self.out if self.resume else None, explicit, lambda p: _restore(
+        found = resume_checkpoint(self.out, self.resume, lambda p: _restore(
             p, self.raw, self.optimizer, self.schedule, self.info.rank, self.config.optim.name))
         if found is None:
             return
@@ -204,9 +202,8 @@ class Trainer:
         self.last_evals = extra.get("last_evals") or {None: extra.get("last_eval")}
         self.last_eval_step = int(extra.get("last_eval_step", -1))
         self.window.load(extra.get("window", {}), self.info.device)
-        saved_spe = extra.get("steps_per_epoch")
-        if saved_spe is not None and saved_spe != self.steps_per_epoch:
-            warnings.warn(f"{path}: saved with {saved_spe} steps per epoch, now "
+        if extra.get("steps_per_epoch", self.steps_per_epoch) != self.steps_per_epoch:
+            warnings.warn(f"{path}: saved with {extra['steps_per_epoch']} steps per epoch, now "
                           f"{self.steps_per_epoch}; epochs will not line up with the first run",
                           stacklevel=3)
         if self.best is not None and self.best.get("metric") != self.best_metric:

@@ -112,18 +112,16 @@ def read_metrics(path: str | os.PathLike, event: str | None = None) -> list[dict
     return out
 
 
-def write_csv(jsonl_path: str | os.PathLike) -> list[Path]:
-    """Write one CSV per event kind next to a ``metrics.jsonl`` file; return the paths."""
+def write_csv(jsonl_path: str | os.PathLike) -> None:
+    """Write ``metrics_<event>.csv``, one per event kind, next to a ``metrics.jsonl`` file."""
     p = Path(jsonl_path)
     by_event: dict[str, list[dict[str, Any]]] = {}
     for r in read_metrics(p):
         by_event.setdefault(str(r.get("event", "record")), []).append(r)
-    written = []
     for event, recs in by_event.items():
         columns = list(dict.fromkeys(k for r in recs for k in r if k != "event"))
         text = io.StringIO(newline="")
         w = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore")
         w.writeheader()
         w.writerows(recs)
-        written.append(atomic_write_text(p.with_name(f"metrics_{event}.csv"), text.getvalue()))
-    return written
+        atomic_write_text(p.with_name(f"metrics_{event}.csv"), text.getvalue())

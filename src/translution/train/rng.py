@@ -24,16 +24,15 @@ def _seed_cpu(seed: int) -> None:
     torch.random.default_generator.manual_seed(seed)
 
 
-def seed_everything(seed: int, *, deterministic: bool = False) -> int:
-    """Seed Python, NumPy and torch (CPU and every CUDA device) with ``seed`` (an int >= 0) and
-    return it; ``deterministic`` also asks torch for deterministic algorithms (warn only)."""
+def seed_everything(seed: int, *, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and torch (CPU and every CUDA device) with ``seed`` (an int >= 0);
+    ``deterministic`` also asks torch for deterministic algorithms (warn only)."""
     seed = check_int("seed", seed, 0)
     _seed_cpu(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
-    return seed
 
 
 def derive_seed(*parts: int) -> int:
