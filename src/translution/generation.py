@@ -35,8 +35,7 @@ def top_k_filter(logits: torch.Tensor, k: Optional[int]) -> torch.Tensor:
 def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: Optional[int] = None,
                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """The next token ``(B, 1)`` of each row of ``logits`` ``(B, V)``: the argmax for
-    ``temperature=0``, else a sample of ``softmax(logits / temperature)`` among the ``top_k``
-    most likely tokens, deterministic given ``generator``'s state."""
+    ``temperature=0``, else a ``generator`` sample of ``softmax(logits / temperature)`` (top k)."""
     _check_sampling(temperature, top_k)
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
     if temperature == 0:

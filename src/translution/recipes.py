@@ -1,5 +1,4 @@
-"""From a :class:`~translution.train.RunConfig` to a model, a task and batch sources
-(``config.data.dataset``: see :class:`~translution.train.config.DataConfig`)."""
+"""From a :class:`~translution.train.RunConfig` to a model, a task and batch sources."""
 
 from __future__ import annotations
 

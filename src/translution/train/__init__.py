@@ -1,6 +1,5 @@
-"""One training loop for classification and language modelling (:func:`fit`), with typed
-configs (``config``), tasks, deterministic batch sources, optimiser and schedule, validated
-checkpoints, ``metrics.jsonl``, torchrun/DDP and RNG state."""
+"""One training loop (:func:`fit`) for classification and language modelling: typed configs,
+deterministic batch sources, validated checkpoints, ``metrics.jsonl``, torchrun/DDP."""
 
 from .batches import BatchSource, DatasetBatches, WindowBatches, token_windows
 from .checkpoint import load_checkpoint, save_checkpoint

@@ -71,9 +71,9 @@ def _check_archive(path: Path) -> None:
                          f"changed after it was written); refusing to load it")
 
 
-def _torch_load(path: Path, map_location: Any) -> Any:
+def _torch_load(path: Path) -> Any:
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch.load raises many kinds of error on a damaged file
         if isinstance(e, pickle.UnpicklingError) and "Weights only load failed" in str(e):
             names = sorted(set(re.findall(r"GLOBAL ([\w.]+)", str(e)))) or ["unknown objects"]
@@ -85,13 +85,13 @@ def _torch_load(path: Path, map_location: Any) -> Any:
         raise _bad(path, f"is corrupt or truncated ({type(e).__name__}: {first})") from e
 
 
-def _read(path: Path, map_location: Any) -> dict[str, Any]:
+def _read(path: Path) -> dict[str, Any]:
     problem = ("does not exist" if not path.exists() else "is not a file" if not path.is_file()
                else "is empty" if path.stat().st_size == 0 else None)
     if problem:
         raise _bad(path, f"{problem}; {_EXPECTED}")
     _check_archive(path)
-    obj = _torch_load(path, map_location)
+    obj = _torch_load(path)
     if not isinstance(obj, dict):
         raise _bad(path, f"holds a {type(obj).__name__}; {_EXPECTED}")
     missing = [k for k in REQUIRED_KEYS if k not in obj]
@@ -116,18 +116,14 @@ def _load_part(path: Path, what: str, target: str, state: Any, load: Callable) -
 
 def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None,
                     optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None, *,
-                    rank: int = 0, restore_rng: bool = False, map_location: Any = "cpu"
-                    ) -> dict[str, Any]:
-    """Read and validate a checkpoint (returned), loading it into the given live objects
-    (wrappers stripped) and, with ``restore_rng``, restoring saved RNG ``rank % saved``.
-    A missing, damaged or foreign file, or one that does not fit, is a ValueError."""
+                    rank: int = 0, restore_rng: bool = False) -> dict[str, Any]:
+    """Read and validate a checkpoint (returned, on the CPU), loading it into the given live
+    objects (wrappers stripped) and, with ``restore_rng``, the saved RNG ``rank % saved``; a
+    missing, damaged, foreign or unfitting file is a ValueError."""
     p = Path(path)
-    obj = _read(p, map_location)
-    if model is not None:
-        model = unwrap_model(model)
-        _load_part(p, "model", f"model {type(model).__name__}", obj["model"],
-                   model.load_state_dict)
-    for what, target in (("optimizer", optimizer), ("scheduler", scheduler)):
+    obj = _read(p)
+    model = None if model is None else unwrap_model(model)
+    for what, target in (("model", model), ("optimizer", optimizer), ("scheduler", scheduler)):
         if target is not None:
             _load_part(p, what, f"{what} {type(target).__name__}", obj[what],
                        target.load_state_dict)

@@ -1,6 +1,6 @@
-"""Typed configuration: dataclass sections (values converted to their annotations, checked
-against their :func:`bounded` bounds, unknown keys refused naming close matches), a strict YAML
-loader and ``key=value`` overrides; :class:`RunConfig` for runs, :func:`load_settings` presets."""
+"""Typed configuration: dataclass sections (values converted to their annotations and checked
+against their :func:`bounded` bounds, unknown keys refused naming close matches), YAML presets
+(:func:`load_settings`) and ``key=value`` overrides; :class:`RunConfig` for runs."""
 
 from __future__ import annotations
 
@@ -28,8 +28,7 @@ _BOUND_OPS = {"ge": (operator.ge, ">="), "gt": (operator.gt, ">"), "le": (operat
 
 def bounded(default: Any, *, ge: float | None = None, gt: float | None = None,
             le: float | None = None, lt: float | None = None) -> Any:
-    """A dataclass field whose value (each element of a tuple/list) must satisfy the bounds;
-    ``None`` is not checked."""
+    """A dataclass field whose value (or each element) must satisfy the bounds (``None``: not)."""
     bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
     return field(default=default, metadata={"bounds": bounds})
 
@@ -367,8 +366,7 @@ class RunConfig(Section):
 
 def load_config(path: str | os.PathLike | None = None,
                 overrides: Sequence[str] = ()) -> RunConfig:
-    """A YAML run configuration (a path, a name in ``configs/``, or ``None``: the defaults)
-    with ``key=value`` overrides applied, all checked."""
+    """:func:`load_settings` of a :class:`RunConfig` (a YAML path, a preset name or ``None``)."""
     return load_settings(RunConfig, path or None, overrides)
 
 

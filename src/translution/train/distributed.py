@@ -25,11 +25,6 @@ class DistInfo:
     world_size: int = 1
     device: torch.device = torch.device("cpu")
 
-    @property
-    def is_main(self) -> bool:
-        """True on rank 0, the process that writes files."""
-        return self.rank == 0
-
 
 def _env_int(name: str, default: int) -> int:
     raw = os.environ.get(name) or str(default)
@@ -91,8 +86,7 @@ def _is_dist() -> bool:
 
 
 def wrap_model(model: nn.Module, info: DistInfo) -> nn.Module:
-    """``model`` (already on ``info.device``) in ``DistributedDataParallel`` when distributed;
-    DDP broadcasts rank 0's weights."""
+    """``model`` (on ``info.device``) in DDP when distributed (DDP broadcasts rank 0's weights)."""
     if not _is_dist():
         return model
     ids = [info.device.index] if info.device.type == "cuda" else None
@@ -111,8 +105,7 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 
 
 def all_reduce_sums(values: dict[str, float]) -> dict[str, float]:
-    """Sum each value (same names on every rank) over all ranks (identity when not distributed),
-    on the current CUDA device for NCCL, else on the CPU."""
+    """Sum each value (same names on every rank) over all ranks; identity when not distributed."""
     if not _is_dist() or not values:
         return dict(values)
     names = sorted(values)

@@ -117,8 +117,7 @@ def _restore(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
 
 
 class Trainer:
-    """One training run (the arguments of :func:`fit`); :meth:`run` trains and returns a
-    summary."""
+    """One training run (the arguments of :func:`fit`); :meth:`run` trains, returns a summary."""
 
     def __init__(self, model: nn.Module, task: Task, train_batches: BatchSource,
                  config: RunConfig, eval_batches: Any = None, *,
@@ -149,7 +148,7 @@ class Trainer:
         self.total_steps = tc.max_steps or tc.epochs * self.steps_per_epoch
         self.out = Path(out_dir) if out_dir is not None else \
             (Path(tc.out_dir) if tc.out_dir else None)
-        self.writer = self.info.is_main and self.out is not None
+        self.writer = self.info.rank == 0 and self.out is not None   # rank 0 writes every file
         if self.out is not None:
             config = dataclasses.replace(config,
                                          train=dataclasses.replace(tc, out_dir=str(self.out)))
@@ -220,7 +219,7 @@ class Trainer:
                 self.logger.reset()
             else:
                 self.logger.truncate_after(self.step)
-        show = self.tc.progress and self.info.is_main and sys.stderr.isatty()
+        show = self.tc.progress and self.info.rank == 0 and sys.stderr.isatty()
         self.pbar = tqdm(total=self.total_steps, initial=self.step, disable=not show,
                          dynamic_ncols=True, desc="train")
 
@@ -315,7 +314,7 @@ class Trainer:
         return lr
 
     def _due(self, every: int, every_epochs: int) -> bool:
-        """Whether this step ends a period of ``every`` steps or ``every_epochs`` epochs (0: off)."""
+        """Whether the step ends a period of ``every`` steps or ``every_epochs`` epochs (0: off)."""
         epochs, rest = divmod(self.step, self.steps_per_epoch)
         return bool(every and self.step % every == 0 or
                     rest == 0 and every_epochs and epochs % every_epochs == 0)
@@ -341,16 +340,14 @@ class Trainer:
         """Train from the current step to the end of its epoch (or until the run stops)."""
         epoch, offset = divmod(self.step, self.steps_per_epoch)
         it = iter(self.train_batches.batches(epoch, offset))
-        got_any = False
         try:
             for batch in it:
-                got_any = True
                 if self.after_step(self.train_step(batch)):
                     break
         finally:
             if callable(getattr(it, "close", None)):
                 it.close()
-        if not got_any:
+        if self.step == epoch * self.steps_per_epoch + offset:
             raise ValueError(f"train_batches.batches({epoch}, start={offset}) yielded no batch "
                              f"although len(train_batches) = {self.steps_per_epoch}")
 

@@ -72,8 +72,7 @@ class MetricsLogger:
         return record
 
     def truncate_after(self, step: int) -> None:
-        """Drop records with ``step > step`` (written after an interrupted run's last
-        checkpoint), so a resumed run does not duplicate them."""
+        """Drop records after ``step`` (an interrupted run's last checkpoint) before resuming."""
         if path := self._file():
             atomic_write_text(path, _jsonl(r for r in read_metrics(path)
                                            if int(r.get("step", 0)) <= step))

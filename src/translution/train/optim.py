@@ -1,6 +1,5 @@
-"""The optimiser and the learning-rate schedule of a run; schedules are pure functions of the
-global step (resuming needs only the base rates): ``step`` equals PyTorch's ``StepLR``,
-``cosine`` its ``CosineAnnealingLR``."""
+"""Optimiser and learning rate, a pure function of the global step (resuming needs only the base
+rates): the ``step`` schedule equals PyTorch's ``StepLR``, ``cosine`` its ``CosineAnnealingLR``."""
 
 from __future__ import annotations
 
