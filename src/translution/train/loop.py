@@ -52,32 +52,6 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in unwrap_model(model).parameters())
 
 
-class _Window:
-    """Sums of training values over the current logging window (kept on device)."""
-
-    def __init__(self, start: float = 0.0) -> None:
-        self.sums: dict[str, torch.Tensor | float] = {}
-        self.count, self.start = 0, start
-
-    def add(self, values: dict[str, Any]) -> None:
-        for k, v in values.items():
-            v = v.detach().float() if isinstance(v, torch.Tensor) else float(v)
-            self.sums[k] = self.sums[k] + v if k in self.sums else v
-        self.count += 1
-
-    def floats(self) -> dict[str, float]:
-        return {k: float(v) for k, v in self.sums.items()}
-
-    def state(self) -> dict[str, Any]:
-        return {"sums": self.floats(), "count": self.count}
-
-    def load(self, state: dict[str, Any], device: torch.device) -> None:
-        # float32 -> Python float -> float32 is exact, so the sums continue bit for bit
-        self.sums = {k: torch.tensor(v, dtype=torch.float32, device=device)
-                     for k, v in state.get("sums", {}).items()}
-        self.count = int(state.get("count", 0))
-
-
 def _resolve_best(task: Task, metric: str | None, mode: str) -> tuple[str, str]:
     """The metric deciding ``best.pt`` and its direction (``"auto"``: from the task)."""
     default, default_mode = task.default_best
@@ -169,7 +143,9 @@ class Trainer:
         self.last_eval_step, self.last_train = -1, None
         self.stopped = self.budget_spent = False
         self.base_elapsed, self.wall, self.paused = 0.0, Stopwatch(), Stopwatch()
-        self.window = _Window()
+        # the logging window: sums of the training values (on the device), steps, start
+        self.window_sums: dict[str, torch.Tensor | float] = {}
+        self.window_steps, self.window_start = 0, 0.0
 
     def elapsed(self) -> float:
         """Training seconds so far (summed over resumes; evaluation and checkpoints excluded)."""
@@ -184,6 +160,9 @@ class Trainer:
     def emit(self, event: dict[str, Any]) -> None:
         for cb in self.callbacks:
             cb(event)
+
+    def _window_floats(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self.window_sums.items()}
 
     def _epoch(self) -> float:
         return round(self.step / self.steps_per_epoch, 6)
@@ -200,7 +179,10 @@ class Trainer:
         self.base_elapsed = float(extra.get("elapsed", 0.0))
         self.last_evals = extra.get("last_evals") or {None: extra.get("last_eval")}
         self.last_eval_step = int(extra.get("last_eval_step", -1))
-        self.window.load(extra.get("window", {}), self.info.device)
+        window = extra.get("window", {})   # float32 -> float -> float32: continues bit for bit
+        self.window_sums = {k: torch.tensor(v, dtype=torch.float32, device=self.info.device)
+                            for k, v in window.get("sums", {}).items()}
+        self.window_steps = int(window.get("count", 0))
         if extra.get("steps_per_epoch", self.steps_per_epoch) != self.steps_per_epoch:
             warnings.warn(f"{path}: saved with {extra['steps_per_epoch']} steps per epoch, now "
                           f"{self.steps_per_epoch}; epochs will not line up with the first run",
@@ -230,10 +212,10 @@ class Trainer:
             if self.writer:
                 path = self.out / f"{kind}.pt"  # type: ignore[operator]
                 extra = {"steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps,
-                         "elapsed": self.elapsed(), "window": self.window.state(),
+                         "elapsed": self.elapsed(), "last_eval_step": self.last_eval_step,
+                         "window": {"sums": self._window_floats(), "count": self.window_steps},
                          "last_eval": next(iter(self.last_evals.values()), None),
-                         "last_evals": self.last_evals, "last_eval_step": self.last_eval_step,
-                         "world_size": self.info.world_size}
+                         "last_evals": self.last_evals, "world_size": self.info.world_size}
                 save_checkpoint(path, model=self.raw, optimizer=self.optimizer,
                                 scheduler=self.schedule, keep_previous=kind == "last",
                                 step=self.step, epoch=self.step // self.steps_per_epoch,
@@ -278,18 +260,18 @@ class Trainer:
 
     def log_train(self, lr: float) -> None:
         """Write the mean of the training values over the logging window."""
-        sums, count = self.window.floats(), self.window.count
+        sums, count = self._window_floats(), self.window_steps
         if count == 0:
             return
         world = self.info.world_size                # all_reduce_sums: identity on one process
         means = {k: v / world / count for k, v in all_reduce_sums(sums).items()}
-        dt = max(self.elapsed() - self.window.start, 0.0) / count
+        dt = max(self.elapsed() - self.window_start, 0.0) / count
         self.last_train = self.logger.log({
             "event": "train", "step": self.step, "epoch": self._epoch(), "lr": lr, **means,
             "step_time": round(dt, 6), "time": round(self.elapsed(), 3)})
         self.emit(self.last_train)
         self.pbar.set_postfix(loss=f"{means.get('loss', float('nan')):.4f}", lr=f"{lr:.3g}")
-        self.window = _Window(self.elapsed())
+        self.window_sums, self.window_steps, self.window_start = {}, 0, self.elapsed()
 
     def train_step(self, batch: Any) -> float:
         """One optimiser step on ``batch``; returns the learning rate used."""
@@ -306,7 +288,10 @@ class Trainer:
         self.optimizer.step()
         self.step += 1
         self.run_steps += 1
-        self.window.add(values)
+        for k, v in values.items():
+            v = v.detach().float() if isinstance(v, torch.Tensor) else float(v)
+            self.window_sums[k] = self.window_sums[k] + v if k in self.window_sums else v
+        self.window_steps += 1
         self.pbar.update(1)
         if self.callbacks:
             self.emit({"event": "step", "step": self.step, "epoch": self._epoch(),
@@ -356,7 +341,7 @@ class Trainer:
         self._resume()
         self._open_outputs()
         self.check_budget()
-        self.window.start = self.elapsed()
+        self.window_start = self.elapsed()
         try:
             with self.wall:
                 if self.tc.eval_at_start and self.eval_sets and self.step == 0:
