@@ -26,26 +26,22 @@ def _bench_op(args) -> int:
     return 0
 
 
-def _settings(args, module):
-    """The ``--preset`` (``--full``: ``full``; default ``quick``) with ``--seeds`` and ``--set``."""
+def _experiment(args) -> int:
+    """Run an experiment with its ``--preset`` (``--full``: ``full``; default ``quick``),
+    ``--seeds`` and ``--set`` items."""
+    import importlib
     from .train.config import CONFIG_DIR, load_settings
+    prefix = args.experiment.replace("-", "_")
+    module = importlib.import_module(f".experiments.{prefix}", __package__)
     name = args.preset or ("full" if args.full else "quick")
-    prefix = module.__name__.rsplit(".", 1)[1]
     path = Path(name) if name.endswith((".yaml", ".yml")) else CONFIG_DIR / f"{prefix}_{name}.yaml"
     if not path.is_file():
         names = sorted(p.stem[len(prefix) + 1:] for p in CONFIG_DIR.glob(f"{prefix}_*.yaml"))
-        raise ValueError(f"unknown preset {name!r}; available: {', '.join(names)} (or a YAML "
-                         f"file)")
+        raise ValueError(f"unknown preset {name!r}; available: {', '.join(names)} (or a YAML file)")
     seeds = [] if args.seeds is None else [f"seeds={args.seeds}"]
-    return load_settings(type(module.QUICK), path, seeds + (args.set or []))
-
-
-def _experiment(args) -> int:
-    import importlib
-    module = importlib.import_module(f".experiments.{args.experiment.replace('-', '_')}",
-                                     __package__)
+    settings = load_settings(type(module.QUICK), path, seeds + (args.set or []))
     extra = {"data_root": args.data} if args.experiment == "dynamic-mnist" else {}
-    module.run(Path(args.out), _settings(args, module), **extra)
+    module.run(Path(args.out), settings, **extra)
     return 0
 
 
@@ -54,9 +50,6 @@ def _train(args) -> int:
     from . import recipes
     from .train import cleanup_distributed, fit, load_config
     cfg = load_config(args.config, args.overrides)
-    if not cfg.model:
-        raise ValueError("model.name is not set; expected a registered model (see "
-                         "`translution models`), e.g. model.name=vit_mnist_translution")
     torch.manual_seed(cfg.train.seed)
     model, task, train_batches, eval_batches = recipes.build(cfg)
     out = cfg.train.out_dir or f"runs/{cfg.model['name']}"
@@ -146,8 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="translution",
         description="Translution: relative attention with a weight per offset (arXiv 2510.10060).")
-    parser.add_argument("--debug", action="store_true",
-                        help="show the full traceback of an error")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     bench = sub.add_parser("bench", help="benchmarks")

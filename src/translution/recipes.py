@@ -18,15 +18,15 @@ def build_model(model_cfg: Dict[str, Any]) -> nn.Module:
     """``{"name": ..., **overrides}`` → the registered model."""
     from .models import create_model
     if not isinstance(model_cfg, dict) or "name" not in model_cfg:
-        raise ValueError(f"config.model must be a mapping with a 'name' (a registered model, "
-                         f"see `translution models`), got {model_cfg!r}")
+        raise ValueError(f"model.name is not set; expected a registered model (see `translution "
+                         f"models`), e.g. model.name=vit_mnist_translution; got {model_cfg!r}")
     return create_model(model_cfg["name"], **{k: v for k, v in model_cfg.items() if k != "name"})
 
 
 def _model_section(cfg: RunConfig) -> Dict[str, Any]:
     """``cfg.model``, whose ``vocab_size`` defaults to the corpus' for text data."""
     model_cfg = dict(cfg.model)
-    if cfg.data.dataset in TEXT_DATASETS and "vocab_size" not in model_cfg:
+    if cfg.data.dataset in TEXT_DATASETS and "name" in model_cfg and "vocab_size" not in model_cfg:
         from .data.text import read_meta
         model_cfg["vocab_size"] = int(read_meta(text_dir(cfg))["vocab_size"])
     return model_cfg

@@ -64,8 +64,7 @@ def _check_archive(path: Path) -> None:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
-        raise _bad(path, f"is corrupt or truncated (not a complete torch.save archive: {e})"
-                   ) from e
+        raise _bad(path, f"is corrupt or truncated (not a complete torch.save archive: {e})") from e
     if bad is not None:
         raise _bad(path, f"is damaged: its member {bad!r} fails its CRC-32 check (the file "
                          f"changed after it was written); refusing to load it")

@@ -258,8 +258,7 @@ class DataConfig(Section):
     def check(self) -> None:
         need = {"text": "dir", "imagefolder": "root"}.get(self.dataset or "")
         if need and getattr(self, need) is None:
-            raise ValueError(f"data.{need} is required when data.dataset is "
-                             f"{self.dataset!r}")
+            raise ValueError(f"data.{need} is required when data.dataset is {self.dataset!r}")
 
 
 @dataclass

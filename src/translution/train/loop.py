@@ -109,8 +109,7 @@ class Trainer:
         if stop_after_steps is not None and stop_after_steps < 1:
             raise ValueError(f"stop_after_steps must be >= 1 or None, got {stop_after_steps}")
         tc = self.tc = config.train
-        self.info: DistInfo = setup_distributed(device=device if device is not None
-                                                else tc.device)
+        self.info: DistInfo = setup_distributed(device if device is not None else tc.device)
         seed_everything(tc.seed + self.info.rank, deterministic=tc.deterministic)
         self.task, self.train_batches = task, train_batches
         self.eval_sets: dict[str | None, Any] = dict(eval_sets) if eval_sets is not None else \
@@ -308,8 +307,7 @@ class Trainer:
         """Log, evaluate and checkpoint as configured; ``True`` ends the current epoch pass."""
         tc = self.tc
         final = self.check_budget() or self.step >= self.total_steps
-        self.stopped = self.stop_after_steps is not None and \
-            self.run_steps >= self.stop_after_steps
+        self.stopped = self.stop_after_steps is not None and self.run_steps >= self.stop_after_steps
         # no extra record when stopping early: the logging window is checkpointed and a
         # resumed run logs exactly what an uninterrupted one would
         if final or self._due(tc.log_every, 0):

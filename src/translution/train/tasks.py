@@ -165,5 +165,4 @@ class LanguageModelTask:
                 sums["tokens"] += float((y != self.ignore_index).sum())
         sums, n = _reduced(sums, reduce, "tokens", "scored no tokens")
         loss = sums["loss_sum"] / n
-        return {"loss": loss, "ppl": math.exp(loss) if loss < 700 else math.inf,
-                "tokens": int(n)}
+        return {"loss": loss, "ppl": math.exp(loss) if loss < 700 else math.inf, "tokens": int(n)}
