@@ -199,8 +199,7 @@ USER_ERRORS = (ValueError, TypeError, KeyError, OSError)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Run the command line; configuration, data and checkpoint errors print one line to stderr
-    and return 2 (``--debug`` shows the traceback instead)."""
+    """Run the command line; :data:`USER_ERRORS` print one line to stderr and return 2."""
     argv = sys.argv[1:] if argv is None else list(argv)
     rest = argv[1:] if argv[:1] == ["--debug"] else argv
     if rest[:2] == ["bench", "lm"]:                 # its own parser (translution bench lm -h)

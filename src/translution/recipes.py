@@ -75,8 +75,7 @@ def text_dir(cfg: RunConfig) -> Path:
     try:
         read_meta(out)
     except (FileNotFoundError, ValueError):
-        train_texts, val_texts = austen_corpus(data.val_novel)
-        prepare_corpus(train_texts, val_texts, out, tokenizer=data.tokenizer)
+        prepare_corpus(*austen_corpus(data.val_novel), out, tokenizer=data.tokenizer)
     return out
 
 
@@ -126,7 +125,7 @@ def model_for_checkpoint(path) -> Tuple[nn.Module, RunConfig, dict]:
     from .models import model_from_config
     from .train import load_checkpoint
     obj = load_checkpoint(path)
-    cfg = RunConfig.from_dict(obj["config"]) if obj.get("config") else RunConfig()
+    cfg = RunConfig.from_dict(obj["config"])                  # None: the defaults
     if obj["model_config"] is not None:
         model = model_from_config(obj["model_config"])
     elif cfg.model:

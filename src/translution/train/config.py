@@ -157,8 +157,7 @@ def _plain(value: Any) -> Any:
 
 
 def settings_from_dict(cls: type[T], values: Mapping[str, Any] | None, where: str = "") -> T:
-    """``cls(**values)`` for a dataclass ``cls``, every value checked, unknown keys refused
-    (ValueError naming close matches; TypeError for a wrong type)."""
+    """``cls(**values)`` for a dataclass ``cls``, every value checked, unknown keys refused."""
     if isinstance(values, cls):
         return values
     where, values = where or getattr(cls, "where", ""), {} if values is None else values
@@ -325,8 +324,7 @@ class TrainConfig(Section):
 
 
 def check_model_section(values: Mapping[str, Any]) -> dict[str, Any]:
-    """``{"name": <registered model>, **fields}`` checked against the model's config class
-    (ValueError for an unknown model or field, with close matches; TypeError for a type)."""
+    """``{"name": <registered model>, **fields}`` checked against the model's config class."""
     if not values:
         return {}
     from ..models import get_model_config

@@ -63,8 +63,7 @@ def setup_distributed(device: str | torch.device | None = None) -> DistInfo:
 
 
 def cleanup_distributed() -> None:
-    """Wait for every rank (so none closes its connections while another is inside a
-    collective), then destroy the process group if one was initialised."""
+    """Destroy the process group, if any, after a barrier (no rank leaves amid a collective)."""
     if _is_initialized():
         barrier()
         dist.destroy_process_group()

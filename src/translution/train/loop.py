@@ -262,8 +262,7 @@ class Trainer:
         sums, count = self._window_floats(), self.window_steps
         if count == 0:
             return
-        world = self.info.world_size                # all_reduce_sums: identity on one process
-        means = {k: v / world / count for k, v in all_reduce_sums(sums).items()}
+        means = {k: v / self.info.world_size / count for k, v in all_reduce_sums(sums).items()}
         dt = max(self.elapsed() - self.window_start, 0.0) / count
         self.last_train = self.logger.log({
             "event": "train", "step": self.step, "epoch": self._epoch(), "lr": lr, **means,

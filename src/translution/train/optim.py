@@ -22,10 +22,9 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
         raise ValueError(f"model {type(model).__name__} has no trainable parameters")
     groups = [{"params": params, "weight_decay": cfg.weight_decay}]
     if not cfg.decay_1d and cfg.weight_decay:
-        groups = [g for g in ({"params": [p for p in params if p.ndim >= 2],
-                               "weight_decay": cfg.weight_decay},
-                              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0})
-                  if g["params"]]
+        groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+                  {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+        groups = [g for g in groups if g["params"]]
     eps = {} if cfg.eps is None else {"eps": cfg.eps}
     if cfg.name == "adadelta":
         return torch.optim.Adadelta(groups, lr=cfg.lr, rho=cfg.rho, **eps)
