@@ -1,6 +1,6 @@
 """The training loop (:func:`fit` runs a :class:`Trainer`): step ``s`` is batch
 ``s % steps_per_epoch`` of epoch ``s // steps_per_epoch`` and all else that decides the next step
-is checkpointed, so on CPU a resumed run is bit-exact. Rank 0 writes every file."""
+is checkpointed, so on CPU a resumed run is bit-exact."""
 
 from __future__ import annotations
 

@@ -91,8 +91,7 @@ class MetricsLogger:
 def read_metrics(path: str | os.PathLike, event: str | None = None) -> list[dict[str, Any]]:
     """The records of ``metrics.jsonl`` (of one ``event`` kind); a torn last line (an
     interrupted write) is dropped with a warning, any other bad line is a ValueError."""
-    p = Path(path)
-    text = p.read_text()
+    text = Path(path).read_text()
     lines = text.splitlines()
     out = []
     for i, line in enumerate(lines, 1):
@@ -102,10 +101,10 @@ def read_metrics(path: str | os.PathLike, event: str | None = None) -> list[dict
             rec = json.loads(line)
         except json.JSONDecodeError as e:
             if i == len(lines) and not text.endswith("\n"):
-                warnings.warn(f"{str(p)!r} line {i} is an incomplete record (an interrupted "
+                warnings.warn(f"{str(path)!r} line {i} is an incomplete record (an interrupted "
                               f"write); dropped: {line[:80]!r}", stacklevel=2)
                 break
-            raise ValueError(f"{str(p)!r} line {i} is not valid JSON: {e}") from e
+            raise ValueError(f"{str(path)!r} line {i} is not valid JSON: {e}") from e
         if event is None or rec.get("event") == event:
             out.append(rec)
     return out
