@@ -16,8 +16,7 @@ def _bench_op(args) -> int:
     report = bench.run_suite(cases, impls=impls, repeats=args.repeats,
                              memory_limit=args.paper_memory_limit * 1e9, models=not args.quick)
     table = bench.markdown(report)
-    print()
-    print(table)
+    print(f"\n{table}")
     if args.out:
         from .utils import atomic_write_json, atomic_write_text
         out = Path(args.out)
@@ -27,26 +26,22 @@ def _bench_op(args) -> int:
     return 0
 
 
-def _settings(args, module):
-    """The ``--preset`` (``--full``: ``full``; default ``quick``) with ``--seeds`` and ``--set``."""
-    from .train.config import CONFIG_DIR, load_settings, replace_settings
+def _experiment(args) -> int:
+    """Run an experiment with its ``--preset`` (``--full``: ``full``; default ``quick``),
+    ``--seeds`` and ``--set`` items."""
+    import importlib
+    from .train.config import CONFIG_DIR, load_settings
+    prefix = args.experiment.replace("-", "_")
+    module = importlib.import_module(f".experiments.{prefix}", __package__)
     name = args.preset or ("full" if args.full else "quick")
-    prefix = module.__name__.rsplit(".", 1)[1]
     path = Path(name) if name.endswith((".yaml", ".yml")) else CONFIG_DIR / f"{prefix}_{name}.yaml"
     if not path.is_file():
         names = sorted(p.stem[len(prefix) + 1:] for p in CONFIG_DIR.glob(f"{prefix}_*.yaml"))
-        raise ValueError(f"unknown preset {name!r}; available: {', '.join(names)} (or a YAML "
-                         f"file)")
+        raise ValueError(f"unknown preset {name!r}; available: {', '.join(names)} (or a YAML file)")
     seeds = [] if args.seeds is None else [f"seeds={args.seeds}"]
-    return replace_settings(load_settings(type(module.QUICK), path), seeds + (args.set or []))
-
-
-def _experiment(args) -> int:
-    import importlib
-    module = importlib.import_module(f".experiments.{args.experiment.replace('-', '_')}",
-                                     __package__)
+    settings = load_settings(type(module.QUICK), path, seeds + (args.set or []))
     extra = {"data_root": args.data} if args.experiment == "dynamic-mnist" else {}
-    module.run(Path(args.out), _settings(args, module), **extra)
+    module.run(Path(args.out), settings, **extra)
     return 0
 
 
@@ -55,9 +50,6 @@ def _train(args) -> int:
     from . import recipes
     from .train import cleanup_distributed, fit, load_config
     cfg = load_config(args.config, args.overrides)
-    if not cfg.model:
-        raise ValueError("model.name is not set; expected a registered model (see "
-                         "`translution models`), e.g. model.name=vit_mnist_translution")
     torch.manual_seed(cfg.train.seed)
     model, task, train_batches, eval_batches = recipes.build(cfg)
     out = cfg.train.out_dir or f"runs/{cfg.model['name']}"
@@ -73,14 +65,12 @@ def _train(args) -> int:
 def _eval(args) -> int:
     import torch
     from . import recipes
-    from .train import RunConfig, with_overrides
+    from .train.config import replace_settings
     model, cfg, _ = recipes.model_for_checkpoint(args.checkpoint)
-    if args.overrides:
-        cfg = RunConfig.from_dict(with_overrides(cfg.to_dict(), args.overrides))
+    cfg = replace_settings(cfg, args.overrides)
     task, _, eval_batches = recipes.build_task_and_batches(cfg, model)
-    device = next(model.parameters()).device
-    with torch.autocast(device.type, dtype=torch.bfloat16,     # as fit evaluated
-                        enabled=cfg.train.precision == "bf16"):
+    # the model is on the CPU; bf16 autocast as fit evaluated
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16"):
         metrics = task.evaluate(model, eval_batches.batches(0))
     print(json.dumps(metrics, indent=1))
     return 0
@@ -89,12 +79,10 @@ def _eval(args) -> int:
 def _generate(args) -> int:
     import torch
     from . import recipes
-    from .data.text import read_meta
     from .data.tokenizers import tokenizer_from_meta
     from .generation import generate
     model, cfg, obj = recipes.model_for_checkpoint(args.checkpoint)
-    meta = obj["tokenizer"] or read_meta(recipes.text_dir(cfg))["tokenizer"]
-    tokenizer = tokenizer_from_meta(meta)
+    tokenizer = tokenizer_from_meta(obj["tokenizer"] or recipes.tokenizer_meta(cfg))
     prompt = torch.tensor([tokenizer.encode(args.prompt)], dtype=torch.long)
     generator = torch.Generator().manual_seed(args.seed)
     out = generate(model, prompt, args.max_new_tokens, temperature=args.temperature,
@@ -151,8 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="translution",
         description="Translution: relative attention with a weight per offset (arXiv 2510.10060).")
-    parser.add_argument("--debug", action="store_true",
-                        help="show the full traceback of an error")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     bench = sub.add_parser("bench", help="benchmarks")
@@ -212,8 +199,7 @@ USER_ERRORS = (ValueError, TypeError, KeyError, OSError)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Run the command line; configuration, data and checkpoint errors print one line to stderr
-    and return 2 (``--debug`` shows the traceback instead)."""
+    """Run the command line; :data:`USER_ERRORS` print one line to stderr and return 2."""
     argv = sys.argv[1:] if argv is None else list(argv)
     rest = argv[1:] if argv[:1] == ["--debug"] else argv
     if rest[:2] == ["bench", "lm"]:                 # its own parser (translution bench lm -h)

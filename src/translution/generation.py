@@ -35,22 +35,13 @@ def top_k_filter(logits: torch.Tensor, k: Optional[int]) -> torch.Tensor:
 def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: Optional[int] = None,
                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """The next token ``(B, 1)`` of each row of ``logits`` ``(B, V)``: the argmax for
-    ``temperature=0``, else a sample of ``softmax(logits / temperature)`` among the ``top_k``
-    most likely tokens, deterministic given ``generator``'s state."""
+    ``temperature=0``, else a ``generator`` sample of ``softmax(logits / temperature)`` (top k)."""
     _check_sampling(temperature, top_k)
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
     probs = torch.softmax(top_k_filter(logits, top_k) / temperature, dim=-1)
     return torch.multinomial(probs, 1, generator=generator)
-
-
-def _check_fits(model, length: int, what: str) -> None:
-    try:
-        model.check_length(length, what)
-    except ValueError as err:
-        raise ValueError(f"{err}; or pass sliding_window=True to predict from the last "
-                         f"block_size tokens") from None
 
 
 @torch.no_grad()
@@ -75,9 +66,13 @@ def generate(model: nn.Module, prompt: torch.Tensor, max_new_tokens: int,
     t0, limit = prompt.shape[1], model.max_length
     reads = t0 + max_new_tokens - 1             # the last generated token is never read
     if limit is not None and not sliding_window:
-        _check_fits(model, t0, "prompt length")
-        _check_fits(model, reads, f"generating {max_new_tokens} tokens after a prompt of {t0} "
-                                  f"needs a sequence length of")
+        try:
+            model.check_length(t0, "prompt length")
+            model.check_length(reads, f"generating {max_new_tokens} tokens after a prompt of "
+                                      f"{t0} needs a sequence length of")
+        except ValueError as err:
+            raise ValueError(f"{err}; or pass sliding_window=True to predict from the last "
+                             f"block_size tokens") from None
     pieces, cache = [prompt], None
     for _ in range(max_new_tokens):
         if limit is not None and t0 + len(pieces) - 1 > limit:   # the window slid: recompute

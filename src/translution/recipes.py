@@ -1,5 +1,4 @@
-"""From a :class:`~translution.train.RunConfig` to a model, a task and batch sources
-(``config.data.dataset``: see :class:`~translution.train.config.DataConfig`)."""
+"""From a :class:`~translution.train.RunConfig` to a model, a task and batch sources."""
 
 from __future__ import annotations
 
@@ -19,15 +18,15 @@ def build_model(model_cfg: Dict[str, Any]) -> nn.Module:
     """``{"name": ..., **overrides}`` → the registered model."""
     from .models import create_model
     if not isinstance(model_cfg, dict) or "name" not in model_cfg:
-        raise ValueError(f"config.model must be a mapping with a 'name' (a registered model, "
-                         f"see `translution models`), got {model_cfg!r}")
+        raise ValueError(f"model.name is not set; expected a registered model (see `translution "
+                         f"models`), e.g. model.name=vit_mnist_translution; got {model_cfg!r}")
     return create_model(model_cfg["name"], **{k: v for k, v in model_cfg.items() if k != "name"})
 
 
 def _model_section(cfg: RunConfig) -> Dict[str, Any]:
     """``cfg.model``, whose ``vocab_size`` defaults to the corpus' for text data."""
     model_cfg = dict(cfg.model)
-    if cfg.data.dataset in TEXT_DATASETS and "vocab_size" not in model_cfg:
+    if cfg.data.dataset in TEXT_DATASETS and "name" in model_cfg and "vocab_size" not in model_cfg:
         from .data.text import read_meta
         model_cfg["vocab_size"] = int(read_meta(text_dir(cfg))["vocab_size"])
     return model_cfg
@@ -35,16 +34,8 @@ def _model_section(cfg: RunConfig) -> Dict[str, Any]:
 
 def build(cfg: RunConfig) -> Tuple[nn.Module, Any, Any, Any]:
     """``(model, task, train_batches, eval_batches)``."""
-    _dataset_kind(cfg)
     model = build_model(_model_section(cfg))
     return (model, *build_task_and_batches(cfg, model))
-
-
-def _dataset_kind(cfg: RunConfig) -> str:
-    if cfg.data.dataset is None:
-        raise ValueError(f"data.dataset is not set; expected one of "
-                         f"{IMAGE_DATASETS + TEXT_DATASETS}")
-    return cfg.data.dataset
 
 
 def _image_sets(cfg: RunConfig, kind: str) -> Tuple[Any, Any, Any]:
@@ -84,15 +75,17 @@ def text_dir(cfg: RunConfig) -> Path:
     try:
         read_meta(out)
     except (FileNotFoundError, ValueError):
-        train_texts, val_texts = austen_corpus(data.val_novel)
-        prepare_corpus(train_texts, val_texts, out, tokenizer=data.tokenizer)
+        prepare_corpus(*austen_corpus(data.val_novel), out, tokenizer=data.tokenizer)
     return out
 
 
 def build_task_and_batches(cfg: RunConfig, model: Optional[nn.Module] = None
                            ) -> Tuple[Any, Any, Any]:
     """``(task, train_batches, eval_batches)`` for ``cfg``."""
-    kind, tc, data = _dataset_kind(cfg), cfg.train, cfg.data
+    kind, tc, data = cfg.data.dataset, cfg.train, cfg.data
+    if kind is None:
+        raise ValueError(f"data.dataset is not set; expected one of "
+                         f"{IMAGE_DATASETS + TEXT_DATASETS}")
     eval_batch = tc.eval_batch_size or tc.batch_size
     if kind in IMAGE_DATASETS:
         train_set, test_set, mix = _image_sets(cfg, kind)
@@ -120,19 +113,19 @@ def build_task_and_batches(cfg: RunConfig, model: Optional[nn.Module] = None
 
 def tokenizer_meta(cfg: RunConfig) -> Optional[dict]:
     """The tokenizer meta of a text config (stored in its checkpoints), else ``None``."""
-    if _dataset_kind(cfg) not in TEXT_DATASETS:
+    if cfg.data.dataset not in TEXT_DATASETS:
         return None
     from .data.text import read_meta
     return read_meta(text_dir(cfg))["tokenizer"]
 
 
-def model_for_checkpoint(path, map_location="cpu") -> Tuple[nn.Module, RunConfig, dict]:
+def model_for_checkpoint(path) -> Tuple[nn.Module, RunConfig, dict]:
     """``(model in eval mode, run config, checkpoint dict)``: the model rebuilt from the
     checkpoint's ``model_config`` (older files: the run config's ``model``) with its weights."""
     from .models import model_from_config
     from .train import load_checkpoint
-    obj = load_checkpoint(path, map_location=map_location)
-    cfg = RunConfig.from_dict(obj["config"]) if obj.get("config") else RunConfig()
+    obj = load_checkpoint(path)
+    cfg = RunConfig.from_dict(obj["config"])                  # None: the defaults
     if obj["model_config"] is not None:
         model = model_from_config(obj["model_config"])
     elif cfg.model:

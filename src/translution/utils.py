@@ -1,5 +1,4 @@
-"""The package's small shared helpers, one of each: atomic writes, digests, validation, timing,
-optional imports."""
+"""Small shared helpers: atomic writes, digests, validation, timing, optional imports."""
 
 from __future__ import annotations
 
@@ -23,9 +22,8 @@ _TMP_MARK = ".tmp-"
 
 
 def atomic_write(path: PathLike, write: Callable[[Any], None]) -> Path:
-    """Write ``path`` atomically: ``write(f)`` fills a temporary binary file next to it, which is
-    fsynced and moved onto ``path`` (a killed process may leave ``.<name>.tmp-<pid>-*``, see
-    :func:`remove_stale_temporaries`)."""
+    """Write ``path`` atomically: ``write(f)`` fills a temporary binary file next to it, fsynced
+    and moved onto ``path`` (a killed writer leaves it: :func:`remove_stale_temporaries`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{_TMP_MARK}{os.getpid()}-", dir=path.parent)

@@ -1,24 +1,21 @@
-"""One training loop for classification and language modelling (:func:`fit`), with typed
-configs (``config``), tasks, deterministic batch sources, optimiser and schedule, validated
-checkpoints, ``metrics.jsonl``, torchrun/DDP and RNG state."""
+"""One training loop (:func:`fit`) for classification and language modelling: typed configs,
+deterministic batch sources, validated checkpoints, ``metrics.jsonl``, torchrun/DDP."""
 
 from .batches import BatchSource, DatasetBatches, WindowBatches, token_windows
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import (DataConfig, OptimConfig, RunConfig, ScheduleConfig, Section, TrainConfig,
-                     bounded, config_to_dict, load_config, load_settings, save_config,
-                     with_overrides)
+                     bounded, load_config, load_settings, save_config, with_overrides)
 from .distributed import (DistInfo, cleanup_distributed, setup_distributed, unwrap_model,
                           wrap_model)
 from .loop import count_parameters, fit, to_device
 from .metrics import MetricsLogger, read_metrics, topk_correct
-from .optim import build_optimizer
+from .optim import LRSchedule, build_optimizer
 from .rng import capture_rng_state, derive_seed, restore_rng_state, seed_everything
-from .schedule import LRSchedule
 from .tasks import ClassificationTask, LanguageModelTask, Task
 
 __all__ = [
     "RunConfig", "DataConfig", "TrainConfig", "OptimConfig", "ScheduleConfig", "load_config",
-    "save_config", "with_overrides", "config_to_dict", "Section", "bounded", "load_settings",
+    "save_config", "with_overrides", "Section", "bounded", "load_settings",
     "Task", "ClassificationTask", "LanguageModelTask",
     "BatchSource", "DatasetBatches", "WindowBatches", "token_windows",
     "fit", "to_device", "count_parameters",

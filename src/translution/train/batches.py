@@ -1,6 +1,5 @@
-"""Deterministic, resumable batch sources (``len(source)`` steps per epoch,
-``source.batches(epoch, start=0)``): batch ``i`` of epoch ``e`` on ``rank`` is a pure function of
-``(seed, e, i, rank)``, so a resumed run sees exactly its batches."""
+"""Resumable batch sources (``len(source)`` steps per epoch, ``source.batches(epoch, start=0)``):
+batch ``i`` of epoch ``e`` on ``rank`` is a pure function of ``(seed, e, i, rank)``."""
 
 from __future__ import annotations
 
@@ -30,29 +29,27 @@ class BatchSource(Protocol):
         ...
 
 
-def _resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
-    """``(rank, world_size)``: as given (both or neither) or from ``torch.distributed``."""
-    if (rank is None) != (world_size is None):
-        raise ValueError(f"give both rank and world_size or neither, got rank={rank}, "
-                         f"world_size={world_size}")
-    if rank is None:
-        if dist.is_available() and dist.is_initialized():
-            return dist.get_rank(), dist.get_world_size()
-        return 0, 1
-    if world_size < 1 or not 0 <= rank < world_size:  # type: ignore[operator]
-        raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, "
-                         f"world_size={world_size}")
-    return rank, world_size  # type: ignore[return-value]
-
-
 class _SeededSource:
     """What both batch sources share: batch size, data seed, rank and the ``batches`` checks."""
 
     def __init__(self, batch_size: int, seed: int, rank: int | None,
                  world_size: int | None) -> None:
         self.batch_size = check_int("batch_size", batch_size, 1)
-        _resolve_rank(rank, world_size)
+        if (rank is None) != (world_size is None):
+            raise ValueError(f"give both rank and world_size or neither, got rank={rank}, "
+                             f"world_size={world_size}")
+        if rank is not None and (world_size < 1 or not 0 <= rank < world_size):  # type: ignore
+            raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, "
+                             f"world_size={world_size}")
         self.seed, self.rank, self.world_size = int(seed), rank, world_size
+
+    def _rank_world(self) -> tuple[int, int]:
+        """``(rank, world_size)``: as given, else from ``torch.distributed`` (``(0, 1)``)."""
+        if self.rank is not None:
+            return self.rank, self.world_size  # type: ignore[return-value]
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+        return 0, 1
 
     def _checked_rank(self, epoch: int, start: int) -> int:
         """This rank, after checking ``epoch`` and ``start`` of :meth:`batches`."""
@@ -60,7 +57,7 @@ class _SeededSource:
             raise ValueError(f"epoch must be >= 0, got {epoch}")
         if not 0 <= start <= len(self):  # type: ignore[arg-type]
             raise ValueError(f"start must be in [0, {len(self)}], got {start}")  # type: ignore
-        return _resolve_rank(self.rank, self.world_size)[0]
+        return self._rank_world()[0]
 
 
 class _BatchFetcher(torch.utils.data.Dataset):
@@ -77,9 +74,7 @@ class _BatchFetcher(torch.utils.data.Dataset):
     def __getitem__(self, j: int) -> Any:
         seed, indices = self.plan[j]
         with seeded_rng(seed):
-            getitems = getattr(self.dataset, "__getitems__", None)
-            batch = self.collate_fn(getitems(indices) if getitems is not None
-                                    else [self.dataset[i] for i in indices])
+            batch = self.collate_fn([self.dataset[i] for i in indices])
             return batch if self.batch_transform is None else self.batch_transform(batch)
 
 
@@ -107,7 +102,7 @@ class DatasetBatches(_SeededSource):
         self.collate_fn, self.batch_transform = collate_fn or default_collate, batch_transform
 
     def __len__(self) -> int:
-        rank, world = _resolve_rank(self.rank, self.world_size)
+        rank, world = self._rank_world()
         n = len(self.dataset)
         if self.drop_last:
             return n // (self.batch_size * world)
@@ -116,7 +111,7 @@ class DatasetBatches(_SeededSource):
 
     def index_batches(self, epoch: int) -> list[list[int]]:
         """Dataset indices of every batch of ``epoch`` on this rank."""
-        rank, world = _resolve_rank(self.rank, self.world_size)
+        rank, world = self._rank_world()
         n, b = len(self.dataset), self.batch_size
         if self.shuffle:
             g = torch.Generator().manual_seed(derive_seed(self.seed, epoch))
@@ -139,22 +134,17 @@ class DatasetBatches(_SeededSource):
         plan = [(derive_seed(self.seed, epoch, i, rank), idx)
                 for i, idx in enumerate(self.index_batches(epoch))][start:]
         fetcher = _BatchFetcher(self.dataset, plan, self.collate_fn, self.batch_transform)
-        if self.num_workers == 0 and not self.pin_memory:
-            yield from (fetcher[j] for j in range(len(fetcher)))
-            return
         # own generator: creating the iterator must not draw from the global torch generator
         # (that would break exact resume)
-        yield from DataLoader(fetcher, batch_size=None, shuffle=False,
-                              num_workers=self.num_workers, collate_fn=_unbatched,
-                              pin_memory=self.pin_memory,
-                              generator=torch.Generator().manual_seed(derive_seed(self.seed,
-                                                                                  epoch)))
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, epoch))
+        yield from DataLoader(fetcher, batch_size=None, num_workers=self.num_workers,
+                              collate_fn=_unbatched, pin_memory=self.pin_memory,
+                              generator=generator)
 
 
 class WindowBatches(_SeededSource):
-    """Random batches (e.g. language-model windows): batch ``i`` of epoch ``e`` is
-    ``sample_fn(generator, batch_size)`` (drawing only from the generator, see
-    :func:`token_windows`) seeded by ``(seed, e, i, rank)``; an epoch is ``steps_per_epoch``."""
+    """Random batches: ``sample_fn(generator, batch_size)`` drawing only from a generator seeded
+    by ``(seed, epoch, i, rank)`` (see :func:`token_windows`); an epoch is ``steps_per_epoch``."""
 
     def __init__(self, sample_fn: Callable[[torch.Generator, int], Any], batch_size: int,
                  steps_per_epoch: int, *, seed: int = 0, rank: int | None = None,

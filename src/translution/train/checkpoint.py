@@ -20,7 +20,7 @@ from .distributed import unwrap_model
 from .rng import restore_rng_state
 
 __all__ = ["CHECKPOINT_FORMAT", "REQUIRED_KEYS", "save_checkpoint", "load_checkpoint",
-           "atomic_torch_save", "resume_checkpoint", "remove_run_temporaries"]
+           "resume_checkpoint", "remove_run_temporaries"]
 
 log = logging.getLogger("translution.train")
 
@@ -32,17 +32,6 @@ REQUIRED_KEYS = ("format", "model", "optimizer", "scheduler", "rng", "step", "ep
 _EXPECTED = f"expected a checkpoint dict with keys {list(REQUIRED_KEYS)} written by save_checkpoint"
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` through :func:`translution.utils.atomic_write`."""
-    return atomic_write(path, lambda f: torch.save(obj, f))
-
-
-def model_config(model: nn.Module) -> dict | None:
-    """``config.to_dict()`` of the unwrapped model, or ``None`` when it has no such config."""
-    config = getattr(unwrap_model(model), "config", None)
-    return config.to_dict() if callable(getattr(config, "to_dict", None)) else None
-
-
 def save_checkpoint(path: str | os.PathLike, *, model: nn.Module,
                     optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None,
                     step: int = 0, epoch: int = 0, rng: list[dict] | None = None,
@@ -51,16 +40,18 @@ def save_checkpoint(path: str | os.PathLike, *, model: nn.Module,
                     keep_previous: bool = False) -> Path:
     """Write a checkpoint atomically (wrappers stripped from ``model``; ``extra``: anything
     ``weights_only`` loads); ``keep_previous`` first moves an existing ``path`` to ``prev.pt``."""
-    obj = {"format": CHECKPOINT_FORMAT, "model": unwrap_model(model).state_dict(),
+    model = unwrap_model(model)
+    model_config = getattr(model, "config", None)       # a model config (``to_dict``) or None
+    obj = {"format": CHECKPOINT_FORMAT, "model": model.state_dict(),
            "optimizer": None if optimizer is None else optimizer.state_dict(),
            "scheduler": None if scheduler is None else scheduler.state_dict(),
            "rng": rng, "step": int(step), "epoch": int(epoch), "config": config, "best": best,
-           "extra": {} if extra is None else extra, "model_config": model_config(model),
-           "tokenizer": tokenizer}
+           "extra": {} if extra is None else extra, "tokenizer": tokenizer,
+           "model_config": model_config.to_dict() if hasattr(model_config, "to_dict") else None}
     path = Path(path)
     if keep_previous and path.exists():
         os.replace(path, path.with_name("prev.pt"))
-    return atomic_torch_save(obj, path)
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def _bad(path: Path, why: str) -> ValueError:
@@ -73,16 +64,15 @@ def _check_archive(path: Path) -> None:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
-        raise _bad(path, f"is corrupt or truncated (not a complete torch.save archive: {e})"
-                   ) from e
+        raise _bad(path, f"is corrupt or truncated (not a complete torch.save archive: {e})") from e
     if bad is not None:
         raise _bad(path, f"is damaged: its member {bad!r} fails its CRC-32 check (the file "
                          f"changed after it was written); refusing to load it")
 
 
-def _torch_load(path: Path, map_location: Any, weights_only: bool) -> Any:
+def _torch_load(path: Path) -> Any:
     try:
-        return torch.load(path, map_location=map_location, weights_only=weights_only)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch.load raises many kinds of error on a damaged file
         if isinstance(e, pickle.UnpicklingError) and "Weights only load failed" in str(e):
             names = sorted(set(re.findall(r"GLOBAL ([\w.]+)", str(e)))) or ["unknown objects"]
@@ -94,13 +84,13 @@ def _torch_load(path: Path, map_location: Any, weights_only: bool) -> Any:
         raise _bad(path, f"is corrupt or truncated ({type(e).__name__}: {first})") from e
 
 
-def _read(path: Path, map_location: Any, weights_only: bool) -> dict[str, Any]:
+def _read(path: Path) -> dict[str, Any]:
     problem = ("does not exist" if not path.exists() else "is not a file" if not path.is_file()
                else "is empty" if path.stat().st_size == 0 else None)
     if problem:
         raise _bad(path, f"{problem}; {_EXPECTED}")
     _check_archive(path)
-    obj = _torch_load(path, map_location, weights_only)
+    obj = _torch_load(path)
     if not isinstance(obj, dict):
         raise _bad(path, f"holds a {type(obj).__name__}; {_EXPECTED}")
     missing = [k for k in REQUIRED_KEYS if k not in obj]
@@ -125,18 +115,14 @@ def _load_part(path: Path, what: str, target: str, state: Any, load: Callable) -
 
 def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None,
                     optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None, *,
-                    rank: int = 0, restore_rng: bool = False, strict: bool = True,
-                    map_location: Any = "cpu", weights_only: bool = True) -> dict[str, Any]:
-    """Read and validate a checkpoint (returned), loading it into the given live objects
-    (wrappers stripped) and, with ``restore_rng``, restoring saved RNG ``rank % saved``.
-    A missing, damaged or foreign file, or one that does not fit, is a ValueError."""
+                    rank: int = 0, restore_rng: bool = False) -> dict[str, Any]:
+    """Read and validate a checkpoint (returned, on the CPU), loading it into the given live
+    objects (wrappers stripped) and, with ``restore_rng``, the saved RNG ``rank % saved``; a
+    missing, damaged, foreign or unfitting file is a ValueError."""
     p = Path(path)
-    obj = _read(p, map_location, weights_only)
-    if model is not None:
-        model = unwrap_model(model)
-        _load_part(p, "model", f"model {type(model).__name__}", obj["model"],
-                   lambda s: model.load_state_dict(s, strict=strict))
-    for what, target in (("optimizer", optimizer), ("scheduler", scheduler)):
+    obj = _read(p)
+    model = None if model is None else unwrap_model(model)
+    for what, target in (("model", model), ("optimizer", optimizer), ("scheduler", scheduler)):
         if target is not None:
             _load_part(p, what, f"{what} {type(target).__name__}", obj[what],
                        target.load_state_dict)
@@ -153,13 +139,13 @@ def remove_run_temporaries(out_dir: str | os.PathLike) -> int:
     return sum(remove_stale_temporaries(Path(out_dir) / name) for name in names)
 
 
-def resume_checkpoint(out_dir: str | os.PathLike | None, explicit: str | os.PathLike | None,
+def resume_checkpoint(out_dir: str | os.PathLike | None, resume: bool | str | os.PathLike,
                       load: Callable[[Path], dict]) -> tuple[Path, dict[str, Any]] | None:
-    """``(path, load(path))`` of the checkpoint to resume from, or ``None``: ``explicit`` as it
-    is, else ``out_dir/last.pt`` or, when missing or damaged, ``prev.pt`` (with a warning)."""
-    if explicit is not None:
-        return Path(explicit), load(Path(explicit))
-    if out_dir is None:
+    """``(path, load(path))`` of the checkpoint to resume from, or ``None``: ``resume`` if a path,
+    else (if true) ``out_dir/last.pt`` or, when missing or damaged, ``prev.pt`` (with a warning)."""
+    if isinstance(resume, (str, os.PathLike)):
+        return Path(resume), load(Path(resume))
+    if not resume or out_dir is None:
         return None
     last, prev = Path(out_dir) / "last.pt", Path(out_dir) / "prev.pt"
     if not last.exists() and not prev.exists():

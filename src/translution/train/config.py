@@ -1,7 +1,6 @@
-"""Typed configuration: dataclass sections (values converted to their annotations, checked
-against their :func:`bounded` bounds, unknown keys refused naming close matches), a strict YAML
-loader and ``key=value`` overrides; :class:`RunConfig` for runs, :func:`load_settings` for presets.
-"""
+"""Typed configuration: dataclass sections (values converted to their annotations and checked
+against their :func:`bounded` bounds, unknown keys refused naming close matches), YAML presets
+(:func:`load_settings`) and ``key=value`` overrides; :class:`RunConfig` for runs."""
 
 from __future__ import annotations
 
@@ -17,22 +16,19 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, Mapping, Sequence, TypeVar, Union
 
 __all__ = ["Section", "bounded", "load_settings", "replace_settings", "settings_from_dict",
-           "with_overrides", "unknown_key", "read_yaml", "CONFIG_DIR", "DataConfig",
-           "OptimConfig", "ScheduleConfig", "TrainConfig", "RunConfig", "load_config",
-           "save_config", "config_to_dict"]
+           "with_overrides", "unknown_key", "CONFIG_DIR", "DataConfig", "OptimConfig",
+           "ScheduleConfig", "TrainConfig", "RunConfig", "load_config", "save_config"]
 
 #: Where named presets live (``configs/`` at the repository root).
 CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
 T = TypeVar("T")
-_NONE = type(None)
 _BOUND_OPS = {"ge": (operator.ge, ">="), "gt": (operator.gt, ">"), "le": (operator.le, "<="),
               "lt": (operator.lt, "<")}
 
 
 def bounded(default: Any, *, ge: float | None = None, gt: float | None = None,
             le: float | None = None, lt: float | None = None) -> Any:
-    """A dataclass field whose value (each element of a tuple/list) must satisfy the bounds;
-    ``None`` is not checked."""
+    """A dataclass field whose value (or each element) must satisfy the bounds (``None``: not)."""
     bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
     return field(default=default, metadata={"bounds": bounds})
 
@@ -52,9 +48,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is Any:
         return value
     if origin in (Union, types.UnionType):
-        if value is None and _NONE in args:
+        if value is None and types.NoneType in args:
             return None
-        for arg in (a for a in args if a is not _NONE):
+        for arg in (a for a in args if a is not types.NoneType):
             with contextlib.suppress(TypeError, ValueError):
                 return _coerce(value, arg, where)
         raise _fail(where, tp, value)
@@ -161,8 +157,7 @@ def _plain(value: Any) -> Any:
 
 
 def settings_from_dict(cls: type[T], values: Mapping[str, Any] | None, where: str = "") -> T:
-    """``cls(**values)`` for a dataclass ``cls``, every value checked, unknown keys refused
-    (ValueError naming close matches; TypeError for a wrong type)."""
+    """``cls(**values)`` for a dataclass ``cls``, every value checked, unknown keys refused."""
     if isinstance(values, cls):
         return values
     where, values = where or getattr(cls, "where", ""), {} if values is None else values
@@ -179,23 +174,6 @@ def replace_settings(settings: T, overrides: Sequence[str]) -> T:
                               with_overrides(dataclasses.asdict(settings), overrides))
 
 
-def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    """A YAML file holding a mapping (empty: ``{}``); ValueError if missing, invalid or not a
-    mapping."""
-    import yaml
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"config file {str(p)!r} does not exist")
-    try:
-        loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ValueError(f"config file {str(p)!r} is not valid YAML: {e}") from e
-    if loaded is not None and not isinstance(loaded, dict):
-        raise ValueError(f"config file {str(p)!r} must hold a mapping at the top level, "
-                         f"got {type(loaded).__name__}")
-    return loaded or {}
-
-
 def with_overrides(values: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """A copy of the nested mapping ``values`` with ``key=value`` items applied in order: dotted
     keys (``optim.lr``), values parsed as YAML (unparsable: a string), checked later."""
@@ -210,7 +188,7 @@ def with_overrides(values: Mapping[str, Any], overrides: Sequence[str]) -> dict[
         if not all(path):
             raise ValueError(f"override key must be a dotted path like 'optim.lr', got {key!r}")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = yaml.safe_load(raw)
         except yaml.YAMLError:
             value = raw
         node = out
@@ -224,15 +202,24 @@ def with_overrides(values: Mapping[str, Any], overrides: Sequence[str]) -> dict[
 
 def load_settings(cls: type[T], preset: str | os.PathLike | None = None,
                   overrides: Sequence[str] = ()) -> T:
-    """A settings dataclass from a preset (a YAML path, a name in ``configs/``, or ``None`` for
-    the defaults) plus ``key=value`` overrides, all checked."""
-    values: dict[str, Any] = {}
+    """A settings dataclass from a preset (a YAML file holding a mapping, a name in ``configs/``,
+    or ``None`` for the defaults) plus ``key=value`` overrides, all checked."""
+    import yaml
+    values = None
     if preset is not None:
         path = Path(preset)
         if path.suffix not in (".yaml", ".yml") and not path.exists():
             path = CONFIG_DIR / f"{preset}.yaml"
-        values = read_yaml(path)
-    return settings_from_dict(cls, with_overrides(values, overrides))
+        if not path.is_file():
+            raise ValueError(f"config file {str(path)!r} does not exist")
+        try:
+            values = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise ValueError(f"config file {str(path)!r} is not valid YAML: {e}") from e
+        if values is not None and not isinstance(values, dict):
+            raise ValueError(f"config file {str(path)!r} must hold a mapping at the top level, "
+                             f"got {type(values).__name__}")
+    return settings_from_dict(cls, with_overrides(values or {}, overrides))
 
 
 PLACEMENT = Literal["static", "patch", "pixel"]
@@ -270,8 +257,7 @@ class DataConfig(Section):
     def check(self) -> None:
         need = {"text": "dir", "imagefolder": "root"}.get(self.dataset or "")
         if need and getattr(self, need) is None:
-            raise ValueError(f"data.{need} is required when data.dataset is "
-                             f"{self.dataset!r}")
+            raise ValueError(f"data.{need} is required when data.dataset is {self.dataset!r}")
 
 
 @dataclass
@@ -338,8 +324,7 @@ class TrainConfig(Section):
 
 
 def check_model_section(values: Mapping[str, Any]) -> dict[str, Any]:
-    """``{"name": <registered model>, **fields}`` checked against the model's config class
-    (ValueError for an unknown model or field, with close matches; TypeError for a type)."""
+    """``{"name": <registered model>, **fields}`` checked against the model's config class."""
     if not values:
         return {}
     from ..models import get_model_config
@@ -376,15 +361,9 @@ class RunConfig(Section):
         self.model = check_model_section(self.model)
 
 
-def config_to_dict(cfg: Section) -> dict[str, Any]:
-    """``cfg.to_dict()``: nested plain Python values."""
-    return cfg.to_dict()
-
-
 def load_config(path: str | os.PathLike | None = None,
                 overrides: Sequence[str] = ()) -> RunConfig:
-    """A YAML run configuration (a path, a name in ``configs/``, or ``None``: the defaults)
-    with ``key=value`` overrides applied, all checked."""
+    """:func:`load_settings` of a :class:`RunConfig` (a YAML path, a preset name or ``None``)."""
     return load_settings(RunConfig, path or None, overrides)
 
 

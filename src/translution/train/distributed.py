@@ -19,39 +19,24 @@ __all__ = ["DistInfo", "setup_distributed", "cleanup_distributed", "wrap_model",
 
 @dataclass(frozen=True)
 class DistInfo:
-    """Where this process stands in a (possibly one-process) job; ``local_rank`` selects the
-    CUDA device."""
+    """Where this process stands in a (possibly one-process) job."""
 
     rank: int = 0
     world_size: int = 1
-    local_rank: int = 0
     device: torch.device = torch.device("cpu")
-
-    @property
-    def distributed(self) -> bool:
-        """True when a process group with more than one process is in use."""
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        """True on rank 0, the process that writes files."""
-        return self.rank == 0
 
 
 def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
+    raw = os.environ.get(name) or str(default)
     try:
         return int(raw)
     except ValueError:
         raise ValueError(f"environment variable {name} must be an integer, got {raw!r}") from None
 
 
-def setup_distributed(backend: str | None = None,
-                      device: str | torch.device | None = None) -> DistInfo:
-    """Initialise the process group when launched by ``torchrun`` (idempotent); ``backend``
-    ``None``: NCCL on CUDA, else Gloo; ``device`` ``None``: ``cuda:LOCAL_RANK`` if available."""
+def setup_distributed(device: str | torch.device | None = None) -> DistInfo:
+    """Initialise the process group (NCCL on CUDA, else Gloo) when launched by ``torchrun``
+    (idempotent); ``device`` ``None``: ``cuda:LOCAL_RANK`` if available."""
     world, rank = _env_int("WORLD_SIZE", 1), _env_int("RANK", 0)
     if world < 1 or not 0 <= rank < world:
         raise ValueError(f"need 0 <= RANK < WORLD_SIZE, got RANK={rank}, WORLD_SIZE={world}")
@@ -63,7 +48,7 @@ def setup_distributed(backend: str | None = None,
             info_device = torch.device("cuda", local)
         torch.cuda.set_device(info_device)
     if world > 1 and not dist.is_initialized():
-        backend = backend or ("nccl" if info_device.type == "cuda" else "gloo")
+        backend = "nccl" if info_device.type == "cuda" else "gloo"
         kwargs: dict[str, Any] = {"device_id": info_device} if backend == "nccl" else {}
         # DDP imports torch.distributed.nn.functional, whose functions take the default group
         # as a default argument evaluated at import time: imported after init_process_group,
@@ -74,12 +59,11 @@ def setup_distributed(backend: str | None = None,
         atexit.register(_destroy_at_exit)
     if _is_initialized():
         rank, world = dist.get_rank(), dist.get_world_size()
-    return DistInfo(rank, world, local, info_device)
+    return DistInfo(rank, world, info_device)
 
 
 def cleanup_distributed() -> None:
-    """Wait for every rank (so none closes its connections while another is inside a
-    collective), then destroy the process group if one was initialised."""
+    """Destroy the process group, if any, after a barrier (no rank leaves amid a collective)."""
     if _is_initialized():
         barrier()
         dist.destroy_process_group()
@@ -100,14 +84,12 @@ def _is_dist() -> bool:
     return _is_initialized() and dist.get_world_size() > 1
 
 
-def wrap_model(model: nn.Module, info: DistInfo, **ddp_kwargs: Any) -> nn.Module:
-    """``model`` (already on ``info.device``) in ``DistributedDataParallel`` when distributed;
-    DDP broadcasts rank 0's weights."""
-    if not (info.distributed and _is_dist()):
+def wrap_model(model: nn.Module, info: DistInfo) -> nn.Module:
+    """``model`` (on ``info.device``) in DDP when distributed (DDP broadcasts rank 0's weights)."""
+    if not _is_dist():
         return model
-    if info.device.type == "cuda":
-        ddp_kwargs.setdefault("device_ids", [info.device.index])
-    return nn.parallel.DistributedDataParallel(model, **ddp_kwargs)
+    ids = [info.device.index] if info.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -122,8 +104,7 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 
 
 def all_reduce_sums(values: dict[str, float]) -> dict[str, float]:
-    """Sum each value (same names on every rank) over all ranks (identity when not distributed),
-    on the current CUDA device for NCCL, else on the CPU."""
+    """Sum each value (same names on every rank) over all ranks; identity when not distributed."""
     if not _is_dist() or not values:
         return dict(values)
     names = sorted(values)

@@ -1,10 +1,9 @@
 """The training loop (:func:`fit` runs a :class:`Trainer`): step ``s`` is batch
 ``s % steps_per_epoch`` of epoch ``s // steps_per_epoch`` and all else that decides the next step
-is checkpointed, so on CPU a resumed run is bit-exact. Rank 0 writes every file."""
+is checkpointed, so on CPU a resumed run is bit-exact."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import math
@@ -26,9 +25,8 @@ from .config import RunConfig, save_config
 from .distributed import (DistInfo, all_gather_objects, all_reduce_sums, barrier,
                           setup_distributed, unwrap_model, wrap_model)
 from .metrics import MetricsLogger
-from .optim import build_optimizer
+from .optim import LRSchedule, build_optimizer
 from .rng import capture_rng_state, preserved_rng, seed_everything
-from .schedule import LRSchedule
 from .tasks import Task
 
 __all__ = ["Trainer", "fit", "to_device", "count_parameters"]
@@ -42,8 +40,6 @@ def to_device(batch: Any, device: torch.device) -> Any:
     """Move every tensor inside nested tuples/lists/dicts to ``device``."""
     if isinstance(batch, torch.Tensor):
         return batch.to(device, non_blocking=True)
-    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # namedtuple
-        return type(batch)(*(to_device(b, device) for b in batch))
     if isinstance(batch, (tuple, list)):
         return type(batch)(to_device(b, device) for b in batch)
     if isinstance(batch, dict):
@@ -51,44 +47,16 @@ def to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
-def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
-    """Number of (trainable) parameters of the unwrapped model."""
-    return sum(p.numel() for p in unwrap_model(model).parameters()
-               if p.requires_grad or not trainable_only)
-
-
-class _Window:
-    """Sums of training values over the current logging window (kept on device)."""
-
-    def __init__(self, start: float = 0.0) -> None:
-        self.sums: dict[str, torch.Tensor | float] = {}
-        self.count, self.start = 0, start
-
-    def add(self, values: dict[str, Any]) -> None:
-        for k, v in values.items():
-            v = v.detach().float() if isinstance(v, torch.Tensor) else float(v)
-            self.sums[k] = self.sums[k] + v if k in self.sums else v
-        self.count += 1
-
-    def floats(self) -> dict[str, float]:
-        return {k: float(v) for k, v in self.sums.items()}
-
-    def state(self) -> dict[str, Any]:
-        return {"sums": self.floats(), "count": self.count}
-
-    def load(self, state: dict[str, Any], device: torch.device) -> None:
-        # float32 -> Python float -> float32 is exact, so the sums continue bit for bit
-        self.sums = {k: torch.tensor(v, dtype=torch.float32, device=device)
-                     for k, v in state.get("sums", {}).items()}
-        self.count = int(state.get("count", 0))
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters of the unwrapped model."""
+    return sum(p.numel() for p in unwrap_model(model).parameters())
 
 
 def _resolve_best(task: Task, metric: str | None, mode: str) -> tuple[str, str]:
     """The metric deciding ``best.pt`` and its direction (``"auto"``: from the task)."""
-    if metric is None:
-        metric, default_mode = task.default_best
-        return metric, default_mode if mode == "auto" else mode
-    modes = getattr(task, "metric_modes", {})
+    default, default_mode = task.default_best
+    modes = {**getattr(task, "metric_modes", {}), default: default_mode}
+    metric = metric or default
     if mode == "auto" and metric not in modes:
         raise ValueError(f"train.best_mode='auto' cannot tell whether {metric!r} should be "
                          f"minimised or maximised; known metrics {modes}; set train.best_mode "
@@ -101,7 +69,6 @@ def _restore(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
     """Load a checkpoint into the live objects, keeping (and logging) the new config's optimiser
     settings; a checkpoint of another optimiser is refused."""
     fresh = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
-    fresh_base = list(schedule.base_lrs)
     obj = load_checkpoint(path, model, optimizer, schedule, rank=rank, restore_rng=True)
     saved = ((obj.get("config") or {}).get("optim") or {}).get("name")
     if saved not in (None, optim_name) or any(
@@ -110,14 +77,13 @@ def _restore(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                          f"asks for {optim_name!r}. Resuming with another optimiser is not "
                          f"supported: set optim.name={saved} or start afresh (--restart, "
                          f"resume=False or another output folder)")
-    changes = {} if schedule.base_lrs == fresh_base else {
-        "lr": (schedule.base_lrs[0], fresh_base[0])}
+    changes: dict[str, tuple[Any, Any]] = {}
     for group, new in zip(optimizer.param_groups, fresh):
-        for key, value in new.items():
-            if key not in ("lr", "initial_lr") and group[key] != value:
-                changes.setdefault(key, (group[key], value))
-        group.update(new)  # lr: set by the schedule before the next step
-    schedule.base_lrs = fresh_base
+        for key, value in new.items():        # lr: set by the schedule before the next step
+            if key != "lr" and group[key] != value:
+                changes.setdefault("lr" if key == "initial_lr" else key, (group[key], value))
+        group.update(new)
+    schedule.base_lrs = [g["initial_lr"] for g in optimizer.param_groups]
     if changes:
         log.warning("resuming %s with the new optimiser settings: %s", path, ", ".join(
             f"optim.{k} {old!r} -> {new!r}" for k, (old, new) in changes.items()))
@@ -125,14 +91,16 @@ def _restore(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
 
 
 class Trainer:
-    """One training run (the arguments of :func:`fit`, ``eval_sets`` a mapping name → batches;
-    ``{None: batches}``: one unnamed set); :meth:`run` trains and returns a summary."""
+    """One training run (the arguments of :func:`fit`); :meth:`run` trains, returns a summary."""
 
     def __init__(self, model: nn.Module, task: Task, train_batches: BatchSource,
-                 config: RunConfig, eval_sets: Mapping[str | None, Any], *,
-                 out_dir: str | os.PathLike | None, resume: bool | str | os.PathLike,
-                 callbacks: Sequence[Callback], device: str | torch.device | None,
-                 stop_after_steps: int | None, tokenizer: dict | None) -> None:
+                 config: RunConfig, eval_batches: Any = None, *,
+                 eval_sets: Mapping[str, Any] | None = None,
+                 out_dir: str | os.PathLike | None = None, resume: bool | str | os.PathLike = True,
+                 callbacks: Sequence[Callback] = (), device: str | torch.device | None = None,
+                 stop_after_steps: int | None = None, tokenizer: dict | None = None) -> None:
+        if eval_batches is not None and eval_sets is not None:
+            raise ValueError("give eval_batches (one set) or eval_sets (named sets), not both")
         if not isinstance(config, RunConfig):
             raise TypeError(f"config must be a RunConfig, got {type(config).__name__}")
         if not isinstance(train_batches, BatchSource):
@@ -141,10 +109,11 @@ class Trainer:
         if stop_after_steps is not None and stop_after_steps < 1:
             raise ValueError(f"stop_after_steps must be >= 1 or None, got {stop_after_steps}")
         tc = self.tc = config.train
-        self.info: DistInfo = setup_distributed(device=device if device is not None
-                                                else tc.device)
+        self.info: DistInfo = setup_distributed(device if device is not None else tc.device)
         seed_everything(tc.seed + self.info.rank, deterministic=tc.deterministic)
-        self.task, self.train_batches, self.eval_sets = task, train_batches, dict(eval_sets)
+        self.task, self.train_batches = task, train_batches
+        self.eval_sets: dict[str | None, Any] = dict(eval_sets) if eval_sets is not None else \
+            ({} if eval_batches is None else {None: eval_batches})
         self.steps_per_epoch = len(train_batches)
         if self.steps_per_epoch < 1:
             raise ValueError(f"train_batches yields {self.steps_per_epoch} batches per epoch; "
@@ -152,7 +121,7 @@ class Trainer:
         self.total_steps = tc.max_steps or tc.epochs * self.steps_per_epoch
         self.out = Path(out_dir) if out_dir is not None else \
             (Path(tc.out_dir) if tc.out_dir else None)
-        self.writer = self.info.is_main and self.out is not None
+        self.writer = self.info.rank == 0 and self.out is not None   # rank 0 writes every file
         if self.out is not None:
             config = dataclasses.replace(config,
                                          train=dataclasses.replace(tc, out_dir=str(self.out)))
@@ -166,14 +135,16 @@ class Trainer:
                                    self.total_steps)
         self.fwd: nn.Module = torch.compile(self.raw) if tc.compile else self.raw
         self.train_model = wrap_model(self.fwd, self.info)
-        self.autocast = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) \
-            if tc.precision == "bf16" else contextlib.nullcontext
+        bf16 = tc.precision == "bf16"
+        self.autocast = lambda: torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16)
         self.step, self.run_steps, self.best, self.resumed_from = 0, 0, None, None
         self.last_evals: dict[str | None, dict] = {}
         self.last_eval_step, self.last_train = -1, None
         self.stopped = self.budget_spent = False
         self.base_elapsed, self.wall, self.paused = 0.0, Stopwatch(), Stopwatch()
-        self.window = _Window()
+        # the logging window: sums of the training values (on the device), steps, start
+        self.window_sums: dict[str, torch.Tensor | float] = {}
+        self.window_steps, self.window_start = 0, 0.0
 
     def elapsed(self) -> float:
         """Training seconds so far (summed over resumes; evaluation and checkpoints excluded)."""
@@ -189,14 +160,16 @@ class Trainer:
         for cb in self.callbacks:
             cb(event)
 
+    def _window_floats(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self.window_sums.items()}
+
     def _epoch(self) -> float:
         return round(self.step / self.steps_per_epoch, 6)
 
     def _resume(self) -> None:
         if self.writer:
             remove_run_temporaries(self.out)  # type: ignore[arg-type]
-        explicit = self.resume if isinstance(self.resume, (str, os.PathLike)) else None
-        found = resume_checkpoint(self.out if self.resume else None, explicit, lambda p: _restore(
+        found = resume_checkpoint(self.out, self.resume, lambda p: _restore(
             p, self.raw, self.optimizer, self.schedule, self.info.rank, self.config.optim.name))
         if found is None:
             return
@@ -205,10 +178,12 @@ class Trainer:
         self.base_elapsed = float(extra.get("elapsed", 0.0))
         self.last_evals = extra.get("last_evals") or {None: extra.get("last_eval")}
         self.last_eval_step = int(extra.get("last_eval_step", -1))
-        self.window.load(extra.get("window", {}), self.info.device)
-        saved_spe = extra.get("steps_per_epoch")
-        if saved_spe is not None and saved_spe != self.steps_per_epoch:
-            warnings.warn(f"{path}: saved with {saved_spe} steps per epoch, now "
+        window = extra.get("window", {})   # float32 -> float -> float32: continues bit for bit
+        self.window_sums = {k: torch.tensor(v, dtype=torch.float32, device=self.info.device)
+                            for k, v in window.get("sums", {}).items()}
+        self.window_steps = int(window.get("count", 0))
+        if extra.get("steps_per_epoch", self.steps_per_epoch) != self.steps_per_epoch:
+            warnings.warn(f"{path}: saved with {extra['steps_per_epoch']} steps per epoch, now "
                           f"{self.steps_per_epoch}; epochs will not line up with the first run",
                           stacklevel=3)
         if self.best is not None and self.best.get("metric") != self.best_metric:
@@ -217,7 +192,7 @@ class Trainer:
         log.info("resumed from %s at step %d", path, self.step)
 
     def _open_outputs(self) -> None:
-        self.logger = MetricsLogger(self.out, enabled=self.writer, csv=self.tc.csv)
+        self.logger = MetricsLogger(self.out if self.writer else None, csv=self.tc.csv)
         if self.writer:
             self.out.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
             save_config(self.config, self.out / "config.yaml")  # type: ignore[operator]
@@ -225,7 +200,7 @@ class Trainer:
                 self.logger.reset()
             else:
                 self.logger.truncate_after(self.step)
-        show = self.tc.progress and self.info.is_main and sys.stderr.isatty()
+        show = self.tc.progress and self.info.rank == 0 and sys.stderr.isatty()
         self.pbar = tqdm(total=self.total_steps, initial=self.step, disable=not show,
                          dynamic_ncols=True, desc="train")
 
@@ -236,10 +211,10 @@ class Trainer:
             if self.writer:
                 path = self.out / f"{kind}.pt"  # type: ignore[operator]
                 extra = {"steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps,
-                         "elapsed": self.elapsed(), "window": self.window.state(),
+                         "elapsed": self.elapsed(), "last_eval_step": self.last_eval_step,
+                         "window": {"sums": self._window_floats(), "count": self.window_steps},
                          "last_eval": next(iter(self.last_evals.values()), None),
-                         "last_evals": self.last_evals, "last_eval_step": self.last_eval_step,
-                         "world_size": self.info.world_size}
+                         "last_evals": self.last_evals, "world_size": self.info.world_size}
                 save_checkpoint(path, model=self.raw, optimizer=self.optimizer,
                                 scheduler=self.schedule, keep_previous=kind == "last",
                                 step=self.step, epoch=self.step // self.steps_per_epoch,
@@ -284,18 +259,17 @@ class Trainer:
 
     def log_train(self, lr: float) -> None:
         """Write the mean of the training values over the logging window."""
-        sums, count = self.window.floats(), self.window.count
+        sums, count = self._window_floats(), self.window_steps
         if count == 0:
             return
-        world = self.info.world_size                # all_reduce_sums: identity on one process
-        means = {k: v / world / count for k, v in all_reduce_sums(sums).items()}
-        dt = max(self.elapsed() - self.window.start, 0.0) / count
+        means = {k: v / self.info.world_size / count for k, v in all_reduce_sums(sums).items()}
+        dt = max(self.elapsed() - self.window_start, 0.0) / count
         self.last_train = self.logger.log({
             "event": "train", "step": self.step, "epoch": self._epoch(), "lr": lr, **means,
             "step_time": round(dt, 6), "time": round(self.elapsed(), 3)})
         self.emit(self.last_train)
         self.pbar.set_postfix(loss=f"{means.get('loss', float('nan')):.4f}", lr=f"{lr:.3g}")
-        self.window = _Window(self.elapsed())
+        self.window_sums, self.window_steps, self.window_start = {}, 0, self.elapsed()
 
     def train_step(self, batch: Any) -> float:
         """One optimiser step on ``batch``; returns the learning rate used."""
@@ -312,7 +286,10 @@ class Trainer:
         self.optimizer.step()
         self.step += 1
         self.run_steps += 1
-        self.window.add(values)
+        for k, v in values.items():
+            v = v.detach().float() if isinstance(v, torch.Tensor) else float(v)
+            self.window_sums[k] = self.window_sums[k] + v if k in self.window_sums else v
+        self.window_steps += 1
         self.pbar.update(1)
         if self.callbacks:
             self.emit({"event": "step", "step": self.step, "epoch": self._epoch(),
@@ -320,7 +297,7 @@ class Trainer:
         return lr
 
     def _due(self, every: int, every_epochs: int) -> bool:
-        """Whether this step ends a period of ``every`` steps or ``every_epochs`` epochs (0: off)."""
+        """Whether the step ends a period of ``every`` steps or ``every_epochs`` epochs (0: off)."""
         epochs, rest = divmod(self.step, self.steps_per_epoch)
         return bool(every and self.step % every == 0 or
                     rest == 0 and every_epochs and epochs % every_epochs == 0)
@@ -329,8 +306,7 @@ class Trainer:
         """Log, evaluate and checkpoint as configured; ``True`` ends the current epoch pass."""
         tc = self.tc
         final = self.check_budget() or self.step >= self.total_steps
-        self.stopped = self.stop_after_steps is not None and \
-            self.run_steps >= self.stop_after_steps
+        self.stopped = self.stop_after_steps is not None and self.run_steps >= self.stop_after_steps
         # no extra record when stopping early: the logging window is checkpointed and a
         # resumed run logs exactly what an uninterrupted one would
         if final or self._due(tc.log_every, 0):
@@ -346,16 +322,14 @@ class Trainer:
         """Train from the current step to the end of its epoch (or until the run stops)."""
         epoch, offset = divmod(self.step, self.steps_per_epoch)
         it = iter(self.train_batches.batches(epoch, offset))
-        got_any = False
         try:
             for batch in it:
-                got_any = True
                 if self.after_step(self.train_step(batch)):
                     break
         finally:
             if callable(getattr(it, "close", None)):
                 it.close()
-        if not got_any:
+        if self.step == epoch * self.steps_per_epoch + offset:
             raise ValueError(f"train_batches.batches({epoch}, start={offset}) yielded no batch "
                              f"although len(train_batches) = {self.steps_per_epoch}")
 
@@ -364,7 +338,7 @@ class Trainer:
         self._resume()
         self._open_outputs()
         self.check_budget()
-        self.window.start = self.elapsed()
+        self.window_start = self.elapsed()
         try:
             with self.wall:
                 if self.tc.eval_at_start and self.eval_sets and self.step == 0:
@@ -393,17 +367,9 @@ class Trainer:
 
 
 def fit(model: nn.Module, task: Task, train_batches: BatchSource, config: RunConfig,
-        eval_batches: Any = None, *, eval_sets: Mapping[str, Any] | None = None,
-        out_dir: str | os.PathLike | None = None, resume: bool | str | os.PathLike = True,
-        callbacks: Sequence[Callback] = (), device: str | torch.device | None = None,
-        stop_after_steps: int | None = None, tokenizer: dict | None = None) -> dict[str, Any]:
+        eval_batches: Any = None, **options: Any) -> dict[str, Any]:
     """Train ``model`` on ``task`` for ``config.train``'s steps, epochs or seconds; returns the
-    summary. ``eval_sets``: named sets (the first decides ``best.pt``); ``resume``: ``True``
-    (``out_dir/last.pt``, ``prev.pt`` if damaged), a path or ``False``; ``callbacks``: events."""
-    if eval_batches is not None and eval_sets is not None:
-        raise ValueError("give eval_batches (one set) or eval_sets (named sets), not both")
-    sets = dict(eval_sets) if eval_sets is not None else \
-        ({} if eval_batches is None else {None: eval_batches})
-    return Trainer(model, task, train_batches, config, sets, out_dir=out_dir, resume=resume,
-                   callbacks=callbacks, device=device, stop_after_steps=stop_after_steps,
-                   tokenizer=tokenizer).run()
+    summary. ``options`` (see :class:`Trainer`): ``eval_sets`` (named sets, the first decides
+    ``best.pt``), ``out_dir``, ``resume`` (``True``: ``out_dir/last.pt``, ``prev.pt`` if damaged;
+    a path; ``False``), ``callbacks`` (events), ``device``, ``stop_after_steps``, ``tokenizer``."""
+    return Trainer(model, task, train_batches, config, eval_batches, **options).run()

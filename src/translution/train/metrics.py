@@ -51,31 +51,28 @@ def _jsonl(records: Iterable[dict[str, Any]]) -> str:
 
 
 class MetricsLogger:
-    """Append records to ``out_dir/metrics.jsonl`` (``None`` or ``enabled=False``, as on ranks
-    other than 0: nothing written); ``csv`` also keeps ``metrics_<event>.csv`` (:meth:`flush_csv`)."""
+    """Append records to ``out_dir/metrics.jsonl`` (``None``, as on ranks other than 0: nothing
+    written); ``csv`` also keeps ``metrics_<event>.csv`` (:meth:`flush_csv`)."""
 
-    def __init__(self, out_dir: str | os.PathLike | None, *, enabled: bool = True,
-                 csv: bool = False) -> None:
+    def __init__(self, out_dir: str | os.PathLike | None, *, csv: bool = False) -> None:
         self.path = None if out_dir is None else Path(out_dir) / "metrics.jsonl"
-        self.enabled = enabled and self.path is not None
         self.csv = csv
 
     def _file(self) -> Path | None:
         """The file when writing is on and it exists."""
-        return self.path if self.enabled and self.path.exists() else None  # type: ignore
+        return self.path if self.path is not None and self.path.exists() else None
 
     def log(self, record: dict[str, Any]) -> dict[str, Any]:
         """Append one record (tensors become floats) and return it."""
         record = {k: _jsonable(v) for k, v in record.items()}
-        if self.enabled:
-            self.path.parent.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
-            with open(self.path, "a") as f:  # type: ignore[arg-type]
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a") as f:
                 f.write(_jsonl([record]))
         return record
 
     def truncate_after(self, step: int) -> None:
-        """Drop records with ``step > step`` (written after an interrupted run's last
-        checkpoint), so a resumed run does not duplicate them."""
+        """Drop records after ``step`` (an interrupted run's last checkpoint) before resuming."""
         if path := self._file():
             atomic_write_text(path, _jsonl(r for r in read_metrics(path)
                                            if int(r.get("step", 0)) <= step))
@@ -94,8 +91,7 @@ class MetricsLogger:
 def read_metrics(path: str | os.PathLike, event: str | None = None) -> list[dict[str, Any]]:
     """The records of ``metrics.jsonl`` (of one ``event`` kind); a torn last line (an
     interrupted write) is dropped with a warning, any other bad line is a ValueError."""
-    p = Path(path)
-    text = p.read_text()
+    text = Path(path).read_text()
     lines = text.splitlines()
     out = []
     for i, line in enumerate(lines, 1):
@@ -105,27 +101,25 @@ def read_metrics(path: str | os.PathLike, event: str | None = None) -> list[dict
             rec = json.loads(line)
         except json.JSONDecodeError as e:
             if i == len(lines) and not text.endswith("\n"):
-                warnings.warn(f"{str(p)!r} line {i} is an incomplete record (an interrupted "
+                warnings.warn(f"{str(path)!r} line {i} is an incomplete record (an interrupted "
                               f"write); dropped: {line[:80]!r}", stacklevel=2)
                 break
-            raise ValueError(f"{str(p)!r} line {i} is not valid JSON: {e}") from e
+            raise ValueError(f"{str(path)!r} line {i} is not valid JSON: {e}") from e
         if event is None or rec.get("event") == event:
             out.append(rec)
     return out
 
 
-def write_csv(jsonl_path: str | os.PathLike) -> list[Path]:
-    """Write one CSV per event kind next to a ``metrics.jsonl`` file; return the paths."""
+def write_csv(jsonl_path: str | os.PathLike) -> None:
+    """Write ``metrics_<event>.csv``, one per event kind, next to a ``metrics.jsonl`` file."""
     p = Path(jsonl_path)
     by_event: dict[str, list[dict[str, Any]]] = {}
     for r in read_metrics(p):
         by_event.setdefault(str(r.get("event", "record")), []).append(r)
-    written = []
     for event, recs in by_event.items():
         columns = list(dict.fromkeys(k for r in recs for k in r if k != "event"))
         text = io.StringIO(newline="")
         w = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore")
         w.writeheader()
         w.writerows(recs)
-        written.append(atomic_write_text(p.with_name(f"metrics_{event}.csv"), text.getvalue()))
-    return written
+        atomic_write_text(p.with_name(f"metrics_{event}.csv"), text.getvalue())

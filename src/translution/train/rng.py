@@ -24,16 +24,15 @@ def _seed_cpu(seed: int) -> None:
     torch.random.default_generator.manual_seed(seed)
 
 
-def seed_everything(seed: int, *, deterministic: bool = False) -> int:
-    """Seed Python, NumPy and torch (CPU and every CUDA device) with ``seed`` (an int >= 0) and
-    return it; ``deterministic`` also asks torch for deterministic algorithms (warn only)."""
+def seed_everything(seed: int, *, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and torch (CPU and every CUDA device) with ``seed`` (an int >= 0);
+    ``deterministic`` also asks torch for deterministic algorithms (warn only)."""
     seed = check_int("seed", seed, 0)
     _seed_cpu(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
-    return seed
 
 
 def derive_seed(*parts: int) -> int:
@@ -50,9 +49,7 @@ def capture_rng_state(cuda: bool = True) -> dict[str, Any]:
     """Every global generator's state, loadable with ``weights_only=True``: ``{"python",
     "numpy", "torch", "cuda"}`` (``cuda``: empty unless CUDA is initialised and asked for)."""
     name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
-    cuda_states: list[torch.Tensor] = []
-    if cuda and torch.cuda.is_available() and torch.cuda.is_initialized():
-        cuda_states = [s.clone() for s in torch.cuda.get_rng_state_all()]
+    cuda_states = torch.cuda.get_rng_state_all() if cuda and torch.cuda.is_initialized() else []
     return {"python": random.getstate(),
             "numpy": {"name": str(name), "keys": torch.from_numpy(np.asarray(keys, np.int64)),
                       "pos": int(pos), "has_gauss": int(has_gauss),
@@ -91,8 +88,8 @@ def preserved_rng(cuda: bool = True) -> Iterator[None]:
 
 @contextlib.contextmanager
 def seeded_rng(seed: int) -> Iterator[None]:
-    """Run a block with the Python, NumPy and torch-CPU generators seeded from ``seed``,
-    restoring them afterwards (a data-loading step as a pure function of its seed)."""
+    """Run a block with the CPU generators (Python, NumPy, torch) seeded from ``seed``, then
+    restored: a data-loading step as a pure function of its seed."""
     with preserved_rng(cuda=False):
         _seed_cpu(seed)
         yield

@@ -38,10 +38,7 @@ class Task(Protocol):
 def _pair(batch: Any, what: str) -> tuple[Any, Any]:
     if isinstance(batch, (tuple, list)) and len(batch) == 2:
         return batch[0], batch[1]
-    if isinstance(batch, dict) and {"input", "target"} <= set(batch):
-        return batch["input"], batch["target"]
-    raise TypeError(f"{what} batch must be (inputs, targets) or a dict with 'input' and "
-                    f"'target', got {type(batch).__name__}"
+    raise TypeError(f"{what} batch must be (inputs, targets), got {type(batch).__name__}"
                     + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else ""))
 
 
@@ -168,5 +165,4 @@ class LanguageModelTask:
                 sums["tokens"] += float((y != self.ignore_index).sum())
         sums, n = _reduced(sums, reduce, "tokens", "scored no tokens")
         loss = sums["loss_sum"] / n
-        return {"loss": loss, "ppl": math.exp(loss) if loss < 700 else math.inf,
-                "tokens": int(n)}
+        return {"loss": loss, "ppl": math.exp(loss) if loss < 700 else math.inf, "tokens": int(n)}
