@@ -1,5 +1,8 @@
 """Shared fixtures: operation inputs, fake MNIST folders, a tiny text corpus."""
 
+import gzip
+import struct
+
 import pytest
 import torch
 
@@ -75,10 +78,23 @@ def run_backends():
     return _grads_match
 
 
+def write_idx(path, tensor):
+    """Write a uint8 tensor as an IDX file (gzip-compressed when the name ends with ``.gz``)."""
+    data = (bytes([0, 0, 8, tensor.dim()]) + struct.pack(f">{tensor.dim()}I", *tensor.shape)
+            + tensor.contiguous().numpy().tobytes())
+    path.write_bytes(gzip.compress(data, mtime=0) if path.name.endswith(".gz") else data)
+    return path
+
+
+@pytest.fixture(scope="session")
+def idx_writer():
+    """:func:`write_idx` for test modules (conftest functions cannot be imported)."""
+    return write_idx
+
+
 def _write_mnist(root, sizes=(64, 24), sides=None):
     """An MNIST IDX folder with ``sizes`` (train, test) images: random pixels and labels, or
     (``sides``) one bright square at a random place whose side ``sides[label]`` is learnable."""
-    from translution.data.mnist import write_idx
     root.mkdir(parents=True, exist_ok=True)
     g = torch.Generator().manual_seed(0)
     for split, n in zip(("train", "t10k"), sizes):

@@ -22,9 +22,8 @@ def test_no_function_longer_than_80_lines():
 
 
 #: Everything outside the op core (layouts, backends, functional, layers) and the models (data/,
-#: train/, experiments/, bench/, generation, recipes, cli, utils): a ratchet against growth. Issue
-#: 10 aims at 6,000; at the time of writing the code holds 6,425 lines.
-NON_CORE_BUDGET = 6450
+#: train/, experiments/, bench/, generation, recipes, cli, utils): issue 10's budget of 6,000 lines.
+NON_CORE_BUDGET = 6000
 CORE = ("layouts.py", "backends", "functional.py", "layers.py", "models", "__init__.py")
 
 

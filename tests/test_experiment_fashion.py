@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from translution.cli import main
-from translution.data.mnist import write_idx
 from translution.data.mnist import RandomCropFlip
 from translution.experiments import common, fashion
 from translution.train.config import replace_settings
@@ -23,7 +22,7 @@ TINY = ["train_size=96", "test_size=40", "epochs=1", "batch_size=32", "eval_batc
 
 
 @pytest.fixture(scope="module")
-def fake_root(tmp_path_factory):
+def fake_root(tmp_path_factory, idx_writer):
     """A Fashion-MNIST folder of full-size splits (the loader requires them): the first images
     random, the rest blank."""
     root = tmp_path_factory.mktemp("fashion")
@@ -31,8 +30,8 @@ def fake_root(tmp_path_factory):
     for split, n in (("train", 60000), ("t10k", 10000)):
         images = torch.zeros(n, 28, 28, dtype=torch.uint8)
         images[:128] = torch.randint(0, 256, (128, 28, 28), generator=g, dtype=torch.uint8)
-        write_idx(root / f"{split}-images-idx3-ubyte", images)
-        write_idx(root / f"{split}-labels-idx1-ubyte",
+        idx_writer(root / f"{split}-images-idx3-ubyte", images)
+        idx_writer(root / f"{split}-labels-idx1-ubyte",
                   torch.randint(0, 10, (n,), generator=g, dtype=torch.uint8))
     return root
 

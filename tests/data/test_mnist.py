@@ -11,7 +11,7 @@ import torch
 
 from translution.data import fetch
 from translution.data import mnist as mnist_mod
-from translution.data.mnist import check_idx, write_idx
+from translution.data.mnist import check_idx
 from translution.data.mnist import DataUnavailableError, load_fashion_mnist, load_mnist
 
 pytest.importorskip("torchvision")
@@ -26,6 +26,12 @@ def _fake_split(n, seed=0):
 
 def _idx_bytes(t):
     return bytes([0, 0, 8, t.dim()]) + struct.pack(f">{t.dim()}I", *t.shape) + t.numpy().tobytes()
+
+
+def write_idx(path, t):
+    path.write_bytes(gzip.compress(_idx_bytes(t), mtime=0) if path.name.endswith(".gz")
+                     else _idx_bytes(t))
+    return path
 
 
 def _write_split(folder, split, images, labels, gz=False):
@@ -116,14 +122,10 @@ def test_idx_overflowing_header_is_a_value_error_through_the_loader(tmp_path):
         load_mnist("test", root=tmp_path, download=False)
 
 
-def test_idx_expected_ndim_and_bad_tensors(tmp_path):
+def test_idx_expected_ndim(tmp_path):
     path = write_idx(tmp_path / "x", torch.zeros(2, 3, dtype=torch.uint8))
     with pytest.raises(ValueError, match="3 dimensions"):
         check_idx(path, 3)
-    with pytest.raises(TypeError, match="uint8"):
-        write_idx(tmp_path / "y", torch.zeros(3, dtype=torch.float32))
-    with pytest.raises(TypeError, match="list"):
-        write_idx(tmp_path / "y", [1, 2, 3])
 
 
 # ------------------------------------------------------------------------------- MNIST loader

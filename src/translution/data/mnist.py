@@ -3,7 +3,6 @@
 :mod:`.fetch`; an IDX header checker and writer; batch crop/flip augmentation."""
 from __future__ import annotations
 
-import gzip
 import math
 import struct
 import tempfile
@@ -59,22 +58,6 @@ def _idx_shape(data: bytes, where: PathLike, ndim: Optional[int] = None) -> Tupl
 def check_idx(path: PathLike, ndim: Optional[int] = None) -> Tuple[int, ...]:
     """The shape a plain uint8 IDX file declares; ``ValueError`` as :func:`_idx_shape`."""
     return _idx_shape(Path(path).read_bytes(), path, ndim)
-
-
-def write_idx(path: PathLike, tensor: torch.Tensor) -> Path:
-    """Write a uint8 tensor (images ``(N, 28, 28)``, labels ``(N,)``) as an IDX file, atomically;
-    gzip-compressed when the name ends with ``.gz``."""
-    if not isinstance(tensor, torch.Tensor) or tensor.dtype != torch.uint8:
-        got = tensor.dtype if isinstance(tensor, torch.Tensor) else type(tensor).__name__
-        raise TypeError(f"expected a torch.uint8 tensor, got {got}")
-    if not 1 <= tensor.dim() <= 255 or max(tensor.shape) >= 2**32:
-        raise ValueError(f"IDX holds 1 to 255 dimensions of size < 2**32, got shape "
-                         f"{tuple(tensor.shape)}")
-    data = (bytes([0, 0, 0x08, tensor.dim()]) + struct.pack(f">{tensor.dim()}I", *tensor.shape)
-            + tensor.detach().cpu().contiguous().numpy().tobytes())
-    if str(path).endswith(".gz"):
-        data = gzip.compress(data, compresslevel=6, mtime=0)
-    return atomic_write_bytes(path, data)
 
 
 def _read_pair(folder: Path, names: Tuple[str, str], expected_n: Optional[int]
