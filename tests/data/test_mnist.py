@@ -29,6 +29,7 @@ def _idx_bytes(t):
 
 
 def write_idx(path, t):
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(gzip.compress(_idx_bytes(t), mtime=0) if path.name.endswith(".gz")
                      else _idx_bytes(t))
     return path
