@@ -34,18 +34,18 @@ def lines(panels: Mapping[str, Mapping[str, Sequence[tuple]]], path, xlabel: str
     fig, axes = plt.subplots(rows, cols, figsize=(max(6.0, 3.6 * cols), 3.4 * rows),
                              squeeze=False, sharey=True, constrained_layout=True)
     for ax, (name, series) in zip(axes.flat, panels.items()):
-        for label, points in series.items():
+        for k, (label, points) in enumerate(series.items()):       # past 10 colours: dashed
             if not points:
                 continue
             x, *ys = zip(*sorted(points))
             y, *band = ([scale * v for v in column] for column in ys)
-            line, = ax.plot(x, y, label=label, linewidth=1.2,
+            line, = ax.plot(x, y, label=label, linewidth=1.2, ls="--" if k >= 10 else "-",
                             marker="o" if len(x) <= 40 else None, markersize=2.5)
             if band:
                 ax.fill_between(x, *band, color=line.get_color(), alpha=0.2, linewidth=0)
         ax.set_title(name, fontsize=8)
         ax.set_xlabel(xlabel, fontsize=8)
-        ax.tick_params(labelsize=7)
+        ax.tick_params(which="both", labelsize=7)
         ax.grid(alpha=0.3)
         if xlog:
             ax.set_xscale("log", base=xlog)
@@ -98,7 +98,7 @@ def accuracy_bars(accuracy: Mapping[str, Mapping[str, tuple]], path, title: str 
         values, errors = [100 * p[0] for p in pairs], [100 * p[1] for p in pairs]
         low = min([low] + [v - e for v, e in zip(values, errors) if v == v])
         bars = ax.bar(xs, values, width, label=model, yerr=errors if any(errors) else None,
-                      error_kw={"elinewidth": 0.8, "capsize": 1.5})
+                      error_kw={"elinewidth": 0.8, "capsize": 1.5}, hatch="//" * (m >= 10))
         ax.bar_label(bars, [f"{v:.1f}" for v in values], fontsize=6, padding=2)
     ax.set_xticks(range(len(settings)), settings, fontsize=8)
     ax.set_ylabel("test accuracy (%)")
