@@ -45,6 +45,28 @@ def test_translution_fast_equals_reference(layout, relative, backend, make_weigh
     _close(ref, fast)
 
 
+@pytest.mark.parametrize("layout", [
+    Sequence(23, causal=True, max_distance=3), Sequence(23, max_distance=3),
+    Sequence(23, causal=True, max_distance=0), Sequence(23, max_distance=0),
+    Sequence(23, max_distance=3, symmetric=True), Grid(23, cls_token=True, max_distance=2),
+    Sequence(75, causal=True, max_distance=4), Sequence(75, max_distance=4)], ids=repr)
+@pytest.mark.parametrize("relative", ["qkv", "q", "kv"])
+@pytest.mark.parametrize("batch", [1, 2])
+@pytest.mark.parametrize("save", [False, True])
+def test_grouped_far_slot_equals_reference(layout, relative, batch, save, make_weights,
+                                           run_backends):
+    """Clipped 1-D layouts: the far slot's pairs (projected once per token, scored and mixed by
+    matmuls over query blocks, several blocks at N = 75) equal the per-pair definition."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(batch, layout.num_tokens, 5, dtype=torch.float64, generator=g,
+                    requires_grad=True)
+    ws = make_weights(layout, relative, 5, 6, generator=g)
+    fn = lambda x, wq, wk, wv, backend: F.translution(x, wq, wk, wv, layout, heads=2,
+                                                      backend=backend, save_projections=save)
+    ref, fast = run_backends(fn, [x, *ws], ("reference", "grouped"))
+    _close(ref, fast)
+
+
 @pytest.mark.parametrize("backend", FAST)
 @pytest.mark.parametrize("layout", LAYOUTS[:10], ids=repr)
 @pytest.mark.parametrize("relative", SUBSETS)
