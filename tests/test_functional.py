@@ -8,6 +8,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from translution import functional as F
 from translution.backends import BACKENDS
+from translution.backends.batched import BatchedBackend
 from translution.layouts import Grid, Sequence
 
 SUBSETS = ["q", "k", "v", "qk", "qv", "kv", "qkv"]
@@ -53,8 +54,10 @@ def test_translution_fast_equals_reference(layout, relative, backend, make_weigh
 @pytest.mark.parametrize("relative", ["qkv", "q", "kv"])
 @pytest.mark.parametrize("batch", [1, 2])
 @pytest.mark.parametrize("save", [False, True])
-def test_grouped_far_slot_equals_reference(layout, relative, batch, save, make_weights,
-                                           run_backends):
+@pytest.mark.parametrize("backend", ["grouped", "batched", pytest.param(
+    BatchedBackend(memory_budget=1), id="batched-1B")])   # several far blocks at N = 75
+def test_far_slot_equals_reference(layout, relative, batch, save, backend, make_weights,
+                                   run_backends):
     """Clipped 1-D layouts: the far slot's pairs (projected once per token, scored and mixed by
     matmuls over query blocks, several blocks at N = 75) equal the per-pair definition."""
     g = torch.Generator().manual_seed(1)
@@ -63,7 +66,19 @@ def test_grouped_far_slot_equals_reference(layout, relative, batch, save, make_w
     ws = make_weights(layout, relative, 5, 6, generator=g)
     fn = lambda x, wq, wk, wv, backend: F.translution(x, wq, wk, wv, layout, heads=2,
                                                       backend=backend, save_projections=save)
-    ref, fast = run_backends(fn, [x, *ws], ("reference", "grouped"))
+    ref, fast = run_backends(fn, [x, *ws], ("reference", backend))
+    _close(ref, fast)
+
+
+@pytest.mark.parametrize("backend", ["grouped", "batched", BatchedBackend(memory_budget=1)],
+                         ids=["grouped", "batched", "batched-1B"])
+@pytest.mark.parametrize("layout", [Sequence(40, causal=True, max_distance=3),
+                                    Grid(40, max_distance=1, cls_token=True)], ids=repr)
+@pytest.mark.parametrize("relative", ["qkv", "v"])
+def test_alpha_far_slot_equals_reference(layout, relative, backend, run_backends, alpha_case):
+    """α-Translution's narrow banks on clipped 1-D layouts: the far slot as in the reference."""
+    fn, inputs = alpha_case(layout, relative)
+    ref, fast = run_backends(fn, inputs, ("reference", backend))
     _close(ref, fast)
 
 

@@ -20,6 +20,10 @@ chunks, hence of ops, depends on the memory budget, not on the number of slots. 
 tensors, the working set is one chunk's temporaries (about ``memory_budget`` bytes). Backward
 recomputes the projections chunk by chunk. The slot map is read only through the layout's index
 maps, so any layout (clipped, symmetric, causal, class token, circular) runs unchanged.
+
+The far slot of a clipped 1-D layout (``|δ| > K``) is left out of the chunks: each direction's
+tokens are projected once through it and its triangle of pairs is scored / mixed by per-head
+matmuls over blocks of queries (:mod:`translution.backends.far`), a few ops per block.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from ..layouts import Layout
+from . import far
 from .base import Backend
 
 #: Default bound on one chunk temporary, in bytes, per device type: cache-sized chunks are
@@ -60,14 +65,18 @@ class _Chunk:
 @functools.lru_cache(maxsize=64)
 def _groups(layout: Layout) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                                      List[int]]:
-    """Attended pairs sorted by their slots ``(slot_q, slot_k)``: query and key tokens, the two
-    slots per pair, and the size of each run of equal slots (a group)."""
+    """Attended pairs but the far ones (see :mod:`~translution.backends.far`), sorted by their
+    slots ``(slot_q, slot_k)``: query and key tokens, the two slots per pair, and the size of
+    each run of equal slots (a group)."""
     n = layout.num_tokens
     slot_q, slot_k = layout.slot_index(), layout.key_slot_index()
     allowed = layout.allowed()
+    keep = torch.ones(n, n, dtype=torch.bool) if allowed is None else allowed.clone()
+    for f in far.far_pairs(layout):
+        tri = torch.ones(f.m, f.m, dtype=torch.bool)
+        keep[f.q0:f.q0 + f.m, f.k0:f.k0 + f.m] &= ~(tri.tril() if f.lower else tri.triu())
     i, j = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
-    if allowed is not None:
-        i, j, slot_q, slot_k = i[allowed], j[allowed], slot_q[allowed], slot_k[allowed]
+    i, j, slot_q, slot_k = i[keep], j[keep], slot_q[keep], slot_k[keep]
     key = (slot_q * layout.num_slots + slot_k).flatten()
     order = torch.argsort(key, stable=True)
     _, counts = torch.unique_consecutive(key[order], return_counts=True)
@@ -159,6 +168,21 @@ def _device_plan(device: torch.device, *key) -> List[_Chunk]:
     return plan if device.type == "cpu" else [c.to(device) for c in plan]
 
 
+def _take(t: torch.Tensor, index) -> torch.Tensor:
+    """Rows ``index`` (a slice: a view, or an index tensor) of ``t``."""
+    return t[index] if isinstance(index, slice) else t.index_select(0, index)
+
+
+def _add_at(t: torch.Tensor, index, src: torch.Tensor):
+    """Add ``src`` (reshaped to them) to the rows ``index`` (a slice or an index tensor) of
+    ``t``."""
+    if isinstance(index, slice):
+        rows = t[index]
+        rows += src.reshape(rows.shape)
+    else:
+        t.index_add_(0, index, src.reshape(len(index), *t.shape[1:]))
+
+
 def _token_major(x: torch.Tensor) -> torch.Tensor:
     """``(B, N, F) -> (N+1, B, F)`` with an all-zero padding token last."""
     b, n, f = x.shape
@@ -195,15 +219,16 @@ class _Side:
         self.rows = x_t if (w is None or self.relative) else x_t @ w   # plain: (N+1, B, C')
         self.width = self.rows.shape[-1] if not self.relative else w.shape[-1]
 
-    def project(self, tokens: torch.Tensor, slots: torch.Tensor, tiles: int):
+    def project(self, tokens, slots, tiles: int):
         """Rows of ``tokens`` projected, ``(tiles, rows·B, C')``, and for banks the gathered
-        inputs ``(tiles, rows·B, C)`` and slot matrices ``(tiles, C, C')``."""
-        gathered = self.rows.index_select(0, tokens)                  # (tiles·rows, B, F)
+        inputs ``(tiles, rows·B, C)`` and slot matrices ``(tiles, C, C')`` (``tokens``,
+        ``slots``: index tensors, or slices for one tile)."""
+        gathered = _take(self.rows, tokens)                           # (tiles·rows, B, F)
         rows, batch, width = gathered.shape
         flat = gathered.view(tiles, rows // tiles * batch, width)
         if not self.relative:
             return flat, None, None
-        mats = self.w.index_select(0, slots)
+        mats = _take(self.w, slots)
         return torch.bmm(flat, mats), flat, mats
 
     def start_grad(self, need_x: bool, need_w: bool):
@@ -212,20 +237,18 @@ class _Side:
                        else None)
         self.dw = torch.zeros_like(self.w) if (need_w and self.relative) else None
 
-    def accumulate(self, tokens: torch.Tensor, slots: torch.Tensor, x_rows, mats,
-                   dproj: torch.Tensor):
+    def accumulate(self, tokens, slots, x_rows, mats, dproj: torch.Tensor):
         """Add ``dproj`` ``(tiles, rows·B, C')``, the gradient of :meth:`project`'s output
         (``x_rows``, ``mats``: what :meth:`project` gathered)."""
         if not self.relative:
             if self.d_rows is not None:
-                self.d_rows.index_add_(0, tokens,
-                                       dproj.reshape(len(tokens), *self.d_rows.shape[1:]))
+                _add_at(self.d_rows, tokens, dproj)
             return
         if self.dw is not None:
-            self.dw.index_add_(0, slots, torch.bmm(x_rows.transpose(1, 2), dproj))
+            _add_at(self.dw, slots, torch.bmm(x_rows.transpose(1, 2), dproj))
         if self.d_rows is not None:
             dx = torch.bmm(dproj, mats.transpose(1, 2))
-            self.d_rows.index_add_(0, tokens, dx.view(len(tokens), *self.d_rows.shape[1:]))
+            _add_at(self.d_rows, tokens, dx)
 
     def finish_grad(self) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
         dx, dw = None, self.dw
@@ -278,9 +301,17 @@ class BatchedBackend(Backend):
         itemsize = max(itemsize, 4)                    # scores are formed in float32 or wider
         row_cost = max(1, batch) * max(1, c_in, c_out) * itemsize
         tile_cost = max(1, c_in) * max(1, c_out) * itemsize
-        budget = self.memory_budget or DEFAULT_MEMORY_BUDGET.get(device.type,
-                                                                 OTHER_DEVICES_MEMORY_BUDGET)
-        return _device_plan(device, layout, self.tile_rows, row_cost, tile_cost, budget)
+        return _device_plan(device, layout, self.tile_rows, row_cost, tile_cost,
+                            self._budget(device))
+
+    def _budget(self, device: torch.device) -> int:
+        return self.memory_budget or DEFAULT_MEMORY_BUDGET.get(device.type,
+                                                               OTHER_DEVICES_MEMORY_BUDGET)
+
+    def far_step(self, batch: int, heads: int, m: int, device: torch.device) -> int:
+        """Queries per far block: its ``(B, heads, step, m)`` scores (float32 or wider, 8 bytes
+        assumed) within :attr:`memory_budget`, and at least 32."""
+        return max(32, self._budget(device) // (8 * max(1, batch * heads * m)))
 
     def pair_scores(self, xq, xk, wq, wk, layout, heads, scale, save_projections: bool = False):
         """See :mod:`translution.backends.base`. ``save_projections`` is accepted for the common
@@ -291,6 +322,47 @@ class BatchedBackend(Backend):
         """See :mod:`translution.backends.base` (``save_projections``: as in
         :meth:`pair_scores`)."""
         return _PairMix.apply(attn, xv, wv, layout, heads, self)
+
+
+def _far_project(side: _Side, first: int, slot: int, f: far.Far, batch: int, heads: int):
+    """Tokens ``first … first+m-1`` of a far group through ``slot``: ``(tokens, slots)`` as
+    slices, :meth:`_Side.project`'s triple and the projection head-last
+    ``(B, heads, m, C'/heads)``."""
+    tokens, slots = slice(first, first + f.m), slice(slot, slot + 1)
+    proj = side.project(tokens, slots, 1)
+    return (tokens, slots), proj, _heads_last(proj[0], batch, heads)
+
+
+def _heads_last(t: Optional[torch.Tensor], batch: int, heads: int) -> Optional[torch.Tensor]:
+    """Token-major ``(m·B, C')`` rows (any leading shape) → ``(B, heads, m, C'/heads)``."""
+    if t is None:
+        return None
+    return t.view(-1, batch, heads, t.shape[-1] // heads).permute(1, 2, 0, 3)
+
+
+def _far_scores(out, q_side, k_side, layout, heads, scale, backend):
+    """Write the far pairs' scores into ``out`` ``(B, heads, N, N)``."""
+    b = out.shape[0]
+    for f in far.far_pairs(layout):
+        qh, kh = (_far_project(side, first, slot, f, b, heads)[2].to(out.dtype) for
+                  side, first, slot in ((q_side, f.q0, f.slot_q), (k_side, f.k0, f.slot_k)))
+        far.scores(out, f, qh, kh, backend.far_step(b, heads, f.m, out.device), scale)
+
+
+def _far_scores_grad(dscores, q_side, k_side, layout, heads, scale, backend):
+    """Accumulate the far pairs' gradients into ``q_side`` / ``k_side``."""
+    b, dscores = dscores.shape[0], dscores.to(q_side.rows.dtype)
+    for f in far.far_pairs(layout):
+        qi, (q, xq, mq), qh = _far_project(q_side, f.q0, f.slot_q, f, b, heads)
+        ki, (k, xk, mk), kh = _far_project(k_side, f.k0, f.slot_k, f, b, heads)
+        dq = torch.zeros_like(q) if q_side.d_rows is not None or q_side.dw is not None else None
+        dk = torch.zeros_like(k) if k_side.d_rows is not None or k_side.dw is not None else None
+        far.scores_grad(dscores, f, qh, kh, _heads_last(dq, b, heads), _heads_last(dk, b, heads),
+                        backend.far_step(b, heads, f.m, dscores.device), scale)
+        if dq is not None:
+            q_side.accumulate(*qi, xq, mq, dq)
+        if dk is not None:
+            k_side.accumulate(*ki, xk, mk, dk)
 
 
 def _widths(x: torch.Tensor, *weights) -> Tuple[int, int]:
@@ -313,7 +385,9 @@ class _PairScores(torch.autograd.Function):
             k, _, _ = k_side.project(c.k_tok, c.slot_k, c.tiles)
             s = _heads(q, c, b, heads).to(dtype).mul_(_heads(k, c, b, heads)).sum(-1)
             scores.index_copy_(0, c.pair, s.mul_(scale) if scale != 1.0 else s)
-        return _from_pair_major(scores, n)
+        out = _from_pair_major(scores, n)
+        _far_scores(out, q_side, k_side, layout, heads, scale, backend)
+        return out
 
     @staticmethod
     @once_differentiable
@@ -338,6 +412,7 @@ class _PairScores(torch.autograd.Function):
             if need[1] or need[3]:                # dk = g·q, in q's buffer
                 k_side.accumulate(c.k_tok, c.slot_k, xk_rows, mk, _heads(q, c, b, heads).mul_(g)
                                   .view(q.shape))
+        _far_scores_grad(dscores, q_side, k_side, layout, heads, scale, backend)
         dxq, dwq = q_side.finish_grad()
         dxk, dwk = k_side.finish_grad()
         return dxq, dxk, dwq, dwk, None, None, None, None
@@ -356,6 +431,11 @@ class _PairMix(torch.autograd.Function):
             v, _, _ = v_side.project(c.k_tok, c.slot_q, c.tiles)
             a = weights.index_select(0, c.pair)[..., None]               # (tiles·rows, B, h, 1)
             out.index_add_(0, c.q_tok, _heads(v, c, b, heads).mul_(a).flatten(-2))
+        weights = attn.to(v_side.rows.dtype)
+        for f in far.far_pairs(layout):
+            vh = _far_project(v_side, f.k0, f.slot_v, f, b, heads)[2]
+            far.mix(_heads_last(out[f.q0:f.q0 + f.m], b, heads), weights, f, vh,
+                    backend.far_step(b, heads, f.m, xv.device))
         return out[:n].transpose(0, 1).contiguous()
 
     @staticmethod
@@ -380,6 +460,14 @@ class _PairMix(torch.autograd.Function):
             if weights is not None:
                 a = weights.index_select(0, c.pair)[..., None]
                 v_side.accumulate(c.k_tok, c.slot_q, xv_rows, mv, go.mul_(a).view(v.shape))
-        dxv, dwv = v_side.finish_grad()
         dattn = None if dattn is None else _from_pair_major(dattn, n)
+        weights = attn.to(v_side.rows.dtype)
+        for f in far.far_pairs(layout):
+            vi, (v, xv_rows, mv), vh = _far_project(v_side, f.k0, f.slot_v, f, b, heads)
+            dv = torch.zeros_like(v) if need[1] or need[2] else None
+            far.mix_grad(_heads_last(dout_t[f.q0:f.q0 + f.m], b, heads), weights, dattn, f, vh,
+                         _heads_last(dv, b, heads), backend.far_step(b, heads, f.m, xv.device))
+            if dv is not None:
+                v_side.accumulate(*vi, xv_rows, mv, dv)
+        dxv, dwv = v_side.finish_grad()
         return dattn, dxv, dwv, None, None, None

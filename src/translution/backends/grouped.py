@@ -24,13 +24,14 @@ rows are ``|rect|·B`` long runs.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from typing import List, Optional, Tuple
 
 import torch
 from torch.autograd.function import once_differentiable
 
 from ..layouts import Layout
+from . import far
 from .base import Backend
 
 @dataclass(frozen=True)
@@ -59,31 +60,11 @@ class _Group:
     pair_offset: int
 
 
-@dataclass(frozen=True)
-class _Far:
-    """The far slot of a clipped 1-D layout on one side of the diagonal: ``m`` query tokens
-    ``q`` and ``m`` key tokens ``k``; pair ``(a, b)`` (a-th query, b-th key) attended iff
-    ``b <= a`` (``lower``) or ``b >= a``. Projected once per token, scored by matmuls."""
+class _Far(far.Far):
+    """A :class:`~translution.backends.far.Far` group with its query and key rows."""
 
-    slot_q: int
-    slot_k: int
-    slot_v: int
-    q: _Rows
-    k: _Rows
-    lower: bool
-
-
-def _far_groups(layout: Layout) -> List[_Far]:
-    """The :class:`_Far` groups of a clipped 1-D layout (none for other layouts)."""
-    if layout.ndim != 1 or layout.max_distance is None:
-        return []
-    k, start = layout.radii[0], int(layout.cls_token)
-    m = layout.shape[0] - k - 1
-    slots = {g.offset[0] > 0: g for g in layout.pair_groups()
-             if g.kind == "grid" and abs(g.offset[0]) > k}
-    rows = lambda r0: _Rows((m,), (1,), r0)
-    return [_Far(g.slot_q, g.slot_k, g.slot_v, rows(start + k + 1 if lower else start),
-                 rows(start if lower else start + k + 1), lower) for lower, g in slots.items()]
+    q = property(lambda self: _Rows((self.m,), (1,), self.q0))
+    k = property(lambda self: _Rows((self.m,), (1,), self.k0))
 
 
 @functools.lru_cache(maxsize=256)
@@ -98,9 +79,9 @@ def _plan(layout: Layout) -> list:
         axis[a] = axis[a + 1] * layout.shape[a + 1]
     patches = layout.num_positioned
     plan = []
-    far = layout.radii[0] if layout.ndim == 1 and layout.max_distance is not None else None
+    clip = layout.radii[0] if layout.ndim == 1 and layout.max_distance is not None else None
     for g in layout.pair_groups():
-        if g.kind == "grid" and far is not None and abs(g.offset[0]) > far:
+        if g.kind == "grid" and clip is not None and abs(g.offset[0]) > clip:
             continue                                  # one _Far group per direction instead
         if g.kind == "grid":
             rect = tuple(s - abs(d) for d, s in zip(g.offset, layout.shape))
@@ -119,7 +100,7 @@ def _plan(layout: Layout) -> list:
             }[g.kind]
         plan.append(_Group(g.slot_q, g.slot_k, g.slot_v, q, k, rect, *pair))
     plan = sorted(plan, key=lambda g: (g.q.box is None, g.q.box and g.q.box[1:]))
-    return _far_groups(layout) + plan
+    return [_Far(*astuple(f)) for f in far.far_pairs(layout)] + plan
 
 
 def _tm_rows(x: torch.Tensor, rows: _Rows) -> torch.Tensor:
@@ -312,68 +293,9 @@ def _heads_last(t: torch.Tensor, heads: int) -> torch.Tensor:
     return _per_head(t, heads).permute(3, 0, 2, 1)
 
 
-def _far_chunks(g: _Far, heads: int, width: int, device):
-    """Blocks of a far group's queries: ``(a, b, mask)`` with ``a``, ``b`` the slices of its
-    queries and keys involved and ``mask`` ``(len a, len b)`` its attended pairs; blocks of
-    ``max(32, C'/heads)`` queries keep temporaries near ``B·M·C'``."""
-    m, step = g.q.sizes[0], max(32, width // heads)
-    for a0 in range(0, m, step):
-        a1 = min(m, a0 + step)
-        b0, b1 = (0, a1) if g.lower else (a0, m)
-        ia = torch.arange(a0, a1, device=device)[:, None]
-        ib = torch.arange(b0, b1, device=device)
-        yield slice(a0, a1), slice(b0, b1), (ib <= ia) if g.lower else (ib >= ia)
-
-
-def _far_block(t: torch.Tensor, g: _Far, a: slice, b: slice) -> torch.Tensor:
-    """The pairs ``(a, b)`` of a far group in a ``(B, heads, N, N)`` tensor (a view)."""
-    q0, k0 = g.q.offset, g.k.offset
-    return t[:, :, q0 + a.start:q0 + a.stop, k0 + b.start:k0 + b.stop]
-
-
-def _far_scores(scores: torch.Tensor, g: _Far, q, k, heads: int):
-    """Write a far group's scores ``<q_a, k_b>`` per head (projections channel-major)."""
-    qh, kh = (_heads_last(t.to(scores.dtype), heads) for t in (q, k))
-    for a, b, mask in _far_chunks(g, heads, q.shape[0], q.device):
-        block = _far_block(scores, g, a, b)
-        block.copy_(torch.where(mask, qh[:, :, a] @ kh[:, :, b].transpose(-1, -2), block))
-
-
-def _far_scores_grad(dscores: torch.Tensor, g: _Far, q, k, heads: int, need_q, need_k):
-    """Gradients ``(dq, dk)`` (channel-major, or ``None``) of a far group's projections."""
-    dq, dk = (torch.zeros_like(t, memory_format=torch.contiguous_format) if need else None
-              for t, need in ((q, need_q), (k, need_k)))
-    qh, kh = _heads_last(q, heads), _heads_last(k, heads)
-    for a, b, mask in _far_chunks(g, heads, q.shape[0], q.device):
-        ds = _far_block(dscores, g, a, b).masked_fill(~mask, 0)
-        if dq is not None:
-            _heads_last(dq, heads)[:, :, a].add_(ds @ kh[:, :, b])
-        if dk is not None:
-            _heads_last(dk, heads)[:, :, b].add_(ds.transpose(-1, -2) @ qh[:, :, a])
-    return dq, dk
-
-
-def _far_mix(out: torch.Tensor, weights: torch.Tensor, g: _Far, v, heads: int):
-    """Add a far group's ``Σ_b w_ab v_b`` per head to channel-major ``out`` ``(C', N, B)``."""
-    oh, vh = _heads_last(_cm_rows(out, g.q), heads), _heads_last(v, heads)
-    for a, b, mask in _far_chunks(g, heads, v.shape[0], v.device):
-        oh[:, :, a].add_(_far_block(weights, g, a, b).masked_fill(~mask, 0) @ vh[:, :, b])
-
-
-def _far_mix_grad(dout, weights, dattn, g: _Far, v, heads: int, need_v):
-    """Write a far group's ``dattn`` (if any); return the gradient of ``v`` (or ``None``)."""
-    goh, vh = _heads_last(_cm_rows(dout, g.q), heads), _heads_last(v, heads)
-    dv = torch.zeros_like(v, memory_format=torch.contiguous_format) if need_v else None
-    for a, b, mask in _far_chunks(g, heads, v.shape[0], v.device):
-        if dattn is not None:
-            block = _far_block(dattn, g, a, b)
-            dtype = _score_dtype(v)
-            s = goh[:, :, a].to(dtype) @ vh[:, :, b].to(dtype).transpose(-1, -2)
-            block.copy_(torch.where(mask, s.to(block.dtype), block))
-        if dv is not None:
-            w = _far_block(weights, g, a, b).masked_fill(~mask, 0)
-            _heads_last(dv, heads)[:, :, b].add_(w.transpose(-1, -2) @ goh[:, :, a])
-    return dv
+def _far_step(heads: int, width: int) -> int:
+    """Queries per far block: ``max(32, C'/heads)`` keeps temporaries near ``B·M·C'``."""
+    return max(32, width // heads)
 
 
 class _PairScores(torch.autograd.Function):
@@ -391,7 +313,8 @@ class _PairScores(torch.autograd.Function):
             if save:
                 saved.append((q, k))
             if isinstance(g, _Far):
-                _far_scores(scores, g, q, k, heads)
+                far.scores(scores, g, *(_heads_last(t.to(dtype), heads) for t in (q, k)),
+                           _far_step(heads, q.shape[0]))
             else:
                 _pairs(scores, g).copy_(_head_dot(q, k, heads, dtype))
         ctx.saved_projections = saved if save else None
@@ -416,7 +339,11 @@ class _PairScores(torch.autograd.Function):
                 (q, k), xq_flat, xk_flat = saved[i], _inputs(q_side, g.q), _inputs(k_side, g.k)
             need_q, need_k = need[0] or need[2], need[1] or need[3]
             if isinstance(g, _Far):
-                dq, dk = _far_scores_grad(dscores, g, q, k, heads, need_q, need_k)
+                dq, dk = (torch.zeros_like(t, memory_format=torch.contiguous_format) if need
+                          else None for t, need in ((q, need_q), (k, need_k)))
+                far.scores_grad(dscores, g, _heads_last(q, heads), _heads_last(k, heads),
+                                *(None if d is None else _heads_last(d, heads) for d in (dq, dk)),
+                                _far_step(heads, q.shape[0]))
             else:
                 grad = _pairs(dscores, g).contiguous()                      # (heads, *rect, B)
                 dq = _weighted(k, grad, heads, q.shape) if need_q else None
@@ -455,7 +382,8 @@ class _PairMix(torch.autograd.Function):
             if save:
                 saved.append(v)
             if isinstance(g, _Far):
-                _far_mix(out, weights, g, v, heads)
+                far.mix(_heads_last(_cm_rows(out, g.q), heads), weights, g,
+                        _heads_last(v, heads), _far_step(heads, v.shape[0]))
                 continue
             o = _cm_rows(out, g.q)                                          # (C', *q sizes, B)
             a = _pairs(weights, g).contiguous()                             # (heads, *rect, B)
@@ -486,7 +414,11 @@ class _PairMix(torch.autograd.Function):
             else:
                 v, xv_flat = saved[i], _inputs(v_side, g.k)
             if isinstance(g, _Far):
-                dv = _far_mix_grad(dout, weights, dattn, g, v, heads, need[1] or need[2])
+                dv = (torch.zeros_like(v, memory_format=torch.contiguous_format)
+                      if need[1] or need[2] else None)
+                far.mix_grad(_heads_last(_cm_rows(dout, g.q), heads), weights, dattn, g,
+                             _heads_last(v, heads), None if dv is None else _heads_last(dv, heads),
+                             _far_step(heads, v.shape[0]))
                 if dv is not None:
                     v_side.accumulate(g.k, g.slot_v, xv_flat, dv)
                 continue
