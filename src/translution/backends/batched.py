@@ -351,6 +351,8 @@ def _far_scores(out, q_side, k_side, layout, heads, scale, backend):
 
 def _far_scores_grad(dscores, q_side, k_side, layout, heads, scale, backend):
     """Accumulate the far pairs' gradients into ``q_side`` / ``k_side``."""
+    if not far.far_pairs(layout):
+        return                                    # no N×N dtype copy for unclipped layouts
     b, dscores = dscores.shape[0], dscores.to(q_side.rows.dtype)
     for f in far.far_pairs(layout):
         qi, (q, xq, mq), qh = _far_project(q_side, f.q0, f.slot_q, f, b, heads)
@@ -431,7 +433,7 @@ class _PairMix(torch.autograd.Function):
             v, _, _ = v_side.project(c.k_tok, c.slot_q, c.tiles)
             a = weights.index_select(0, c.pair)[..., None]               # (tiles·rows, B, h, 1)
             out.index_add_(0, c.q_tok, _heads(v, c, b, heads).mul_(a).flatten(-2))
-        weights = attn.to(v_side.rows.dtype)
+        weights = attn.to(v_side.rows.dtype) if far.far_pairs(layout) else None
         for f in far.far_pairs(layout):
             vh = _far_project(v_side, f.k0, f.slot_v, f, b, heads)[2]
             far.mix(_heads_last(out[f.q0:f.q0 + f.m], b, heads), weights, f, vh,
@@ -461,7 +463,7 @@ class _PairMix(torch.autograd.Function):
                 a = weights.index_select(0, c.pair)[..., None]
                 v_side.accumulate(c.k_tok, c.slot_q, xv_rows, mv, go.mul_(a).view(v.shape))
         dattn = None if dattn is None else _from_pair_major(dattn, n)
-        weights = attn.to(v_side.rows.dtype)
+        weights = attn.to(v_side.rows.dtype) if far.far_pairs(layout) else None
         for f in far.far_pairs(layout):
             vi, (v, xv_rows, mv), vh = _far_project(v_side, f.k0, f.slot_v, f, b, heads)
             dv = torch.zeros_like(v) if need[1] or need[2] else None

@@ -16,7 +16,7 @@ from typing import Tuple
 
 import torch
 
-from ..layouts import Layout
+from ..layouts import Layout, PairGroup
 
 
 @dataclass(frozen=True)
@@ -33,14 +33,17 @@ class Far:
     lower: bool
 
 
+def is_far(layout: Layout, group: PairGroup) -> bool:
+    """Whether ``group`` (of ``layout.pair_groups()``) lies in one of :func:`far_pairs`."""
+    return (layout.ndim == 1 and layout.max_distance is not None and group.kind == "grid"
+            and abs(group.offset[0]) > layout.radii[0])
+
+
 @functools.lru_cache(maxsize=64)
 def far_pairs(layout: Layout) -> Tuple[Far, ...]:
     """The :class:`Far` groups of a clipped 1-D layout (none for other layouts)."""
-    if layout.ndim != 1 or layout.max_distance is None:
-        return ()
     k, start = layout.radii[0], int(layout.cls_token)
-    slots = {g.offset[0] > 0: g for g in layout.pair_groups()
-             if g.kind == "grid" and abs(g.offset[0]) > k}
+    slots = {g.offset[0] > 0: g for g in layout.pair_groups() if is_far(layout, g)}
     return tuple(Far(g.slot_q, g.slot_k, g.slot_v, start + (k + 1 if lower else 0),
                      start + (0 if lower else k + 1), layout.shape[0] - k - 1, lower)
                  for lower, g in slots.items())

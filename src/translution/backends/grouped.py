@@ -79,9 +79,8 @@ def _plan(layout: Layout) -> list:
         axis[a] = axis[a + 1] * layout.shape[a + 1]
     patches = layout.num_positioned
     plan = []
-    clip = layout.radii[0] if layout.ndim == 1 and layout.max_distance is not None else None
     for g in layout.pair_groups():
-        if g.kind == "grid" and clip is not None and abs(g.offset[0]) > clip:
+        if far.is_far(layout, g):
             continue                                  # one _Far group per direction instead
         if g.kind == "grid":
             rect = tuple(s - abs(d) for d, s in zip(g.offset, layout.shape))
