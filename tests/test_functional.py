@@ -13,6 +13,8 @@ from translution.layouts import Grid, Sequence
 
 SUBSETS = ["q", "k", "v", "qk", "qv", "kv", "qkv"]
 FAST = sorted(name for name in BACKENDS if name != "reference")
+#: The fast backends, plus batched with a 1-byte budget (several far blocks at N = 75).
+FAR_BACKENDS = FAST + [pytest.param(BatchedBackend(memory_budget=1), id="batched-1B")]
 LAYOUTS = [
     Sequence(6), Sequence(6, causal=True), Sequence(1), Sequence(1, causal=True),
     Grid(3, 4), Grid(3, 4, cls_token=True), Grid(4, 3, cls_token=True), Grid(1, 1, cls_token=True),
@@ -54,8 +56,7 @@ def test_translution_fast_equals_reference(layout, relative, backend, make_weigh
 @pytest.mark.parametrize("relative", ["qkv", "q", "kv"])
 @pytest.mark.parametrize("batch", [1, 2])
 @pytest.mark.parametrize("save", [False, True])
-@pytest.mark.parametrize("backend", ["grouped", "batched", pytest.param(
-    BatchedBackend(memory_budget=1), id="batched-1B")])   # several far blocks at N = 75
+@pytest.mark.parametrize("backend", FAR_BACKENDS)
 def test_far_slot_equals_reference(layout, relative, batch, save, backend, make_weights,
                                    run_backends):
     """Clipped 1-D layouts: the far slot's pairs (projected once per token, scored and mixed by
@@ -70,8 +71,7 @@ def test_far_slot_equals_reference(layout, relative, batch, save, backend, make_
     _close(ref, fast)
 
 
-@pytest.mark.parametrize("backend", ["grouped", "batched", BatchedBackend(memory_budget=1)],
-                         ids=["grouped", "batched", "batched-1B"])
+@pytest.mark.parametrize("backend", FAR_BACKENDS)
 @pytest.mark.parametrize("layout", [Sequence(40, causal=True, max_distance=3),
                                     Grid(40, max_distance=1, cls_token=True)], ids=repr)
 @pytest.mark.parametrize("relative", ["qkv", "v"])
