@@ -1,6 +1,8 @@
 """The batched backend: exact against the literal definition (float64, forward and every
 gradient), a number of ops that does not grow with the slots, and a bounded working set."""
 
+import warnings
+
 import pytest
 import torch
 
@@ -201,7 +203,7 @@ def test_default_backend(device, width, expected):
 @pytest.mark.parametrize("layer_class", [Translution, AlphaTranslution])
 def test_torch_compile_matches_eager(layer_class, backend):
     """A layer under ``torch.compile`` (``aot_eager``: CPU-only test) gives eager's output and
-    gradients."""
+    gradients; dynamo leaves the pair primitives to eager (it does not trace their plans)."""
     torch.manual_seed(0)
     layer = layer_class(16, Grid(3, 3, cls_token=True), heads=2, dim_head=8, backend=backend)
     x = torch.randn(2, 10, 16, requires_grad=True)
@@ -209,7 +211,10 @@ def test_torch_compile_matches_eager(layer_class, backend):
     expected = [layer(x), *torch.autograd.grad(layer(x).sum(), params)]
     torch._dynamo.reset()
     compiled = torch.compile(layer, backend="aot_eager")
-    y = compiled(x)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        y = compiled(x)
+    assert not [w for w in caught if "lru_cache" in str(w.message)]
     actual = [y, *torch.autograd.grad(y.sum(), params)]
     for e, a in zip(expected, actual):
         torch.testing.assert_close(a, e)

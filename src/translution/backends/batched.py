@@ -313,11 +313,13 @@ class BatchedBackend(Backend):
         assumed) within :attr:`memory_budget`, and at least 32."""
         return max(32, self._budget(device) // (8 * max(1, batch * heads * m)))
 
+    @torch.compiler.disable
     def pair_scores(self, xq, xk, wq, wk, layout, heads, scale, save_projections: bool = False):
         """See :mod:`translution.backends.base`. ``save_projections`` is accepted for the common
         interface; this backend always recomputes the projections in backward."""
         return _PairScores.apply(xq, xk, wq, wk, layout, heads, float(scale), self)
 
+    @torch.compiler.disable
     def pair_mix(self, attn, xv, wv, layout, heads, save_projections: bool = False):
         """See :mod:`translution.backends.base` (``save_projections``: as in
         :meth:`pair_scores`)."""

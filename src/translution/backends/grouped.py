@@ -443,9 +443,11 @@ class GroupedBackend(Backend):
             return [f"layout {type(layout).__name__} does not enumerate pair groups"]
         return []
 
+    @torch.compiler.disable
     def pair_scores(self, xq, xk, wq, wk, layout, heads, scale, save_projections=False):
         return _PairScores.apply(xq, xk, wq, wk, layout, heads, float(scale),
                                  bool(save_projections))
 
+    @torch.compiler.disable
     def pair_mix(self, attn, xv, wv, layout, heads, save_projections=False):
         return _PairMix.apply(attn, xv, wv, layout, heads, bool(save_projections))

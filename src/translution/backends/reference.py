@@ -55,6 +55,7 @@ class ReferenceBackend(Backend):
                     f"weights or pair tensors (limit {self.max_gathered_bytes / 2**30:.2f} GiB)"]
         return []
 
+    @torch.compiler.disable
     def pair_scores(self, xq, xk, wq, wk, layout, heads, scale, save_projections=False):
         # autograd keeps the gathered pair tensors anyway: save_projections changes nothing
         q = _pair_vectors(xq, wq, layout.slot_index(), "query")        # (B, N|1, N|1, C')
@@ -68,6 +69,7 @@ class ReferenceBackend(Backend):
             scores = scores.masked_fill(~allowed.to(scores.device), float("-inf"))
         return scores
 
+    @torch.compiler.disable
     def pair_mix(self, attn, xv, wv, layout, heads, save_projections=False):
         v = split_heads(_pair_vectors(xv, wv, layout.slot_index(), "key"), heads)
         v = v.expand(-1, layout.num_tokens, -1, -1, -1)                 # (B, N, N, heads, dh)
