@@ -27,7 +27,7 @@ class _Interrupt(Exception):
     pass
 
 
-def _cls_run(out_dir, recipe, *, stop_after=None, raise_on=None, resume=True):
+def _cls_run(out_dir, recipe, *, stop_after=None, raise_on=None, resume=True, named=False):
     args, workers = CLS_RECIPES[recipe]
     cfg = load_config(None, args + ["train.epochs=3", "train.log_every=4", "train.eval_every=5",
                                     "train.checkpoint_every=8", "train.seed=3",
@@ -37,6 +37,7 @@ def _cls_run(out_dir, recipe, *, stop_after=None, raise_on=None, resume=True):
     train = DatasetBatches(NoisyDataset(40), 6, seed=11, batch_transform=mixup,
                            num_workers=workers)                       # 7 steps per epoch
     val = DatasetBatches(NoisyDataset(20, seed=5), 8, shuffle=False)
+    val = {"test": val} if named else val                     # named: fit(eval_sets=...)
     return _run(model, ClassificationTask(), train, cfg, val, out_dir, stop_after, raise_on,
                 resume)
 
@@ -65,8 +66,9 @@ def _run(model, task, train, cfg, val, out_dir, stop_after, raise_on, resume):
             raise _Interrupt
 
     try:
-        summary = fit(model, task, train, cfg, val, out_dir=out_dir, resume=resume,
-                      callbacks=[callback], stop_after_steps=stop_after)
+        sets = {"eval_sets": val} if isinstance(val, dict) else {"eval_batches": val}
+        summary = fit(model, task, train, cfg, out_dir=out_dir, resume=resume,
+                      callbacks=[callback], stop_after_steps=stop_after, **sets)
     except _Interrupt:
         summary = None
     return losses, model, summary
@@ -103,6 +105,19 @@ def test_classification_resume_mid_epoch_is_exact(tmp_path, recipe):
     _assert_same_run(tmp_path / "ref", ref_losses, ref_model, out, first | second, model)
     assert summary["eval"] == ref_summary["eval"] and summary["best"] == ref_summary["best"]
 
+
+
+def test_resume_from_a_checkpoint_written_before_the_first_evaluation(tmp_path):
+    """A run with a named evaluation set, stopped before its first evaluation (step 5),
+    resumes, evaluates and ends exactly as the uninterrupted run."""
+    recipe = "adamw-cosine-epoch"
+    ref_losses, ref_model, ref_summary = _cls_run(tmp_path / "ref", recipe, named=True)
+    out = tmp_path / "early"
+    first, _, _ = _cls_run(out, recipe, stop_after=3, named=True)
+    second, model, summary = _cls_run(out, recipe, named=True)
+    assert summary["resumed_from_step"] == 3
+    _assert_same_run(tmp_path / "ref", ref_losses, ref_model, out, first | second, model)
+    assert summary["eval"] == ref_summary["eval"] and summary["best"] == ref_summary["best"]
 
 def test_classification_resume_after_crash_drops_unsaved_records(tmp_path):
     recipe = "adamw-cosine-epoch"

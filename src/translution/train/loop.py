@@ -176,7 +176,7 @@ class Trainer:
         path, obj = found
         self.step, self.best, extra = int(obj["step"]), obj["best"], obj["extra"] or {}
         self.base_elapsed = float(extra.get("elapsed", 0.0))
-        self.last_evals = extra.get("last_evals") or {None: extra.get("last_eval")}
+        self.last_evals = {k: v for k, v in extra.get("last_evals", {}).items() if v is not None}
         self.last_eval_step = int(extra.get("last_eval_step", -1))
         window = extra.get("window", {})   # float32 -> float -> float32: continues bit for bit
         self.window_sums = {k: torch.tensor(v, dtype=torch.float32, device=self.info.device)
