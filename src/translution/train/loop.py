@@ -213,7 +213,6 @@ class Trainer:
                 extra = {"steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps,
                          "elapsed": self.elapsed(), "last_eval_step": self.last_eval_step,
                          "window": {"sums": self._window_floats(), "count": self.window_steps},
-                         "last_eval": next(iter(self.last_evals.values()), None),
                          "last_evals": self.last_evals, "world_size": self.info.world_size}
                 save_checkpoint(path, model=self.raw, optimizer=self.optimizer,
                                 scheduler=self.schedule, keep_previous=kind == "last",
