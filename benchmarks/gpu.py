@@ -64,9 +64,9 @@ def time_layer(case: Case, impl: str, dtype, device: str, repeats: int) -> dict:
     try:
         torch.manual_seed(0)
         layer = build_layer(case, "grouped" if impl == "paper" else impl).to(device)
-        x = torch.randn(case.batch, case.build_layout().num_tokens, case.dim, device=device,
-                        requires_grad=True)
         layout = case.build_layout()
+        x = torch.randn(case.batch, layout.num_tokens, case.dim, device=device,
+                        requires_grad=True)
 
         def step():
             with torch.autocast(device, dtype=dtype, enabled=dtype is not None):
