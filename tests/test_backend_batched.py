@@ -9,6 +9,7 @@ import torch
 from translution import AlphaTranslution, Translution
 from translution import functional as F
 from translution.backends import BACKENDS, BatchedBackend, default_order, select_backend
+from translution.backends import batched
 from translution.backends.batched import DEFAULT_MEMORY_BUDGET
 from translution.bench.op import OpCounter
 from translution.layouts import Grid, Sequence
@@ -71,6 +72,24 @@ def test_translution_equals_reference(layout, relative, variant):
 def test_alpha_translution_equals_reference(layout, relative, variant, alpha_case):
     fn, inputs = alpha_case(layout, relative)
     _assert_same(_run(fn, inputs, "reference"), _run(fn, inputs, VARIANTS[variant]))
+
+
+@pytest.mark.parametrize("short_head", [0, 1 << 20], ids=["wide-head paths", "short-head paths"])
+@pytest.mark.parametrize("layout", LAYOUTS, ids=repr)
+@pytest.mark.parametrize("relative", SUBSETS)
+def test_both_head_width_paths_equal_reference(layout, relative, short_head, monkeypatch,
+                                               alpha_case):
+    """Short heads take other paths (feature-major scores, per-head products and sums through
+    small GEMMs) than wide ones; the other tests' heads are short. Force each path in turn."""
+    monkeypatch.setattr(batched, "_SHORT_HEAD", short_head)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, layout.num_tokens, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    inputs = [x, *_weights(layout, relative, 5, 6, g)]
+    fn = lambda *t, backend: _translution(*t, layout=layout, backend=backend)
+    for backend in VARIANTS.values():
+        _assert_same(_run(fn, inputs, "reference"), _run(fn, inputs, backend))
+    fn, inputs = alpha_case(layout, relative)
+    _assert_same(_run(fn, inputs, "reference"), _run(fn, inputs, VARIANTS["tiny"]))
 
 
 @pytest.mark.parametrize("layout", [Grid(2, 3, cls_token=True), Sequence(4, causal=True),

@@ -43,6 +43,9 @@ from .base import Backend
 #: fastest on CPUs; on GPUs large chunks mean few kernel launches.
 DEFAULT_MEMORY_BUDGET = {"cpu": 512 << 10, "cuda": 256 << 20}
 OTHER_DEVICES_MEMORY_BUDGET = 64 << 20
+#: On CPUs, banks of at most this many entries per slot (α-Translution's R×R) do little
+#: arithmetic per byte; their default budget is doubled, which halves the ops per call.
+NARROW_BANK = 32 * 32
 
 
 @dataclass(frozen=True)
@@ -219,16 +222,20 @@ class _Side:
         self.rows = x_t if (w is None or self.relative) else x_t @ w   # plain: (N+1, B, C')
         self.width = self.rows.shape[-1] if not self.relative else w.shape[-1]
 
-    def project(self, tokens, slots, tiles: int):
-        """Rows of ``tokens`` projected, ``(tiles, rows·B, C')``, and for banks the gathered
-        inputs ``(tiles, rows·B, C)`` and slot matrices ``(tiles, C, C')`` (``tokens``,
-        ``slots``: index tensors, or slices for one tile)."""
+    def project(self, tokens, slots, tiles: int, feature_major: bool = False):
+        """Rows of ``tokens`` projected, ``(tiles, rows·B, C')`` — or with ``feature_major``
+        ``(tiles, C', rows·B)``, where per-head products and sums run along rows instead of
+        ``C'/heads`` features (contiguous for banks, a view otherwise) — and for banks the
+        gathered inputs ``(tiles, rows·B, C)`` and slot matrices ``(tiles, C, C')``
+        (``tokens``, ``slots``: index tensors, or slices for one tile)."""
         gathered = _take(self.rows, tokens)                           # (tiles·rows, B, F)
         rows, batch, width = gathered.shape
         flat = gathered.view(tiles, rows // tiles * batch, width)
         if not self.relative:
-            return flat, None, None
+            return (flat.transpose(1, 2) if feature_major else flat), None, None
         mats = _take(self.w, slots)
+        if feature_major:                 # the same product, written transposed
+            return torch.bmm(mats.transpose(1, 2), flat.transpose(1, 2)), flat, mats
         return torch.bmm(flat, mats), flat, mats
 
     def start_grad(self, need_x: bool, need_w: bool):
@@ -238,8 +245,8 @@ class _Side:
         self.dw = torch.zeros_like(self.w) if (need_w and self.relative) else None
 
     def accumulate(self, tokens, slots, x_rows, mats, dproj: torch.Tensor):
-        """Add ``dproj`` ``(tiles, rows·B, C')``, the gradient of :meth:`project`'s output
-        (``x_rows``, ``mats``: what :meth:`project` gathered)."""
+        """Add ``dproj`` ``(tiles, rows·B, C')`` (any strides), the gradient of
+        :meth:`project`'s output (``x_rows``, ``mats``: what :meth:`project` gathered)."""
         if not self.relative:
             if self.d_rows is not None:
                 _add_at(self.d_rows, tokens, dproj)
@@ -264,10 +271,82 @@ class _Side:
         return dx, dw
 
 
-def _heads(t: torch.Tensor, c: _Chunk, batch: int, heads: int) -> torch.Tensor:
-    """A chunk's ``(tiles, rows·B, C')`` or ``(tiles·rows, B, C')`` as
-    ``(tiles·rows, B, heads, C'/heads)``."""
-    return t.view(c.tiles * c.rows, batch, heads, t.shape[-1] // heads)
+def _feature_heads(t: torch.Tensor, heads: int) -> torch.Tensor:
+    """A chunk's feature-major ``(tiles, C', rows·B)`` as ``(tiles, heads, C'/heads, rows·B)``."""
+    return t.unflatten(1, (heads, -1))
+
+
+def _pairs_to_tiles(t: torch.Tensor, c: _Chunk) -> torch.Tensor:
+    """Per-head values of a chunk's pairs, ``(tiles·rows, B, heads)`` → ``(tiles, heads,
+    rows·B)`` (a view)."""
+    return t.view(c.tiles, -1, t.shape[-1]).transpose(1, 2)
+
+
+def _tiles_to_pairs(t: torch.Tensor, c: _Chunk) -> torch.Tensor:
+    """The inverse of :func:`_pairs_to_tiles` (contiguous)."""
+    return t.transpose(1, 2).reshape(c.tiles * c.rows, -1, t.shape[1])
+
+
+@functools.lru_cache(maxsize=64)
+def _head_indicator(heads: int, width: int, dtype: torch.dtype, device: torch.device):
+    """``(heads, width)`` 0/1: row ``h`` marks head ``h``'s ``width/heads`` features."""
+    return torch.eye(heads, dtype=dtype, device=device).repeat_interleave(width // heads, 1)
+
+
+#: On CPUs, heads narrower than this many features take the paths below: elementwise kernels
+#: broadcast over, or reduce along, such short rows several times slower (at 8 features, a
+#: quarter of the speed). Other devices keep the plain broadcasts (fewer kernels).
+_SHORT_HEAD = 16
+
+
+def _short_heads(width: int, heads: int, device: torch.device) -> bool:
+    return device.type == "cpu" and width // heads < _SHORT_HEAD
+
+
+def _scale_heads_(t: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """``t`` ``(..., C')`` with each head's features times its value in ``a`` ``(..., heads)``,
+    in place. For short heads the factors are first spread to ``C'`` by a product with the 0/1
+    :func:`_head_indicator` (exact)."""
+    heads, width = a.shape[-1], t.shape[-1]
+    if not _short_heads(width, heads, t.device):
+        t.unflatten(-1, (heads, -1)).mul_(a.reshape(*t.shape[:-1], heads, 1))
+        return t
+    spread = a.reshape(-1, heads) @ _head_indicator(heads, width, a.dtype, a.device)
+    return t.mul_(spread.view(t.shape))
+
+
+def _head_dots(t: torch.Tensor, u: torch.Tensor, heads: int, dtype: torch.dtype) -> torch.Tensor:
+    """Per-head dot products of ``t`` and ``u`` ``(..., C')``, ``(..., heads)`` in ``dtype``
+    (``t`` is overwritten); for short heads the sums are one matrix-vector product."""
+    prod = t.mul_(u).to(dtype).unflatten(-1, (heads, -1))
+    if not _short_heads(t.shape[-1], heads, t.device):
+        return prod.sum(-1)
+    return prod @ prod.new_ones(prod.shape[-1])
+
+
+def _feature_major_scores(x: torch.Tensor, wq, wk, heads: int) -> bool:
+    """Whether pair scores are formed feature-major: for short heads on CPUs (see
+    :data:`_SHORT_HEAD`); for wider ones the token-major layout is a few per cent faster."""
+    return _short_heads(_widths(x, wq, wk)[1], heads, x.device)
+
+
+def _pair_dots(q: torch.Tensor, k: torch.Tensor, c: _Chunk, heads: int,
+               feature_major: bool) -> torch.Tensor:
+    """Per-head ``<q, k>`` of a chunk's pairs, ``(tiles·rows, B, heads)`` in ``q``'s dtype
+    (``q`` is overwritten); ``q``, ``k`` as :meth:`_Side.project` gave them."""
+    if feature_major:
+        return _tiles_to_pairs(_feature_heads(q, heads).mul_(_feature_heads(k, heads)).sum(2), c)
+    return _head_dots(q, k, heads, q.dtype).view(c.tiles * c.rows, -1, heads)
+
+
+def _pair_scale_(t: torch.Tensor, g: torch.Tensor, feature_major: bool) -> torch.Tensor:
+    """A chunk's projections ``t`` (as :meth:`_Side.project` gave them) times per-head ``g``,
+    in place: pair-major ``(tiles·rows, B, heads)``, or ``(tiles, heads, rows·B)`` when
+    ``feature_major``. Returns ``t`` as ``(tiles, rows·B, C')`` (a view)."""
+    if feature_major:
+        _feature_heads(t, g.shape[1]).mul_(g.unsqueeze(2))
+        return t.transpose(1, 2)
+    return _scale_heads_(t, g)
 
 
 class BatchedBackend(Backend):
@@ -276,7 +355,8 @@ class BatchedBackend(Backend):
 
     Args:
         memory_budget: bytes one chunk temporary may take (bounds the working set); ``None``:
-            :data:`DEFAULT_MEMORY_BUDGET` for the inputs' device type.
+            :data:`DEFAULT_MEMORY_BUDGET` for the inputs' device type (twice that for
+            :data:`NARROW_BANK` banks on CPUs).
         tile_rows: most pairs per tile (``None``: a group is one tile).
     """
 
@@ -301,8 +381,9 @@ class BatchedBackend(Backend):
         itemsize = max(itemsize, 4)                    # scores are formed in float32 or wider
         row_cost = max(1, batch) * max(1, c_in, c_out) * itemsize
         tile_cost = max(1, c_in) * max(1, c_out) * itemsize
+        narrow = c_in * c_out <= NARROW_BANK and device.type == "cpu" and not self.memory_budget
         return _device_plan(device, layout, self.tile_rows, row_cost, tile_cost,
-                            self._budget(device))
+                            self._budget(device) * (2 if narrow else 1))
 
     def _budget(self, device: torch.device) -> int:
         return self.memory_budget or DEFAULT_MEMORY_BUDGET.get(device.type,
@@ -384,10 +465,11 @@ class _PairScores(torch.autograd.Function):
         dtype = torch.promote_types(q_side.rows.dtype, torch.float32)
         fill = float("-inf") if layout.causal else 0.0
         scores = torch.full((n * n + 1, b, heads), fill, dtype=dtype, device=xq.device)
+        fm = _feature_major_scores(xq, wq, wk, heads)
         for c in backend.plan(layout, b, *_widths(xq, wq, wk), xq.element_size(), xq.device):
-            q, _, _ = q_side.project(c.q_tok, c.slot_q, c.tiles)
-            k, _, _ = k_side.project(c.k_tok, c.slot_k, c.tiles)
-            s = _heads(q, c, b, heads).to(dtype).mul_(_heads(k, c, b, heads)).sum(-1)
+            q, _, _ = q_side.project(c.q_tok, c.slot_q, c.tiles, fm)
+            k, _, _ = k_side.project(c.k_tok, c.slot_k, c.tiles, fm)
+            s = _pair_dots(q.to(dtype), k, c, heads, fm)                # (tiles·rows, B, heads)
             scores.index_copy_(0, c.pair, s.mul_(scale) if scale != 1.0 else s)
         out = _from_pair_major(scores, n)
         _far_scores(out, q_side, k_side, layout, heads, scale, backend)
@@ -406,16 +488,17 @@ class _PairScores(torch.autograd.Function):
         dpairs = _pair_major(dscores, q_side.rows.dtype)
         if scale != 1.0:
             dpairs.mul_(scale)
+        fm = _feature_major_scores(xq, wq, wk, heads)
         for c in backend.plan(layout, b, *_widths(xq, wq, wk), xq.element_size(), xq.device):
-            q, xq_rows, mq = q_side.project(c.q_tok, c.slot_q, c.tiles)
-            k, xk_rows, mk = k_side.project(c.k_tok, c.slot_k, c.tiles)
-            g = dpairs.index_select(0, c.pair)[..., None]               # (tiles·rows, B, h, 1)
+            q, xq_rows, mq = q_side.project(c.q_tok, c.slot_q, c.tiles, fm)
+            k, xk_rows, mk = k_side.project(c.k_tok, c.slot_k, c.tiles, fm)
+            g = dpairs.index_select(0, c.pair)                         # (tiles·rows, B, heads)
+            if fm:
+                g = _pairs_to_tiles(g, c).contiguous()
             if need[0] or need[2]:                # dq = g·k, formed in k's buffer
-                _heads(k, c, b, heads).mul_(g)
-                q_side.accumulate(c.q_tok, c.slot_q, xq_rows, mq, k)
+                q_side.accumulate(c.q_tok, c.slot_q, xq_rows, mq, _pair_scale_(k, g, fm))
             if need[1] or need[3]:                # dk = g·q, in q's buffer
-                k_side.accumulate(c.k_tok, c.slot_k, xk_rows, mk, _heads(q, c, b, heads).mul_(g)
-                                  .view(q.shape))
+                k_side.accumulate(c.k_tok, c.slot_k, xk_rows, mk, _pair_scale_(q, g, fm))
         _far_scores_grad(dscores, q_side, k_side, layout, heads, scale, backend)
         dxq, dwq = q_side.finish_grad()
         dxk, dwk = k_side.finish_grad()
@@ -433,8 +516,8 @@ class _PairMix(torch.autograd.Function):
         out = torch.zeros(n + 1, b, v_side.width, dtype=v_side.rows.dtype, device=xv.device)
         for c in backend.plan(layout, b, *_widths(xv, wv), xv.element_size(), xv.device):
             v, _, _ = v_side.project(c.k_tok, c.slot_q, c.tiles)
-            a = weights.index_select(0, c.pair)[..., None]               # (tiles·rows, B, h, 1)
-            out.index_add_(0, c.q_tok, _heads(v, c, b, heads).mul_(a).flatten(-2))
+            a = weights.index_select(0, c.pair)                         # (tiles·rows, B, h)
+            out.index_add_(0, c.q_tok, _scale_heads_(v, a).view(len(c.q_tok), b, v.shape[-1]))
         weights = attn.to(v_side.rows.dtype) if far.far_pairs(layout) else None
         for f in far.far_pairs(layout):
             vh = _far_project(v_side, f.k0, f.slot_v, f, b, heads)[2]
@@ -457,13 +540,13 @@ class _PairMix(torch.autograd.Function):
                  if need[0] else None)
         for c in backend.plan(layout, b, *_widths(xv, wv), xv.element_size(), xv.device):
             v, xv_rows, mv = v_side.project(c.k_tok, c.slot_q, c.tiles)
-            go = _heads(dout_t.index_select(0, c.q_tok), c, b, heads)  # (tiles·rows, B, h, dh)
-            if dattn is not None:
-                da = _heads(v, c, b, heads).mul_(go).sum(-1)            # v is not used after
-                dattn.index_copy_(0, c.pair, da.to(attn.dtype))
+            go = dout_t.index_select(0, c.q_tok).view(v.shape)       # (tiles, rows·B, C')
+            if dattn is not None:                                       # v is not used after
+                da = _head_dots(v, go, heads, attn.dtype).view(len(c.pair), b, heads)
+                dattn.index_copy_(0, c.pair, da)
             if weights is not None:
-                a = weights.index_select(0, c.pair)[..., None]
-                v_side.accumulate(c.k_tok, c.slot_q, xv_rows, mv, go.mul_(a).view(v.shape))
+                a = weights.index_select(0, c.pair)
+                v_side.accumulate(c.k_tok, c.slot_q, xv_rows, mv, _scale_heads_(go, a))
         dattn = None if dattn is None else _from_pair_major(dattn, n)
         weights = attn.to(v_side.rows.dtype) if far.far_pairs(layout) else None
         for f in far.far_pairs(layout):
