@@ -11,7 +11,9 @@ each chunk is computed by a fixed handful of ops whatever its number of tiles:
   cached per layout and device) and the tiles' slot matrices with another;
 * one ``bmm`` per projection: ``(tiles, rows·B, C) @ (tiles, C, C')``;
 * per-head dot products (scores) or weighted rows (mix), written back with ``index_copy_`` /
-  ``index_add_``.
+  ``index_add_``. On CPUs, heads of fewer than 16 features (α-Translution's ``R/heads``) form
+  the scores feature-major ``(tiles, C', rows·B)`` (the same ``bmm``, written transposed) and
+  spread / sum per-head values with small GEMMs: broadcasts over 8-float rows are ~4× slower.
 
 Tiles shorter than their chunk's longest are padded with an extra all-zero token (index ``N``),
 whose projections are zero; its scores go to a scratch pair (flat index ``N²``). The number of
