@@ -183,6 +183,22 @@ def test_working_set_is_bounded_by_the_memory_budget():
     assert loose.largest > max(full, budget)     # the budget is what bounds the chunks
 
 
+def test_narrow_banks_get_twice_the_default_cpu_budget():
+    """α-sized banks (R×R ≤ 32×32 per slot) are planned in chunks of up to twice the CPU budget
+    by default (fewer ops); wider banks, and any explicit budget, are not."""
+    layout, cpu = Grid(14, 14, cls_token=True), torch.device("cpu")
+    budget = DEFAULT_MEMORY_BUDGET["cpu"]
+
+    def chunks(backend, width):
+        plan = backend.plan(layout, 8, width, width, 4, cpu)
+        return len(plan), max(c.tiles * c.rows * 8 * width * 4 for c in plan)
+
+    explicit = BatchedBackend(memory_budget=budget)
+    (n_default, largest), (n_explicit, _) = chunks(BatchedBackend(), 24), chunks(explicit, 24)
+    assert budget < largest <= 2 * budget and n_default < n_explicit
+    assert chunks(BatchedBackend(), 64) == chunks(explicit, 64)
+
+
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "1M"])
 def test_bad_options_are_refused(bad):
     with pytest.raises(ValueError, match="memory_budget"):
