@@ -133,8 +133,9 @@ def flop_ratios(case: Case) -> Dict[str, float]:
     return {"F": alpha / flops("sdpa", False), "F_core": alpha / flops("sdpa", True)}
 
 
-def run_one(case: Case, impl: str, repeats: int = 3, warmup: int = 1) -> Dict:
-    """Time forward+backward of one layer in this process: ``seconds`` (best of ``repeats``),
+def run_one(case: Case, impl: str, repeats: int = 3, warmup: int = 3) -> Dict:
+    """Time forward+backward of one layer in this process: ``seconds`` (best of ``repeats``,
+    after ``warmup`` calls: the first ones fill caches and grow the heap),
     ``peak_rss`` (the process's peak resident bytes while the layer is built and run),
     ``base_rss`` (resident bytes just before: torch itself), ``ops`` (ops one call dispatches)."""
     torch.manual_seed(0)
