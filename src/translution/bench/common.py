@@ -10,6 +10,7 @@ import platform
 import resource
 import subprocess
 import sys
+import time
 import timeit
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
@@ -17,9 +18,13 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 
 
-def timings(fn: Callable[[], object], repeats: int, sync: Callable[[], None] = lambda: None
-            ) -> List[float]:
-    """Seconds of each of ``repeats`` calls of ``fn`` (each followed by ``sync()``)."""
+def timings(fn: Callable[[], object], repeats: int, sync: Callable[[], None] = lambda: None,
+            warmup: int = 0, warmup_s: float = 0.0) -> List[float]:
+    """Seconds of ``repeats`` calls of ``fn``+``sync()``, after ≥ ``warmup`` and ``warmup_s`` s."""
+    end = time.perf_counter() + warmup_s
+    while warmup > 0 or time.perf_counter() < end:
+        fn(), sync()
+        warmup -= 1
     return timeit.repeat(lambda: (fn(), sync()), number=1, repeat=repeats)
 
 

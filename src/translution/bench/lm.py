@@ -138,8 +138,7 @@ def _measure_decode(case: LMCase, memory: PeakMemory) -> Dict:
     (prefill_s,) = timings(prefill, 1, memory.sync)
     prefill_peak = max(0, memory.peak() - memory.base)
     memory.reset()                                    # steady state: model + cache + one step
-    timings(next_token, _WARM_TOKENS)
-    times = timings(next_token, case.decode_tokens, memory.sync)
+    times = timings(next_token, case.decode_tokens, memory.sync, warmup=_WARM_TOKENS)
     seconds = statistics.median(times)
     return {"prefill_s": prefill_s, "prefill_tokens": prompt_len,
             "prefill_peak_bytes": prefill_peak, "decode_token_s": times,

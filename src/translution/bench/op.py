@@ -76,11 +76,10 @@ def useful_projection_flops(case: Case, impl: str) -> float:
 def matmul_rate(sizes=(1024, 2048, 4096), repeats: int = 5) -> float:
     """Dense fp32 matmul GFLOP/s of this machine: the best over square ``sizes``, each timed
     ``repeats`` times after a warm-up."""
-    rates = []
-    for size in sizes:
+    def rate(size):
         a, b = torch.randn(size, size), torch.randn(size, size)
-        rates.append(2.0 * size ** 3 / min(timings(lambda: a @ b, repeats + 1)[1:]) / 1e9)
-    return max(rates)
+        return 2.0 * size ** 3 / min(timings(lambda: a @ b, repeats, warmup=1)) / 1e9
+    return max(rate(size) for size in sizes)
 
 
 class OpCounter(TorchDispatchMode):
@@ -134,10 +133,9 @@ def flop_ratios(case: Case) -> Dict[str, float]:
 
 
 def run_one(case: Case, impl: str, repeats: int = 3, warmup: int = 3) -> Dict:
-    """Time forward+backward of one layer in this process: ``seconds`` (best of ``repeats``,
-    after ``warmup`` calls: the first ones fill caches and grow the heap),
-    ``peak_rss`` (the process's peak resident bytes while the layer is built and run),
-    ``base_rss`` (resident bytes just before: torch itself), ``ops`` (ops one call dispatches)."""
+    """Time forward+backward of one layer here: ``seconds`` (best of ``repeats`` after
+    ``warmup`` calls and 1 s), ``peak_rss`` (peak resident bytes while the layer is built and
+    run), ``base_rss`` (resident bytes before: torch), ``ops`` (ops one call dispatches)."""
     torch.manual_seed(0)
     layout = case.build_layout()
     memory = PeakMemory()
@@ -152,7 +150,7 @@ def run_one(case: Case, impl: str, repeats: int = 3, warmup: int = 3) -> Dict:
             y = layer(x)
         y.sum().backward()
 
-    times = timings(step, warmup + repeats)[warmup:]
+    times = timings(step, repeats, warmup=warmup, warmup_s=1.0)
     peak = memory.peak()
     with OpCounter() as counter:  # after the warm-up: caches filled on first use
         step()
@@ -183,8 +181,7 @@ def train_steps_per_second(run_ids: Optional[Sequence[str]] = None, batch: int =
     for run_id in run_ids or QUICK.models:
         torch.manual_seed(0)
         model = build_model(QUICK, run_id).train()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=QUICK.lr,
-                                      weight_decay=QUICK.weight_decay)
+        optimizer = torch.optim.AdamW(model.parameters(), QUICK.lr, weight_decay=QUICK.weight_decay)
         canvas = QUICK.arm_canvas(run_id)
         x, y = torch.randn(batch, 1, canvas, canvas), torch.randint(0, 10, (batch,))
 
@@ -193,7 +190,7 @@ def train_steps_per_second(run_ids: Optional[Sequence[str]] = None, batch: int =
             torch.nn.functional.cross_entropy(model(x), y).backward()
             optimizer.step()
 
-        seconds = statistics.median(timings(step, 1 + steps)[1:])
+        seconds = statistics.median(timings(step, steps, warmup=1, warmup_s=1.0))
         rows.append({"run_id": run_id, "label": QUICK.models[run_id]["label"],
                      "parameters": sum(p.numel() for p in model.parameters()),
                      "input_shape": list(x.shape), "steps": steps,
@@ -254,11 +251,10 @@ def markdown(report: Dict) -> str:
     rate = report["matmul_gflops"]
     lines = [f"Machine: {report['machine']}; commit `{report['commit']}`; dense fp32 matmul "
              f"{rate:.0f} GFLOP/s.", "",
-             "| config | batch | dim (heads × dim_head) | attention | α (r=8) | α / attention "
-             "(F; bound max(4, 1.5·F)) | Translution, grouped | Translution, batched | "
-             "Translution, % of matmul rate (grouped / batched) | paper's algorithm | "
-             "paper / best Translution | ops per layer call (attention / α / grouped / "
-             "batched) |",
+             "| config | batch | dim (heads × dim_head) | attention | α (r=8) | α / attention (F; "
+             "bound max(4, 1.5·F)) | Translution, grouped | Translution, batched | Translution, "
+             "% of matmul rate (grouped / batched) | paper's algorithm | paper / best Translution "
+             "| ops per layer call (attention / α / grouped / batched) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in report["rows"]:
         res, case = row["results"], row["case"]
