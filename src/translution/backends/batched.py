@@ -326,12 +326,6 @@ def _head_dots(t: torch.Tensor, u: torch.Tensor, heads: int, dtype: torch.dtype)
     return prod @ prod.new_ones(prod.shape[-1])
 
 
-def _feature_major_scores(x: torch.Tensor, wq, wk, heads: int) -> bool:
-    """Whether pair scores are formed feature-major: for short heads on CPUs (see
-    :data:`_SHORT_HEAD`); for wider ones the token-major layout is a few per cent faster."""
-    return _short_heads(_widths(x, wq, wk)[1], heads, x.device)
-
-
 def _pair_dots(q: torch.Tensor, k: torch.Tensor, c: _Chunk, heads: int,
                feature_major: bool) -> torch.Tensor:
     """Per-head ``<q, k>`` of a chunk's pairs, ``(tiles·rows, B, heads)`` in ``q``'s dtype
@@ -467,7 +461,7 @@ class _PairScores(torch.autograd.Function):
         dtype = torch.promote_types(q_side.rows.dtype, torch.float32)
         fill = float("-inf") if layout.causal else 0.0
         scores = torch.full((n * n + 1, b, heads), fill, dtype=dtype, device=xq.device)
-        fm = _feature_major_scores(xq, wq, wk, heads)
+        fm = _short_heads(q_side.width, heads, xq.device)   # scores feature-major: faster there
         for c in backend.plan(layout, b, *_widths(xq, wq, wk), xq.element_size(), xq.device):
             q, _, _ = q_side.project(c.q_tok, c.slot_q, c.tiles, fm)
             k, _, _ = k_side.project(c.k_tok, c.slot_k, c.tiles, fm)
@@ -490,7 +484,7 @@ class _PairScores(torch.autograd.Function):
         dpairs = _pair_major(dscores, q_side.rows.dtype)
         if scale != 1.0:
             dpairs.mul_(scale)
-        fm = _feature_major_scores(xq, wq, wk, heads)
+        fm = _short_heads(q_side.width, heads, xq.device)
         for c in backend.plan(layout, b, *_widths(xq, wq, wk), xq.element_size(), xq.device):
             q, xq_rows, mq = q_side.project(c.q_tok, c.slot_q, c.tiles, fm)
             k, xk_rows, mk = k_side.project(c.k_tok, c.slot_k, c.tiles, fm)
