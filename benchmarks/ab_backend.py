@@ -30,7 +30,8 @@ SIZES = {"mnist": Case("grid:6,6:cls", 64, 4, dim_head=16, batch=128),
          "7": Case("grid:7,7:cls", 192, 3), "8": Case("grid:8,8:cls", 192, 3),
          "14": Case("grid:14,14:cls", 192, 3), "c64": Case("causal:64", 128, 2),
          "c128": Case("causal:128", 128, 2), "c256": Case("causal:256", 128, 2),
-         "c256w": Case("causal:256", 384, 6)}
+         "c256w": Case("causal:256", 384, 6),
+         "fashion": Case("grid:4,4:cls", 64, 4, dim_head=16, batch=128)}
 
 
 def load_backend(path: str):
