@@ -114,8 +114,8 @@ def translution(x: torch.Tensor, wq: torch.Tensor, wk: torch.Tensor, wv: torch.T
         layout: a :class:`~translution.layouts.Layout`; sequences adapt to shorter inputs.
         heads: number of heads; ``C'`` must be divisible by it.
         scale: logit scale, default ``(C'/heads) ** -0.5``.
-        backend: ``None`` (fastest that supports the inputs), ``"grouped"``, ``"reference"``
-            or a :class:`~translution.backends.Backend`.
+        backend: ``None`` (the first of ``batched``, ``grouped``, ``reference`` that supports
+            the inputs), one of those names, or a :class:`~translution.backends.Backend`.
         return_attention: also return the attention probabilities ``α`` ``(B, heads, N, N)``.
         save_projections: keep the relative projections for backward instead of recomputing
             them (faster; ``B·P·C'`` more floats per relative projection, ``P`` attended pairs).
