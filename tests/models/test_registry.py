@@ -199,3 +199,25 @@ def test_lor_rope_kind_is_value_relative_alpha_with_rope(family):
     hybrid = create_model(f"{family}_micro_hybrid", hybrid_kind="lor_rope", hybrid_blocks=1)
     assert hybrid.config.layer_kinds == ["lor_rope", "rope"]
     assert hybrid.blocks[0].attn.position == "rope" and hybrid.blocks[0].attn.relative == "v"
+
+
+@pytest.mark.parametrize("kind", ["translution", "alpha", "lor_rope", "hybrid"])
+def test_save_projections_reaches_the_relative_layers(kind):
+    """``save_projections`` is a model option: every Translution / α layer gets it, the saved
+    config keeps it, and the gradients equal the recomputing model's."""
+    torch.manual_seed(0)
+    models = [create_model(f"vit_micro_{kind}", image_size=8, patch_size=4,
+                           save_projections=save) for save in (False, True)]
+    models[1].load_state_dict(models[0].state_dict())
+    relative = [b.attn for b in models[1].blocks if hasattr(b.attn, "save_projections")]
+    assert relative and all(attn.save_projections for attn in relative)
+    assert model_from_config(models[1].config.to_dict()).config.save_projections is True
+    images = torch.randn(2, 3, 8, 8)
+    grads = []
+    for model in models:
+        model(images).square().sum().backward()
+        grads.append([p.grad for p in model.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(TypeError, match="save_projections must be a bool"):
+        create_model("vit_micro_translution", save_projections="yes")
