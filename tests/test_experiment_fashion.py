@@ -94,6 +94,9 @@ def test_ablation_arms_share_the_translution_run():
     assert slugs["Translution (relative q)"] == "translution-relative_q"
     assert slugs["Translution (symmetric)"] == "translution-symmetric_true"
     assert len(set(slugs.values())) == len(slugs) - 1
+    faster = fashion._section(s, {"attention": "translution", "save_projections": True,
+                                  "backend": "grouped"})
+    assert fashion._slug(s, faster) == "translution"        # speed options: the same arm
 
 
 @pytest.mark.parametrize("change, match", [
