@@ -119,14 +119,12 @@ def arm_sections(s: FashionSettings) -> Dict[str, Dict[str, Any]]:
 def _slug(s: FashionSettings, section: Dict[str, Any]) -> str:
     """Run folder of a section (``translution``, ``translution-relative_q``, ...): its kind plus
     the fields that differ from the kind's defaults at the common size (so ``relative: qkv`` is
-    the plain Translution run); ``backend`` and ``save_projections`` change the speed, not the
-    arm."""
+    the plain Translution run); ``backend``, ``save_projections`` change speed, not the arm."""
     from ..models import get_model_config
-    kind = section["name"][len("vit_mnist_"):]
+    kind, speed = section["name"][len("vit_mnist_"):], ("name", "backend", "save_projections")
     plain = get_model_config(section["name"], **{k: v for k, v in _section(
         s, {"attention": kind}).items() if k != "name"})
-    diff = sorted((k, v) for k, v in section.items() if k not in (
-        "name", "backend", "save_projections") and getattr(plain, k) != v)
+    diff = sorted((k, v) for k, v in section.items() if k not in speed and getattr(plain, k) != v)
     return re.sub(r"[^a-z0-9_.-]+", "", "-".join([kind] + [f"{k}_{v}" for k, v in diff]).lower())
 
 
