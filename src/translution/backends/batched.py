@@ -31,6 +31,7 @@ matmuls over blocks of queries (:mod:`translution.backends.far`), a few ops per 
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
@@ -215,19 +216,34 @@ def _from_pair_major(t: torch.Tensor, n: int) -> torch.Tensor:
 
 class _Side:
     """One projection: its input as token-major rows ``(N+1, B, ·)`` and its weight (a bank,
-    a plain matrix or ``None`` = identity), with gradient accumulators."""
+    a plain matrix or ``None`` = identity), with gradient accumulators. Chunk temporaries are
+    written into buffers reused by every chunk of the call (fresh allocations of this size are
+    page-faulted in again and again on CPUs), unless ``keep``: projections kept for backward."""
 
-    def __init__(self, x: torch.Tensor, w: Optional[torch.Tensor]):
-        self.x, self.w = x, w
+    def __init__(self, x: torch.Tensor, w: Optional[torch.Tensor], keep: bool = False):
+        self.x, self.w, self.keep, self._buffers = x, w, keep, {}
         self.relative = w is not None and w.dim() == 3
         x_t = _token_major(x)                                          # (N+1, B, C)
         self.rows = x_t if (w is None or self.relative) else x_t @ w   # plain: (N+1, B, C')
         self.width = self.rows.shape[-1] if not self.relative else w.shape[-1]
 
+    def buffer(self, name: str, *shape: int) -> torch.Tensor:
+        """A contiguous ``shape`` tensor of the rows' dtype for one chunk's ``name`` temporary:
+        the same memory for every chunk of this call (fresh when projections are kept)."""
+        size, buf = math.prod(shape), self._buffers.get(name)
+        if self.keep or buf is None or buf.numel() < size:
+            buf = torch.empty(size, dtype=self.rows.dtype, device=self.rows.device)
+            self._buffers[name] = buf
+        return buf[:size].view(shape)
+
     def gather(self, tokens, slots, tiles: int):
         """The rows of ``tokens`` ``(tiles, rows·B, F)`` and, for banks, the slot matrices
         ``(tiles, C, C')`` (``tokens``, ``slots``: index tensors, or slices for one tile)."""
-        gathered = _take(self.rows, tokens)                           # (tiles·rows, B, F)
+        if isinstance(tokens, slice):
+            gathered = self.rows[tokens]                              # (tiles·rows, B, F)
+        else:
+            gathered = torch.index_select(self.rows, 0, tokens, out=self.buffer(
+                "rows", len(tokens), *self.rows.shape[1:]))
         rows, batch, width = gathered.shape
         flat = gathered.view(tiles, rows // tiles * batch, width)
         return flat, (_take(self.w, slots) if self.relative else None)
@@ -240,9 +256,11 @@ class _Side:
         flat, mats = self.gather(tokens, slots, tiles)
         if not self.relative:
             return (flat.transpose(1, 2) if feature_major else flat), None, None
+        tiles, rows, c_out = len(mats), flat.shape[1], mats.shape[-1]
         if feature_major:                 # the same product, written transposed
-            return torch.bmm(mats.transpose(1, 2), flat.transpose(1, 2)), flat, mats
-        return torch.bmm(flat, mats), flat, mats
+            out = self.buffer("proj", tiles, c_out, rows)
+            return torch.bmm(mats.transpose(1, 2), flat.transpose(1, 2), out=out), flat, mats
+        return torch.bmm(flat, mats, out=self.buffer("proj", tiles, rows, c_out)), flat, mats
 
     def start_grad(self, need_x: bool, need_w: bool):
         self.need_x, self.need_w = need_x, need_w
@@ -260,8 +278,8 @@ class _Side:
         if self.dw is not None:
             _add_at(self.dw, slots, torch.bmm(x_rows.transpose(1, 2), dproj))
         if self.d_rows is not None:
-            dx = torch.bmm(dproj, mats.transpose(1, 2))
-            _add_at(self.d_rows, tokens, dx)
+            dx = self.buffer("dx", *dproj.shape[:2], mats.shape[1])
+            _add_at(self.d_rows, tokens, torch.bmm(dproj, mats.transpose(1, 2), out=dx))
 
     def finish_grad(self) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
         dx, dw = None, self.dw
@@ -463,7 +481,7 @@ class _PairScores(torch.autograd.Function):
         ctx.save_for_backward(xq, xk, wq, wk)
         ctx.layout, ctx.heads, ctx.scale, ctx.backend = layout, heads, scale, backend
         b, n = xq.shape[:2]
-        q_side, k_side = _Side(xq, wq), _Side(xk, wk)
+        q_side, k_side = _Side(xq, wq, save), _Side(xk, wk, save)
         dtype = torch.promote_types(q_side.rows.dtype, torch.float32)
         fill = float("-inf") if layout.causal else 0.0
         scores = torch.full((n * n + 1, b, heads), fill, dtype=dtype, device=xq.device)
@@ -523,7 +541,7 @@ class _PairMix(torch.autograd.Function):
         ctx.save_for_backward(attn, xv, wv)
         ctx.layout, ctx.heads, ctx.backend = layout, heads, backend
         b, n = xv.shape[:2]
-        v_side = _Side(xv, wv)
+        v_side = _Side(xv, wv, save)
         weights = _pair_major(attn, v_side.rows.dtype)
         out = torch.zeros(n + 1, b, v_side.width, dtype=v_side.rows.dtype, device=xv.device)
         ctx.saved_projections = [] if save else None
@@ -561,7 +579,8 @@ class _PairMix(torch.autograd.Function):
                 v, xv_rows, mv = v_side.project(c.k_tok, c.slot_q, c.tiles)
             else:
                 v, (xv_rows, mv) = saved[i], v_side.gather(c.k_tok, c.slot_q, c.tiles)
-            go = dout_t.index_select(0, c.q_tok).view(v.shape)       # (tiles, rows·B, C')
+            go = torch.index_select(dout_t, 0, c.q_tok, out=v_side.buffer(
+                "go", len(c.q_tok), *dout_t.shape[1:])).view(v.shape)  # (tiles, rows·B, C')
             if dattn is not None:                                       # v is not used after
                 da = _head_dots(v, go, heads, attn.dtype).view(len(c.pair), b, heads)
                 dattn.index_copy_(0, c.pair, da)
