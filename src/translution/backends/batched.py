@@ -227,14 +227,17 @@ class _Side:
         self.rows = x_t if (w is None or self.relative) else x_t @ w   # plain: (N+1, B, C')
         self.width = self.rows.shape[-1] if not self.relative else w.shape[-1]
 
-    def buffer(self, name: str, *shape: int) -> torch.Tensor:
-        """A contiguous ``shape`` tensor of the rows' dtype for one chunk's ``name`` temporary:
-        the same memory for every chunk of this call (fresh when projections are kept)."""
+    def buffer(self, name: str, *shape: int) -> Optional[torch.Tensor]:
+        """On CPUs, a contiguous ``shape`` tensor of the rows' dtype for one chunk's ``name``
+        temporary, the same memory for every chunk of this call; ``None`` (the op allocates)
+        when projections are kept or on other devices (their caching allocators reuse memory)."""
+        if self.keep or self.rows.device.type != "cpu":
+            return None
         size, buf = math.prod(shape), self._buffers.get(name)
-        if self.keep or buf is None or buf.numel() < size:
-            buf = torch.empty(size, dtype=self.rows.dtype, device=self.rows.device)
-            self._buffers[name] = buf
-        return buf[:size].view(shape)
+        if buf is None or buf.numel() < size:
+            buf = self._buffers[name] = torch.empty(shape, dtype=self.rows.dtype)
+        strides = [math.prod(shape[i + 1:]) for i in range(len(shape))]       # contiguous
+        return buf.as_strided(shape, strides)
 
     def gather(self, tokens, slots, tiles: int):
         """The rows of ``tokens`` ``(tiles, rows·B, F)`` and, for banks, the slot matrices
@@ -317,6 +320,12 @@ def _head_indicator(heads: int, width: int, dtype: torch.dtype, device: torch.de
     return torch.eye(heads, dtype=dtype, device=device).repeat_interleave(width // heads, 1)
 
 
+@functools.lru_cache(maxsize=64)
+def _ones(size: int, dtype: torch.dtype) -> torch.Tensor:
+    """A CPU vector of ``size`` ones (per-head sums as matrix-vector products)."""
+    return torch.ones(size, dtype=dtype)
+
+
 #: On CPUs, heads narrower than this many features take the paths below: elementwise kernels
 #: broadcast over, or reduce along, such short rows several times slower (at 8 features, a
 #: quarter of the speed). Other devices keep the plain broadcasts (fewer kernels).
@@ -346,7 +355,7 @@ def _head_dots(t: torch.Tensor, u: torch.Tensor, heads: int, dtype: torch.dtype)
     prod = t.mul_(u).to(dtype).unflatten(-1, (heads, -1))
     if t.device.type != "cpu":
         return prod.sum(-1)
-    return prod @ prod.new_ones(prod.shape[-1])
+    return prod @ _ones(prod.shape[-1], prod.dtype)
 
 
 def _pair_dots(q: torch.Tensor, k: torch.Tensor, c: _Chunk, heads: int,
