@@ -20,8 +20,10 @@ whose projections are zero; its scores go to a scratch pair (flat index ``N²``)
 chunks, hence of ops, depends on the memory budget, not on the number of slots. Nothing of size
 ``N×N×C×C'`` or ``B×N×N×C'`` is built: besides inputs, weights and ``(B, heads, N, N)`` score
 tensors, the working set is one chunk's temporaries (about ``memory_budget`` bytes). Backward
-recomputes the projections chunk by chunk (``save_projections=True`` keeps them instead). The slot map is read only through the layout's index
-maps, so any layout (clipped, symmetric, causal, class token, circular) runs unchanged.
+recomputes the projections chunk by chunk (``save_projections=True`` keeps them instead). On
+CPUs, chunk temporaries reuse the same buffers from chunk to chunk. The slot map is read only
+through the layout's index maps, so any layout (clipped, symmetric, causal, class token,
+circular) runs unchanged.
 
 The far slot of a clipped 1-D layout (``|δ| > K``) is left out of the chunks: each direction's
 tokens are projected once through it and its triangle of pairs is scored / mixed by per-head
@@ -336,15 +338,18 @@ def _short_heads(width: int, heads: int, device: torch.device) -> bool:
     return device.type == "cpu" and width // heads < _SHORT_HEAD
 
 
-def _scale_heads_(t: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+def _scale_heads_(t: torch.Tensor, a: torch.Tensor, side: Optional[_Side] = None) -> torch.Tensor:
     """``t`` ``(..., C')`` with each head's features times its value in ``a`` ``(..., heads)``,
     in place. For short heads the factors are first spread to ``C'`` by a product with the 0/1
-    :func:`_head_indicator` (exact)."""
+    :func:`_head_indicator` (exact), into ``side``'s reused buffer when given."""
     heads, width = a.shape[-1], t.shape[-1]
     if not _short_heads(width, heads, t.device):
         t.unflatten(-1, (heads, -1)).mul_(a.reshape(*t.shape[:-1], heads, 1))
         return t
-    spread = a.reshape(-1, heads) @ _head_indicator(heads, width, a.dtype, a.device)
+    out = (side.buffer("spread", math.prod(t.shape[:-1]), width)
+           if side is not None and a.dtype == t.dtype else None)
+    spread = torch.mm(a.reshape(-1, heads), _head_indicator(heads, width, a.dtype, a.device),
+                      out=out)
     return t.mul_(spread.view(t.shape))
 
 
@@ -560,7 +565,8 @@ class _PairMix(torch.autograd.Function):
                 ctx.saved_projections.append(v)
                 v = v.clone()                                           # scaled in place below
             a = weights.index_select(0, c.pair)                         # (tiles·rows, B, h)
-            out.index_add_(0, c.q_tok, _scale_heads_(v, a).view(len(c.q_tok), b, v.shape[-1]))
+            scaled = _scale_heads_(v, a, v_side)
+            out.index_add_(0, c.q_tok, scaled.view(len(c.q_tok), b, v.shape[-1]))
         weights = attn.to(v_side.rows.dtype) if far.far_pairs(layout) else None
         for f in far.far_pairs(layout):
             vh = _far_project(v_side, f.k0, f.slot_v, f, b, heads)[2]
@@ -595,7 +601,7 @@ class _PairMix(torch.autograd.Function):
                 dattn.index_copy_(0, c.pair, da)
             if weights is not None:
                 a = weights.index_select(0, c.pair)
-                v_side.accumulate(c.k_tok, c.slot_q, xv_rows, mv, _scale_heads_(go, a))
+                v_side.accumulate(c.k_tok, c.slot_q, xv_rows, mv, _scale_heads_(go, a, v_side))
         dattn = None if dattn is None else _from_pair_major(dattn, n)
         weights = attn.to(v_side.rows.dtype) if far.far_pairs(layout) else None
         for f in far.far_pairs(layout):
