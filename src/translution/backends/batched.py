@@ -223,7 +223,7 @@ class _Side:
     page-faulted in again and again on CPUs), unless ``keep``: projections kept for backward."""
 
     def __init__(self, x: torch.Tensor, w: Optional[torch.Tensor], keep: bool = False):
-        self.x, self.w, self.keep, self._buffers = x, w, keep, {}
+        self.x, self.w, self.keep, self._buffers, self._views = x, w, keep, {}, {}
         self.relative = w is not None and w.dim() == 3
         x_t = _token_major(x)                                          # (N+1, B, C)
         self.rows = x_t if (w is None or self.relative) else x_t @ w   # plain: (N+1, B, C')
@@ -235,11 +235,14 @@ class _Side:
         when projections are kept or on other devices (their caching allocators reuse memory)."""
         if self.keep or self.rows.device.type != "cpu":
             return None
-        size, buf = math.prod(shape), self._buffers.get(name)
-        if buf is None or buf.numel() < size:
-            buf = self._buffers[name] = torch.empty(shape, dtype=self.rows.dtype)
-        strides = [math.prod(shape[i + 1:]) for i in range(len(shape))]       # contiguous
-        return buf.as_strided(shape, strides)
+        view = self._views.get((name, shape))           # chunks of one plan repeat shapes
+        if view is None:
+            size, buf = math.prod(shape), self._buffers.get(name)
+            if buf is None or buf.numel() < size:
+                buf = self._buffers[name] = torch.empty(size, dtype=self.rows.dtype)
+                self._views = {k: v for k, v in self._views.items() if k[0] != name}
+            view = self._views[name, shape] = buf[:size].view(shape)
+        return view
 
     def gather(self, tokens, slots, tiles: int):
         """The rows of ``tokens`` ``(tiles, rows·B, F)`` and, for banks, the slot matrices
