@@ -264,7 +264,7 @@ class _Side:
         flat, mats = self.gather(tokens, slots, tiles)
         if not self.relative:
             return (flat.transpose(1, 2) if feature_major else flat), None, None
-        tiles, rows, c_out = len(mats), flat.shape[1], mats.shape[-1]
+        rows, c_out = flat.shape[1], mats.shape[-1]
         if feature_major:                 # the same product, written transposed
             out = self.buffer("proj", tiles, c_out, rows)
             return torch.bmm(mats.transpose(1, 2), flat.transpose(1, 2), out=out), flat, mats
@@ -325,12 +325,6 @@ def _head_indicator(heads: int, width: int, dtype: torch.dtype, device: torch.de
     return torch.eye(heads, dtype=dtype, device=device).repeat_interleave(width // heads, 1)
 
 
-@functools.lru_cache(maxsize=64)
-def _ones(size: int, dtype: torch.dtype) -> torch.Tensor:
-    """A CPU vector of ``size`` ones (per-head sums as matrix-vector products)."""
-    return torch.ones(size, dtype=dtype)
-
-
 #: On CPUs, heads narrower than this many features take the paths below: elementwise kernels
 #: broadcast over, or reduce along, such short rows several times slower (at 8 features, a
 #: quarter of the speed). Other devices keep the plain broadcasts (fewer kernels).
@@ -363,7 +357,7 @@ def _head_dots(t: torch.Tensor, u: torch.Tensor, heads: int, dtype: torch.dtype)
     prod = t.mul_(u).to(dtype).unflatten(-1, (heads, -1))
     if t.device.type != "cpu":
         return prod.sum(-1)
-    return prod @ _ones(prod.shape[-1], prod.dtype)
+    return prod @ _head_indicator(1, prod.shape[-1], prod.dtype, prod.device)[0]
 
 
 def _pair_dots(q: torch.Tensor, k: torch.Tensor, c: _Chunk, heads: int,
