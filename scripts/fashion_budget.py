@@ -1,0 +1,83 @@
+"""Fashion-MNIST accuracy against training budget, from several ``results.json`` files.
+
+Each file is one ``translution experiment fashion`` run at one schedule length (its epochs are
+read from ``steps``: 60,000 images / batch 128 = 468 steps an epoch). Writes a figure (test
+accuracy mean ± std over seeds against epochs, one line per model present in at least two
+files) and prints a Markdown table with the gain of each doubling, the convergence check the
+README uses ("a longer schedule gains less than the seed spread")::
+
+    python scripts/fashion_budget.py docs/fashion_results.json docs/fashion_e*_results.json \
+        --out docs/fashion_budget.png
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+STEPS_PER_EPOCH = 60_000 // 128
+
+
+def load(paths):
+    """``{model: {epochs: (accuracy %, std %, seeds)}}`` over the files in ``paths``."""
+    table = {}
+    for path in paths:
+        results = json.loads(Path(path).read_text(encoding="utf-8"))
+        for model, r in results.items():
+            if not isinstance(r, dict) or "steps" not in r:
+                raise ValueError(f"{path}: entry {model!r} has no 'steps' (not a fashion results.json)")
+            epochs = round(r["steps"] / STEPS_PER_EPOCH)
+            table.setdefault(model, {})[epochs] = (
+                100 * r["accuracy"], 100 * r["accuracy_std"], len(r.get("seeds", [])))
+    return {m: dict(sorted(v.items())) for m, v in table.items() if len(v) >= 2}
+
+
+def markdown(table) -> str:
+    budgets = sorted({e for v in table.values() for e in v})
+    head = "| model | " + " | ".join(f"{e} epochs (%)" for e in budgets) + " | last doubling |"
+    lines = [head, "|" + "---|" * (len(budgets) + 2)]
+    for model, v in table.items():
+        cells = [f"{v[e][0]:.2f} ± {v[e][1]:.2f}" + ("" if v[e][2] >= 3 else f" ({v[e][2]} seeds)")
+                 if e in v else "" for e in budgets]
+        last, prev = max(v), max(v) // 2
+        gain = f"{v[last][0] - v[prev][0]:+.2f} ({prev} → {last})" if prev in v else ""
+        lines.append(f"| {model} | " + " | ".join(cells) + f" | {gain} |")
+    return "\n".join(lines)
+
+
+def plot(table, out: Path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for model, v in table.items():
+        e = list(v)
+        ax.errorbar(e, [v[k][0] for k in e], yerr=[v[k][1] for k in e], marker="o", capsize=3,
+                    label=model)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted({e for v in table.values() for e in v}))
+    ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.set_xlabel("epochs (cosine schedule of that length)")
+    ax.set_ylabel("test accuracy (%), mean ± std over seeds")
+    ax.set_title("Fashion-MNIST, 4×4 + cls tokens: accuracy against training budget")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("results", nargs="+", help="results.json files, one per schedule length")
+    p.add_argument("--out", type=Path, help="figure to write (PNG)")
+    args = p.parse_args(argv)
+    table = load(args.results)
+    if not table:
+        raise SystemExit("no model appears in two or more of the files")
+    print(markdown(table))
+    if args.out:
+        plot(table, args.out)
+
+
+if __name__ == "__main__":
+    main()
