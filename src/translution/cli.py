@@ -136,9 +136,8 @@ def _add_experiments(experiment: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="translution",
-        description="Translution: relative attention with a weight per offset (arXiv 2510.10060).")
+    parser = argparse.ArgumentParser(prog="translution", description=(
+        "Translution: relative attention with a weight per offset (arXiv 2510.10060)."))
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 

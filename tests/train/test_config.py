@@ -108,6 +108,9 @@ def test_value_errors(override, expected):
 def test_file_errors(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         load_config(tmp_path / "missing.yaml")
+    (tmp_path / "folder.yaml").mkdir()
+    with pytest.raises(ValueError, match="is not a regular file"):
+        load_config(tmp_path / "folder.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("train: [unclosed")
     with pytest.raises(ValueError, match="not valid YAML"):

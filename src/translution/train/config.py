@@ -211,7 +211,8 @@ def load_settings(cls: type[T], preset: str | os.PathLike | None = None,
         if path.suffix not in (".yaml", ".yml") and not path.exists():
             path = CONFIG_DIR / f"{preset}.yaml"
         if not path.is_file():
-            raise ValueError(f"config file {str(path)!r} does not exist")
+            what = "is not a regular file" if path.exists() else "does not exist"
+            raise ValueError(f"config file {str(path)!r} {what}")
         try:
             values = yaml.safe_load(path.read_text(encoding="utf-8"))
         except (yaml.YAMLError, UnicodeDecodeError) as e:
