@@ -132,6 +132,9 @@ def test_causal_self_attention_with_bias_is_causal():
     (lambda: Translution(8, (2, 2)), TypeError, "Layout"),
     (lambda: AlphaTranslution(8, Grid(2, 2), rank=0), ValueError, "rank"),
     (lambda: AlphaTranslution(8, Grid(2, 2), relative=""), ValueError, "subset"),
+    (lambda: Translution(8, Grid(2, 2), backend="fast"), ValueError, "unknown backend 'fast'"),
+    (lambda: AlphaTranslution(8, Grid(2, 2), backend="nope"), ValueError, "unknown backend"),
+    (lambda: Translution(8, Grid(2, 2), backend=3), TypeError, "backend must be"),
 ])
 def test_layer_construction_errors(build, error, match):
     with pytest.raises(error, match=match):

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import functional
+from . import backends, functional
 from .layouts import Layout, as_layout
 
 __all__ = ["Translution", "AlphaTranslution", "SelfAttention", "parse_relative",
@@ -68,6 +68,12 @@ def _check_parameterization(parameterization) -> str:
         raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, "
                          f"got {parameterization!r}")
     return parameterization
+
+
+def _checked_backend(backend):
+    """``backend`` as given (a name, an instance or ``None``) once it names a backend."""
+    backends.check_backend(backend)
+    return backend
 
 
 def _layout_for(layout: Layout, shape: Optional[SequenceT[int]]) -> Layout:
@@ -186,7 +192,7 @@ class Translution(_AttentionBase):
         self.relative = "".join(p for p in "qkv" if p in parse_relative(relative))
         if init not in ("reference", "tied"):
             raise ValueError(f"init must be 'reference' or 'tied', got {init!r}")
-        self.backend = backend
+        self.backend = _checked_backend(backend)
         self.parameterization = _check_parameterization(parameterization)
         slots = self.layout.num_slots
         for name in "qkv":
@@ -305,7 +311,7 @@ class AlphaTranslution(_AttentionBase):
                              f"{2 * self.layout.ndim} (one rotated pair per axis), got {dim_head}")
         self.position, self.rope_base = position, rope_base
         self.relative = "".join(p for p in "qkv" if p in parse_relative(relative))
-        self.rank, self.backend = rank, backend
+        self.rank, self.backend = rank, _checked_backend(backend)
         self.parameterization = _check_parameterization(parameterization)
         width, slots = heads * rank, self.layout.num_slots
         for name in "qkv":

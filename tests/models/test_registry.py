@@ -221,3 +221,9 @@ def test_save_projections_reaches_the_relative_layers(kind):
         torch.testing.assert_close(a, b)
     with pytest.raises(TypeError, match="save_projections must be a bool"):
         create_model("vit_micro_translution", save_projections="yes")
+
+
+def test_unknown_backend_is_refused_by_the_model_config():
+    with pytest.raises(ValueError, match="unknown backend 'fastest'"):
+        create_model("vit_micro_translution", backend="fastest")
+    assert create_model("vit_micro_translution", backend="grouped").config.backend == "grouped"

@@ -20,12 +20,24 @@ from .grouped import GroupedBackend
 from .reference import ReferenceBackend
 
 __all__ = ["Backend", "BatchedBackend", "GroupedBackend", "ReferenceBackend", "BACKENDS",
-           "DEFAULT_ORDER", "select_backend"]
+           "DEFAULT_ORDER", "check_backend", "select_backend"]
 
 BACKENDS: Dict[str, Backend] = {"batched": BatchedBackend(), "grouped": GroupedBackend(),
                                 "reference": ReferenceBackend()}
 #: Backend names in the order ``backend=None`` tries them.
 DEFAULT_ORDER = ("batched", "grouped", "reference")
+
+
+def check_backend(backend: Union[None, str, Backend]) -> Optional[Backend]:
+    """The backend ``backend`` names (``None`` stays ``None``: chosen per call); a
+    ``ValueError`` for an unknown name, a ``TypeError`` for anything else."""
+    if backend is None or isinstance(backend, Backend):
+        return backend
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be None, a name or a Backend, got {type(backend).__name__}")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {sorted(BACKENDS)}")
+    return BACKENDS[backend]
 
 
 def select_backend(backend: Union[None, str, Backend], layout: Layout, x: torch.Tensor,
@@ -40,12 +52,7 @@ def select_backend(backend: Union[None, str, Backend], layout: Layout, x: torch.
             reasons[name] = why
         raise ValueError("no backend can run these inputs: " + "; ".join(
             f"{name}: {', '.join(why)}" for name, why in reasons.items()))
-    if isinstance(backend, str):
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}; expected one of {sorted(BACKENDS)}")
-        backend = BACKENDS[backend]
-    elif not isinstance(backend, Backend):
-        raise TypeError(f"backend must be None, a name or a Backend, got {type(backend).__name__}")
+    backend = check_backend(backend)
     why = backend.not_supported_reasons(layout, x, weights)
     if why:
         raise ValueError(f"backend {backend.name!r} cannot run these inputs: " + "; ".join(why))

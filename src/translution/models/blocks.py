@@ -33,6 +33,7 @@ from torch import nn
 
 from ..layers import (PARAMETERIZATIONS, AlphaTranslution, SelfAttention, Translution,
                       parse_relative)
+from ..backends import check_backend
 from ..layouts import Layout
 
 __all__ = ["ATTENTION_KINDS", "LAYER_KINDS", "RELATIVE_KINDS", "HYBRID_KINDS", "SIZES",
@@ -152,6 +153,7 @@ class TransformerConfig:
         if self.backend is not None and not isinstance(self.backend, str):
             raise TypeError(f"backend must be None or a backend name (a string) so the config "
                             f"can be saved, got {type(self.backend).__name__}")
+        check_backend(self.backend)
 
     # -- derived values -----------------------------------------------------------------------
     @property
