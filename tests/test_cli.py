@@ -53,6 +53,7 @@ def test_train_then_eval_from_the_command_line(fake_mnist, tmp_path, capsys):
     (["experiment", "austen", "--set", "modles={a: ape}"],
      "unknown key modles; did you mean models?"),
     (["eval", "--checkpoint", "missing.pt"], "missing.pt' does not exist"),
+    (["models", "vit_zzz*"], "no registered model matches 'vit_zzz*'"),
 ])
 def test_errors_are_one_line_and_exit_2(tmp_path, monkeypatch, capsys, argv, message):
     monkeypatch.chdir(tmp_path)

@@ -94,8 +94,10 @@ def _generate(args) -> int:
 
 def _models(args) -> int:
     from .models import list_models
-    for name in list_models(args.pattern):
-        print(name)
+    names = list_models(args.pattern)
+    if not names:
+        raise ValueError(f"no registered model matches {args.pattern!r} (try 'vit_*', 'gpt_*')")
+    print("\n".join(names))
     return 0
 
 

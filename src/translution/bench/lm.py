@@ -231,8 +231,7 @@ def markdown(report: Dict) -> str:
     c = report["cases"][0]["case"]  # every case shares the model and timing settings
     lines = [
         f"# Language-model cost across context lengths ({c['device'].upper()})", "",
-        f"Machine: {report['machine']}.  ",
-        f"Commit: `{report['commit']}`.  ",
+        f"Machine: {report['machine']}.  ", f"Commit: `{report['commit']}`.  ",
         f"Command: `{report['command']}`", "",
         f"GPT `gpt_micro_<kind>`: dim {c['dim']}, depth {c['depth']}, {c['heads']} heads × "
         f"{c['dim_head']}, vocabulary {c['vocab_size']}; training batch {c['batch']}, "
@@ -243,8 +242,7 @@ def markdown(report: Dict) -> str:
         + " Setup and columns: `benchmarks/README.md`, section 2.",
         "", *_tables(report), "",
         "**Why.** Why each cost grows with L or stops growing: `benchmarks/README.md`, section 2, "
-        "\"Reading the table\".", "",
-        f"Total benchmark time: {report['seconds']:.0f} s."]
+        "\"Reading the table\".", "", f"Total benchmark time: {report['seconds']:.0f} s."]
     if report.get("plot"):
         lines.append(f"Plot: `{report['plot']}`.")
     return "\n".join(lines) + "\n"
