@@ -31,13 +31,18 @@ def load(paths):
     return {m: dict(sorted(v.items())) for m, v in table.items() if len(v) >= 2}
 
 
+def budgets(table):
+    """Every schedule length (epochs) in ``table``, ascending."""
+    return sorted({e for v in table.values() for e in v})
+
+
 def markdown(table) -> str:
-    budgets = sorted({e for v in table.values() for e in v})
-    head = "| model | " + " | ".join(f"{e} epochs (%)" for e in budgets) + " | last doubling |"
-    lines = [head, "|" + "---|" * (len(budgets) + 2)]
+    columns = budgets(table)
+    head = "| model | " + " | ".join(f"{e} epochs (%)" for e in columns) + " | last doubling |"
+    lines = [head, "|" + "---|" * (len(columns) + 2)]
     for model, v in table.items():
         cells = [f"{v[e][0]:.2f} ± {v[e][1]:.2f}" + ("" if v[e][2] >= 3 else f" ({v[e][2]} seeds)")
-                 if e in v else "" for e in budgets]
+                 if e in v else "" for e in columns]
         last, prev = max(v), max(v) // 2
         gain = f"{v[last][0] - v[prev][0]:+.2f} ({prev} → {last})" if prev in v else ""
         lines.append(f"| {model} | " + " | ".join(cells) + f" | {gain} |")
@@ -54,7 +59,7 @@ def plot(table, out: Path):
         ax.errorbar(e, [v[k][0] for k in e], yerr=[v[k][1] for k in e], marker="o", capsize=3,
                     label=model)
     ax.set_xscale("log", base=2)
-    ax.set_xticks(sorted({e for v in table.values() for e in v}))
+    ax.set_xticks(budgets(table))
     ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.set_xlabel("epochs (cosine schedule of that length)")
     ax.set_ylabel("test accuracy (%), mean ± std over seeds")

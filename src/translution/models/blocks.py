@@ -31,9 +31,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence as SequenceT
 import torch
 from torch import nn
 
+from ..backends import check_backend
 from ..layers import (PARAMETERIZATIONS, AlphaTranslution, SelfAttention, Translution,
                       parse_relative)
-from ..backends import check_backend
 from ..layouts import Layout
 
 __all__ = ["ATTENTION_KINDS", "LAYER_KINDS", "RELATIVE_KINDS", "HYBRID_KINDS", "SIZES",
