@@ -1,0 +1,77 @@
+"""Pool the seeds of several ``results.json`` files of one experiment protocol into one.
+
+For runs of one protocol made at different times (say seeds 0–1 in one session and seed 2 in the
+next, the run folders of the first gone): every statistic ``{M: mean, M_std: std, "seeds": [...]}``
+of the output holds the seeds of all files in order, with their mean and sample std (ddof 1);
+``seconds`` becomes the seed-weighted mean (``seconds_std`` the exact pooled sample std); every
+other field must be equal in all files (parameters, steps, model, ...), else ``ValueError``.
+The files must hold different seeds: the script cannot check that (results.json keeps no seed
+numbers)::
+
+    python scripts/pool_seeds.py docs/austen_steps3000_seeds01_results.json \\
+        docs/austen_steps3000_seed2_results.json --out docs/austen_steps3000_results.json
+"""
+
+import argparse
+import json
+import math
+import statistics
+from pathlib import Path
+
+
+def _metric(stats: dict):
+    """The name ``M`` of a statistic ``{M, M_std, seeds}``, or ``None``."""
+    if not isinstance(stats.get("seeds"), list):
+        return None
+    names = [k for k in stats if f"{k}_std" in stats and k != "seconds"]
+    return names[0] if len(names) == 1 else None
+
+
+def _seconds(parts):
+    """Seed-weighted mean and exact pooled sample std of per-file ``(n, mean, std)``."""
+    n = sum(k for k, _, _ in parts)
+    mean = sum(k * m for k, m, _ in parts) / n
+    spread = sum((k - 1) * s * s + k * (m - mean) ** 2 for k, m, s in parts)
+    return mean, math.sqrt(spread / (n - 1)) if n > 1 else 0.0
+
+
+def pool(parts, where="results"):
+    """One results tree from the trees ``parts`` (same shape; see the module docstring)."""
+    first = parts[0]
+    if isinstance(first, dict) and _metric(first) is not None:
+        name, seeds = _metric(first), [v for p in parts for v in p["seeds"]]
+        out = {k: v for k, v in first.items() if k not in (name, f"{name}_std", "seeds")}
+        for key in out:
+            if key not in ("seconds", "seconds_std") and any(p.get(key) != out[key] for p in parts):
+                raise ValueError(f"{where}.{key} differs between the files: "
+                                 f"{[p.get(key) for p in parts]}")
+        if "seconds" in out:
+            pairs = [(len(p["seeds"]), p["seconds"], p.get("seconds_std", 0.0)) for p in parts]
+            out["seconds"], std = _seconds(pairs)
+            if "seconds_std" in out:
+                out["seconds_std"] = std
+        mean = statistics.fmean(seeds) if seeds else first[name]
+        std = statistics.stdev(seeds) if len(seeds) > 1 else first[f"{name}_std"]
+        return {name: mean, f"{name}_std": std, "seeds": seeds, **out}
+    if isinstance(first, dict):
+        if any(not isinstance(p, dict) or set(p) != set(first) for p in parts):
+            raise ValueError(f"{where}: the files hold different entries: "
+                             f"{[sorted(p) if isinstance(p, dict) else p for p in parts]}")
+        return {k: pool([p[k] for p in parts], f"{where}.{k}") for k in first}
+    if any(p != first for p in parts):
+        raise ValueError(f"{where} differs between the files: {parts}")
+    return first
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("results", nargs="+", type=Path, help="results.json files, disjoint seeds")
+    p.add_argument("--out", type=Path, required=True, help="pooled results.json to write")
+    args = p.parse_args(argv)
+    trees = [json.loads(path.read_text(encoding="utf-8")) for path in args.results]
+    args.out.write_text(json.dumps(pool(trees), indent=2, ensure_ascii=False) + "\n",
+                        encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

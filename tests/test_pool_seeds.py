@@ -1,0 +1,57 @@
+"""scripts/pool_seeds.py: one results.json from runs of one protocol made at different times."""
+
+import importlib.util
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "pool_seeds.py"
+spec = importlib.util.spec_from_file_location("pool_seeds", SCRIPT)
+pool_seeds = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(pool_seeds)
+
+
+def _fashion(seeds, seconds):
+    return {"A": {"accuracy": statistics.fmean(seeds), "accuracy_std": 0.0, "seeds": seeds,
+                  "parameters": 10, "seconds": statistics.fmean(seconds),
+                  "seconds_std": statistics.stdev(seconds) if len(seconds) > 1 else 0.0,
+                  "steps": 468, "model": {"dim": 64}}}
+
+
+def test_pooled_statistics_equal_those_of_all_seeds_at_once(tmp_path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(_fashion([0.90, 0.92], [100.0, 140.0])))
+    b.write_text(json.dumps(_fashion([0.95], [130.0])))
+    out = tmp_path / "pooled.json"
+    pool_seeds.main([str(a), str(b), "--out", str(out)])
+    pooled, whole = json.loads(out.read_text())["A"], _fashion([0.90, 0.92, 0.95],
+                                                              [100.0, 140.0, 130.0])["A"]
+    assert pooled["seeds"] == [0.90, 0.92, 0.95]
+    assert pooled["accuracy"] == pytest.approx(whole["accuracy"])
+    assert pooled["accuracy_std"] == pytest.approx(statistics.stdev([0.90, 0.92, 0.95]))
+    assert pooled["seconds"] == pytest.approx(whole["seconds"])
+    assert pooled["seconds_std"] == pytest.approx(whole["seconds_std"])   # exact, not averaged
+    assert pooled["model"] == {"dim": 64} and pooled["steps"] == 468
+
+
+def test_nested_statistics_and_entries_without_seeds():
+    def austen(ppl):
+        return {"m": {"equal_steps": {"perplexity": ppl[0], "perplexity_std": 0.0, "seeds": ppl,
+                                      "seconds": 10.0, "steps": 3},
+                      "length": {"256": {"perplexity": None, "perplexity_std": None, "seeds": [],
+                                         "note": "absolute positions only up to 128"}}}}
+    pooled = pool_seeds.pool([austen([4.0, 5.0]), austen([6.0])])["m"]
+    assert pooled["equal_steps"]["seeds"] == [4.0, 5.0, 6.0]
+    assert pooled["equal_steps"]["perplexity"] == pytest.approx(5.0)
+    assert pooled["equal_steps"]["perplexity_std"] == pytest.approx(1.0)
+    assert pooled["length"]["256"] == austen([1.0])["m"]["length"]["256"]   # nothing to pool
+
+
+def test_refuses_files_of_different_protocols_or_models():
+    with pytest.raises(ValueError, match=r"results.A.steps differs between the files: \[468, 936\]"):
+        pool_seeds.pool([_fashion([0.9], [1.0]), {"A": {**_fashion([0.9], [1.0])["A"],
+                                                        "steps": 936}}])
+    with pytest.raises(ValueError, match="the files hold different entries"):
+        pool_seeds.pool([_fashion([0.9], [1.0]), {"B": _fashion([0.9], [1.0])["A"]}])
