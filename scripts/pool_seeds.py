@@ -5,8 +5,8 @@ next, the run folders of the first gone): every statistic ``{M: mean, M_std: std
 of the output holds the seeds of all files in order, with their mean and sample std (ddof 1);
 ``seconds`` becomes the seed-weighted mean (``seconds_std`` the exact pooled sample std); every
 other field must be equal in all files (parameters, steps, model, ...), else ``ValueError``.
-The files must hold different seeds: the script cannot check that (results.json keeps no seed
-numbers)::
+The files must hold different seeds of the same recipe: the script cannot check either
+(results.json keeps no seed numbers and not the learning rate or schedule)::
 
     python scripts/pool_seeds.py docs/austen_steps3000_seeds01_results.json \\
         docs/austen_steps3000_seed2_results.json --out docs/austen_steps3000_results.json
