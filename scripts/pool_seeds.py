@@ -15,8 +15,9 @@ The files must hold different seeds of the same recipe: the script cannot check 
 import argparse
 import json
 import math
-import statistics
 from pathlib import Path
+
+from translution.experiments.common import seed_stats
 
 
 def _metric(stats: dict):
@@ -38,8 +39,9 @@ def _seconds(parts):
 def pool(parts, where="results"):
     """One results tree from the trees ``parts`` (same shape; see the module docstring)."""
     first = parts[0]
-    if isinstance(first, dict) and _metric(first) is not None:
-        name, seeds = _metric(first), [v for p in parts for v in p["seeds"]]
+    name = _metric(first) if isinstance(first, dict) else None
+    if name is not None:
+        seeds = [v for p in parts for v in p["seeds"]]
         out = {k: v for k, v in first.items() if k not in (name, f"{name}_std", "seeds")}
         for key in out:
             if key not in ("seconds", "seconds_std") and any(p.get(key) != out[key] for p in parts):
@@ -50,9 +52,9 @@ def pool(parts, where="results"):
             out["seconds"], std = _seconds(pairs)
             if "seconds_std" in out:
                 out["seconds_std"] = std
-        mean = statistics.fmean(seeds) if seeds else first[name]
-        std = statistics.stdev(seeds) if len(seeds) > 1 else first[f"{name}_std"]
-        return {name: mean, f"{name}_std": std, "seeds": seeds, **out}
+        stats = (seed_stats(seeds, name, single_std=first[f"{name}_std"]) if seeds else
+                 {name: first[name], f"{name}_std": first[f"{name}_std"], "seeds": []})
+        return {**stats, **out}
     if isinstance(first, dict):
         if any(not isinstance(p, dict) or set(p) != set(first) for p in parts):
             raise ValueError(f"{where}: the files hold different entries: "
