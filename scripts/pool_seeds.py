@@ -5,8 +5,10 @@ next, the run folders of the first gone): every statistic ``{M: mean, M_std: std
 of the output holds the seeds of all files in order, with their mean and sample std (ddof 1);
 ``seconds`` becomes the seed-weighted mean (``seconds_std`` the exact pooled sample std); every
 other field must be equal in all files (parameters, steps, model, ...), else ``ValueError``.
-The files must hold different seeds of the same recipe: the script cannot check either
-(results.json keeps no seed numbers and not the learning rate or schedule)::
+``settings`` (the experiment's settings, kept in results.json since December 2026) must agree
+in every entry but :data:`RUN_ONLY`, and the seed numbers (from ``seed``) must not repeat; the
+output keeps the shared settings and ``seed_numbers``. Older files have no ``settings``: that
+their recipes agree and their seeds differ is then the user's to check::
 
     python scripts/pool_seeds.py docs/austen_steps3000_seeds01_results.json \\
         docs/austen_steps3000_seed2_results.json --out docs/austen_steps3000_results.json
@@ -18,6 +20,31 @@ import math
 from pathlib import Path
 
 from translution.experiments.common import seed_stats
+
+#: Settings that choose seeds, arms, machine or logging, not an arm's numbers at a seed.
+RUN_ONLY = frozenset({
+    "seeds", "seed", "device", "threads", "models", "ablations", "data_root", "eval_points",
+    "eval_batch_size", "log_every", "protocols", "budget_seconds", "calibration_steps", "prompt",
+    "samples", "sample_tokens", "temperature", "top_k", "sample_seed"})
+
+
+def _settings(parts, where):
+    """The settings shared by the files' stats ``parts`` and the joined seed numbers."""
+    given = [p.get("settings") for p in parts]
+    if None in given:
+        raise ValueError(f"{where}.settings: some files have them and others not (older files "
+                         f"cannot be checked; pool those alone)")
+    recipes = [{k: v for k, v in g.items() if k not in RUN_ONLY} for g in given]
+    differ = [k for k in sorted(set().union(*recipes))
+              if any(r.get(k) != recipes[0].get(k) for r in recipes)]
+    if differ:
+        raise ValueError(f"{where}.settings differ between the files in {differ}: "
+                         f"{[{k: r.get(k) for k in differ} for r in recipes]}")
+    numbers = [n for p, g in zip(parts, given) for n in p.get("seed_numbers") or
+               range(g["seed"], g["seed"] + len(p["seeds"]))]
+    if len(set(numbers)) != len(numbers):
+        raise ValueError(f"{where}: the files hold the same seeds (seed numbers {numbers})")
+    return recipes[0], numbers
 
 
 def _metric(stats: dict):
@@ -43,8 +70,11 @@ def pool(parts, where="results"):
     if name is not None:
         seeds = [v for p in parts for v in p["seeds"]]
         out = {k: v for k, v in first.items() if k not in (name, f"{name}_std", "seeds")}
-        for key in out:
-            if key not in ("seconds", "seconds_std") and any(p.get(key) != out[key] for p in parts):
+        if any("settings" in p for p in parts):
+            out["settings"], out["seed_numbers"] = _settings(parts, where)
+        for key in set(out).union(*parts) - {name, f"{name}_std", "seeds", "seconds",
+                                              "seconds_std", "settings", "seed_numbers"}:
+            if any(p.get(key) != out.get(key) for p in parts):
                 raise ValueError(f"{where}.{key} differs between the files: "
                                  f"{[p.get(key) for p in parts]}")
         if "seconds" in out:

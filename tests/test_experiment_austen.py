@@ -73,6 +73,7 @@ def _check_equal_steps(results, s):
         assert len(e["seeds"]) == s.seeds and e["steps"] == s.steps
         assert e["tokens"] == s.steps * s.batch_size * s.block_size
         assert e["parameters"] > 0 and e["seconds"] > 0
+        assert e["settings"] == s.to_dict()                   # what pool_seeds compares
         torch.testing.assert_close(e["perplexity"], float(np.mean(e["seeds"])))
         torch.testing.assert_close(e["perplexity_std"], float(np.std(e["seeds"], ddof=1)))
         assert list(r["length"]) == [str(n) for n in LENGTHS]

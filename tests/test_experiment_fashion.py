@@ -50,12 +50,14 @@ def test_quick_path_results_matching_and_checkpoints(tmp_path, fake_root):
         sets = [x for item in TINY + [f"data_root={fake_root}"] for x in ("--set", item)]
         assert _cli("experiment", "fashion", "--out", str(out), "--seeds", "2", *sets)[0] == 0
         results = json.loads((out / "results.json").read_text())
+        settings = replace_settings(fashion.QUICK, TINY + ["seeds=2", f"data_root={fake_root}"])
         assert list(results) == list(fashion.MODELS)
         for label, r in results.items():
             assert len(r["seeds"]) == 2 and all(0 <= a <= 1 for a in r["seeds"])
             assert r["accuracy"] == pytest.approx(statistics.mean(r["seeds"]))
             assert r["accuracy_std"] == pytest.approx(statistics.stdev(r["seeds"]))
             assert r["parameters"] > 0 and r["seconds"] > 0 and r["steps"] == 3
+            assert r["settings"] == settings.to_dict()        # what pool_seeds compares
         matched = results["ViT + abs. pos. emb., parameter-matched"]
         target = results["Translution"]["parameters"]
         assert abs(matched["parameters"] / target - 1) < 0.05
@@ -73,7 +75,6 @@ def test_quick_path_results_matching_and_checkpoints(tmp_path, fake_root):
 
         # running again reloads the finished runs; other settings in the folder are refused
         metrics = (out / "runs" / "translution" / "seed0" / "metrics.jsonl").read_text()
-        settings = replace_settings(fashion.QUICK, TINY + ["seeds=2", f"data_root={fake_root}"])
         again = fashion.run(out, settings, log=lambda m: None)
         for label, r in again.items():        # training time may differ by the final bookkeeping
             assert {k: v for k, v in r.items() if not k.startswith("seconds")} == \

@@ -55,3 +55,24 @@ def test_refuses_files_of_different_protocols_or_models():
                                                         "steps": 936}}])
     with pytest.raises(ValueError, match="the files hold different entries"):
         pool_seeds.pool([_fashion([0.9], [1.0]), {"B": _fashion([0.9], [1.0])["A"]}])
+
+
+def test_settings_decide_what_may_be_pooled():
+    def run(accs, seed, lr=2e-3, **more):
+        a = _fashion(accs, [1.0] * len(accs))
+        a["A"]["settings"] = {"seed": seed, "seeds": len(accs), "device": "cpu", "lr": lr,
+                              "epochs": 48, **more}
+        return a
+    pooled = pool_seeds.pool([run([0.9, 0.8], 0), run([0.7], 2, device="cuda", threads=1)])["A"]
+    assert pooled["seed_numbers"] == [0, 1, 2] and pooled["seeds"] == [0.9, 0.8, 0.7]
+    assert pooled["settings"] == {"lr": 2e-3, "epochs": 48}     # the recipe, without seeds/device
+    assert pool_seeds.pool([{"A": pooled}, run([0.6], 3)])["A"]["seed_numbers"] == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match=r"results.A: the files hold the same seeds \(seed "
+                                         r"numbers \[0, 1, 1\]\)"):
+        pool_seeds.pool([run([0.9, 0.8], 0), run([0.7], 1)])
+    with pytest.raises(ValueError, match=r"results.A.settings differ between the files in "
+                                         r"\['lr'\]: \[\{'lr': 0.002\}, \{'lr': 0.001\}\]"):
+        pool_seeds.pool([run([0.9], 0), run([0.7], 1, lr=1e-3)])
+    for order in ([_fashion([0.9], [1.0]), run([0.7], 1)], [run([0.7], 1), _fashion([0.9], [1.0])]):
+        with pytest.raises(ValueError, match="some files have them and others not"):
+            pool_seeds.pool(order)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Dict
 
 import pytest
 import yaml
@@ -182,6 +183,21 @@ def test_presets_and_settings_overrides(tmp_path):
         replace_settings(_Plain(), ["epochs=x"])
     with pytest.raises(ValueError, match="does not exist"):
         load_settings(_Settings, "no_such_preset")
+
+
+@dataclasses.dataclass
+class _Nested:
+    arms: Dict[str, Dict[str, int]] = dataclasses.field(default_factory=dict)
+
+
+def test_unquoted_comma_in_a_flow_key_is_explained():
+    # YAML reads {a, b: {x: 1}} as {a: None, b: {x: 1}}: the message says why the value is empty
+    with pytest.raises(TypeError, match=r"arms\.a: expected a mapping, got NoneType None \(empty: "
+                       r"'key=' with no value, or a comma in a YAML key: \{a, b: 1\}\)"):
+        load_settings(_Nested, None, ["arms={a, b: {x: 1}}"])
+    assert load_settings(_Nested, None, ['arms={"a, b": {x: 1}}']).arms == {"a, b": {"x": 1}}
+    with pytest.raises(TypeError, match=r"epochs: expected int, got NoneType None \(empty: 'key='"):
+        load_settings(_Plain, None, ["epochs="])
 
 
 def test_shipped_configs_load():

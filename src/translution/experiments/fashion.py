@@ -204,7 +204,8 @@ def run(out: Path, settings: FashionSettings = QUICK,
 
         def write(records: Dict[str, List[Dict]]) -> None:
             results.update({label: {**seed_summary(recs, "accuracy"), "model": sections[label],
-                                    "run": slugs[label]} for label, recs in records.items()})
+                                    "run": slugs[label], "settings": s.to_dict()}
+                            for label, recs in records.items()})
             atomic_write_json(out / "results.json", results)
             figures = _figures(out, results, records)
             atomic_write_text(out / "report.md", report_markdown(results, s, figures))

@@ -18,10 +18,8 @@ __all__ = [
     "save_config", "with_overrides", "Section", "bounded", "load_settings",
     "Task", "ClassificationTask", "LanguageModelTask",
     "BatchSource", "DatasetBatches", "WindowBatches", "token_windows",
-    "fit", "to_device", "count_parameters",
-    "save_checkpoint", "load_checkpoint",
-    "MetricsLogger", "read_metrics", "topk_correct",
-    "build_optimizer", "LRSchedule",
+    "fit", "to_device", "count_parameters", "save_checkpoint", "load_checkpoint",
+    "MetricsLogger", "read_metrics", "topk_correct", "build_optimizer", "LRSchedule",
     "DistInfo", "setup_distributed", "cleanup_distributed", "wrap_model", "unwrap_model",
     "seed_everything", "derive_seed", "capture_rng_state", "restore_rng_state",
 ]

@@ -39,7 +39,8 @@ def _join(where: str, key: Any) -> str:
 
 def _fail(where: str, tp: Any, value: Any) -> TypeError:
     name = tp.__name__ if isinstance(tp, type) else str(tp).replace("typing.", "")
-    return TypeError(f"{where}: expected {name}, got {type(value).__name__} {value!r}")
+    hint = " (empty: 'key=' with no value, or a comma in a YAML key: {a, b: 1})" * (value is None)
+    return TypeError(f"{where}: expected {name}, got {type(value).__name__} {value!r}{hint}")
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -68,7 +69,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return tuple(out) if origin is tuple else out
     if origin is dict:
         if not isinstance(value, Mapping):
-            raise TypeError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+            raise _fail(where, "a mapping", value)
         key_tp, value_tp = args
         return {_coerce(k, key_tp, where): _coerce(v, value_tp, _join(where, k))
                 for k, v in value.items()}
