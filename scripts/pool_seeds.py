@@ -8,7 +8,8 @@ other field must be equal in all files (parameters, steps, model, ...), else ``V
 ``settings`` (the experiment's settings, kept in results.json since December 2026) must agree
 in every entry but :data:`RUN_ONLY`, and the seed numbers (from ``seed``) must not repeat; the
 output keeps the shared settings and ``seed_numbers``. Older files have no ``settings``: that
-their recipes agree and their seeds differ is then the user's to check::
+their recipes agree and their seeds differ is then the user's to check. Austen files pool only
+from the equal-steps protocol (``--set "protocols=[steps]"``): an equal-time run is one seed::
 
     python scripts/pool_seeds.py docs/austen_steps3000_seeds01_results.json \\
         docs/austen_steps3000_seed2_results.json --out docs/austen_steps3000_results.json
@@ -21,7 +22,8 @@ from pathlib import Path
 
 from translution.experiments.common import seed_stats
 
-#: Settings that choose seeds, arms, machine or logging, not an arm's numbers at a seed.
+#: Settings outside the recipe: which seeds and arms, where and how fast (device and threads may
+#: change last digits), logging, and the equal-time protocol and samples (not pooled).
 RUN_ONLY = frozenset({
     "seeds", "seed", "device", "threads", "models", "ablations", "data_root", "eval_points",
     "eval_batch_size", "log_every", "protocols", "budget_seconds", "calibration_steps", "prompt",
@@ -38,12 +40,15 @@ def _settings(parts, where):
     differ = [k for k in sorted(set().union(*recipes))
               if any(r.get(k) != recipes[0].get(k) for r in recipes)]
     if differ:
-        raise ValueError(f"{where}.settings differ between the files in {differ}: "
-                         f"{[{k: r.get(k) for k in differ} for r in recipes]}")
+        per_file = [{k: r.get(k, "<absent>") for k in differ} for r in recipes]
+        raise ValueError(f"{where}.settings differ between the files in {differ}; per file, in "
+                         f"the order given: {per_file}")
     numbers = [n for p, g in zip(parts, given) for n in p.get("seed_numbers") or
                range(g["seed"], g["seed"] + len(p["seeds"]))]
-    if len(set(numbers)) != len(numbers):
-        raise ValueError(f"{where}: the files hold the same seeds (seed numbers {numbers})")
+    repeated = sorted({n for n in numbers if numbers.count(n) > 1})
+    if repeated:
+        raise ValueError(f"{where}: seeds {repeated} are in more than one file (seed numbers, "
+                         f"file by file: {numbers})")
     return recipes[0], numbers
 
 
@@ -86,6 +91,9 @@ def pool(parts, where="results"):
                  {name: first[name], f"{name}_std": first[f"{name}_std"], "seeds": []})
         return {**stats, **out}
     if isinstance(first, dict):
+        if "equal_steps" in first and "val_loss" in first:
+            raise ValueError(f"{where}: an equal-time Austen run is one seed and cannot be pooled; "
+                             f"pool files run with protocols=[steps]")
         if any(not isinstance(p, dict) or set(p) != set(first) for p in parts):
             raise ValueError(f"{where}: the files hold different entries: "
                              f"{[sorted(p) if isinstance(p, dict) else p for p in parts]}")

@@ -43,6 +43,9 @@ def test_nested_statistics_and_entries_without_seeds():
                       "length": {"256": {"perplexity": None, "perplexity_std": None, "seeds": [],
                                          "note": "absolute positions only up to 128"}}}}
     pooled = pool_seeds.pool([austen([4.0, 5.0]), austen([6.0])])["m"]
+    both = [{"m": {"val_loss": v, **austen([v])["m"]}} for v in (1.5, 1.6)]    # + equal time
+    with pytest.raises(ValueError, match=r"results.m: an equal-time Austen run is one seed"):
+        pool_seeds.pool(both)
     assert pooled["equal_steps"]["seeds"] == [4.0, 5.0, 6.0]
     assert pooled["equal_steps"]["perplexity"] == pytest.approx(5.0)
     assert pooled["equal_steps"]["perplexity_std"] == pytest.approx(1.0)
@@ -67,12 +70,17 @@ def test_settings_decide_what_may_be_pooled():
     assert pooled["seed_numbers"] == [0, 1, 2] and pooled["seeds"] == [0.9, 0.8, 0.7]
     assert pooled["settings"] == {"lr": 2e-3, "epochs": 48}     # the recipe, without seeds/device
     assert pool_seeds.pool([{"A": pooled}, run([0.6], 3)])["A"]["seed_numbers"] == [0, 1, 2, 3]
-    with pytest.raises(ValueError, match=r"results.A: the files hold the same seeds \(seed "
-                                         r"numbers \[0, 1, 1\]\)"):
+    with pytest.raises(ValueError, match=r"results.A: seeds \[1\] are in more than one file "
+                                         r"\(seed numbers, file by file: \[0, 1, 1\]\)"):
         pool_seeds.pool([run([0.9, 0.8], 0), run([0.7], 1)])
-    with pytest.raises(ValueError, match=r"results.A.settings differ between the files in "
-                                         r"\['lr'\]: \[\{'lr': 0.002\}, \{'lr': 0.001\}\]"):
+    with pytest.raises(ValueError, match=r"results.A.settings differ between the files in \['lr'\]"
+                                         r"; per file, in the order given: \[\{'lr': 0.002\}, "
+                                         r"\{'lr': 0.001\}\]"):
         pool_seeds.pool([run([0.9], 0), run([0.7], 1, lr=1e-3)])
+    with pytest.raises(ValueError, match=r"\['x'\]; per file, in the order given: \[\{'x': "
+                                         r"'<absent>'\}, \{'x': 5\}\]"):        # a newer field
+        pool_seeds.pool([run([0.9], 0), run([0.7], 1, x=5)])
+
     for order in ([_fashion([0.9], [1.0]), run([0.7], 1)], [run([0.7], 1), _fashion([0.9], [1.0])]):
         with pytest.raises(ValueError, match="some files have them and others not"):
             pool_seeds.pool(order)

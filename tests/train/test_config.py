@@ -192,11 +192,14 @@ class _Nested:
 
 def test_unquoted_comma_in_a_flow_key_is_explained():
     # YAML reads {a, b: {x: 1}} as {a: None, b: {x: 1}}: the message says why the value is empty
-    with pytest.raises(TypeError, match=r"arms\.a: expected a mapping, got NoneType None \(empty: "
-                       r"'key=' with no value, or a comma in a YAML key: \{a, b: 1\}\)"):
+    with pytest.raises(TypeError, match=r"arms\.a: expected a mapping, got NoneType None \(no "
+                       r"value: an empty 'key=' or 'key:', or null; in YAML \{a, b: 1\} an "
+                       r"unquoted comma makes 'a' a key without value: quote it, "
+                       r"\{\"a, b\": 1\}\)"):
         load_settings(_Nested, None, ["arms={a, b: {x: 1}}"])
     assert load_settings(_Nested, None, ['arms={"a, b": {x: 1}}']).arms == {"a, b": {"x": 1}}
-    with pytest.raises(TypeError, match=r"epochs: expected int, got NoneType None \(empty: 'key='"):
+    with pytest.raises(TypeError, match=r"epochs: expected int, got NoneType None \(no value: "
+                       r"an empty 'key='"):
         load_settings(_Plain, None, ["epochs="])
 
 

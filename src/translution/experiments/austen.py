@@ -359,8 +359,8 @@ def _steps_summary(rs: List[Dict], s: AustenSettings) -> Dict[str, Dict]:
                       "note": f"absolute positions only up to {s.block_size}"} if None in losses
                      else seed_stats([math.exp(min(v, 700.0)) for v in losses], "perplexity", None))
     return {"equal_steps": {**seed_stats([r["val_ppl"] for r in rs], "perplexity", None),
-                            "parameters": rs[0]["parameters"], "steps": rs[0]["steps"],
-                            "tokens": rs[0]["tokens"], "settings": s.to_dict(),
+                            **{k: rs[0][k] for k in ("parameters", "steps", "tokens", "model")},
+                            "settings": s.to_dict(),
                             "seconds": mean_std([r["seconds"] for r in rs])[0]},
             "length": length}
 

@@ -80,8 +80,7 @@ class FashionSettings(ExperimentSettings):
                                  f"'match' (one of {[k for k in arms if 'match' not in arms[k]]})"
                                  f", got {target!r}")
             if arm.get("grow", "width") not in ("width", "depth"):
-                raise ValueError(f"models.{label}.grow must be 'width' or 'depth', got "
-                                 f"{arm['grow']!r}")
+                raise ValueError(f"models.{label}.grow: 'width' or 'depth', got {arm['grow']!r}")
             _section(self, arm)                         # unknown fields / bad values fail here
 
     def arms(self) -> Dict[str, Dict[str, Any]]:

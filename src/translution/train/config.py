@@ -39,7 +39,8 @@ def _join(where: str, key: Any) -> str:
 
 def _fail(where: str, tp: Any, value: Any) -> TypeError:
     name = tp.__name__ if isinstance(tp, type) else str(tp).replace("typing.", "")
-    hint = " (empty: 'key=' with no value, or a comma in a YAML key: {a, b: 1})" * (value is None)
+    hint = (" (no value: an empty 'key=' or 'key:', or null; in YAML {a, b: 1} an unquoted comma "
+            "makes 'a' a key without value: quote it, {\"a, b\": 1})") * (value is None)
     return TypeError(f"{where}: expected {name}, got {type(value).__name__} {value!r}{hint}")
 
 
