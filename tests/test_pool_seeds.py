@@ -43,13 +43,13 @@ def test_nested_statistics_and_entries_without_seeds():
                       "length": {"256": {"perplexity": None, "perplexity_std": None, "seeds": [],
                                          "note": "absolute positions only up to 128"}}}}
     pooled = pool_seeds.pool([austen([4.0, 5.0]), austen([6.0])])["m"]
-    both = [{"m": {"val_loss": v, **austen([v])["m"]}} for v in (1.5, 1.6)]    # + equal time
-    with pytest.raises(ValueError, match=r"results.m: an equal-time Austen run is one seed"):
-        pool_seeds.pool(both)
     assert pooled["equal_steps"]["seeds"] == [4.0, 5.0, 6.0]
     assert pooled["equal_steps"]["perplexity"] == pytest.approx(5.0)
     assert pooled["equal_steps"]["perplexity_std"] == pytest.approx(1.0)
     assert pooled["length"]["256"] == austen([1.0])["m"]["length"]["256"]   # nothing to pool
+    both = [{"m": {"val_loss": v, **austen([v])["m"]}} for v in (1.5, 1.6)]    # + equal time
+    with pytest.raises(ValueError, match=r"results.m: an equal-time Austen run is one seed"):
+        pool_seeds.pool(both)
 
 
 def test_refuses_files_of_different_protocols_or_models():
