@@ -92,7 +92,7 @@ def test_type_errors(override, expected):
 
 
 @pytest.mark.parametrize("override, expected", [
-    ("optim.name=adam", r"one of \['adamw', 'adadelta', 'sgd'\], got 'adam'"),
+    ("optim.name=adam", r"one of \['adamw', 'adadelta', 'sgd'\], got str 'adam'"),
     ("schedule.per=batch", "one of"),
     ("optim.lr=-1", r"optim.lr must be > 0, got -1.0"),
     ("train.log_every=0", "train.log_every must be >= 1"),
@@ -201,6 +201,18 @@ def test_unquoted_comma_in_a_flow_key_is_explained():
     with pytest.raises(TypeError, match=r"epochs: expected int, got NoneType None \(no value: "
                        r"an empty 'key='"):
         load_settings(_Plain, None, ["epochs="])
+
+
+@pytest.mark.parametrize("override, error, expected", [
+    # an empty section was silently the section's defaults; now it is refused like a field
+    ("train=", TypeError, "train: expected TrainConfig"),
+    ("optim=", TypeError, "optim: expected OptimConfig"),
+    ("data.placement=", ValueError, r"data.placement: expected one of \['static', "),
+])
+def test_empty_section_or_choice_is_refused_with_the_no_value_hint(override, error, expected):
+    with pytest.raises(error, match=expected + r".*got NoneType None \(no value: "):
+        load_config(None, [override])
+    assert load_config(None, ["train={}"]).train == TrainConfig()  # an empty mapping: defaults
 
 
 def test_shipped_configs_load():

@@ -59,8 +59,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if origin is Literal:
         if value in args and not isinstance(value, bool):
             return value
-        raise ValueError(f"{where}: expected one of {list(args)}, got {value!r}")
-    if dataclasses.is_dataclass(tp):
+        raise ValueError(*_fail(where, f"one of {list(args)}", value).args)
+    if dataclasses.is_dataclass(tp) and value is not None:  # None: no section, refused below
         return settings_from_dict(tp, value, where)
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)) or (origin is tuple and len(value) != len(args)):
@@ -84,7 +84,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, (int, float)) and not isinstance(value, bool) and (
                 tp is float or isinstance(value, int) or value.is_integer()):
             return tp(value)
-    else:
+    elif not dataclasses.is_dataclass(tp):
         raise TypeError(f"{where}: unsupported annotation {tp!r}")
     raise _fail(where, tp, value)
 
