@@ -60,7 +60,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if value in args and not isinstance(value, bool):
             return value
         raise ValueError(*_fail(where, f"one of {list(args)}", value).args)
-    if dataclasses.is_dataclass(tp) and value is not None:  # None: no section, refused below
+    if dataclasses.is_dataclass(tp):
+        if value is None:  # no section given: refused, not silently the section's defaults
+            raise _fail(where, tp, value)
         return settings_from_dict(tp, value, where)
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)) or (origin is tuple and len(value) != len(args)):
@@ -84,7 +86,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, (int, float)) and not isinstance(value, bool) and (
                 tp is float or isinstance(value, int) or value.is_integer()):
             return tp(value)
-    elif not dataclasses.is_dataclass(tp):
+    else:
         raise TypeError(f"{where}: unsupported annotation {tp!r}")
     raise _fail(where, tp, value)
 
@@ -164,8 +166,7 @@ def settings_from_dict(cls: type[T], values: Mapping[str, Any] | None, where: st
         return values
     where, values = where or getattr(cls, "where", ""), {} if values is None else values
     if not isinstance(values, Mapping):
-        raise TypeError(f"{where or cls.__name__}: expected a mapping, got "
-                        f"{type(values).__name__} {values!r}")
+        raise _fail(where or cls.__name__, "a mapping", values)
     # a Section converts its fields itself (Section.__post_init__)
     return cls(**_converted(cls, values, where, convert=not issubclass(cls, Section)))
 
@@ -189,10 +190,9 @@ def with_overrides(values: Mapping[str, Any], overrides: Sequence[str]) -> dict[
         path = key.strip().split(".")
         if not all(path):
             raise ValueError(f"override key must be a dotted path like 'optim.lr', got {key!r}")
-        try:
+        value = raw
+        with contextlib.suppress(yaml.YAMLError):
             value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            value = raw
         node = out
         for part in path[:-1]:
             if not isinstance(node.get(part), dict):
